@@ -1,0 +1,34 @@
+"""tfp_bcnn: Bayesian convolutional neural networks for Keras 3.
+
+Variational training (Bayes by Backprop) with reparameterization, Flipout and
+local reparameterization estimators, Monte Carlo prediction with aleatoric /
+epistemic uncertainty, pruning, and export to SavedModel and TFLite.
+
+Importing the package registers every layer, prior, schedule and callback with
+Keras, so ``keras.saving.load_model("model.keras")`` works right after it.
+"""
+
+from . import datasets, kl, layers, metrics, models, plots, priors, pruning, uncertainty
+from .kl import KLDivergence, bayesian_layers, get_kl_weight, kl_divergence, set_kl_weight
+from .layers import GaussianHead, gaussian_nll
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GaussianHead",
+    "KLDivergence",
+    "bayesian_layers",
+    "datasets",
+    "gaussian_nll",
+    "get_kl_weight",
+    "kl",
+    "kl_divergence",
+    "layers",
+    "metrics",
+    "models",
+    "plots",
+    "priors",
+    "pruning",
+    "set_kl_weight",
+    "uncertainty",
+]

@@ -1,0 +1,110 @@
+"""KL weighting: find the Bayesian layers, set their KL weight, log the KL.
+
+The Keras loss of a model of Bayesian layers is the per-example negative ELBO::
+
+    loss = NLL(batch mean) + sum_layers kl_weight * KL(q || p)
+
+with ``kl_weight = beta / num_train_examples``: the KL of the whole data set's
+posterior is spread over the ``N`` examples, so the batch mean of the NLL and
+the KL are on the same scale. ``beta`` is 1 for the ELBO and is annealed by
+``KLAnnealing``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import keras
+from keras import ops
+
+from .layers import BayesianLayer
+
+__all__ = ["bayesian_layers", "set_kl_weight", "get_kl_weight", "kl_divergence", "KLDivergence"]
+
+
+def bayesian_layers(model) -> Iterator[BayesianLayer]:
+    """Every ``BayesianLayer`` of a model, nested models included, in order."""
+    seen = set()
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if isinstance(layer, BayesianLayer) and id(layer) not in seen:
+            seen.add(id(layer))
+            yield layer
+
+
+def _check_weight(value):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not (v >= 0 and math.isfinite(v)):
+        raise ValueError(f"`value` must be a number >= 0. Received: value={value!r}")
+    return v
+
+
+def set_kl_weight(model, value: float) -> None:
+    """Set ``kl_weight`` of every Bayesian layer of ``model`` to ``value`` (>= 0).
+
+    Raises:
+        ValueError: a negative or non-finite value, or a model with no
+            Bayesian layer.
+    """
+    v = _check_weight(value)
+    layers = list(bayesian_layers(model))
+    if not layers:
+        raise ValueError(f"The model has no Bayesian layer. Received: model={model.name!r}")
+    for layer in layers:
+        layer.kl_weight.assign(v)
+
+
+def get_kl_weight(model) -> float:
+    """The ``kl_weight`` of the first Bayesian layer (they are usually all equal)."""
+    for layer in bayesian_layers(model):
+        return float(ops.convert_to_numpy(layer.kl_weight))
+    raise ValueError(f"The model has no Bayesian layer. Received: model={model.name!r}")
+
+
+def kl_divergence(model, scaled: bool = True):
+    """Sum over Bayesian layers of KL(q || p), times ``kl_weight`` when ``scaled``.
+
+    Computed from the current weights (priors with no closed form draw one
+    Monte Carlo sample), i.e. the KL term that the next training step adds.
+    """
+    total = 0.0
+    for layer in bayesian_layers(model):
+        kl = layer.kl_divergence()
+        total = total + (ops.cast(layer.kl_weight, kl.dtype) * kl if scaled else kl)
+    return total
+
+
+@keras.saving.register_keras_serializable(package="tfp_bcnn")
+class KLDivergence(keras.metrics.Mean):
+    """Logs the KL term (``sum kl_weight * KL``) apart from the likelihood.
+
+    Pass it to ``compile`` so that ``fit`` shows ``loss`` (the negative ELBO),
+    the likelihood metrics and ``kl`` side by side::
+
+        model.compile("adam", "sparse_categorical_crossentropy",
+                      metrics=["accuracy", tfp_bcnn.KLDivergence(model)])
+
+    ``loss - kl`` is the NLL term. The value is computed from the model's
+    current weights at each step (TensorFlow and PyTorch backends; on JAX the
+    compiled step sees the weights of the step it was traced at, so prefer
+    ``model.evaluate`` or ``tfp_bcnn.kl_divergence`` there).
+
+    Args:
+        model: the model whose Bayesian layers are summed.
+        name: name in the logs.
+    """
+
+    def __init__(self, model=None, name="kl", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self._model_ref = model
+
+    def update_state(self, y_true=None, y_pred=None, sample_weight=None):
+        if self._model_ref is None:
+            return super().update_state(0.0)
+        return super().update_state(kl_divergence(self._model_ref))
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}

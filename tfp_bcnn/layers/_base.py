@@ -1,0 +1,433 @@
+"""The one Bayesian layer base: mean-field normal weights, three estimators.
+
+All twelve public layer classes (``{Conv1D, Conv2D, Conv3D, Dense} x
+{Reparameterization, Flipout, LocalReparameterization}``) are this class with a
+rank and an estimator fixed; nothing else differs between them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from .. import priors as priors_lib
+
+ESTIMATORS = ("reparameterization", "flipout", "local_reparameterization")
+
+#: Added to softplus(rho) so that log(sigma) stays finite in float32.
+SIGMA_FLOOR = 1e-8
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+    return int(value)
+
+
+def _normalize_tuple(name, value, rank):
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (int(value),) * rank
+    try:
+        value = tuple(value)
+    except TypeError:
+        raise ValueError(
+            f"`{name}` must be an int or a tuple of {rank} ints. Received: {name}={value!r}"
+        ) from None
+    if len(value) != rank or any(
+        isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0 for v in value
+    ):
+        raise ValueError(
+            f"`{name}` must be a positive int or a tuple of {rank} positive ints. "
+            f"Received: {name}={value!r}"
+        )
+    return tuple(int(v) for v in value)
+
+
+def rho_from_sigma(sigma):
+    """Inverse of ``softplus(rho) + SIGMA_FLOOR`` (numpy, for initialisation)."""
+    s = np.maximum(np.asarray(sigma, dtype="float64") - SIGMA_FLOOR, 1e-30)
+    # log(expm1(s)), stable for large s
+    return np.where(s > 20.0, s, np.log(np.expm1(np.minimum(s, 20.0))))
+
+
+def _safe_sqrt(x):
+    """sqrt with an exact 0 (and a zero, not NaN, gradient) where x == 0."""
+    positive = x > 0
+    return ops.where(positive, ops.sqrt(ops.where(positive, x, ops.ones_like(x))), 0.0)
+
+
+class BayesianLayer(keras.layers.Layer):
+    """Mean-field Gaussian variational layer (Bayes by Backprop).
+
+    Each kernel weight has the posterior ``q(w) = N(mu, sigma^2)`` with
+    ``mu = kernel_loc``, ``sigma = softplus(kernel_rho) + 1e-8``, and a fixed
+    binary ``kernel_mask`` (ones at build, set by pruning) that multiplies
+    ``mu`` and ``sigma`` wherever they are used, so a pruned weight is exactly
+    0 in every sample. Each call adds ``kl_weight * sum_w mask * KL(q(w) || p(w))``
+    to ``layer.losses``; the KL is summed over weights and ``kl_weight`` (a
+    non-trainable scalar variable) is usually ``1 / num_train_examples`` so
+    that the Keras loss is the per-example negative ELBO.
+
+    Estimators of the layer output ``y = x (*) W`` (``(*)`` a convolution or a
+    matrix product):
+
+    * ``"reparameterization"``: one kernel ``W = mu + sigma * eps`` per call,
+      shared by every example of the batch (Blundell et al. 2015,
+      https://arxiv.org/abs/1505.05424).
+    * ``"flipout"``: ``y = x (*) mu + ((x o s) (*) (sigma o eps)) o r`` with
+      random signs ``s``, ``r`` per example, so each example sees its own
+      pseudo-independent kernel (Wen et al. 2018, https://arxiv.org/abs/1803.04386).
+    * ``"local_reparameterization"``: pre-activations drawn from
+      ``N(x (*) mu, x^2 (*) sigma^2)``, independently per output element: two
+      convolutions (Kingma et al. 2015, https://arxiv.org/abs/1506.02557;
+      Shridhar et al. 2019, https://arxiv.org/abs/1901.02731).
+
+    All three have the same mean ``x (*) mu``.
+
+    This base is not used directly: the public classes fix ``rank`` (0 for
+    Dense, 1-3 for convolutions) and the estimator.
+    """
+
+    _rank: int = 0
+    _estimator: str = "flipout"
+
+    def __init__(
+        self,
+        *,
+        rank,
+        estimator,
+        units,
+        kernel_size=None,
+        strides=1,
+        padding="valid",
+        data_format=None,
+        dilation_rate=1,
+        activation=None,
+        use_bias=True,
+        bayesian_bias=False,
+        prior=None,
+        posterior_std_init=1e-3,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        centered_prior=False,
+        kl_weight=1.0,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if estimator not in ESTIMATORS:
+            raise ValueError(
+                f"Unknown `estimator`; expected one of {ESTIMATORS}. Received: estimator={estimator!r}"
+            )
+        self.rank = int(rank)
+        self.estimator = estimator
+        name = "units" if self.rank == 0 else "filters"
+        self.units = _check_positive_int(name, units)
+        if self.rank > 0:
+            self.kernel_size = _normalize_tuple("kernel_size", kernel_size, self.rank)
+            self.strides = _normalize_tuple("strides", strides, self.rank)
+            self.dilation_rate = _normalize_tuple("dilation_rate", dilation_rate, self.rank)
+            padding = str(padding).lower()
+            if padding not in ("valid", "same"):
+                raise ValueError(
+                    f"`padding` must be 'valid' or 'same'. Received: padding={padding!r}"
+                )
+            self.padding = padding
+            data_format = data_format or keras.config.image_data_format()
+            if data_format not in ("channels_last", "channels_first"):
+                raise ValueError(
+                    "`data_format` must be 'channels_last' or 'channels_first'. "
+                    f"Received: data_format={data_format!r}"
+                )
+            self.data_format = data_format
+        try:
+            std = float(posterior_std_init)
+        except (TypeError, ValueError):
+            std = float("nan")
+        if not (std > 0 and math.isfinite(std)):
+            raise ValueError(
+                "`posterior_std_init` must be a positive number. "
+                f"Received: posterior_std_init={posterior_std_init!r}"
+            )
+        self.posterior_std_init = std
+        try:
+            kl_value = float(kl_weight)
+        except (TypeError, ValueError):
+            kl_value = float("nan")
+        if not (kl_value >= 0 and math.isfinite(kl_value)):
+            raise ValueError(
+                f"`kl_weight` must be a number >= 0. Received: kl_weight={kl_weight!r}"
+            )
+        self._initial_kl_weight = kl_value
+        self.prior = priors_lib.get(prior)
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.bayesian_bias = bool(bayesian_bias) and self.use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.centered_prior = bool(centered_prior)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.kl_weight = self.add_weight(
+            name="kl_weight",
+            shape=(),
+            initializer=keras.initializers.Constant(kl_value),
+            trainable=False,
+        )
+        self.input_spec = keras.layers.InputSpec(min_ndim=2 if self.rank == 0 else self.rank + 2)
+
+    # ------------------------------------------------------------------ build
+    def _channel_axis(self):
+        if self.rank == 0 or self.data_format == "channels_last":
+            return -1
+        return 1
+
+    def _check_input_rank(self, shape):
+        ndim = len(shape)
+        if self.rank == 0:
+            if ndim < 2:
+                raise ValueError(
+                    f"{type(self).__name__} expects inputs of rank >= 2 (batch, ..., features). "
+                    f"Received: input_shape={tuple(shape)}"
+                )
+        elif ndim != self.rank + 2:
+            raise ValueError(
+                f"{type(self).__name__} expects inputs of rank {self.rank + 2} "
+                f"(batch, {self.rank} spatial dims, channels). Received: input_shape={tuple(shape)}"
+            )
+
+    def build(self, input_shape):
+        self._check_input_rank(input_shape)
+        in_channels = input_shape[self._channel_axis()]
+        if in_channels is None:
+            raise ValueError(
+                f"The channel dimension of the inputs of {type(self).__name__} must be known. "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        if self.rank == 0:
+            kernel_shape = (in_channels, self.units)
+        else:
+            kernel_shape = self.kernel_size + (in_channels, self.units)
+        rho0 = float(rho_from_sigma(self.posterior_std_init))
+        self.kernel_loc = self.add_weight(
+            name="kernel_loc", shape=kernel_shape, initializer=self.kernel_initializer
+        )
+        self.kernel_rho = self.add_weight(
+            name="kernel_rho", shape=kernel_shape, initializer=keras.initializers.Constant(rho0)
+        )
+        self.kernel_mask = self.add_weight(
+            name="kernel_mask", shape=kernel_shape, initializer="ones", trainable=False
+        )
+        self.kernel_prior_loc = None
+        if self.centered_prior:
+            self.kernel_prior_loc = self.add_weight(
+                name="kernel_prior_loc", shape=kernel_shape, initializer="zeros", trainable=False
+            )
+        self.bias = self.bias_loc = self.bias_rho = None
+        if self.use_bias and self.bayesian_bias:
+            self.bias_loc = self.add_weight(
+                name="bias_loc", shape=(self.units,), initializer=self.bias_initializer
+            )
+            self.bias_rho = self.add_weight(
+                name="bias_rho", shape=(self.units,), initializer=keras.initializers.Constant(rho0)
+            )
+        elif self.use_bias:
+            self.bias = self.add_weight(
+                name="bias", shape=(self.units,), initializer=self.bias_initializer
+            )
+        axis = self._channel_axis()
+        axes = {axis: in_channels} if self.rank else {-1: in_channels}
+        self.input_spec = keras.layers.InputSpec(
+            min_ndim=2 if self.rank == 0 else None,
+            ndim=None if self.rank == 0 else self.rank + 2,
+            axes=axes,
+        )
+
+    # --------------------------------------------------------------- moments
+    @property
+    def kernel_sigma(self):
+        """Posterior std of every kernel weight, ``softplus(rho) + 1e-8`` (unmasked)."""
+        return ops.softplus(self.kernel_rho) + SIGMA_FLOOR
+
+    @property
+    def bias_sigma(self):
+        if self.bias_rho is None:
+            return None
+        return ops.softplus(self.bias_rho) + SIGMA_FLOOR
+
+    def kernel_posterior(self):
+        """Masked moments ``(mu * mask, sigma * mask)`` of the kernel posterior."""
+        mask = ops.convert_to_tensor(self.kernel_mask)
+        return self.kernel_loc * mask, self.kernel_sigma * mask
+
+    def linear(self, inputs, kernel):
+        """The layer's linear map ``x (*) kernel``, without bias or activation."""
+        if self.rank == 0:
+            return ops.matmul(inputs, kernel)
+        return ops.conv(
+            inputs,
+            kernel,
+            strides=self.strides,
+            padding=self.padding,
+            data_format=self.data_format,
+            dilation_rate=self.dilation_rate,
+        )
+
+    # -------------------------------------------------------------------- KL
+    def _kl_sum(self, loc, sigma, sample, mask=None, prior_loc=None):
+        if prior_loc is not None:
+            loc = loc - prior_loc
+            sample = sample - prior_loc
+        kl = self.prior.kl(loc, sigma, sample)
+        if mask is not None:
+            kl = kl * mask
+        return ops.sum(kl)
+
+    def kl_divergence(self, kernel_sample=None, bias_sample=None):
+        """KL(q || p), summed over the unpruned weights (not scaled by kl_weight).
+
+        A pruned weight (mask 0) contributes nothing: its posterior is the point
+        mass at 0 that the mask defines, which no prior with a density can be
+        compared to, so it is treated as removed from the model, like a weight
+        of a smaller network. Its KL term is multiplied by 0 (never
+        ``log(0)``), so gradients through it are 0, not NaN.
+
+        Args:
+            kernel_sample: a kernel drawn from the posterior in the same pass
+                (needed by Monte Carlo priors); drawn here when None.
+        """
+        loc = ops.convert_to_tensor(self.kernel_loc)
+        sigma = self.kernel_sigma
+        if kernel_sample is None and self.prior.needs_sample:
+            eps = keras.random.normal(ops.shape(loc), seed=self.seed_generator)
+            kernel_sample = loc + sigma * eps
+        prior_loc = None if self.kernel_prior_loc is None else self.kernel_prior_loc
+        kl = self._kl_sum(loc, sigma, kernel_sample, self.kernel_mask, prior_loc)
+        if self.bias_loc is not None:
+            b_loc = ops.convert_to_tensor(self.bias_loc)
+            b_sigma = self.bias_sigma
+            if bias_sample is None and self.prior.needs_sample:
+                eps = keras.random.normal(ops.shape(b_loc), seed=self.seed_generator)
+                bias_sample = b_loc + b_sigma * eps
+            kl = kl + self._kl_sum(b_loc, b_sigma, bias_sample)
+        return kl
+
+    # ------------------------------------------------------------------ call
+    def _sign(self, shape):
+        u = keras.random.uniform(shape, seed=self.seed_generator)
+        return ops.where(u < 0.5, -1.0, 1.0)
+
+    def _sign_shape(self, x, channels):
+        shape = ops.shape(x)
+        ones = [1] * (len(shape) - 2)
+        if self.rank > 0 and self.data_format == "channels_first":
+            return (shape[0], channels, *ones)
+        return (shape[0], *ones, channels)
+
+    def _bias_shape(self, ndim):
+        if self.rank > 0 and self.data_format == "channels_first":
+            return (self.units,) + (1,) * self.rank
+        return (self.units,)
+
+    def call(self, inputs):
+        inputs = ops.convert_to_tensor(inputs, dtype=self.compute_dtype)
+        loc = ops.convert_to_tensor(self.kernel_loc)
+        mask = ops.convert_to_tensor(self.kernel_mask)
+        sigma = self.kernel_sigma
+        eps = None
+        if self.estimator == "reparameterization":
+            eps = keras.random.normal(ops.shape(loc), seed=self.seed_generator)
+            outputs = self.linear(inputs, (loc + sigma * eps) * mask)
+        elif self.estimator == "flipout":
+            eps = keras.random.normal(ops.shape(loc), seed=self.seed_generator)
+            in_channels = ops.shape(loc)[-2]
+            sign_in = self._sign(self._sign_shape(inputs, in_channels))
+            sign_out = self._sign(self._sign_shape(inputs, self.units))
+            outputs = self.linear(inputs, loc * mask)
+            outputs = outputs + self.linear(inputs * sign_in, sigma * eps * mask) * sign_out
+        else:  # local reparameterization
+            s = sigma * mask
+            mean = self.linear(inputs, loc * mask)
+            var = self.linear(ops.square(inputs), ops.square(s))
+            noise = keras.random.normal(ops.shape(mean), seed=self.seed_generator)
+            if self.bias_loc is not None:
+                var = var + ops.reshape(ops.square(self.bias_sigma), self._bias_shape(None))
+            outputs = mean + _safe_sqrt(var) * noise
+            if self.prior.needs_sample:
+                eps = keras.random.normal(ops.shape(loc), seed=self.seed_generator)
+        kernel_sample = None if eps is None else loc + sigma * eps
+
+        bias_sample = None
+        if self.bias is not None:
+            outputs = outputs + ops.reshape(self.bias, self._bias_shape(None))
+        elif self.bias_loc is not None:
+            if self.estimator == "local_reparameterization":
+                outputs = outputs + ops.reshape(self.bias_loc, self._bias_shape(None))
+            else:
+                b_eps = keras.random.normal((self.units,), seed=self.seed_generator)
+                bias_sample = self.bias_loc + self.bias_sigma * b_eps
+                outputs = outputs + ops.reshape(bias_sample, self._bias_shape(None))
+
+        kl = self.kl_divergence(kernel_sample, bias_sample)
+        self.add_loss(ops.cast(self.kl_weight, kl.dtype) * kl)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        self._check_input_rank(input_shape)
+        if self.rank == 0:
+            return tuple(input_shape[:-1]) + (self.units,)
+        channels_last = self.data_format == "channels_last"
+        spatial = input_shape[1:-1] if channels_last else input_shape[2:]
+        out = []
+        for n, k, s, d in zip(spatial, self.kernel_size, self.strides, self.dilation_rate):
+            if n is None:
+                out.append(None)
+            elif self.padding == "same":
+                out.append(-(-n // s))
+            else:
+                out.append((n - d * (k - 1) - 1) // s + 1)
+        if channels_last:
+            return (input_shape[0], *out, self.units)
+        return (input_shape[0], self.units, *out)
+
+    # --------------------------------------------------------------- config
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                ("units" if self.rank == 0 else "filters"): self.units,
+                "activation": keras.activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "bayesian_bias": self.bayesian_bias,
+                "prior": keras.saving.serialize_keras_object(self.prior),
+                "posterior_std_init": self.posterior_std_init,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "centered_prior": self.centered_prior,
+                "kl_weight": self._initial_kl_weight,
+                "seed": self.seed,
+            }
+        )
+        if self.rank > 0:
+            config.update(
+                {
+                    "kernel_size": self.kernel_size,
+                    "strides": self.strides,
+                    "padding": self.padding,
+                    "data_format": self.data_format,
+                    "dilation_rate": self.dilation_rate,
+                }
+            )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("prior"), dict):
+            config["prior"] = keras.saving.deserialize_keras_object(config["prior"])
+        return cls(**config)

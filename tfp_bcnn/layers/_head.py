@@ -1,0 +1,79 @@
+"""Gaussian output head for heteroscedastic regression."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="tfp_bcnn")
+class GaussianHead(keras.layers.Layer):
+    """Predicts a mean and a standard deviation per target (aleatoric noise).
+
+    A deterministic dense map to ``2 * units`` values; the first ``units`` are
+    the mean, the last ``units`` go through ``softplus(.) + min_std`` to give
+    the standard deviation. Train with ``tfp_bcnn.gaussian_nll``;
+    ``tfp_bcnn.predict`` then splits the predictive variance into aleatoric
+    (mean of predicted variances) and epistemic (variance of predicted means).
+
+    Args:
+        units: number of regression targets, > 0.
+        min_std: floor added to the std, > 0.
+
+    Input shape: ``(batch, features)``. Output shape: ``(batch, 2 * units)``,
+    ``[mean, std]`` concatenated on the last axis.
+    """
+
+    def __init__(self, units, min_std=1e-3, kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(units, bool) or not isinstance(units, int) or units <= 0:
+            raise ValueError(f"`units` must be a positive integer. Received: units={units!r}")
+        if not float(min_std) > 0:
+            raise ValueError(f"`min_std` must be > 0. Received: min_std={min_std!r}")
+        self.units = units
+        self.min_std = float(min_std)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        self.dense = keras.layers.Dense(
+            2 * self.units, kernel_initializer=self.kernel_initializer, name="dense"
+        )
+        self.dense.build(input_shape)
+
+    def call(self, inputs):
+        out = self.dense(inputs)
+        mean = out[..., : self.units]
+        std = ops.softplus(out[..., self.units :]) + self.min_std
+        return ops.concatenate([mean, std], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (2 * self.units,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "units": self.units,
+                "min_std": self.min_std,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfp_bcnn")
+def gaussian_nll(y_true, y_pred):
+    """Negative log-likelihood of ``y_true`` under ``N(mean, std^2)`` from a GaussianHead.
+
+    ``y_pred`` is ``[mean, std]`` concatenated on the last axis (``2 * units``).
+    Returns the per-example NLL summed over targets, shape ``(batch,)``::
+
+        NLL = sum_k 0.5 * log(2 pi std_k^2) + (y_k - mean_k)^2 / (2 std_k^2)
+    """
+    y_pred = ops.convert_to_tensor(y_pred)
+    units = y_pred.shape[-1] // 2
+    mean, std = y_pred[..., :units], y_pred[..., units:]
+    y_true = ops.reshape(ops.cast(y_true, mean.dtype), ops.shape(mean))
+    z = (y_true - mean) / std
+    nll = 0.5 * ops.square(z) + ops.log(std) + 0.9189385332046727
+    return ops.sum(nll, axis=-1)
