@@ -1,1 +1,680 @@
-"""Placeholder: filled in by its issue."""
+"""Figures for Bayesian classifiers: calibration, uncertainty, rotation, pruning.
+
+Every function draws one figure, writes it as a PNG to ``path`` and returns
+``path`` as a :class:`pathlib.Path`. Figures are built with
+:class:`matplotlib.figure.Figure` and the Agg canvas directly, never through
+``pyplot``: importing or calling this module does not change the user's
+matplotlib backend, opens no window, and leaves no figure in pyplot's
+registry (so nothing leaks in a loop). The PNG is written to a temporary file
+in the destination folder and moved into place with :func:`os.replace`, so a
+reader never sees a half-written file; the folder is created if missing.
+
+Functions:
+
+- :func:`reliability_diagram`: accuracy per confidence bin against the
+  diagonal, with the ECE (several models can be overlaid).
+- :func:`uncertainty_histograms`: aleatoric and epistemic uncertainty of
+  in-distribution vs out-of-distribution inputs, with the OOD AUROC.
+- :func:`rotation_curve`: accuracy and mean uncertainty against the rotation
+  angle of the inputs.
+- :func:`sample_predictions`: images with their predictive distribution per
+  class (and the spread of the Monte Carlo samples).
+- :func:`sparsity_curve`: accuracy against the fraction of pruned weights.
+
+Example:
+
+>>> import numpy as np
+>>> from tfp_bcnn import plots
+>>> probs = np.full((4, 2), 0.5); labels = np.array([0, 1, 0, 1])
+>>> plots.reliability_diagram(probs, labels, "/tmp/rel.png").name
+'rel.png'
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from numpy.typing import ArrayLike
+
+from . import metrics
+
+__all__ = [
+    "reliability_diagram",
+    "rotation_curve",
+    "sample_predictions",
+    "sparsity_curve",
+    "uncertainty_histograms",
+]
+
+PathLike = str | os.PathLike
+Series = ArrayLike | Mapping[str, ArrayLike]
+
+_DPI = 100
+
+
+# --------------------------------------------------------------------------- #
+# Helpers
+# --------------------------------------------------------------------------- #
+def _new_figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Figure, path: PathLike) -> pathlib.Path:
+    """Writes ``figure`` as a PNG to ``path`` atomically and returns the path."""
+    path = pathlib.Path(os.fspath(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        # open(..., "xb") creates the file with mode 0o666 & ~umask, like a
+        # plain write would; tempfile's 0o600 would survive the os.replace.
+        with open(tmp, "xb") as handle:
+            figure.savefig(handle, format="png", dpi=_DPI)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _as_series(name: str, value: Series) -> dict[str, np.ndarray]:
+    """Turns an array or a {name: array} mapping into {name: float array}."""
+    if isinstance(value, Mapping):
+        if not value:
+            raise ValueError(
+                f"`{name}` must not be an empty mapping. Received: {name}={{}}"
+            )
+        return {str(key): np.asarray(array) for key, array in value.items()}
+    return {"": np.asarray(value)}
+
+
+def _vector(name: str, value: ArrayLike, length: int | None = None) -> np.ndarray:
+    array = np.asarray(value)
+    if array.ndim != 1 or array.shape[0] == 0:
+        raise ValueError(
+            f"`{name}` must be a non-empty 1-D array. Received: {name}.shape={array.shape}"
+        )
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(
+        array.dtype, np.complexfloating
+    ):
+        raise ValueError(
+            f"`{name}` must hold real numbers. Received: {name}.dtype={array.dtype}"
+        )
+    if length is not None and array.shape[0] != length:
+        raise ValueError(
+            f"`{name}` must have length {length}. Received: {name}.shape={array.shape}"
+        )
+    return array.astype(np.float64)
+
+
+def _field(name: str, source: Any, key: str) -> np.ndarray:
+    """Reads ``key`` from a mapping or an attribute of ``source``."""
+    if isinstance(source, Mapping):
+        if key not in source:
+            raise ValueError(
+                f"`{name}` must have keys 'aleatoric' and 'epistemic'. "
+                f"Received: a mapping with keys {sorted(map(str, source))}"
+            )
+        value = source[key]
+    elif hasattr(source, key):
+        value = getattr(source, key)
+    else:
+        raise ValueError(
+            f"`{name}` must be a mapping or an object (e.g. the Prediction of "
+            "tfp_bcnn.predict) with 'aleatoric' and 'epistemic' arrays. "
+            f"Received: {type(source).__name__} without '{key}'"
+        )
+    array = _vector(f"{name}.{key}", value)
+    if not np.isfinite(array).all():
+        raise ValueError(
+            f"`{name}.{key}` must be finite. Received: {int((~np.isfinite(array)).sum())} NaN/inf values"
+        )
+    return array
+
+
+def _legend_name(key: str, fallback: str) -> str:
+    return key if key else fallback
+
+
+# --------------------------------------------------------------------------- #
+# Figures
+# --------------------------------------------------------------------------- #
+def reliability_diagram(
+    probs: Series,
+    labels: ArrayLike,
+    path: PathLike,
+    num_bins: int = 15,
+    title: str | None = None,
+) -> pathlib.Path:
+    """Reliability diagram: accuracy per confidence bin against the diagonal.
+
+    The top panel shows, for each of ``num_bins`` equal-width bins of the
+    confidence ``max_c p_c``, the accuracy of the examples in it (bars) and
+    the gap to their mean confidence (hatched); a calibrated model follows
+    the diagonal. The bottom panel shows the fraction of examples per bin.
+    Bins follow :func:`tfp_bcnn.metrics.reliability_curve`. Several models
+    (e.g. ``{"Bayesian": p_bayes, "frequentist": p_freq}``) are overlaid as
+    outlined bars, each with its ECE in the legend.
+
+    Args:
+        probs: Predictive probabilities ``(N, C)``, or a mapping from model
+            name to such an array (all scored against the same ``labels``).
+        labels: True classes, integers in ``[0, C)``, shape ``(N,)``.
+        path: Where to write the PNG.
+        num_bins: Number of confidence bins, ``> 0``.
+        title: Figure title; default "Reliability diagram". With a single
+            model the ECE is appended.
+
+    Returns:
+        ``path`` as a :class:`pathlib.Path`.
+
+    Raises:
+        ValueError: If ``probs`` / ``labels`` are malformed (see
+            :mod:`tfp_bcnn.metrics`) or ``num_bins <= 0``.
+    """
+    series = _as_series("probs", probs)
+    curves = {}
+    for name, array in series.items():
+        try:
+            curves[name] = metrics.reliability_curve(array, labels, num_bins)
+        except ValueError as error:
+            if name:
+                raise ValueError(f"probs[{name!r}]: {error}") from None
+            raise
+
+    figure = _new_figure(6.0, 6.5)
+    top, bottom = figure.subplots(
+        2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    top.plot(
+        [0, 1],
+        [0, 1],
+        linestyle="--",
+        color="0.4",
+        linewidth=1,
+        label="perfect calibration",
+    )
+    single = len(curves) == 1
+    colors = [f"C{i}" for i in range(len(curves))]
+    for (name, curve), color in zip(curves.items(), colors):
+        edges = curve.bin_edges
+        width = np.diff(edges)
+        acc = np.nan_to_num(curve.accuracy)
+        full = curve.counts > 0
+        if single:
+            top.bar(
+                edges[:-1],
+                acc,
+                width=width,
+                align="edge",
+                color=color,
+                edgecolor="black",
+                linewidth=0.6,
+                label=_legend_name(name, "accuracy"),
+            )
+            conf = np.where(full, curve.confidence, 0.0)
+            top.bar(
+                edges[:-1][full],
+                (conf - acc)[full],
+                bottom=acc[full],
+                width=width[full],
+                align="edge",
+                color="tab:red",
+                alpha=0.25,
+                hatch="//",
+                edgecolor="tab:red",
+                linewidth=0.6,
+                label="gap to confidence",
+            )
+        else:
+            label = f"{name} (ECE {curve.ece:.3f})"
+            top.stairs(acc, edges, color=color, linewidth=2, label=label)
+            top.stairs(acc, edges, color=color, fill=True, alpha=0.08)
+            top.plot(
+                curve.confidence[full],
+                curve.accuracy[full],
+                "o",
+                color=color,
+                markersize=4,
+            )
+        fraction = curve.counts / curve.counts.sum()
+        bottom.stairs(
+            fraction,
+            edges,
+            color=color,
+            fill=single,
+            alpha=0.6 if single else 1.0,
+            linewidth=1.5,
+        )
+
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.grid(alpha=0.3)
+    top.legend(loc="upper left", fontsize=9)
+    bottom.set_xlabel("confidence (max predicted probability)")
+    bottom.set_ylabel("fraction")
+    bottom.grid(alpha=0.3)
+    heading = title if title is not None else "Reliability diagram"
+    if single:
+        heading = f"{heading} (ECE = {next(iter(curves.values())).ece:.4f})"
+    top.set_title(heading)
+    return _save(figure, path)
+
+
+def uncertainty_histograms(
+    in_dist: Any,
+    out_dist: Any,
+    path: PathLike,
+    bins: int = 30,
+    names: tuple[str, str] = ("in-distribution", "out-of-distribution"),
+    title: str | None = None,
+) -> pathlib.Path:
+    """Histograms of aleatoric and epistemic uncertainty, in vs out of distribution.
+
+    Two panels (aleatoric: expected entropy; epistemic: mutual information),
+    each overlaying the normalised histograms of the in-distribution and OOD
+    examples on shared bins, with the AUROC of the score for OOD detection
+    (:func:`tfp_bcnn.metrics.ood_auroc`) in the panel title.
+
+    Args:
+        in_dist: In-distribution uncertainties: an object with ``aleatoric``
+            and ``epistemic`` attributes (e.g. the ``Prediction`` returned by
+            ``tfp_bcnn.predict``) or a mapping with those keys; each ``(N_in,)``.
+        out_dist: The same for the OOD inputs, each ``(N_out,)``.
+        path: Where to write the PNG.
+        bins: Number of histogram bins per panel, ``> 0``.
+        names: Legend names of the two sets.
+        title: Figure title; default "Predictive uncertainty".
+
+    Returns:
+        ``path`` as a :class:`pathlib.Path`.
+
+    Raises:
+        ValueError: If a field is missing, not 1-D, empty or not finite, or
+            ``bins <= 0``.
+    """
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins <= 0:
+        raise ValueError(f"`bins` must be a positive integer. Received: bins={bins!r}")
+    if len(names) != 2:
+        raise ValueError(
+            f"`names` must hold two names (in, out). Received: names={names!r}"
+        )
+    figure = _new_figure(10.0, 4.2)
+    axes = figure.subplots(1, 2)
+    for ax, key, label in zip(
+        axes,
+        ("aleatoric", "epistemic"),
+        ("aleatoric (expected entropy)", "epistemic (mutual information)"),
+    ):
+        values_in = _field("in_dist", in_dist, key)
+        values_out = _field("out_dist", out_dist, key)
+        edges = np.histogram_bin_edges(
+            np.concatenate([values_in, values_out]), bins=int(bins)
+        )
+        for values, name, color in (
+            (values_in, names[0], "C0"),
+            (values_out, names[1], "C3"),
+        ):
+            weights = np.full(values.shape, 1.0 / values.shape[0])
+            ax.hist(
+                values,
+                bins=edges,
+                weights=weights,
+                color=color,
+                alpha=0.5,
+                label=f"{name} (n={values.shape[0]})",
+            )
+            ax.axvline(values.mean(), color=color, linestyle="--", linewidth=1)
+        auroc = metrics.ood_auroc(values_in, values_out)
+        ax.set_title(f"{label}\nOOD AUROC = {auroc:.3f}", fontsize=10)
+        ax.set_xlabel("nats")
+        ax.set_ylabel("fraction of examples")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    figure.suptitle(title if title is not None else "Predictive uncertainty")
+    return _save(figure, path)
+
+
+def rotation_curve(
+    angles: ArrayLike,
+    accuracy: Series,
+    uncertainty: Series | None,
+    path: PathLike,
+    labels: str | Sequence[str] | None = None,
+    uncertainty_label: str = "mean uncertainty (nats)",
+    title: str | None = None,
+) -> pathlib.Path:
+    """Accuracy (left axis) and mean uncertainty (right axis) against rotation.
+
+    Each series is drawn in one colour: accuracy as a solid line with circles,
+    uncertainty as a dashed line with squares on the twin axis.
+
+    Args:
+        angles: Rotation angles in degrees, shape ``(A,)``.
+        accuracy: Accuracy at each angle: ``(A,)`` for one series, ``(K, A)``
+            for ``K`` series, or a mapping ``{series name: (A,)}``.
+        uncertainty: Mean uncertainty at each angle, in the same form as
+            ``accuracy`` (with the same names), or None to draw accuracy only.
+        path: Where to write the PNG.
+        labels: Series names when ``accuracy`` is an array: one name for
+            ``(A,)`` or ``K`` names for ``(K, A)``. Ignored for mappings.
+        uncertainty_label: Label of the right axis, e.g. "mean epistemic
+            uncertainty (nats)".
+        title: Figure title; default "Accuracy and uncertainty under rotation".
+
+    Returns:
+        ``path`` as a :class:`pathlib.Path`.
+
+    Raises:
+        ValueError: If a series does not have the length of ``angles``, the
+            names of ``accuracy`` and ``uncertainty`` differ, or ``labels``
+            does not match the number of series.
+    """
+    angles = _vector("angles", angles)
+    num_angles = angles.shape[0]
+
+    def to_named(name: str, value: Series) -> dict[str, np.ndarray]:
+        if isinstance(value, Mapping):
+            series = _as_series(name, value)
+            return {
+                key: _vector(f"{name}[{key!r}]", array, num_angles)
+                for key, array in series.items()
+            }
+        array = np.asarray(value)
+        if array.ndim == 1:
+            rows = [array]
+        elif array.ndim == 2:
+            rows = list(array)
+        else:
+            raise ValueError(
+                f"`{name}` must be (A,), (K, A) or a mapping. Received: {name}.shape={array.shape}"
+            )
+        if labels is None:
+            names = [f"series {i}" if len(rows) > 1 else "" for i in range(len(rows))]
+        else:
+            names = (
+                [labels]
+                if isinstance(labels, str)
+                else [str(label) for label in labels]
+            )
+            if len(names) != len(rows):
+                raise ValueError(
+                    f"`labels` must name the {len(rows)} series of `{name}`. Received: labels={labels!r}"
+                )
+        return {
+            key: _vector(name if len(rows) == 1 else f"{name}[{i}]", row, num_angles)
+            for i, (key, row) in enumerate(zip(names, rows))
+        }
+
+    acc_series = to_named("accuracy", accuracy)
+    unc_series = to_named("uncertainty", uncertainty) if uncertainty is not None else {}
+    if unc_series and list(unc_series) != list(acc_series):
+        raise ValueError(
+            "`accuracy` and `uncertainty` must name the same series in the same order. "
+            f"Received: {list(acc_series)} and {list(unc_series)}"
+        )
+
+    figure = _new_figure(7.0, 4.5)
+    ax = figure.subplots()
+    twin = ax.twinx() if unc_series else None
+    handles = []
+    for i, (name, acc) in enumerate(acc_series.items()):
+        color = f"C{i}"
+        (line,) = ax.plot(
+            angles,
+            acc,
+            "-o",
+            color=color,
+            markersize=4,
+            label=f"{_legend_name(name, '')} accuracy".strip(),
+        )
+        handles.append(line)
+        if twin is not None:
+            (line,) = twin.plot(
+                angles,
+                unc_series[name],
+                "--s",
+                color=color,
+                markersize=4,
+                alpha=0.8,
+                label=f"{_legend_name(name, '')} uncertainty".strip(),
+            )
+            handles.append(line)
+    ax.set_xlabel("rotation angle (degrees)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    if twin is not None:
+        twin.set_ylabel(uncertainty_label)
+        twin.set_ylim(bottom=0)
+    ax.legend(handles=handles, loc="best", fontsize=8)
+    ax.set_title(
+        title if title is not None else "Accuracy and uncertainty under rotation"
+    )
+    return _save(figure, path)
+
+
+def sample_predictions(
+    images: ArrayLike,
+    probs: ArrayLike,
+    path: PathLike,
+    labels: ArrayLike | None = None,
+    samples: ArrayLike | None = None,
+    max_images: int = 8,
+    class_names: Sequence[str] | None = None,
+    title: str | None = None,
+) -> pathlib.Path:
+    """Images above the bar chart of their predictive distribution per class.
+
+    One column per image (the first ``max_images``). The bars are the mean
+    probabilities ``probs``; the predicted class is highlighted and, if
+    ``labels`` is given, the true class is marked. With ``samples`` the
+    individual Monte Carlo draws are scattered over the bars (jittered dots)
+    and a line spans their 5th to 95th percentile, so a confident and a
+    merely averaged prediction look different (as in the MNIST vs notMNIST
+    figures of Bayesian CNN papers).
+
+    Args:
+        images: Shape ``(N, H, W)``, ``(N, H, W, 1)`` or ``(N, H, W, 3)``;
+            floats in ``[0, 1]`` or integers in ``[0, 255]`` for colour.
+        probs: Predictive probabilities, shape ``(N, C)``.
+        path: Where to write the PNG.
+        labels: Optional true classes, shape ``(N,)``; use -1 for inputs
+            without a class (e.g. OOD images).
+        samples: Optional per-sample probabilities, shape ``(S, N, C)``.
+        max_images: Number of images to draw, ``> 0``.
+        class_names: Optional ``C`` tick labels; default ``0 .. C-1``.
+        title: Figure title; default "Predictive distributions".
+
+    Returns:
+        ``path`` as a :class:`pathlib.Path`.
+
+    Raises:
+        ValueError: If the shapes disagree, an array has the wrong rank, or
+            ``max_images <= 0``.
+    """
+    images = np.asarray(images)
+    probs = np.asarray(probs, dtype=np.float64)
+    if (
+        isinstance(max_images, bool)
+        or not isinstance(max_images, (int, np.integer))
+        or max_images <= 0
+    ):
+        raise ValueError(
+            f"`max_images` must be a positive integer. Received: max_images={max_images!r}"
+        )
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] in (3, 4))):
+        raise ValueError(
+            "`images` must have shape (N, H, W), (N, H, W, 1), (N, H, W, 3) or (N, H, W, 4). "
+            f"Received: images.shape={np.shape(images)}"
+        )
+    if probs.ndim != 2 or probs.shape[0] != images.shape[0] or probs.shape[1] == 0:
+        raise ValueError(
+            "`probs` must have shape (N, C) with N the number of images. "
+            f"Received: probs.shape={probs.shape}, images.shape={images.shape}"
+        )
+    if images.shape[0] == 0:
+        raise ValueError(
+            f"`images` must not be empty. Received: images.shape={images.shape}"
+        )
+    num_classes = probs.shape[1]
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (images.shape[0],) or not np.issubdtype(
+            labels.dtype, np.integer
+        ):
+            raise ValueError(
+                f"`labels` must be integers of shape ({images.shape[0]},). "
+                f"Received: labels.shape={labels.shape}, labels.dtype={labels.dtype}"
+            )
+    if samples is not None:
+        samples = np.asarray(samples, dtype=np.float64)
+        if (
+            samples.ndim != 3
+            or samples.shape[1:] != probs.shape
+            or samples.shape[0] == 0
+        ):
+            raise ValueError(
+                f"`samples` must have shape (S, {probs.shape[0]}, {num_classes}) to match probs. "
+                f"Received: samples.shape={samples.shape}"
+            )
+    if class_names is None:
+        class_names = [str(c) for c in range(num_classes)]
+    elif len(class_names) != num_classes:
+        raise ValueError(
+            f"`class_names` must hold {num_classes} names. Received: {len(class_names)} names"
+        )
+
+    count = min(int(max_images), images.shape[0])
+    figure = _new_figure(max(2.0 * count, 4.0), 4.6)
+    axes = figure.subplots(
+        2, count, squeeze=False, gridspec_kw={"height_ratios": [1, 1]}
+    )
+    rng = np.random.default_rng(0)  # jitter only; fixed so figures are reproducible
+    positions = np.arange(num_classes)
+    for i in range(count):
+        image_ax, bar_ax = axes[0, i], axes[1, i]
+        if images.ndim == 3:
+            image_ax.imshow(images[i], cmap="gray")
+        else:
+            image_ax.imshow(images[i])
+        image_ax.set_xticks([])
+        image_ax.set_yticks([])
+        predicted = int(np.argmax(probs[i]))
+        heading = f"pred {class_names[predicted]} ({probs[i, predicted]:.2f})"
+        colors = ["0.65"] * num_classes
+        colors[predicted] = "C0"
+        if labels is not None and 0 <= labels[i] < num_classes:
+            truth = int(labels[i])
+            heading += f"\ntrue {class_names[truth]}"
+            if truth != predicted:
+                colors[predicted] = "C3"  # wrong prediction in red
+            colors[truth] = "C2"  # true class in green
+        image_ax.set_title(heading, fontsize=8)
+        bar_ax.bar(positions, probs[i], color=colors, width=0.8)
+        if samples is not None:
+            draws = samples[: min(samples.shape[0], 200), i, :]
+            jitter = rng.uniform(-0.25, 0.25, size=draws.shape)
+            bar_ax.scatter(
+                (positions + jitter).ravel(),
+                draws.ravel(),
+                s=3,
+                color="black",
+                alpha=0.25,
+                linewidths=0,
+            )
+            low, high = np.percentile(samples[:, i, :], [5, 95], axis=0)
+            bar_ax.vlines(positions, low, high, color="black", linewidth=1)
+        bar_ax.set_ylim(0, 1.02)
+        bar_ax.set_xticks(positions)
+        bar_ax.set_xticklabels(class_names, fontsize=6 if num_classes > 10 else 7)
+        bar_ax.tick_params(axis="y", labelsize=7)
+        if i == 0:
+            bar_ax.set_ylabel("probability", fontsize=8)
+        else:
+            bar_ax.set_yticklabels([])
+    figure.suptitle(title if title is not None else "Predictive distributions")
+    return _save(figure, path)
+
+
+def sparsity_curve(
+    sparsities: ArrayLike,
+    accuracies: Series,
+    path: PathLike,
+    baseline: float | None = None,
+    title: str | None = None,
+) -> pathlib.Path:
+    """Accuracy against the fraction of pruned weights, one line per criterion.
+
+    Args:
+        sparsities: Fractions of weights pruned, in ``[0, 1]``, shape ``(K,)``.
+        accuracies: Accuracy at each sparsity: ``(K,)``, or a mapping
+            ``{criterion: (K,)}`` such as ``{"magnitude": ..., "snr": ...}``.
+        path: Where to write the PNG.
+        baseline: Optional accuracy of the unpruned model, drawn as a
+            horizontal dotted line.
+        title: Figure title; default "Accuracy under pruning".
+
+    Returns:
+        ``path`` as a :class:`pathlib.Path`.
+
+    Raises:
+        ValueError: If a series does not have the length of ``sparsities`` or
+            a sparsity lies outside ``[0, 1]``.
+    """
+    sparsities = _vector("sparsities", sparsities)
+    if (
+        (sparsities < 0).any()
+        or (sparsities > 1).any()
+        or not np.isfinite(sparsities).all()
+    ):
+        raise ValueError(
+            "`sparsities` must be fractions in [0, 1] (not percentages). "
+            f"Received: sparsities={sparsities.tolist()}"
+        )
+    series = {
+        name: _vector(
+            f"accuracies[{name!r}]" if name else "accuracies",
+            values,
+            sparsities.shape[0],
+        )
+        for name, values in _as_series("accuracies", accuracies).items()
+    }
+    order = np.argsort(sparsities, kind="stable")
+    figure = _new_figure(6.5, 4.5)
+    ax = figure.subplots()
+    for i, (name, values) in enumerate(series.items()):
+        ax.plot(
+            100 * sparsities[order],
+            values[order],
+            "-o",
+            color=f"C{i}",
+            markersize=4,
+            label=_legend_name(name, "accuracy"),
+        )
+    if baseline is not None:
+        ax.axhline(
+            float(baseline),
+            color="0.3",
+            linestyle=":",
+            linewidth=1.2,
+            label=f"unpruned ({float(baseline):.3f})",
+        )
+    ax.set_xlabel("sparsity (% of weights pruned)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9, loc="lower left")
+    ax.set_title(title if title is not None else "Accuracy under pruning")
+    return _save(figure, path)
