@@ -88,9 +88,12 @@ class KLDivergence(keras.metrics.Mean):
                       metrics=["accuracy", tfp_bcnn.KLDivergence(model)])
 
     ``loss - kl`` is the NLL term. The value is computed from the model's
-    current weights at each step (TensorFlow and PyTorch backends; on JAX the
-    compiled step sees the weights of the step it was traced at, so prefer
-    ``model.evaluate`` or ``tfp_bcnn.kl_divergence`` there).
+    current weights at each step. TensorFlow and PyTorch backends only: JAX's
+    compiled step passes the weights as arguments that a metric cannot see,
+    so there ``tfp_bcnn.kl_divergence(model)`` after ``fit`` gives the value.
+
+    Raises:
+        ValueError: on the JAX backend.
 
     Args:
         model: the model whose Bayesian layers are summed.
@@ -98,6 +101,12 @@ class KLDivergence(keras.metrics.Mean):
     """
 
     def __init__(self, model=None, name="kl", dtype=None):
+        if model is not None and keras.backend.backend() == "jax":
+            raise ValueError(
+                "KLDivergence reads the model's weights inside the training step, "
+                "which the JAX backend does not allow; use tfp_bcnn.kl_divergence(model) "
+                f"after fit. Received: backend={keras.backend.backend()!r}"
+            )
         super().__init__(name=name, dtype=dtype)
         self._model_ref = model
 

@@ -28,6 +28,7 @@ def _check_positive_int(name, value):
 
 
 def _normalize_tuple(name, value, rank):
+    received = value
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         value = (int(value),) * rank
     try:
@@ -41,7 +42,7 @@ def _normalize_tuple(name, value, rank):
     ):
         raise ValueError(
             f"`{name}` must be a positive int or a tuple of {rank} positive ints. "
-            f"Received: {name}={value!r}"
+            f"Received: {name}={received!r}"
         )
     return tuple(int(v) for v in value)
 
@@ -177,7 +178,8 @@ class BayesianLayer(keras.layers.Layer):
             initializer=keras.initializers.Constant(kl_value),
             trainable=False,
         )
-        self.input_spec = keras.layers.InputSpec(min_ndim=2 if self.rank == 0 else self.rank + 2)
+        # Checked in build() with a message that quotes the shape received.
+        self.input_spec = None
 
     # ------------------------------------------------------------------ build
     def _channel_axis(self):
