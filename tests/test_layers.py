@@ -291,7 +291,8 @@ def test_keras_round_trip(tmp_path):
     for layer in tfp_bcnn.bayesian_layers(model):  # a visible posterior std
         layer.kernel_rho.assign(np.full(layer.kernel_rho.shape, -1.0, "float32"))
     model.layers[0].kernel_mask.assign(
-        (np.random.default_rng(0).random(model.layers[0].kernel_mask.shape) > 0.5).astype("float32"))
+        (np.random.default_rng(0).random(model.layers[0].kernel_mask.shape) > 0.5)
+        .astype("float32"))
     tfp_bcnn.set_kl_weight(model, 0.01)
     path = tmp_path / "m.keras"
     model.save(path)

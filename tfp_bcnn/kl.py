@@ -13,7 +13,7 @@ the KL are on the same scale. ``beta`` is 1 for the ELBO and is annealed by
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import keras
 from keras import ops

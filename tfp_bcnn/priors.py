@@ -43,7 +43,9 @@ def _positive(name, value):
     try:
         value = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
+        raise ValueError(
+            f"`{name}` must be a positive number. Received: {name}={value!r}"
+        ) from None
     if not value > 0 or not math.isfinite(value):
         raise ValueError(f"`{name}` must be a positive finite number. Received: {name}={value!r}")
     return value

@@ -121,7 +121,8 @@ class BayesianLayer(keras.layers.Layer):
         super().__init__(**kwargs)
         if estimator not in ESTIMATORS:
             raise ValueError(
-                f"Unknown `estimator`; expected one of {ESTIMATORS}. Received: estimator={estimator!r}"
+                f"Unknown `estimator`; expected one of {ESTIMATORS}. "
+                f"Received: estimator={estimator!r}"
             )
         self.rank = int(rank)
         self.estimator = estimator
