@@ -11,11 +11,16 @@ Keras, so ``keras.saving.load_model("model.keras")`` works right after it.
 from . import datasets, kl, layers, metrics, models, plots, priors, pruning, uncertainty
 from .kl import KLDivergence, bayesian_layers, get_kl_weight, kl_divergence, set_kl_weight
 from .layers import GaussianHead, gaussian_nll
+from .uncertainty import Prediction, RegressionPrediction, decompose, predict
 
 __version__ = "0.1.0"
 
 __all__ = [
     "GaussianHead",
+    "Prediction",
+    "RegressionPrediction",
+    "decompose",
+    "predict",
     "KLDivergence",
     "bayesian_layers",
     "datasets",

@@ -1,1 +1,620 @@
-"""Placeholder: filled in by its issue."""
+"""Monte Carlo prediction and its uncertainty decomposition.
+
+``predict`` runs a model ``S`` times on every input (each forward pass draws
+new weights, or new per-example perturbations, from the variational
+posterior) and summarises the ``S`` predictive distributions ``p_s``:
+
+* information-theoretic split of the predictive entropy (Depeweg et al. 2018,
+  https://arxiv.org/abs/1710.07283; Gal 2016, "Uncertainty in Deep Learning")::
+
+      H[pbar]           = aleatoric                + epistemic
+      predictive entropy = E_s H[p_s] (expected entropy) + mutual information
+
+* variance split of Kwon et al. 2018 (https://arxiv.org/abs/1806.05978), used
+  by Shridhar et al. 2019 (https://arxiv.org/abs/1901.02731)::
+
+      diag Cov[y] = mean_s p_s (1 - p_s)  +  mean_s (p_s - pbar)^2
+                  = aleatoric_variance    +  epistemic_variance
+                  = pbar (1 - pbar)
+
+``decompose`` is the same computation on an array of samples, in NumPy only.
+
+How the ``S`` samples are drawn depends on the Bayesian layers of the model:
+
+* Flipout / local reparameterization (and plain Keras layers): every example
+  of a batch gets its own noise, so each batch of ``b`` inputs is tiled
+  ``S`` times and run as ONE compiled forward call of ``S * b`` rows.
+* any ``"reparameterization"`` layer (one kernel per call, shared by the
+  batch): tiling would repeat one kernel draw, so the batch is run ``S``
+  times, one compiled forward call per kernel draw.
+
+The compiled forward call is a ``tf.function`` on TensorFlow and a
+``jax.jit`` of ``model.stateless_call`` on JAX (the random-seed state is
+threaded through the calls and written back to the model at the end, so two
+``predict`` calls draw different samples); other backends call the model
+eagerly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import weakref
+from collections.abc import Iterable, Iterator
+
+import keras
+import numpy as np
+from keras import ops
+
+from .kl import bayesian_layers
+from .layers import GaussianHead
+
+__all__ = ["Prediction", "RegressionPrediction", "decompose", "predict"]
+
+
+# --------------------------------------------------------------------- results
+def _shape_repr(obj) -> str:
+    parts = []
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        parts.append(f"{f.name}={'None' if v is None else f'<array {v.shape}>'}")
+    return f"{type(obj).__name__}({', '.join(parts)})"
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class Prediction:
+    """Monte Carlo predictive distribution of a classifier and its uncertainty.
+
+    With ``S`` samples ``p_s`` (``N`` examples, ``C`` classes), ``pbar =
+    mean_s p_s`` and ``H[p] = -sum_c p_c log p_c`` (nats, ``0 log 0 = 0``):
+
+    Attributes:
+        mean: ``(N, C)`` predictive probabilities ``pbar``.
+        std: ``(N, C)`` standard deviation of ``p_s`` over samples (ddof=0).
+        predictive_entropy: ``(N,)`` total uncertainty ``H[pbar]``.
+        aleatoric: ``(N,)`` expected entropy ``mean_s H[p_s]``.
+        epistemic: ``(N,)`` mutual information between the label and the
+            weights, ``H[pbar] - mean_s H[p_s]`` (>= 0 by Jensen; clipped at
+            0 against rounding).
+        aleatoric_variance: ``(N, C)`` ``mean_s p_s (1 - p_s)``, the diagonal
+            of ``mean_s (diag(p_s) - p_s p_s^T)`` (Kwon et al. 2018).
+        epistemic_variance: ``(N, C)`` ``mean_s (p_s - pbar)^2`` (= ``std**2``),
+            the diagonal of ``mean_s (p_s - pbar)(p_s - pbar)^T``.
+            ``aleatoric_variance + epistemic_variance = pbar (1 - pbar)``.
+        samples: ``(S, N, C)`` the sampled probabilities, or None unless
+            requested (``return_samples=True``).
+
+    Derived fields are float64 (computed in double precision); ``samples``
+    keep the model's output dtype.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    predictive_entropy: np.ndarray
+    aleatoric: np.ndarray
+    epistemic: np.ndarray
+    aleatoric_variance: np.ndarray
+    epistemic_variance: np.ndarray
+    samples: np.ndarray | None = None
+
+    __repr__ = _shape_repr
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class RegressionPrediction:
+    """Monte Carlo predictive distribution of a ``GaussianHead`` regressor.
+
+    Each sample ``s`` predicts ``N(mu_s, sigma_s^2)`` for each of the ``K``
+    targets; the predictive distribution is their equal-weight mixture, whose
+    variance splits by the law of total variance (Kendall & Gal 2017,
+    https://arxiv.org/abs/1703.04977)::
+
+        Var[y] = mean_s sigma_s^2      +  mean_s (mu_s - mean)^2
+               = aleatoric_variance    +  epistemic_variance
+
+    Attributes:
+        mean: ``(N, K)`` predictive mean ``mean_s mu_s``.
+        aleatoric_variance: ``(N, K)`` mean of the predicted variances.
+        epistemic_variance: ``(N, K)`` variance of the predicted means (ddof=0).
+        variance: ``(N, K)`` their sum, the predictive variance.
+        std: ``(N, K)`` ``sqrt(variance)``.
+        samples: ``(S, N, 2K)`` the raw head outputs ``[mu_s, sigma_s]``, or
+            None unless requested.
+    """
+
+    mean: np.ndarray
+    aleatoric_variance: np.ndarray
+    epistemic_variance: np.ndarray
+    variance: np.ndarray
+    std: np.ndarray
+    samples: np.ndarray | None = None
+
+    __repr__ = _shape_repr
+
+
+# ----------------------------------------------------------------- the maths
+def _entropy(p: np.ndarray) -> np.ndarray:
+    """``-sum_c p_c log p_c`` over the last axis, with ``0 log 0 = 0``."""
+    safe = np.where(p > 0, p, 1.0)
+    return -np.sum(p * np.log(safe), axis=-1)
+
+
+def _probability_problem(samples: np.ndarray) -> str | None:
+    """Why ``samples`` are not probability vectors (None when they are)."""
+    dtype = samples.dtype if np.issubdtype(samples.dtype, np.floating) else np.float64
+    tol = max(1e-3, 10 * float(np.finfo(dtype).eps))
+    if not np.all(np.isfinite(samples)):
+        return "they contain NaN or inf"
+    lo, hi = float(samples.min()), float(samples.max())
+    sums = samples.sum(axis=-1, dtype=np.float64)
+    if lo < -tol or hi > 1 + tol or np.any(np.abs(sums - 1) > tol):
+        return (
+            f"they are not probabilities in [0, 1] summing to 1 over the last "
+            f"axis (min={lo:.4g}, max={hi:.4g}, sums in "
+            f"[{sums.min():.4g}, {sums.max():.4g}])"
+        )
+    return None
+
+
+def _decompose(samples: np.ndarray, return_samples: bool) -> Prediction:
+    p = np.clip(samples.astype(np.float64), 0.0, 1.0)
+    mean = p.mean(axis=0)
+    epistemic_variance = np.mean(np.square(p - mean), axis=0)
+    predictive_entropy = _entropy(mean)
+    aleatoric = _entropy(p).mean(axis=0)
+    return Prediction(
+        mean=mean,
+        std=np.sqrt(epistemic_variance),
+        predictive_entropy=predictive_entropy,
+        aleatoric=aleatoric,
+        epistemic=np.maximum(predictive_entropy - aleatoric, 0.0),
+        aleatoric_variance=np.mean(p * (1.0 - p), axis=0),
+        epistemic_variance=epistemic_variance,
+        samples=samples if return_samples else None,
+    )
+
+
+def decompose(samples, *, return_samples: bool = False) -> Prediction:
+    """Uncertainty decomposition of Monte Carlo class probabilities (NumPy only).
+
+    Args:
+        samples: array ``(S, N, C)``: ``S`` samples of the class probabilities
+            of ``N`` examples over ``C`` classes (rows sum to 1).
+        return_samples: keep ``samples`` in the result.
+
+    Returns:
+        A ``Prediction``; see its docstring for the formula of every field.
+
+    Raises:
+        ValueError: ``samples`` not of rank 3, empty, or not probabilities
+            (negative, above 1, rows not summing to 1 within
+            ``max(1e-3, 10 eps)``, NaN).
+
+    Example:
+
+    >>> p = decompose(np.array([[[1.0, 0.0]], [[0.0, 1.0]]]))
+    >>> p.mean, p.aleatoric, p.epistemic          # two confident, opposite draws
+    (array([[0.5, 0.5]]), array([0.]), array([0.69314718]))
+    """
+    samples = np.asarray(samples)
+    if samples.ndim != 3 or 0 in samples.shape:
+        raise ValueError(
+            "`samples` must be a non-empty array of shape (num_samples, "
+            f"num_examples, num_classes). Received: samples.shape={samples.shape}"
+        )
+    problem = _probability_problem(samples)
+    if problem is not None:
+        raise ValueError(f"`samples` must be class probabilities, but {problem}.")
+    return _decompose(samples, return_samples)
+
+
+def _decompose_gaussian(samples: np.ndarray, return_samples: bool) -> RegressionPrediction:
+    s = samples.astype(np.float64)
+    k = s.shape[-1] // 2
+    mu, sigma = s[..., :k], s[..., k:]
+    mean = mu.mean(axis=0)
+    aleatoric_variance = np.mean(np.square(sigma), axis=0)
+    epistemic_variance = np.mean(np.square(mu - mean), axis=0)
+    variance = aleatoric_variance + epistemic_variance
+    return RegressionPrediction(
+        mean=mean,
+        aleatoric_variance=aleatoric_variance,
+        epistemic_variance=epistemic_variance,
+        variance=variance,
+        std=np.sqrt(variance),
+        samples=samples if return_samples else None,
+    )
+
+
+def _concatenate(parts):
+    """Join per-batch results along the example axis (axis 1 for samples)."""
+    first = parts[0]
+    values = {}
+    for f in dataclasses.fields(first):
+        if getattr(first, f.name) is None:
+            values[f.name] = None
+        else:
+            axis = 1 if f.name == "samples" else 0
+            values[f.name] = np.concatenate([getattr(p, f.name) for p in parts], axis=axis)
+    return type(first)(**values)
+
+
+# ---------------------------------------------------------------- the model
+def _can_tile(model) -> bool:
+    """True when tiling a batch gives independent samples.
+
+    That is when no Bayesian layer uses the ``"reparameterization"``
+    estimator (one kernel per call, shared by the whole batch). Other layers
+    are assumed to draw their noise per example (Flipout, local
+    reparameterization, an always-on ``Dropout``) or to be deterministic.
+    """
+    return all(layer.estimator != "reparameterization" for layer in bayesian_layers(model))
+
+
+def _output_layer(model):
+    layer = model
+    while getattr(layer, "layers", None):
+        layer = layer.layers[-1]
+    return layer
+
+
+def _is_regression(model) -> bool:
+    return isinstance(_output_layer(model), GaussianHead)
+
+
+def _input_spec(model):
+    """``(shape, dtype)`` of the model's single input, or ``(None, None)``."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None, None
+    if not inputs:
+        return None, None
+    if len(inputs) != 1:
+        raise ValueError(
+            f"predict() supports models with one input. Received: a model with {len(inputs)} inputs"
+        )
+    return tuple(inputs[0].shape), inputs[0].dtype
+
+
+def _check_positive_int(name, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
+    return int(value)
+
+
+def _check_batch(x: np.ndarray, shape) -> None:
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise ValueError(f"`x` is empty. Received: x.shape={x.shape}")
+    if shape is None:
+        return
+    if x.ndim != len(shape):
+        hint = " (one example? add a batch axis: x[None])" if x.ndim == len(shape) - 1 else ""
+        raise ValueError(
+            f"`x` must have rank {len(shape)}, shape (batch, "
+            f"{', '.join(str(d) for d in shape[1:])}), to match the model input{hint}. "
+            f"Received: x.shape={x.shape}"
+        )
+    if any(d is not None and d != xd for d, xd in zip(shape[1:], x.shape[1:])):
+        raise ValueError(
+            f"`x` must have shape (batch, {', '.join(str(d) for d in shape[1:])}) to "
+            f"match the model input. Received: x.shape={x.shape}"
+        )
+
+
+# ---------------------------------------------------------------- the inputs
+def _is_dataset(x) -> bool:
+    if "tensorflow" not in sys.modules:  # no tf.data.Dataset can exist
+        return False
+    import tensorflow as tf
+
+    return isinstance(x, tf.data.Dataset)
+
+
+def _dataset_arrays(ds, shape, batch_size) -> Iterator[np.ndarray]:
+    """The ``x`` of every element of a ``tf.data.Dataset``, as NumPy batches."""
+    spec = ds.element_spec
+    if isinstance(spec, (tuple, list)):
+        if not 1 <= len(spec) <= 3:
+            raise ValueError(
+                "Dataset elements must be x, (x,), (x, y) or (x, y, sample_weight). "
+                f"Received: a tuple of {len(spec)} components"
+            )
+        ds = ds.map(lambda *element: element[0])
+        spec = spec[0]
+    if isinstance(spec, dict) or not hasattr(spec, "shape"):
+        raise ValueError(
+            "Dataset elements must be x, (x, y) or (x, y, sample_weight) with x a "
+            f"single tensor. Received: element_spec={spec}"
+        )
+    if shape is not None and spec.shape.rank == len(shape) - 1:
+        ds = ds.batch(batch_size)  # an unbatched dataset of single examples
+    for batch in ds.as_numpy_iterator():
+        yield np.asarray(batch)
+
+
+def _chunks(arrays: Iterable[np.ndarray], batch_size: int, shape, dtype):
+    """Re-batch a stream of arrays into ``(chunk, num_valid)`` of one shape.
+
+    Chunks hold ``batch_size`` rows; the last one is padded by repeating its
+    last row (so the compiled call sees one shape and does not retrace),
+    except when all the data fit in one chunk, which is then left unpadded.
+    """
+    buffer, count, emitted = [], 0, False
+    for array in arrays:
+        array = np.asarray(array)
+        _check_batch(array, shape)
+        if dtype is not None:
+            array = array.astype(dtype, copy=False)
+        buffer.append(array)
+        count += len(array)
+        while count >= batch_size:
+            joined = np.concatenate(buffer) if len(buffer) > 1 else buffer[0]
+            yield joined[:batch_size], batch_size
+            buffer, count, emitted = [joined[batch_size:]], count - batch_size, True
+    if count:
+        joined = np.concatenate(buffer) if len(buffer) > 1 else buffer[0]
+        if emitted:
+            pad = np.repeat(joined[-1:], batch_size - count, axis=0)
+            joined = np.concatenate([joined, pad])
+        yield joined, count
+    elif not emitted:
+        raise ValueError("`x` is empty. Received: a dataset with no elements")
+
+
+# ----------------------------------------------------- compiled forward call
+def _forward_body(call, x, reps: int, from_logits: bool):
+    """Tile ``x`` (b, ...) ``reps`` times, run ``call``, return (reps, b, ...)."""
+    if reps > 1:
+        x = ops.tile(x, (reps,) + (1,) * (len(x.shape) - 1))
+    y = call(x)
+    if not hasattr(y, "shape") or isinstance(y, (list, tuple, dict)):
+        raise ValueError(
+            f"predict() needs a model with one output tensor. Received: outputs of type {type(y)}"
+        )
+    y = ops.reshape(y, (reps, -1) + tuple(y.shape[1:]))
+    if from_logits:
+        y = ops.softmax(y, axis=-1)
+    return y
+
+
+class _Forward:
+    """``chunk (b, ...) -> samples (reps, b, ...)`` as NumPy; ``finish()`` at the end."""
+
+    def __init__(self, model, reps, from_logits):
+        # Cached per model (weakly): nothing here may hold the model strongly.
+        self._ref = weakref.ref(model)
+        self._fn = self._compile(self._ref, reps, from_logits)
+
+    def _compile(self, ref, reps, from_logits):  # eager fallback (e.g. torch)
+        def fn(x):
+            return _forward_body(lambda t: ref()(t, training=False), x, reps, from_logits)
+
+        return fn
+
+    def start(self):
+        return self
+
+    def __call__(self, x):
+        if keras.backend.backend() == "torch":
+            import torch
+
+            with torch.no_grad():
+                return ops.convert_to_numpy(self._fn(x))
+        return ops.convert_to_numpy(self._fn(x))
+
+    def finish(self):
+        pass
+
+
+class _TFForward(_Forward):
+    def _compile(self, ref, reps, from_logits):
+        import tensorflow as tf
+
+        @tf.function(reduce_retracing=True)
+        def fn(x):
+            return _forward_body(lambda t: ref()(t, training=False), x, reps, from_logits)
+
+        return lambda x: fn(tf.convert_to_tensor(x))
+
+
+class _JAXForward(_Forward):
+    """``jax.jit`` of ``stateless_call``; the RNG state is threaded and written back."""
+
+    def _compile(self, ref, reps, from_logits):
+        import jax
+
+        def pure(trainable, non_trainable, x):
+            state = {}
+
+            def call(t):
+                y, state["nt"] = ref().stateless_call(trainable, non_trainable, t, training=False)
+                return y
+
+            return _forward_body(call, x, reps, from_logits), state["nt"]
+
+        return jax.jit(pure)
+
+    def start(self):
+        model = self._ref()
+        self._trainable = [v.value for v in model.trainable_variables]
+        self._non_trainable = [v.value for v in model.non_trainable_variables]
+        return self
+
+    def __call__(self, x):
+        y, self._non_trainable = self._fn(self._trainable, self._non_trainable, x)
+        return np.asarray(y)
+
+    def finish(self):
+        for variable, value in zip(self._ref().non_trainable_variables, self._non_trainable):
+            variable.assign(value)
+        self._trainable = self._non_trainable = None
+
+
+_FORWARD_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _forward(model, reps: int, from_logits: bool) -> _Forward:
+    backend = keras.backend.backend()
+    cls = {"tensorflow": _TFForward, "jax": _JAXForward}.get(backend, _Forward)
+    try:
+        per_model = _FORWARD_CACHE.setdefault(model, {})
+    except TypeError:  # not weak-referenceable: no cache
+        per_model = {}
+    key = (backend, reps, from_logits)
+    if key not in per_model:
+        per_model[key] = cls(model, reps, from_logits)
+    return per_model[key]
+
+
+# ------------------------------------------------------------------ predict
+def _monte_carlo(model, x, num_samples, batch_size, return_samples, from_logits, tile, verbose):
+    regression = _is_regression(model)
+    if regression and from_logits:
+        raise ValueError(
+            "`from_logits=True` does not apply to a GaussianHead regressor. "
+            f"Received: from_logits={from_logits!r}"
+        )
+    shape, dtype = _input_spec(model)
+    if _is_dataset(x):
+        arrays, steps = _dataset_arrays(x, shape, batch_size), None
+    else:
+        x = np.asarray(x)
+        _check_batch(x, shape)
+        arrays, steps = [x], math.ceil(len(x) / batch_size)
+    chunks = _chunks(arrays, batch_size, shape, dtype)
+    calls_per_chunk = 1 if tile else num_samples
+    progbar = None
+    if verbose:
+        progbar = keras.utils.Progbar(None if steps is None else steps * calls_per_chunk)
+
+    parts, done = [], 0
+    forward = None
+    for chunk, valid in chunks:
+        if forward is None:
+            if not model.built:  # build eagerly, outside any compiled function
+                model(chunk[:1], training=False)
+            forward = _forward(model, num_samples if tile else 1, from_logits).start()
+        draws = []
+        for _ in range(calls_per_chunk):
+            draws.append(forward(chunk))
+            done += 1
+            if progbar is not None:
+                progbar.update(done)
+        samples = draws[0] if tile else np.concatenate(draws, axis=0)
+        samples = samples[:, :valid]
+        if regression:
+            parts.append(_decompose_gaussian(samples, return_samples))
+            continue
+        if samples.ndim != 3:
+            raise ValueError(
+                "predict() needs a classifier with outputs of shape (batch, classes) "
+                f"or a GaussianHead regressor. Received: outputs of shape "
+                f"{(None,) + samples.shape[2:]}"
+            )
+        problem = _probability_problem(samples)
+        if problem is not None:
+            hint = "" if from_logits else "; if the model outputs logits, pass from_logits=True"
+            raise ValueError(
+                f"The model outputs must be class probabilities, but {problem}{hint}. "
+                f"Received: from_logits={from_logits!r}"
+            )
+        parts.append(_decompose(samples, return_samples))
+    if forward is not None:
+        forward.finish()
+    if progbar is not None and steps is None:
+        progbar.update(done, finalize=True)
+    return _concatenate(parts)
+
+
+def predict(
+    model: keras.Model,
+    x,
+    num_samples: int = 32,
+    batch_size: int = 256,
+    return_samples: bool = False,
+    from_logits: bool = False,
+    *,
+    verbose: bool | int = 0,
+) -> Prediction | RegressionPrediction:
+    """Monte Carlo prediction of a Bayesian (or any Keras) model, with uncertainty.
+
+    Runs ``num_samples`` stochastic forward passes on every example (inference
+    mode: ``training=False``; the Bayesian layers sample at every call) and
+    decomposes the uncertainty of the ``S`` predictive distributions ``p_s``:
+
+    * classifier (softmax outputs, or logits with ``from_logits=True``):
+      returns a ``Prediction`` with, per example, ``pbar = mean_s p_s`` and::
+
+          predictive_entropy = H[pbar] = -sum_c pbar_c log pbar_c     (N,)
+          aleatoric          = mean_s H[p_s]     (expected entropy)    (N,)
+          epistemic          = H[pbar] - mean_s H[p_s]  (mutual info)  (N,)
+          std                = sqrt(mean_s (p_s - pbar)^2)             (N, C)
+          aleatoric_variance = mean_s p_s (1 - p_s)                    (N, C)
+          epistemic_variance = mean_s (p_s - pbar)^2                   (N, C)
+
+      (nats; the two variances are Kwon et al.'s diagonals and sum to
+      ``pbar (1 - pbar)``). A deterministic model gives ``epistemic = 0``.
+    * regressor whose output layer is a ``tfp_bcnn.layers.GaussianHead``:
+      returns a ``RegressionPrediction`` (predictive mean, aleatoric variance
+      = mean of predicted variances, epistemic variance = variance of
+      predicted means, their sum and its square root).
+
+    Sampling: when every Bayesian layer is Flipout or local
+    reparameterization (or there is none), each batch of ``b`` examples is
+    tiled ``S`` times and run in one compiled call of ``S * b`` rows; with
+    any reparameterization layer (one kernel per call, shared by the batch),
+    each batch runs ``S`` times. Either way a forward call holds at most
+    ``batch_size * num_samples`` rows: lower ``batch_size`` if memory is
+    tight. The last batch is padded to ``batch_size`` (and the padding
+    dropped) so the compiled call is traced once.
+
+    Args:
+        model: a Keras model with one input and one output.
+        x: inputs ``(N, *input_shape)`` (NumPy or array-like), or a
+            ``tf.data.Dataset`` whose elements are ``x``, ``(x, y)`` or
+            ``(x, y, sample_weight)`` (batched or not; only ``x`` is used).
+        num_samples: ``S``, Monte Carlo samples per example, >= 1.
+        batch_size: examples per forward call, >= 1.
+        return_samples: also return the samples, ``(S, N, C)`` (classifier)
+            or ``(S, N, 2K)`` (regressor, ``[mean, std]``).
+        from_logits: the model outputs logits; a softmax is applied to each
+            sample (before averaging).
+        verbose: show a ``keras.utils.Progbar`` over the forward calls.
+
+    Returns:
+        A ``Prediction`` (classifier) or a ``RegressionPrediction``
+        (``GaussianHead`` output layer).
+
+    Raises:
+        ValueError: ``num_samples`` or ``batch_size`` not an integer >= 1;
+            ``x`` empty, or of a rank or shape other than the model input's;
+            outputs that are not probabilities (logits without
+            ``from_logits=True``); ``from_logits=True`` with a regressor; a
+            model with several inputs or outputs.
+
+    Example:
+
+    >>> model = keras.Sequential([
+    ...     keras.Input((28, 28, 1)),
+    ...     tfp_bcnn.layers.Conv2DFlipout(4, 3, activation="relu"),
+    ...     keras.layers.Flatten(),
+    ...     tfp_bcnn.layers.DenseFlipout(10, activation="softmax"),
+    ... ])
+    >>> p = tfp_bcnn.predict(model, np.zeros((5, 28, 28, 1)), num_samples=8)
+    >>> p.mean.shape, p.epistemic.shape, p.samples
+    ((5, 10), (5,), None)
+    """
+    num_samples = _check_positive_int("num_samples", num_samples)
+    batch_size = _check_positive_int("batch_size", batch_size)
+    return _monte_carlo(
+        model,
+        x,
+        num_samples,
+        batch_size,
+        bool(return_samples),
+        bool(from_logits),
+        tile=_can_tile(model),
+        verbose=verbose,
+    )
