@@ -1,0 +1,437 @@
+"""The TensorFlow inference form of a Bayesian Keras model (shared by all exporters).
+
+Export never traces the training graph: Keras' stateless random ops and the
+Flipout sign draws would need TFLite's Flex delegate, which the stock LiteRT
+interpreter lacks. Instead every `tfp_bcnn.layers.BayesianLayer` is replaced
+(by `keras.models.clone_model`, so Sequential and functional models, skip
+connections and nested models included, keep their graph) with an export-only
+layer whose call is written with ``tf.nn`` ops on static kernels, and the other
+layers are reused as they are (called with ``training=False``: dropout is the
+identity, batch normalisation uses its moving statistics).
+
+Sampling of a Bayesian layer with posterior ``q(W) = N(mu, sigma^2)`` and mask
+``m`` (``mu_m = mu * m``, ``sigma_m = sigma * m``; a pruned weight is 0 in both):
+
+* ``"lrt"`` (local reparameterization at inference): ``mu_m`` and
+  ``sigma_m^2`` are constant kernels and the pre-activations are drawn as
+  ``y = x (*) mu_m + sqrt(x^2 (*) sigma_m^2) * eps``, ``eps ~ N(0, 1)`` per
+  output element. Two convolutions with static kernels, so pruned kernels are
+  stored sparse. Caveat: for a convolution this ignores the weight sharing
+  across spatial positions -- in the posterior one kernel draw is shared by
+  every position of an image, here each position gets independent noise. The
+  marginal of each pre-activation is exact, their correlations across
+  positions are not, so the spread of the predictive distribution (epistemic
+  uncertainty) is usually smaller than with ``"weights"`` (measured in
+  ``tests/test_export.py`` and ``benchmarks/export.py``).
+* ``"weights"``: the kernels themselves are drawn at run time,
+  ``W_s = mu_m + sigma_m * eps_s``, one draw per Monte Carlo sample ``s``
+  shared by the whole batch of that sample (the exact posterior predictive).
+  Dense: one batched matmul ``(S, N, in) x (S, in, out)``. Convolution: the
+  tiled batch is split into its S sample groups and convolved with its own
+  kernel, an unrolled loop of S convolutions in the graph (TFLite's builtin
+  CONV_2D accepts a run-time filter; grouped convolution is not portable
+  across LiteRT kernels). The graph grows linearly in S; S = 32 is fine.
+  ``mu_m`` and ``sigma_m`` feed a multiply-add, not a convolution, so the
+  TFLite converter stores them dense.
+
+Monte Carlo samples are drawn inside one call by tiling the batch S times
+(sample-major: row ``s * N + n`` is sample ``s`` of example ``n``); there are no
+``tf.map_fn`` or while loops, which would need Flex. Random draws use
+``RandomStandardNormal`` with ``seed = seed2 = 0``: no seed is traced into the
+graph (not even after ``keras.utils.set_random_seed``), so TensorFlow and
+LiteRT seed each kernel from the OS and two fresh interpreters draw different
+samples; the op's state advances, so every invocation draws fresh samples.
+
+Export needs the TensorFlow backend in the exporting process (a model trained
+on JAX or PyTorch is saved as ``.keras`` and loaded with
+``KERAS_BACKEND=tensorflow`` for export), because the non-Bayesian layers are
+traced as Keras layers.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfp_bcnn.layers import BayesianLayer, GaussianHead
+
+__all__ = ["SAMPLINGS", "OUTPUT_NAMES", "InferenceGraph", "summaries"]
+
+SAMPLINGS = ("lrt", "weights")
+#: Outputs of the ``serving_default`` signature, in this order.
+OUTPUT_NAMES = ("mean", "std", "predictive_entropy", "aleatoric", "epistemic")
+#: probabilities are clipped below at this value inside the log of an entropy
+#: (``0 * log(0)`` is 0; float32's smallest normal number keeps log finite).
+_TINY = float(np.finfo(np.float32).tiny)
+
+
+def standard_normal(shape):
+    """``N(0, 1)`` float32 draw with no seed in the graph (``seed = seed2 = 0``)."""
+    return tf.raw_ops.RandomStandardNormal(shape=shape, dtype=tf.float32, seed=0, seed2=0)
+
+
+def _entropy(p):
+    return -tf.reduce_sum(p * tf.math.log(tf.maximum(p, _TINY)), axis=-1)
+
+
+def summaries(probs, include_samples: bool = False) -> dict:
+    """Monte Carlo summaries of per-sample class probabilities.
+
+    Args:
+        probs: ``(S, N, C)`` probabilities of S Monte Carlo samples.
+        include_samples: also return ``probs`` as ``"samples"``.
+
+    Returns:
+        dict with ``mean`` ``(N, C)`` (mean over samples), ``std`` ``(N, C)``
+        (over samples, ddof=0), ``predictive_entropy`` ``H[mean]``, ``aleatoric``
+        ``mean_s H[p_s]`` (expected entropy) and ``epistemic`` (their
+        difference, the mutual information, clipped at 0), each ``(N,)`` in
+        nats -- the definitions of `tfp_bcnn.uncertainty.predict`.
+    """
+    mean = tf.reduce_mean(probs, axis=0)
+    std = tf.sqrt(tf.reduce_mean(tf.square(probs - mean[None]), axis=0))
+    predictive_entropy = _entropy(mean)
+    aleatoric = tf.reduce_mean(_entropy(probs), axis=0)
+    epistemic = tf.maximum(predictive_entropy - aleatoric, 0.0)
+    out = {
+        "mean": mean,
+        "std": std,
+        "predictive_entropy": predictive_entropy,
+        "aleatoric": aleatoric,
+        "epistemic": epistemic,
+    }
+    if include_samples:
+        out["samples"] = probs
+    return out
+
+
+# ---------------------------------------------------------------- the layers
+def _numpy(x):
+    return np.asarray(keras.ops.convert_to_numpy(x), dtype=np.float32)
+
+
+class _PosteriorConstants(keras.layers.Layer):
+    """Holds the masked posterior of one Bayesian layer as non-trainable weights.
+
+    Weights (frozen into constants by the TFLite converter): ``kernel_mean``
+    ``mu * mask``; for ``"lrt"`` ``kernel_variance`` ``(sigma * mask)^2``, for
+    ``"weights"`` ``kernel_std`` ``sigma * mask``; ``bias`` or ``bias_loc`` and
+    ``bias_std``. Masked entries are exactly +0.0.
+
+    With ``compact=True`` (``"weights"`` only, and only when it is smaller:
+    fewer than 2/3 of the kernel unpruned) ``kernel_mean`` and ``kernel_std``
+    hold only the unpruned entries and ``kernel_indices`` ``(nnz, 1)`` int32
+    their flat positions; the kernels are rebuilt with a scatter at run time.
+    """
+
+    def __init__(self, source: BayesianLayer, sampling: str, compact: bool = False, **kwargs):
+        super().__init__(name=f"{source.name}_posterior", dtype="float32", **kwargs)
+        mask = _numpy(source.kernel_mask)
+        keep = mask != 0
+        mu = np.where(keep, _numpy(source.kernel_loc) * mask, 0.0).astype(np.float32)
+        sigma = np.where(keep, _numpy(source.kernel_sigma) * mask, 0.0).astype(np.float32)
+        self.kernel_shape = mu.shape
+        self.kernel_indices = None
+        if sampling == "lrt":
+            self.kernel_mean = self._constant("kernel_mean", mu)
+            self.kernel_variance = self._constant("kernel_variance", np.square(sigma))
+        elif compact and 3 * int(keep.sum()) < 2 * keep.size:
+            flat = np.flatnonzero(keep.reshape(-1)).astype(np.int32)
+            self.kernel_indices = self._constant("kernel_indices", flat[:, None], "int32")
+            self.kernel_mean = self._constant("kernel_mean", mu.reshape(-1)[flat])
+            self.kernel_std = self._constant("kernel_std", sigma.reshape(-1)[flat])
+        else:
+            self.kernel_mean = self._constant("kernel_mean", mu)
+            self.kernel_std = self._constant("kernel_std", sigma)
+        self.bias = self.bias_loc = self.bias_std = None
+        if source.bias is not None:
+            self.bias = self._constant("bias", _numpy(source.bias))
+        elif source.bias_loc is not None:
+            self.bias_loc = self._constant("bias_loc", _numpy(source.bias_loc))
+            self.bias_std = self._constant("bias_std", _numpy(source.bias_sigma))
+        self.built = True
+
+    def _constant(self, name, value, dtype="float32"):
+        return self.add_weight(
+            name=name,
+            shape=value.shape,
+            initializer=keras.initializers.Constant(value),
+            trainable=False,
+            dtype=dtype,
+        )
+
+
+class _BayesianInference(keras.layers.Layer):
+    """Export-only stand-in for a `BayesianLayer`: its sampling written in tf ops.
+
+    Input and output shapes are those of the source layer. In ``"weights"``
+    mode the batch must be ``num_samples`` tiled groups (sample-major).
+    """
+
+    def __init__(self, source, constants, sampling, num_samples, **kwargs):
+        super().__init__(name=f"{source.name}_{sampling}", dtype="float32", **kwargs)
+        self.constants = constants
+        self.sampling = sampling
+        self.num_samples = int(num_samples)
+        self.rank = source.rank
+        self.units = source.units
+        self.activation = source.activation
+        self.kernel_shape = tuple(int(d) for d in constants.kernel_shape)
+        self._source_output_shape = source.compute_output_shape
+        if self.rank:
+            self.strides = list(source.strides)
+            self.dilations = list(source.dilation_rate)
+            self.padding = source.padding.upper()
+            self.channels_first = source.data_format == "channels_first"
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        return self._source_output_shape(input_shape)
+
+    def _linear(self, x, kernel):
+        if self.rank == 0:
+            flat = tf.reshape(x, [-1, self.kernel_shape[0]])
+            out = tf.matmul(flat, kernel)
+            return tf.reshape(out, tf.concat([tf.shape(x)[:-1], [self.units]], 0))
+        return tf.nn.convolution(
+            x, kernel, strides=self.strides, padding=self.padding, dilations=self.dilations
+        )
+
+    def _group(self, x):
+        """``(S * N, ...)`` -> ``(S, N, ...)``."""
+        return tf.reshape(x, tf.concat([[self.num_samples, -1], tf.shape(x)[1:]], 0))
+
+    def _ungroup(self, x):
+        return tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0))
+
+    def _draw_kernels(self):
+        """S posterior kernel draws, sample axis last: ``(*kernel_shape, S)``."""
+        c, s = self.constants, self.num_samples
+        if c.kernel_indices is None:
+            eps = standard_normal((*self.kernel_shape, s))
+            return c.kernel_mean[..., None] + c.kernel_std[..., None] * eps
+        nnz = int(c.kernel_indices.shape[0])
+        eps = standard_normal((nnz, s))
+        values = c.kernel_mean[:, None] + c.kernel_std[:, None] * eps
+        size = int(np.prod(self.kernel_shape))
+        dense = tf.scatter_nd(c.kernel_indices, values, [size, s])
+        return tf.reshape(dense, [*self.kernel_shape, s])
+
+    def call(self, inputs):
+        c = self.constants
+        x = tf.cast(inputs, tf.float32)
+        if self.rank and self.channels_first:
+            x = tf.transpose(x, [0, *range(2, self.rank + 2), 1])
+        if self.sampling == "lrt":
+            mean = self._linear(x, c.kernel_mean)
+            var = self._linear(tf.square(x), c.kernel_variance)
+            if c.bias_std is not None:
+                var = var + tf.square(c.bias_std)
+            out = mean + tf.sqrt(var) * standard_normal(tf.shape(mean))
+            if c.bias is not None:
+                out = out + c.bias
+            elif c.bias_loc is not None:
+                out = out + c.bias_loc
+        else:
+            s = self.num_samples
+            kernels = self._draw_kernels()  # (*kernel_shape, S)
+            groups = self._group(x)
+            if self.rank == 0:
+                kernels = tf.transpose(kernels, [2, 0, 1])  # (S, in, units)
+                flat = tf.reshape(groups, [s, -1, self.kernel_shape[0]])
+                out = tf.matmul(flat, kernels)  # (S, M, units)
+                out = tf.reshape(out, tf.concat([tf.shape(x)[:-1], [self.units]], 0))
+            else:
+                xs = tf.unstack(groups, num=s, axis=0)
+                if self.rank == 2:
+                    # TFLite's CONV_2D filter is (out, h, w, in): drawing the
+                    # kernels in that layout lets the converter cancel its
+                    # filter transpose against ours (no TRANSPOSE per sample).
+                    ks = tf.unstack(tf.transpose(kernels, [4, 3, 0, 1, 2]), num=s, axis=0)
+                    ks = [tf.transpose(k, [1, 2, 3, 0]) for k in ks]
+                else:
+                    perm = [self.rank + 2, *range(self.rank + 2)]
+                    ks = tf.unstack(tf.transpose(kernels, perm), num=s, axis=0)
+                out = tf.concat([self._linear(a, k) for a, k in zip(xs, ks)], axis=0)
+            if c.bias is not None:
+                out = out + c.bias
+            elif c.bias_loc is not None:
+                b = c.bias_loc[None] + c.bias_std[None] * standard_normal((s, self.units))
+                grouped = self._group(out)
+                b = tf.reshape(b, [s] + [1] * (len(out.shape) - 1) + [self.units])
+                out = self._ungroup(grouped + b)
+        if self.activation is not None:
+            out = self.activation(out)
+        if self.rank and self.channels_first:
+            out = tf.transpose(out, [0, self.rank + 1, *range(1, self.rank + 1)])
+        return out
+
+
+# ------------------------------------------------------------ model rewrite
+def _has_bayesian(layer) -> bool:
+    if isinstance(layer, BayesianLayer):
+        return True
+    return any(
+        isinstance(sub, BayesianLayer) for sub in getattr(layer, "_flatten_layers", lambda: [])()
+    )
+
+
+def _substitute(model, sampling, num_samples, store, compact=False):
+    """Clone ``model`` with every Bayesian layer replaced; other layers are shared."""
+
+    def clone_function(layer):
+        if isinstance(layer, BayesianLayer):
+            if id(layer) not in store:
+                store[id(layer)] = _PosteriorConstants(layer, sampling, compact)
+            return _BayesianInference(layer, store[id(layer)], sampling, num_samples)
+        if isinstance(layer, keras.Model) and _has_bayesian(layer):
+            return _substitute(layer, sampling, num_samples, store, compact)
+        if _has_bayesian(layer):
+            raise ValueError(
+                "Export can replace Bayesian layers inside Sequential and functional "
+                "models only, not inside a custom layer. "
+                f"Received: layer={layer.name!r} ({type(layer).__name__})"
+            )
+        return layer
+
+    try:
+        return keras.models.clone_model(model, clone_function=clone_function)
+    except ValueError as err:
+        if "subclass" in str(err).lower() or "functional" in str(err).lower():
+            raise ValueError(
+                "Export supports Sequential and functional Keras models (subclassed "
+                f"models cannot be cloned layer by layer). Received: model={model.name!r} "
+                f"({type(model).__name__})"
+            ) from err
+        raise
+
+
+def _check_args(num_samples, sampling):
+    if (
+        isinstance(num_samples, bool)
+        or not isinstance(num_samples, (int, np.integer))
+        or num_samples < 1
+    ):
+        raise ValueError(
+            f"`num_samples` must be a positive integer. Received: num_samples={num_samples!r}"
+        )
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"`sampling` must be one of {SAMPLINGS}. Received: sampling={sampling!r}")
+
+
+class InferenceGraph:
+    """TensorFlow inference functions of a Bayesian Keras classifier.
+
+    Args:
+        model: built Sequential or functional Keras model, one input, one
+            output ``(batch, num_classes)`` of probabilities (or logits with
+            ``from_logits=True``). Deterministic models are accepted (their
+            samples coincide: epistemic 0).
+        num_samples: Monte Carlo samples S per call (the batch is tiled S times).
+        sampling: ``"lrt"`` or ``"weights"`` (see the module docstring).
+        from_logits: the model outputs logits; softmax is applied per sample.
+        compact: with ``"weights"``, store only the unpruned kernel entries
+            (see `_PosteriorConstants`); ignored by ``"lrt"``, whose constant
+            kernels the TFLite converter can store sparse itself.
+
+    Raises:
+        ValueError: a non-TensorFlow Keras backend, an unbuilt, multi-input or
+            multi-output model, a regression head, or invalid arguments.
+    """
+
+    def __init__(
+        self,
+        model,
+        num_samples: int = 32,
+        sampling: str = "lrt",
+        from_logits: bool = False,
+        compact: bool = False,
+    ):
+        _check_args(num_samples, sampling)
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError(
+                "Export traces the model into TensorFlow ops and needs the TensorFlow "
+                "Keras backend: save the model as .keras and load it in a process with "
+                f"KERAS_BACKEND=tensorflow. Received: backend={keras.backend.backend()!r}"
+            )
+        if not isinstance(model, keras.Model):
+            raise ValueError(f"Expected a keras.Model. Received: model={type(model).__name__}")
+        if not model.built:
+            raise ValueError(
+                "The model must be built (call it once or give it an Input). "
+                f"Received: model={model.name!r}"
+            )
+        if any(isinstance(layer, GaussianHead) for layer in model._flatten_layers()):
+            raise ValueError(
+                "Export supports classifiers; regression models with a GaussianHead are "
+                f"not exported yet. Received: model={model.name!r}"
+            )
+        try:
+            input_shape = model.input_shape
+            output_shape = model.output_shape
+        except (AttributeError, ValueError) as err:
+            raise ValueError(
+                "Could not read the model's input and output shapes. "
+                f"Received: model={model.name!r}"
+            ) from err
+        if isinstance(input_shape, list) or isinstance(output_shape, list):
+            raise ValueError(
+                "Export supports models with one input and one output. "
+                f"Received: input_shape={input_shape}, output_shape={output_shape}"
+            )
+        if len(output_shape) != 2 or output_shape[-1] is None:
+            raise ValueError(
+                "Export expects a classifier output (batch, num_classes). "
+                f"Received: output_shape={output_shape}"
+            )
+        if any(d is None for d in input_shape[1:]):
+            raise ValueError(
+                "Every input dimension but the batch must be known. "
+                f"Received: input_shape={input_shape}"
+            )
+        self.model = model
+        self.num_samples = int(num_samples)
+        self.sampling = sampling
+        self.from_logits = bool(from_logits)
+        self.input_shape = (None, *(int(d) for d in input_shape[1:]))
+        self.num_classes = int(output_shape[-1])
+        store = {}
+        self._tiled = _substitute(model, sampling, self.num_samples, store, compact)
+        self._single = _substitute(model, sampling, 1, store, compact)
+        self._constants = list(store.values())
+
+    @property
+    def input_signature(self):
+        return [tf.TensorSpec(self.input_shape, tf.float32, name="images")]
+
+    @property
+    def trackables(self):
+        """Models and layers whose variables the functions read."""
+        return [self._tiled, self._single, *self._constants]
+
+    @property
+    def variables(self):
+        seen, out = set(), []
+        for obj in self.trackables:
+            for v in obj.variables:
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    out.append(v)
+        return out
+
+    def _probabilities(self, net, x):
+        out = tf.cast(net(x, training=False), tf.float32)
+        return tf.nn.softmax(out, axis=-1) if self.from_logits else out
+
+    def sample(self, images):
+        """One stochastic forward pass: ``{"probabilities": (N, C)}``."""
+        return {"probabilities": self._probabilities(self._single, images)}
+
+    def predict(self, images, include_samples: bool = False):
+        """S samples in one call; see `summaries` (``samples`` is ``(S, N, C)``)."""
+        s = self.num_samples
+        tiled = tf.tile(images, [s] + [1] * (len(self.input_shape) - 1))
+        probs = self._probabilities(self._tiled, tiled)
+        probs = tf.reshape(probs, [s, -1, self.num_classes])
+        return summaries(probs, include_samples=include_samples)
