@@ -1,0 +1,141 @@
+"""Training cost on an accelerator, JAX backend (TensorFlow is never imported).
+
+Builds a larger training set from MNIST-5k (each image shifted by up to 2
+pixels and lightly noised, about 60,000 images by default), then reports in
+one run, same data and batch size:
+
+* median epoch time (epochs after the first, which compiles) of the
+  frequentist LeNet-5 and of the Bayesian LeNet-5 with each estimator, as
+  ratios to the frequentist model;
+* images per second of ``tfp_bcnn.predict`` with 32 Monte Carlo samples.
+
+Meant for a GPU machine where TensorFlow is not installed: only keras, jax,
+numpy, scikit-learn and the tfp_bcnn package are needed::
+
+    KERAS_BACKEND=jax python benchmarks/gpu.py --json gpu.json
+
+Works on the CPU too (use ``--copies 2 --epochs 2`` for a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import tfp_bcnn  # noqa: E402
+from tfp_bcnn import datasets, layers, models  # noqa: E402
+
+
+def augmented_mnist(copies: int, seed: int = 0):
+    """MNIST-5k train set, ``copies`` shifted and noised versions of each image."""
+    (x, y), (x_test, y_test) = datasets.mnist_5k()
+    rng = np.random.default_rng(seed)
+    xs, ys = [x], [y]
+    for _ in range(copies - 1):
+        dx, dy = rng.integers(-2, 3, size=2)
+        shifted = np.roll(np.roll(x, dx, axis=2), dy, axis=1)
+        noisy = np.clip(shifted + rng.normal(0, 0.05, size=x.shape), 0, 1)
+        xs.append(noisy.astype("float32"))
+        ys.append(y)
+    return (np.concatenate(xs), np.concatenate(ys)), (x_test, y_test)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.times = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self._t0)
+
+
+def epoch_time(model, x, y, epochs, batch_size):
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    timer = EpochTimer()
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[timer])
+    return float(np.median(timer.times[1:])), model
+
+
+def set_seed(seed):
+    """Seed python and numpy; layers get ``seed=`` (keras.utils.set_random_seed
+    would import TensorFlow where it is installed)."""
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def run(copies=15, epochs=3, batch_size=128, seed=0):
+    (x, y), (x_test, _) = augmented_mnist(copies, seed)
+    out = {"backend": keras.backend.backend(), "train_images": int(len(x)),
+           "batch_size": batch_size, "epochs": epochs, "devices": _devices(),
+           "tensorflow_imported": "tensorflow" in sys.modules}
+    set_seed(seed)
+    base, _ = epoch_time(models.lenet5(bayesian=False, seed=seed), x, y, epochs, batch_size)
+    rows = [{"model": "frequentist", "epoch_s": base, "ratio": 1.0}]
+    for est in layers.ESTIMATORS:
+        set_seed(seed)
+        model = models.lenet5(estimator=est, num_train_examples=len(x), seed=seed)
+        secs, model = epoch_time(model, x, y, epochs, batch_size)
+        row = {"model": est, "epoch_s": secs, "ratio": secs / base}
+        tfp_bcnn.predict(model, x_test[:256], num_samples=32)  # compile
+        t0 = time.perf_counter()
+        tfp_bcnn.predict(model, x_test, num_samples=32)
+        row["predict_images_per_s"] = len(x_test) / (time.perf_counter() - t0)
+        rows.append(row)
+    out["rows"] = rows
+    out["tensorflow_imported"] = "tensorflow" in sys.modules
+    return out
+
+
+def _devices():
+    try:
+        import jax
+
+        return [str(d) for d in jax.devices()]
+    except Exception:  # another backend
+        return [platform.processor() or platform.machine()]
+
+
+def markdown(r):
+    lines = [f"Backend {r['backend']}, devices {', '.join(r['devices'])}; "
+             f"{r['train_images']} training images, batch {r['batch_size']}, "
+             f"median of epochs 2..{r['epochs']}; TensorFlow imported: "
+             f"{r['tensorflow_imported']}.", "",
+             "| model | epoch (s) | x frequentist | predict, 32 samples (images/s) |",
+             "|---|---|---|---|"]
+    for row in r["rows"]:
+        ips = row.get("predict_images_per_s")
+        lines.append(f"| {row['model']} | {row['epoch_s']:.2f} | {row['ratio']:.2f} | "
+                     f"{'-' if ips is None else f'{ips:.0f}'} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--copies", type=int, default=15, help="4,000 images per copy")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json")
+    args = p.parse_args(argv)
+    r = run(args.copies, args.epochs, args.batch_size, args.seed)
+    print(markdown(r))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(r, f, indent=2)
+    return r
+
+
+if __name__ == "__main__":
+    main()
