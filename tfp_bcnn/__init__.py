@@ -9,6 +9,7 @@ Keras, so ``keras.saving.load_model("model.keras")`` works right after it.
 """
 
 from . import datasets, kl, layers, metrics, models, plots, priors, pruning, uncertainty
+from ._annealing import KLAnnealing
 from .kl import KLDivergence, bayesian_layers, get_kl_weight, kl_divergence, set_kl_weight
 from .layers import GaussianHead, gaussian_nll
 from .uncertainty import Prediction, RegressionPrediction, decompose, predict
@@ -21,6 +22,7 @@ __all__ = [
     "RegressionPrediction",
     "decompose",
     "predict",
+    "KLAnnealing",
     "KLDivergence",
     "bayesian_layers",
     "datasets",

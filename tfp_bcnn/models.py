@@ -1,1 +1,744 @@
-"""Placeholder: filled in by its issue."""
+"""Model zoo (LeNet-5, AlexNet, 3Conv3FC) and conversion of trained Keras models.
+
+Builders
+--------
+The seed architectures of the Bayesian CNN paper (Shridhar et al. 2019,
+https://arxiv.org/abs/1901.02731; reference code kumar-shridhar/PyTorch-BayesianCNN):
+
+* `lenet5`: conv 6@5x5 -> pool -> conv 16@5x5 -> pool -> fc 120 -> fc 84 -> fc C.
+* `alexnet`: the paper's small-image AlexNet, conv 64@11x11/4 -> pool ->
+  conv 192@5x5 -> pool -> conv 384@3x3 -> conv 256@3x3 -> conv 128@3x3 ->
+  pool -> fc C.
+* `three_conv_three_fc`: conv 32@5x5 -> pool -> conv 64@5x5 -> pool ->
+  conv 128@5x5 -> pool -> fc 1000 -> fc 1000 -> fc C.
+
+Each architecture is written once, as a function of a layer factory; the
+factory makes Bayesian layers (``tfp_bcnn.layers.layer_class(rank, estimator)``)
+or their deterministic Keras twins (``bayesian=False``). Both variants share
+layer names (``conv1``, ``pool1``, ..., ``fc1``, ...), and with the same
+``seed`` the twin's initial kernels equal the Bayesian posterior means.
+Classifiers end in a softmax (they output probabilities).
+
+Every Bayesian layer gets ``kl_weight = 1 / num_train_examples``, so the Keras
+loss is the per-example negative ELBO::
+
+    loss = mean_batch NLL + (1 / N) * sum_layers KL(q || p)
+
+Conversion
+----------
+`to_bayesian` turns every ``Conv1D``/``Conv2D``/``Conv3D``/``Dense`` of a
+trained deterministic model into its Bayesian twin, with the posterior means
+at the trained weights (MOPED, Krishnan et al. 2020,
+https://arxiv.org/abs/1906.05323, for the posterior std).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+
+import keras
+import numpy as np
+
+from . import kl as kl_lib
+from .layers import ESTIMATORS, layer_class
+from .layers._base import rho_from_sigma
+
+__all__ = [
+    "DEFAULT_POSTERIOR_STD_INIT",
+    "MOPED_SIGMA_FLOOR",
+    "alexnet",
+    "compile_bayesian",
+    "lenet5",
+    "three_conv_three_fc",
+    "to_bayesian",
+]
+
+#: Default initial posterior std of the builders.
+DEFAULT_POSTERIOR_STD_INIT = 1e-3
+#: Smallest posterior std that `to_bayesian` gives a weight with MOPED.
+MOPED_SIGMA_FLOOR = 1e-6
+
+
+# --------------------------------------------------------------------------
+# Argument checks
+# --------------------------------------------------------------------------
+
+
+def _check_estimator(estimator):
+    if estimator not in ESTIMATORS:
+        raise ValueError(
+            f"Unknown `estimator`; expected one of {ESTIMATORS}. "
+            f"Received: estimator={estimator!r}"
+        )
+
+
+def _check_num_train_examples(num_train_examples, required_by):
+    if num_train_examples is None:
+        raise ValueError(
+            f"`num_train_examples` is required {required_by}: every Bayesian layer "
+            "scales its KL by 1 / num_train_examples, and without it the KL of the "
+            "whole network (summed over all weights) would swamp the per-example "
+            "likelihood. Pass the size of the training set. "
+            "Received: num_train_examples=None"
+        )
+    if (
+        isinstance(num_train_examples, bool)
+        or not isinstance(num_train_examples, (int, np.integer))
+        or num_train_examples <= 0
+    ):
+        raise ValueError(
+            "`num_train_examples` must be a positive integer. "
+            f"Received: num_train_examples={num_train_examples!r}"
+        )
+    return int(num_train_examples)
+
+
+def _check_image_shape(input_shape):
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        shape = ()
+    if len(shape) != 3 or any(
+        isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d <= 0 for d in shape
+    ):
+        raise ValueError(
+            "`input_shape` must be (height, width, channels) of positive ints. "
+            f"Received: input_shape={input_shape!r}"
+        )
+    return tuple(int(d) for d in shape)
+
+
+def _check_num_classes(num_classes):
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or (
+        num_classes < 2
+    ):
+        raise ValueError(
+            f"`num_classes` must be an integer >= 2. Received: num_classes={num_classes!r}"
+        )
+    return int(num_classes)
+
+
+# --------------------------------------------------------------------------
+# Layer factory: the only place where Bayesian and deterministic builds differ
+# --------------------------------------------------------------------------
+
+
+class _LayerFactory:
+    """Makes the conv / dense layers of an architecture, Bayesian or not.
+
+    Layer ``i`` (counted in build order) gets the seed ``seed + i`` for its
+    kernel initializer (and, when Bayesian, for its random draws), so the
+    deterministic twin built with the same seed starts at the same kernels as
+    the Bayesian posterior means.
+    """
+
+    def __init__(self, bayesian, estimator, prior, posterior_std_init, kl_weight, seed):
+        self.bayesian = bayesian
+        self.estimator = estimator
+        self.prior = prior
+        self.posterior_std_init = posterior_std_init
+        self.kl_weight = kl_weight
+        self.seed = seed
+        self._count = 0
+
+    def _next_seed(self):
+        i = self._count
+        self._count += 1
+        return None if self.seed is None else int(self.seed) + i
+
+    def _make(self, rank, size, **kwargs):
+        seed = self._next_seed()
+        kwargs["kernel_initializer"] = keras.initializers.GlorotUniform(seed=seed)
+        if not self.bayesian:
+            cls = {0: keras.layers.Dense, 2: keras.layers.Conv2D}[rank]
+            return cls(size, **kwargs)
+        return layer_class(rank, self.estimator)(
+            size,
+            prior=self.prior,
+            posterior_std_init=self.posterior_std_init,
+            kl_weight=self.kl_weight,
+            seed=seed,
+            **kwargs,
+        )
+
+    def conv(self, filters, kernel_size, **kwargs):
+        return self._make(2, filters, kernel_size=kernel_size, **kwargs)
+
+    def dense(self, units, **kwargs):
+        return self._make(0, units, **kwargs)
+
+
+def _build(body, name, input_shape, num_classes, estimator, num_train_examples, bayesian,
+           prior, posterior_std_init, seed, **body_kwargs):
+    input_shape = _check_image_shape(input_shape)
+    num_classes = _check_num_classes(num_classes)
+    _check_estimator(estimator)
+    kl_weight = 1.0
+    if bayesian:
+        n = _check_num_train_examples(num_train_examples, "when bayesian=True")
+        kl_weight = 1.0 / n
+    factory = _LayerFactory(bool(bayesian), estimator, prior, posterior_std_init, kl_weight, seed)
+    layers = [keras.Input(shape=input_shape, name="image")]
+    layers += body(factory, input_shape, num_classes, **body_kwargs)
+    suffix = "" if bayesian else "_deterministic"
+    return keras.Sequential(layers, name=name + suffix)
+
+
+# --------------------------------------------------------------------------
+# Architectures: one body each, parameterized by the factory
+# --------------------------------------------------------------------------
+
+
+def _lenet5_body(make, input_shape, num_classes, activation):
+    # LeCun's LeNet-5 expects 32x32 inputs; MNIST's 28x28 digits were padded
+    # to 32x32 by 2 pixels, which is what padding="same" does for a 5x5 kernel.
+    first_padding = "same" if min(input_shape[:2]) < 32 else "valid"
+    L = keras.layers
+    return [
+        make.conv(6, 5, padding=first_padding, activation=activation, name="conv1"),
+        L.MaxPooling2D(2, name="pool1"),
+        make.conv(16, 5, activation=activation, name="conv2"),
+        L.MaxPooling2D(2, name="pool2"),
+        L.Flatten(name="flatten"),
+        make.dense(120, activation=activation, name="fc1"),
+        make.dense(84, activation=activation, name="fc2"),
+        make.dense(num_classes, activation="softmax", name="fc3"),
+    ]
+
+
+def _alexnet_body(make, input_shape, num_classes, activation):
+    L = keras.layers
+    return [
+        make.conv(64, 11, strides=4, padding="same", activation=activation, name="conv1"),
+        L.MaxPooling2D(2, padding="same", name="pool1"),
+        make.conv(192, 5, padding="same", activation=activation, name="conv2"),
+        L.MaxPooling2D(2, padding="same", name="pool2"),
+        make.conv(384, 3, padding="same", activation=activation, name="conv3"),
+        make.conv(256, 3, padding="same", activation=activation, name="conv4"),
+        make.conv(128, 3, padding="same", activation=activation, name="conv5"),
+        L.MaxPooling2D(2, padding="same", name="pool3"),
+        L.Flatten(name="flatten"),
+        make.dense(num_classes, activation="softmax", name="fc1"),
+    ]
+
+
+def _three_conv_three_fc_body(make, input_shape, num_classes, activation):
+    L = keras.layers
+    return [
+        make.conv(32, 5, padding="same", activation=activation, name="conv1"),
+        L.MaxPooling2D(3, strides=2, name="pool1"),
+        make.conv(64, 5, padding="same", activation=activation, name="conv2"),
+        L.MaxPooling2D(3, strides=2, name="pool2"),
+        # The reference pads this 5x5 convolution by 1 pixel (not "same").
+        L.ZeroPadding2D(1, name="pad3"),
+        make.conv(128, 5, activation=activation, name="conv3"),
+        L.MaxPooling2D(3, strides=2, name="pool3"),
+        L.Flatten(name="flatten"),
+        make.dense(1000, activation=activation, name="fc1"),
+        make.dense(1000, activation=activation, name="fc2"),
+        make.dense(num_classes, activation="softmax", name="fc3"),
+    ]
+
+
+_COMMON_ARGS = """
+    Args:
+        input_shape: ``(height, width, channels)`` of the images (channels_last).
+        num_classes: number of classes ``C`` (>= 2).
+        estimator: ``"flipout"``, ``"reparameterization"`` or
+            ``"local_reparameterization"`` (see ``tfp_bcnn.layers.BayesianLayer``).
+        num_train_examples: training-set size ``N``; every Bayesian layer gets
+            ``kl_weight = 1 / N``. Required when ``bayesian=True``.
+        bayesian: False builds the deterministic twin (``keras.layers.Conv2D``
+            / ``Dense``, same layer names, same code) and ignores
+            ``num_train_examples``, ``prior`` and ``posterior_std_init``.
+        prior: weight prior of every Bayesian layer (a ``tfp_bcnn.priors``
+            prior, a name, or a TFP distribution); None means
+            ``priors.Normal(0, 1)``.
+        posterior_std_init: initial posterior std of every kernel weight.
+        activation: hidden activation (the output is always a softmax).
+        seed: int; layer ``i`` uses ``seed + i`` for its kernel initializer and
+            its random draws (keyword-only).
+        name: model name (``"_deterministic"`` is appended when not Bayesian).
+
+    Returns:
+        A built ``keras.Sequential`` mapping ``(batch, H, W, C_in)`` images to
+        ``(batch, num_classes)`` probabilities. Uncompiled (see
+        `compile_bayesian`).
+
+    Raises:
+        ValueError: ``bayesian=True`` without ``num_train_examples``, or an
+            invalid shape, class count or estimator (the value is quoted).
+"""
+
+
+def lenet5(
+    input_shape: Sequence[int] = (28, 28, 1),
+    num_classes: int = 10,
+    estimator: str = "flipout",
+    num_train_examples: int | None = None,
+    bayesian: bool = True,
+    prior=None,
+    posterior_std_init: float = DEFAULT_POSTERIOR_STD_INIT,
+    activation: str = "relu",
+    *,
+    seed: int | None = None,
+    name: str = "lenet5",
+) -> keras.Model:
+    return _build(
+        _lenet5_body, name, input_shape, num_classes, estimator, num_train_examples,
+        bayesian, prior, posterior_std_init, seed, activation=activation,
+    )
+
+
+lenet5.__doc__ = (
+    """LeNet-5: conv 6@5x5 -> max-pool 2 -> conv 16@5x5 -> max-pool 2 -> fc 120 -> fc 84 -> fc C.
+
+    For inputs smaller than 32x32 the first convolution uses ``"same"``
+    padding, which on 28x28 MNIST is LeCun's padding of the digits to 32x32
+    (28x28x6 -> 14x14x6 -> 10x10x16 -> 5x5x16 = 400 features, 61,706
+    parameters in the twin); from 32x32 on it is ``"valid"``, as in the
+    reference code.
+
+    The defaults (prior ``Normal(0, 1)``, posterior std 1e-3, relu) were
+    chosen on MNIST-5k (4,000 training images): with `compile_bayesian`
+    (Adam, learning rate 1e-3), batch size 64 and 10 epochs, the Flipout
+    model reached 96.0-97.0% test accuracy over three seeds (mean of 8
+    Monte Carlo passes) in about 30 s on 2 CPU cores, and 95% by epoch 3-5.
+    A narrower prior ``Normal(0, 0.1)`` under-fits (95.7% after 15 epochs):
+    its pull on the means, ``mu / (scale^2 N)``, is 100 times stronger.
+"""
+    + _COMMON_ARGS
+    + """
+    Example:
+    >>> from tfp_bcnn import models
+    >>> model = models.lenet5(num_train_examples=4000)
+    >>> model.output_shape
+    (None, 10)
+    """
+)
+
+
+def alexnet(
+    input_shape: Sequence[int] = (32, 32, 3),
+    num_classes: int = 10,
+    estimator: str = "flipout",
+    num_train_examples: int | None = None,
+    bayesian: bool = True,
+    prior=None,
+    posterior_std_init: float = DEFAULT_POSTERIOR_STD_INIT,
+    activation: str = "relu",
+    *,
+    seed: int | None = None,
+    name: str = "alexnet",
+) -> keras.Model:
+    return _build(
+        _alexnet_body, name, input_shape, num_classes, estimator, num_train_examples,
+        bayesian, prior, posterior_std_init, seed, activation=activation,
+    )
+
+
+alexnet.__doc__ = (
+    """The small-image AlexNet of Shridhar et al.: 5 convolutions, 3 max-pools, fc C.
+
+    conv 64@11x11 stride 4 -> pool -> conv 192@5x5 -> pool -> conv 384@3x3 ->
+    conv 256@3x3 -> conv 128@3x3 -> pool -> fc C. Every convolution and pool
+    uses ``"same"`` padding, so any input size works: 32x32 gives the
+    reference's 8 -> 4 -> 2 -> 1 spatial sizes (1x1x128 features; the
+    reference pads conv1 by 5 on both sides, Keras by 3 / 4, same output
+    size), and 28x28 MNIST gives 7 -> 4 -> 2 -> 1 (with "valid" pools it would
+    shrink to zero).
+"""
+    + _COMMON_ARGS
+)
+
+
+def three_conv_three_fc(
+    input_shape: Sequence[int] = (32, 32, 3),
+    num_classes: int = 10,
+    estimator: str = "flipout",
+    num_train_examples: int | None = None,
+    bayesian: bool = True,
+    prior=None,
+    posterior_std_init: float = DEFAULT_POSTERIOR_STD_INIT,
+    activation: str = "relu",
+    *,
+    seed: int | None = None,
+    name: str = "three_conv_three_fc",
+) -> keras.Model:
+    return _build(
+        _three_conv_three_fc_body, name, input_shape, num_classes, estimator,
+        num_train_examples, bayesian, prior, posterior_std_init, seed, activation=activation,
+    )
+
+
+three_conv_three_fc.__doc__ = (
+    """3Conv3FC: conv 32@5 -> pool -> conv 64@5 -> pool -> conv 128@5 -> pool -> fc 1000 x2 -> fc C.
+
+    As in the reference: the first two convolutions are "same" (pad 2), the
+    third pads by 1 pixel, pools are 3x3 with stride 2 ("valid"). 32x32 gives
+    2x2x128 features, 28x28 gives 1x1x128; inputs must be at least 22x22.
+"""
+    + _COMMON_ARGS
+)
+
+
+def compile_bayesian(
+    model: keras.Model,
+    learning_rate: float = 1e-3,
+    *,
+    metrics: Iterable = ("accuracy",),
+    **compile_kwargs,
+) -> keras.Model:
+    """Compile a classifier with the recommended settings; returns the same model.
+
+    Adam with ``learning_rate``, ``sparse_categorical_crossentropy`` on the
+    softmax outputs (integer labels), the given metrics and, when the model
+    has Bayesian layers, ``tfp_bcnn.KLDivergence(model)`` logged as ``kl``
+    (``loss - kl`` is the likelihood term).
+
+    Args:
+        model: a classifier ending in a softmax (e.g. from `lenet5`).
+        learning_rate: Adam's learning rate.
+        metrics: metrics before ``kl`` (keyword-only).
+        **compile_kwargs: passed to ``model.compile`` (e.g. ``jit_compile``).
+
+    Returns:
+        ``model``, compiled.
+    """
+    metrics = list(metrics)
+    if any(True for _ in kl_lib.bayesian_layers(model)):
+        metrics.append(kl_lib.KLDivergence(model))
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=metrics,
+        **compile_kwargs,
+    )
+    return model
+
+
+# --------------------------------------------------------------------------
+# to_bayesian
+# --------------------------------------------------------------------------
+
+_CONVERTIBLE = {
+    keras.layers.Dense: 0,
+    keras.layers.Conv1D: 1,
+    keras.layers.Conv2D: 2,
+    keras.layers.Conv3D: 3,
+}
+
+#: Linear layers with a kernel that have no Bayesian twin here.
+_LINEAR_WITHOUT_TWIN = (
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
+    keras.layers.EinsumDense,
+)
+
+
+def _why_not_convertible(layer):
+    """None if ``layer`` converts, else the reason (for layers of the linear family).
+
+    Returns ``"keep"`` for layers that are not linear maps (pooling, norms...).
+    """
+    cls = type(layer)
+    if cls in _CONVERTIBLE:
+        cfg = layer.get_config()
+        if cfg.get("groups", 1) != 1:
+            return f"grouped convolution (groups={cfg['groups']})"
+        if cfg.get("padding") == "causal":
+            return "causal padding"
+        if getattr(layer, "quantization_mode", None):
+            return f"quantized ({layer.quantization_mode})"
+        if getattr(layer, "lora_enabled", False):
+            return "LoRA enabled"
+        return None
+    if isinstance(layer, tuple(_CONVERTIBLE)):
+        base = next(c.__name__ for c in _CONVERTIBLE if isinstance(layer, c))
+        return f"a subclass of {base}"
+    if isinstance(layer, _LINEAR_WITHOUT_TWIN):
+        return "no Bayesian twin"
+    if isinstance(layer, keras.Model) and not _is_graph_model(layer):
+        inner = [
+            sub for sub in layer._flatten_layers(include_self=False, recursive=True)
+            if type(sub) in _CONVERTIBLE or isinstance(sub, _LINEAR_WITHOUT_TWIN)
+        ]
+        if inner:
+            return "a subclassed model holding convertible layers (only Sequential and " \
+                "functional models can be rebuilt)"
+    return "keep"
+
+
+def _is_graph_model(model):
+    from keras.src.models.functional import Functional
+
+    return isinstance(model, (keras.Sequential, Functional))
+
+
+def _clone_graph(model, clone_layer, cache):
+    """``keras.models.clone_model`` that recurses into nested graph models.
+
+    Unlike ``clone_model(recursive=True)`` it keeps the names of the input
+    layers of functional models (``clone_model`` names them after the
+    symbolic tensors), and one ``cache`` across levels keeps shared layers
+    shared.
+    """
+    input_tensors = None
+    if not isinstance(model, keras.Sequential):
+        input_tensors = keras.tree.map_structure(
+            lambda t: keras.Input(
+                batch_shape=t.shape, dtype=t.dtype, name=t._keras_history.operation.name
+            ),
+            model.input,
+        )
+
+    def clone_function(layer):
+        if _is_graph_model(layer):
+            return _clone_graph(layer, clone_layer, cache)
+        return clone_layer(layer)
+
+    return keras.models.clone_model(
+        model, input_tensors=input_tensors, clone_function=clone_function, cache=cache
+    )
+
+
+def _parse_skip(skip):
+    if isinstance(skip, (str, type)):
+        skip = (skip,)
+    names, classes = set(), []
+    for item in skip:
+        if isinstance(item, str):
+            names.add(item)
+        elif isinstance(item, type) and issubclass(item, keras.layers.Layer):
+            classes.append(item)
+        else:
+            raise TypeError(
+                "`skip` must hold layer names (str) or keras.layers.Layer classes. "
+                f"Received: skip={skip!r}"
+            )
+    return names, tuple(classes)
+
+
+def _all_layers(model):
+    return list(model._flatten_layers(include_self=False, recursive=True))
+
+
+def to_bayesian(
+    model: keras.Model,
+    estimator: str = "flipout",
+    num_train_examples: int | None = None,
+    moped_delta: float | None = None,
+    prior=None,
+    center_prior: bool = False,
+    skip: Iterable = (),
+    *,
+    posterior_std_init: float = DEFAULT_POSTERIOR_STD_INIT,
+    seed: int | None = None,
+) -> keras.Model:
+    """Convert a trained deterministic Keras model into a Bayesian one.
+
+    Every layer whose type is exactly ``keras.layers.Conv1D``, ``Conv2D``,
+    ``Conv3D`` or ``Dense`` becomes the Bayesian layer of the same rank and
+    ``estimator`` (``tfp_bcnn.layers.layer_class``) with the same filters /
+    units, kernel_size, strides, padding, data_format, dilation_rate,
+    activation, use_bias, name and dtype policy. Its posterior starts at the
+    trained weights:
+
+    * mean ``kernel_loc = w`` (the trained kernel); the bias stays a
+      deterministic bias with the trained value;
+    * std ``sigma = max(moped_delta * |w|, MOPED_SIGMA_FLOOR)`` with MOPED
+      (Krishnan et al. 2020, https://arxiv.org/abs/1906.05323), else
+      ``sigma = posterior_std_init`` for every weight. The floor keeps ``rho``
+      finite and trainable where ``w == 0``;
+    * ``kl_weight = 1 / num_train_examples``;
+    * with ``center_prior=True`` the prior is centred on the trained kernel
+      (``kernel_prior_loc = w``; the KL is ``KL(N(mu, sigma) || p(. - w))``),
+      an empirical-Bayes prior that pulls the posterior towards the
+      pretrained solution rather than towards 0.
+
+    Every other layer is cloned with its weights (a copy: training the result
+    never changes ``model``). Sequential and functional graphs (skip
+    connections, shared layers, several inputs/outputs) and nested Sequential
+    / functional models keep their structure and layer names. Existing
+    Bayesian layers are copied as they are.
+
+    Kernel and bias regularizers and constraints of converted layers are
+    dropped with a warning: the prior's KL is the Bayesian counterpart of a
+    weight penalty, and a constraint on a weight has no meaning for its
+    posterior.
+
+    Args:
+        model: a built Sequential or functional ``keras.Model``.
+        estimator: estimator of the new layers.
+        num_train_examples: training-set size ``N`` (required; sets
+            ``kl_weight = 1 / N``).
+        moped_delta: MOPED's relative std ``delta`` (> 0), e.g. 0.1; None
+            uses ``posterior_std_init``.
+        prior: prior of the new layers (None: ``priors.Normal(0, 1)``).
+        center_prior: centre the prior on the trained kernels.
+        skip: layer names (str) and/or layer classes (matched with
+            ``isinstance``) to keep deterministic; names and classes of layers
+            inside nested models match too, and a skipped nested model keeps
+            all of its layers.
+        posterior_std_init: std of every weight without MOPED (keyword-only).
+        seed: int; converted layer ``i`` (in graph order) draws with
+            ``seed + i`` (keyword-only).
+
+    Returns:
+        A new ``keras.Model`` (same class of graph, same name), uncompiled.
+
+    Raises:
+        ValueError: an unbuilt or subclassed model, a missing or invalid
+            ``num_train_examples``, an invalid ``moped_delta`` or estimator, a
+            ``skip`` name that is not a layer of the model (a ``skip`` entry
+            that is neither a str nor a layer class is a TypeError), or layers that
+            cannot be converted (grouped or causal convolutions, transposed,
+            depthwise and separable convolutions, EinsumDense, subclasses of
+            Dense / ConvND, quantized or LoRA layers) and are not in ``skip``;
+            the message names all of them.
+
+    Example:
+    >>> import keras
+    >>> from tfp_bcnn import models
+    >>> net = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3, name="out")])
+    >>> bnn = models.to_bayesian(net, num_train_examples=100, moped_delta=0.1)
+    >>> type(bnn.get_layer("out")).__name__
+    'DenseFlipout'
+    """
+    _check_estimator(estimator)
+    n = _check_num_train_examples(num_train_examples, "by to_bayesian")
+    if moped_delta is not None:
+        try:
+            delta = float(moped_delta)
+        except (TypeError, ValueError):
+            delta = float("nan")
+        if not (delta > 0 and math.isfinite(delta)):
+            raise ValueError(
+                f"`moped_delta` must be a positive number or None. "
+                f"Received: moped_delta={moped_delta!r}"
+            )
+    if not isinstance(model, keras.Model) or not _is_graph_model(model):
+        raise ValueError(
+            "`to_bayesian` rebuilds Sequential and functional models only (a subclassed "
+            "model has no graph to rebuild). Received: "
+            f"model={getattr(model, 'name', model)!r} of type {type(model).__name__}"
+        )
+    if not model.built:
+        raise ValueError(
+            "The model must be built (called on data or given an Input) so that its "
+            f"weights can be copied. Received: model={model.name!r} (not built)"
+        )
+
+    names, classes = _parse_skip(skip)
+    all_layers = _all_layers(model)
+    missing = names - {layer.name for layer in all_layers}
+    if missing:
+        raise ValueError(
+            f"`skip` names layers that the model does not have: {sorted(missing)}. "
+            f"Received: skip={skip!r}"
+        )
+
+    # A skipped nested model keeps every layer inside it deterministic.
+    inside_skipped = {
+        id(sub)
+        for layer in all_layers
+        if isinstance(layer, keras.Model) and (layer.name in names or isinstance(layer, classes))
+        for sub in _all_layers(layer)
+    }
+
+    def skipped(layer):
+        return (
+            layer.name in names or isinstance(layer, classes) or id(layer) in inside_skipped
+        )
+
+    bad = []
+    for layer in all_layers:
+        if skipped(layer):
+            continue
+        reason = _why_not_convertible(layer)
+        if reason not in (None, "keep"):
+            bad.append(f"{layer.name!r} ({type(layer).__name__}: {reason})")
+    if bad:
+        raise ValueError(
+            "These layers have no Bayesian conversion: " + ", ".join(bad) + ". Pass their "
+            "names or classes in `skip=` to keep them deterministic. Received: "
+            f"skip={skip!r}"
+        )
+
+    pairs: list[tuple[keras.layers.Layer, keras.layers.Layer, bool]] = []
+    dropped: list[str] = []
+    counter = [0]
+
+    def clone_function(layer):
+        if skipped(layer) or _why_not_convertible(layer) is not None:
+            new = layer.__class__.from_config(layer.get_config())
+            pairs.append((layer, new, False))
+            return new
+        cfg = layer.get_config()
+        rank = _CONVERTIBLE[type(layer)]
+        if any(cfg.get(k) is not None for k in (
+            "kernel_regularizer", "bias_regularizer", "kernel_constraint", "bias_constraint"
+        )):
+            dropped.append(layer.name)
+        kwargs = {
+            "activation": cfg["activation"],
+            "use_bias": cfg["use_bias"],
+            "prior": prior,
+            "posterior_std_init": posterior_std_init,
+            "kl_weight": 1.0 / n,
+            "centered_prior": bool(center_prior),
+            "name": layer.name,
+            "dtype": layer.dtype_policy,
+            "seed": None if seed is None else int(seed) + counter[0],
+        }
+        if cfg.get("activity_regularizer") is not None:
+            kwargs["activity_regularizer"] = cfg["activity_regularizer"]
+        counter[0] += 1
+        cls = layer_class(rank, estimator)
+        if rank == 0:
+            new = cls(cfg["units"], **kwargs)
+        else:
+            new = cls(
+                cfg["filters"],
+                cfg["kernel_size"],
+                strides=cfg["strides"],
+                padding=cfg["padding"],
+                data_format=cfg["data_format"],
+                dilation_rate=cfg["dilation_rate"],
+                **kwargs,
+            )
+        pairs.append((layer, new, True))
+        return new
+
+    new_model = _clone_graph(model, clone_function, cache={})
+    if not new_model.built:
+        new_model.build(model.input_shape)
+    if dropped:
+        warnings.warn(
+            "to_bayesian dropped the kernel/bias regularizers and constraints of "
+            f"{dropped}: the prior's KL replaces a weight penalty.",
+            stacklevel=2,
+        )
+
+    for old, new, converted in pairs:
+        if not converted:
+            new.set_weights(old.get_weights())
+            continue
+        w = keras.ops.convert_to_numpy(old.kernel)
+        new.kernel_loc.assign(w)
+        if moped_delta is not None:
+            sigma = np.maximum(float(moped_delta) * np.abs(w), MOPED_SIGMA_FLOOR)
+            new.kernel_rho.assign(rho_from_sigma(sigma).astype(w.dtype))
+        if new.kernel_prior_loc is not None:
+            new.kernel_prior_loc.assign(w)
+        if new.bias is not None:
+            new.bias.assign(keras.ops.convert_to_numpy(old.bias))
+    return new_model
+

@@ -1,0 +1,349 @@
+"""Training cost of Bayesian LeNet-5 per estimator, against its frequentist twin and TFP.
+
+One run, same data (MNIST-5k, 4,000 training images), same batch size and
+optimizer (Adam 1e-3) for every model; the figure is the median wall time of
+the epochs after the first (the first one includes tracing):
+
+* ``frequentist``: ``tfp_bcnn.models.lenet5(bayesian=False)``;
+* ``flipout``, ``reparameterization``, ``local_reparameterization``:
+  ``tfp_bcnn.models.lenet5(estimator=...)``;
+* ``flipout+kl_metric``: Flipout compiled by ``models.compile_bayesian``,
+  i.e. also logging ``tfp_bcnn.KLDivergence`` (which recomputes the KL);
+  every other model is compiled with Adam, the loss and accuracy only;
+* ``tfp_flipout``: the same LeNet-5 of ``tfp.layers.Convolution2DFlipout`` /
+  ``DenseFlipout`` in ``tf_keras`` (KL divided by N), and
+  ``tf_keras_frequentist``, its deterministic twin in ``tf_keras`` (to tell
+  the cost of the layers from the per-step cost of Keras 2 vs Keras 3).
+  TFP's layers need Keras 2 (``TF_USE_LEGACY_KERAS=1``), which must be set
+  before TensorFlow is imported, so they run in a worker subprocess.
+
+The models' epochs are interleaved (epoch e of every model before epoch e + 1
+of any), so a change of load on a shared machine hits all of them alike.
+
+Targets: Flipout <= 2.0x frequentist and faster than TFP Flipout;
+reparameterization <= 1.2x; local reparameterization <= 2.2x.
+
+Usage::
+
+    python benchmarks/train_cost.py            # 4 epochs, about 1.5 min on 2 cores
+    python benchmarks/train_cost.py --epochs 3 --json results.json --skip-tfp
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+TARGETS = {
+    "flipout": 2.0,
+    "flipout+kl_metric": 2.0,
+    "reparameterization": 1.2,
+    "local_reparameterization": 2.2,
+}
+
+# The Keras 2 references (TFP Flipout LeNet-5 and its tf_keras frequentist
+# twin), run with TF_USE_LEGACY_KERAS=1 as a worker: it trains one epoch of
+# the named model per line read from stdin and answers with one JSON line, so
+# the main process can interleave its epochs with those of the other models.
+LEGACY_WORKER = textwrap.dedent(
+    """
+    import json, sys, time
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+    import tf_keras
+    from tfp_bcnn import datasets
+
+    batch_size, n_train, seed = (int(v) for v in sys.argv[1:4])
+    (x, y), (xt, yt) = datasets.mnist_5k()
+    x, y = x[:n_train], y[:n_train]
+    tf_keras.utils.set_random_seed(seed)
+    tfd = tfp.distributions
+    L = tf_keras.layers
+
+    def lenet5(bayesian):
+        kl = lambda q, p, _: tfd.kl_divergence(q, p) / n_train  # noqa: E731
+        def conv(f, **kw):
+            if bayesian:
+                return tfp.layers.Convolution2DFlipout(
+                    f, 5, activation="relu", kernel_divergence_fn=kl, **kw)
+            return L.Conv2D(f, 5, activation="relu", **kw)
+        def dense(u, act="relu"):
+            if bayesian:
+                return tfp.layers.DenseFlipout(u, activation=act, kernel_divergence_fn=kl)
+            return L.Dense(u, activation=act)
+        model = tf_keras.Sequential([
+            tf_keras.Input((28, 28, 1)),
+            conv(6, padding="same"), L.MaxPooling2D(2),
+            conv(16), L.MaxPooling2D(2), L.Flatten(),
+            dense(120), dense(84), dense(10, "softmax"),
+        ])
+        model.compile(tf_keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        return model
+
+    class Timer(tf_keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+        def on_epoch_end(self, epoch, logs=None):
+            self.elapsed = time.perf_counter() - self.t
+
+    models = {"tfp_flipout": lenet5(True), "tf_keras_frequentist": lenet5(False)}
+    print(json.dumps({"ready": tf_keras.__version__}), flush=True)
+    for line in sys.stdin:
+        name = line.strip()
+        if name == "accuracy":
+            acc = {k: float(np.mean(m.predict(xt, batch_size=500, verbose=0).argmax(-1) == yt))
+                   for k, m in models.items()}
+            print(json.dumps(acc), flush=True)
+            continue
+        timer = Timer()
+        models[name].fit(x, y, batch_size=batch_size, epochs=1, verbose=0, callbacks=[timer])
+        print(json.dumps({"seconds": timer.elapsed}), flush=True)
+    """
+)
+
+LEGACY_MODELS = ("tfp_flipout", "tf_keras_frequentist")
+NATIVE_MODELS = (
+    "frequentist",
+    "flipout",
+    "reparameterization",
+    "local_reparameterization",
+    "flipout+kl_metric",
+)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class NativeModel:
+    """A tfp_bcnn LeNet-5 trained one epoch at a time in this process."""
+
+    def __init__(self, name, batch_size, data, seed):
+        import keras
+
+        from tfp_bcnn import models
+
+        (self.x, self.y), (self.xt, self.yt) = data
+        self.batch_size = batch_size
+        keras.utils.set_random_seed(seed)
+        estimator = name.split("+")[0]
+        if name == "frequentist":
+            self.model = models.lenet5(bayesian=False, seed=seed)
+        else:
+            self.model = models.lenet5(
+                estimator=estimator, num_train_examples=len(self.x), seed=seed
+            )
+        if name.endswith("+kl_metric"):
+            models.compile_bayesian(self.model)
+        else:
+            self.model.compile(
+                keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+
+    def epoch(self):
+        import keras
+
+        times = []
+
+        class Timer(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.t = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                times.append(time.perf_counter() - self.t)
+
+        self.model.fit(self.x, self.y, batch_size=self.batch_size, epochs=1, verbose=0,
+                       callbacks=[Timer()])
+        return times[0]
+
+    def accuracy(self):
+        import numpy as np
+
+        probs = self.model.predict(self.xt, batch_size=500, verbose=0)
+        return float(np.mean(probs.argmax(-1) == self.yt))
+
+
+class LegacyWorker:
+    """The Keras 2 / TFP subprocess (``LEGACY_WORKER``), one epoch per request."""
+
+    def __init__(self, batch_size, n_train, seed):
+        env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # a pipe could fill and block
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", LEGACY_WORKER, str(batch_size), str(n_train), str(seed)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+            text=True, env=env,
+        )
+        self.tf_keras_version = self._ask(None)["ready"]
+
+    def _ask(self, request):
+        if request is not None:
+            self.proc.stdin.write(request + "\n")
+            self.proc.stdin.flush()
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                self.stderr.seek(0)
+                raise RuntimeError(f"The TFP reference failed:\n{self.stderr.read()[-3000:]}")
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def epoch(self, name):
+        return self._ask(name)["seconds"]
+
+    def accuracies(self):
+        return self._ask("accuracy")
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        self.stderr.close()
+
+
+def median_after_first(times):
+    rest = times[1:] if len(times) > 1 else times
+    return statistics.median(rest)
+
+
+def versions():
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "tensorflow_probability": tfp.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def table(results, baseline):
+    rows = [
+        "| model | median epoch (s) | x frequentist | target | test acc. |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        ratio = r["median_epoch_s"] / baseline
+        target = TARGETS.get(name)
+        if name in LEGACY_MODELS:
+            target_txt = "-"
+        elif target is None:
+            target_txt = "1.0"
+        else:
+            target_txt = f"<= {target:.1f} ({'met' if ratio <= target else 'MISSED'})"
+        rows.append(
+            f"| {name} | {r['median_epoch_s']:.2f} | {ratio:.2f} | {target_txt} | "
+            f"{r['test_accuracy']:.3f} |"
+        )
+    return "\n".join(rows)
+
+
+def write_json(path, obj):
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per model (>= 2)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--train-size", type=int, default=4000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-tfp", action="store_true", help="skip the TFP reference")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    if args.epochs < 2:
+        parser.error(
+            f"--epochs must be >= 2 (the first epoch is not timed). Received: {args.epochs}"
+        )
+
+    import keras
+    import tensorflow as tf
+
+    from tfp_bcnn import datasets
+
+    tf.get_logger().setLevel("ERROR")  # one predict function per model is no retracing issue
+    (x, y), test = datasets.mnist_5k()
+    data = ((x[: args.train_size], y[: args.train_size]), test)
+    info = versions()
+    names = list(NATIVE_MODELS)
+    native = {name: NativeModel(name, args.batch_size, data, args.seed) for name in NATIVE_MODELS}
+    worker = None
+    if not args.skip_tfp:
+        worker = LegacyWorker(args.batch_size, len(data[0][0]), args.seed)
+        info["tf_keras"] = worker.tf_keras_version
+        names += LEGACY_MODELS
+
+    def epoch(name):
+        return native[name].epoch() if name in native else worker.epoch(name)
+
+    # Epoch e of every model runs before epoch e + 1 of any, so a change of
+    # load on the machine hits all models alike; epoch 1 (tracing) is not timed.
+    times = {name: [] for name in names}
+    for e in range(args.epochs):
+        for name in names:
+            times[name].append(epoch(name))
+        print(f"epoch {e + 1}: " + ", ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items()),
+              file=sys.stderr)
+    accuracy = {name: m.accuracy() for name, m in native.items()}
+    if worker is not None:
+        accuracy.update(worker.accuracies())
+        worker.close()
+    results = {
+        name: {"epoch_times": times[name], "test_accuracy": accuracy[name]} for name in names
+    }
+    for r in results.values():
+        r["median_epoch_s"] = median_after_first(r["epoch_times"])
+    baseline = results["frequentist"]["median_epoch_s"]
+
+    machine = f"{usable_cores()} cores, {cpu_model()}"
+    print(f"## Training cost of LeNet-5 on MNIST-5k ({len(data[0][0])} images, "
+          f"batch {args.batch_size}, {args.epochs} interleaved epochs, median of epochs "
+          f"2..{args.epochs})\n")
+    print(table(results, baseline))
+    print(f"\nMachine: {machine}; backend: {keras.backend.backend()}; "
+          + ", ".join(f"{k} {v}" for k, v in info.items()))
+    if "tfp_flipout" in results:
+        faster = results["flipout"]["median_epoch_s"] < results["tfp_flipout"]["median_epoch_s"]
+        print(f"Flipout faster than TFP Flipout: {'yes' if faster else 'NO'}")
+    if args.json:
+        write_json(args.json, {"machine": machine, "backend": keras.backend.backend(),
+                               "versions": info, "batch_size": args.batch_size,
+                               "epochs": args.epochs, "results": results})
+
+
+if __name__ == "__main__":
+    main()
