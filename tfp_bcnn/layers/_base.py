@@ -54,10 +54,20 @@ def rho_from_sigma(sigma):
     return np.where(s > 20.0, s, np.log(np.expm1(np.minimum(s, 20.0))))
 
 
+_SQRT_EPS = 1e-16
+
+
 def _safe_sqrt(x):
-    """sqrt with an exact 0 (and a zero, not NaN, gradient) where x == 0."""
-    positive = x > 0
-    return ops.where(positive, ops.sqrt(ops.where(positive, x, ops.ones_like(x))), 0.0)
+    """``sqrt(max(x, 0))`` that is exactly 0 at x == 0 and has a finite gradient there.
+
+    ``sqrt(x + eps) - sqrt(eps)``: at x = 0 both terms are the same rounded
+    float, so the result is exactly 0 (a fully pruned unit gets no noise);
+    the gradient there is ``1 / (2 sqrt(eps))``, finite, and multiplied by the
+    zero derivative of a masked variance. Elsewhere the shift is <= 1e-8.
+    Three elementwise ops instead of the five of a double ``where``.
+    """
+    eps = ops.convert_to_tensor(_SQRT_EPS, dtype=x.dtype)
+    return ops.sqrt(ops.relu(x) + eps) - ops.sqrt(eps)
 
 
 class BayesianLayer(keras.layers.Layer):
@@ -289,7 +299,7 @@ class BayesianLayer(keras.layers.Layer):
             kl = kl * mask
         return ops.sum(kl)
 
-    def kl_divergence(self, kernel_sample=None, bias_sample=None):
+    def kl_divergence(self, kernel_sample=None, bias_sample=None, *, _sigma=None):
         """KL(q || p), summed over the unpruned weights (not scaled by kl_weight).
 
         A pruned weight (mask 0) contributes nothing: its posterior is the point
@@ -303,7 +313,7 @@ class BayesianLayer(keras.layers.Layer):
                 (needed by Monte Carlo priors); drawn here when None.
         """
         loc = ops.convert_to_tensor(self.kernel_loc)
-        sigma = self.kernel_sigma
+        sigma = self.kernel_sigma if _sigma is None else _sigma
         if kernel_sample is None and self.prior.needs_sample:
             eps = keras.random.normal(ops.shape(loc), seed=self.seed_generator)
             kernel_sample = loc + sigma * eps
@@ -374,7 +384,7 @@ class BayesianLayer(keras.layers.Layer):
                 bias_sample = self.bias_loc + self.bias_sigma * b_eps
                 outputs = outputs + ops.reshape(bias_sample, self._bias_shape(None))
 
-        kl = self.kl_divergence(kernel_sample, bias_sample)
+        kl = self.kl_divergence(kernel_sample, bias_sample, _sigma=sigma)
         self.add_loss(ops.cast(self.kl_weight, kl.dtype) * kl)
         if self.activation is not None:
             outputs = self.activation(outputs)
