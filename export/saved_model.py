@@ -22,7 +22,7 @@ import os
 
 import keras
 
-from ._atomic import atomic_directory
+from tfp_bcnn._io import atomic_directory
 from ._inference import InferenceGraph
 
 __all__ = ["save_saved_model"]

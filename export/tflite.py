@@ -22,7 +22,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from ._atomic import write_bytes_atomic
+from tfp_bcnn._io import write_bytes_atomic
 from ._inference import InferenceGraph
 
 __all__ = ["QUANTIZATIONS", "to_tflite", "convert"]

@@ -507,7 +507,7 @@ def test_failed_tflite_export_keeps_previous_file(trained, tmp_path, monkeypatch
 
 
 def test_failed_write_leaves_no_temp_file(tmp_path, monkeypatch):
-    from tfp_bcnn.export import _atomic
+    from tfp_bcnn import _io as _atomic
 
     target = tmp_path / "m.tflite"
     target.write_bytes(b"old")

@@ -52,12 +52,12 @@ def _size(path: Path) -> int:
 
 
 def _save_model(model, path):
-    from ._io import atomic_path
+    from ._io import atomic_file
 
     path = Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"The output must end in .keras. Received: output={str(path)!r}")
-    with atomic_path(path) as tmp:
+    with atomic_file(path) as tmp:
         model.save(tmp)
     return path
 
@@ -170,10 +170,10 @@ def _evaluate_and_report(model, x_test, y_test, out_dir, *, num_samples, name="m
             [r["epistemic"] for r in report["rotation"]],
             out_dir / f"{name}_rotation.png")
     report["files"] = {k: str(v) for k, v in files.items()}
-    from ._io import atomic_path
+    from ._io import atomic_file
 
-    with atomic_path(out_dir / f"{name}_report.json") as tmp:
-        tmp.write_text(json.dumps(json_ready(report), indent=2))
+    with atomic_file(out_dir / f"{name}_report.json") as tmp:
+        Path(tmp).write_text(json.dumps(json_ready(report), indent=2))
     report["files"]["report"] = str(out_dir / f"{name}_report.json")
     return report
 

@@ -46,7 +46,7 @@ def run_demo(out_dir=None, quick: bool = False, epochs: int | None = None,
     import keras
 
     from . import datasets, models, pruning
-    from ._io import atomic_path
+    from ._io import atomic_file
     from .cli import (_compile, _evaluate_and_report, _export_all, _fit, _print_table,
                       _prune_and_finetune, _save_model)
 
@@ -149,8 +149,8 @@ def run_demo(out_dir=None, quick: bool = False, epochs: int | None = None,
         "pruned": {k: v for k, v in pruned_report.items() if not k.startswith("_")},
         "sparsity": sparsity, "export": exported,
     }
-    with atomic_path(out / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, default=float))
+    with atomic_file(out / "summary.json") as tmp:
+        Path(tmp).write_text(json.dumps(summary, indent=2, default=float))
     print("\nwrote:")
     paths = [bayes_path, pruned_path, out / "saved_model", out / "bayesian_lenet5.tflite",
              out / "summary.json"]
