@@ -8,7 +8,6 @@ leaves a half-written file. Loading ``.keras`` files keeps Keras' safe_mode.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import sys
@@ -37,18 +36,6 @@ def _fmt(v, digits=4):
     if isinstance(v, float):
         return f"{v:.{digits}f}"
     return str(v)
-
-
-def _gzip_size(path: Path) -> int:
-    if path.is_dir():
-        return sum(_gzip_size(p) for p in path.rglob("*") if p.is_file())
-    return len(gzip.compress(path.read_bytes(), compresslevel=9))
-
-
-def _size(path: Path) -> int:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
 
 
 def _save_model(model, path):
@@ -255,16 +242,14 @@ def _export_all(model, *, saved_model=None, tflite=None, samples=32, sampling="l
     out = {}
     if saved_model:
         export.save_saved_model(model, saved_model, num_samples=samples, sampling=sampling)
-        p = Path(saved_model)
-        out["saved_model"] = {"path": str(p), "bytes": _size(p), "gzip_bytes": _gzip_size(p)}
+        info = export.describe(saved_model)
+        info["ops"] = sum(info["ops"].values())  # TF op types of every function: just count
+        out["saved_model"] = {"path": str(saved_model), **info}
     if tflite:
         export.to_tflite(model, tflite, num_samples=samples, sampling=sampling, sparse=True,
                          quantize=quantize)
         p = Path(tflite)
-        info = {"path": str(p), "bytes": _size(p), "gzip_bytes": _gzip_size(p)}
-        if hasattr(export, "describe"):
-            info.update(export.describe(p))
-        out["tflite"] = info
+        out["tflite"] = {"path": str(p), **export.describe(p)}
         if check_data is not None:
             x, y = check_data
             runner = export.runtime.TFLiteBayesianModel(str(p))
@@ -296,9 +281,9 @@ def cmd_export(args):
                        check_data=check)
     for kind, d in info.items():
         print(f"\n{kind}: {d['path']}")
-        print(f"  size {d['bytes'] / 1024:.1f} KiB, gzip {d['gzip_bytes'] / 1024:.1f} KiB")
+        print(f"  size {d['size_bytes'] / 1024:.1f} KiB, gzip {d['gzip_bytes'] / 1024:.1f} KiB")
         for k, v in d.items():
-            if k not in ("path", "bytes", "gzip_bytes"):
+            if k not in ("path", "size_bytes", "gzip_bytes"):
                 print(f"  {k}: {_fmt(v) if not isinstance(v, (list, dict)) else v}")
     return 0
 

@@ -22,7 +22,7 @@ from pathlib import Path
 __all__ = ["run_demo"]
 
 # defaults measured to fit in < 10 min on 2 CPU cores (see BENCHMARKS.md)
-FULL = dict(epochs=12, prune_epochs=3, samples=32, batch_size=64, learning_rate=2e-3,
+FULL = dict(epochs=20, prune_epochs=4, samples=32, batch_size=64, learning_rate=2e-3,
             n_train=None, n_test=None)
 QUICK = dict(epochs=1, prune_epochs=1, samples=8, batch_size=64, learning_rate=2e-3,
              n_train=1000, n_test=200)
@@ -138,7 +138,7 @@ def run_demo(out_dir=None, quick: bool = False, epochs: int | None = None,
                    f"{f['accuracy']:.3f}", f"{f['epistemic']:.4f}")
                   for b, f in zip(bayes["rotation"], freq["rotation"])],
                  ["angle", "Bayesian acc", "Bayesian MI", "frequentist acc", "frequentist MI"])
-    print(f"\nTFLite: {lite['bytes'] / 1024:.1f} KiB ({lite['gzip_bytes'] / 1024:.1f} KiB "
+    print(f"\nTFLite: {lite['size_bytes'] / 1024:.1f} KiB ({lite['gzip_bytes'] / 1024:.1f} KiB "
           f"gzip), argmax agreement with Keras {lite['argmax_agreement']:.3f}, "
           f"{lite['ms_per_image']:.2f} ms/image for {cfg['samples']} samples")
     total = time.time() - t_start

@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 #: Default initial posterior std of the builders.
-DEFAULT_POSTERIOR_STD_INIT = 1e-3
+DEFAULT_POSTERIOR_STD_INIT = 5e-3
 #: Smallest posterior std that `to_bayesian` gives a weight with MOPED.
 MOPED_SIGMA_FLOOR = 1e-6
 
@@ -301,13 +301,26 @@ lenet5.__doc__ = (
     parameters in the twin); from 32x32 on it is ``"valid"``, as in the
     reference code.
 
-    The defaults (prior ``Normal(0, 1)``, posterior std 1e-3, relu) were
-    chosen on MNIST-5k (4,000 training images): with `compile_bayesian`
-    (Adam, learning rate 1e-3), batch size 64 and 10 epochs, the Flipout
-    model reached 96.0-97.0% test accuracy over three seeds (mean of 8
-    Monte Carlo passes) in about 30 s on 2 CPU cores, and 95% by epoch 3-5.
-    A narrower prior ``Normal(0, 0.1)`` under-fits (95.7% after 15 epochs):
-    its pull on the means, ``mu / (scale^2 N)``, is 100 times stronger.
+    The defaults (prior ``Normal(0, 1)``, posterior std 5e-3, relu) were
+    chosen on MNIST-5k (4,000 training images, Adam 2e-3, batch 64, 20
+    epochs, 32 Monte Carlo samples, seed 0, 2 CPU cores, about 30-70 s):
+
+    ============  =====  =====  ======  ================  ==================
+    posterior std  acc    NLL    ECE    epistemic (nats)  OOD AUROC letters
+    ============  =====  =====  ======  ================  ==================
+    1e-3 (12 ep)  0.970  0.104  0.0146  0.001             0.866
+    5e-3          0.979  0.076  0.0117  0.037             0.898
+    1e-2          0.969  0.104  0.0240  0.075             0.900
+    2e-2          0.980  0.092  0.0378  0.093             0.917
+    frequentist   0.975  0.111  0.0163  0                 (entropy) 0.902
+    ============  =====  =====  ======  ================  ==================
+
+    A larger initial std gives more epistemic uncertainty (better OOD
+    detection) but an under-confident mean (higher ECE); 1e-3 leaves the
+    posterior nearly a point mass after a few hundred steps, since Adam moves
+    ``rho`` by about the learning rate per step. A narrower prior
+    ``Normal(0, 0.1)`` under-fits (95.7% after 15 epochs): its pull on the
+    means, ``mu / (scale^2 N)``, is 100 times stronger.
 """
     + _COMMON_ARGS
     + """

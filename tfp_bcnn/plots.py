@@ -135,7 +135,8 @@ def _field(name: str, source: Any, key: str) -> np.ndarray:
     array = _vector(f"{name}.{key}", value)
     if not np.isfinite(array).all():
         raise ValueError(
-            f"`{name}.{key}` must be finite. Received: {int((~np.isfinite(array)).sum())} NaN/inf values"
+            f"`{name}.{key}` must be finite. "
+            f"Received: {int((~np.isfinite(array)).sum())} NaN/inf values"
         )
     return array
 
@@ -408,7 +409,8 @@ def rotation_curve(
             )
             if len(names) != len(rows):
                 raise ValueError(
-                    f"`labels` must name the {len(rows)} series of `{name}`. Received: labels={labels!r}"
+                    f"`labels` must name the {len(rows)} series of `{name}`. "
+                    f"Received: labels={labels!r}"
                 )
         return {
             key: _vector(name if len(rows) == 1 else f"{name}[{i}]", row, num_angles)
