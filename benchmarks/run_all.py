@@ -31,7 +31,8 @@ ROOT = HERE.parent
 BENCHMARKS = {
     "train_cost": ("train_cost.py", ["--epochs", "4"], ["--epochs", "2", "--train-size", "1000"],
                    "Training cost per epoch (issue 3)"),
-    "uncertainty": ("uncertainty.py", ["--epochs", "20"], ["--epochs", "1", "--num-samples", "8"],
+    "uncertainty": ("uncertainty.py", ["--epochs", "20", "--seeds", "0", "1", "2"],
+                    ["--epochs", "1", "--num-samples", "8"],
                     "Uncertainty quality and predict speed (issue 4)"),
     "pruning": ("pruning.py", ["--epochs", "8", "--finetune-epochs", "3", "--scope", "global"],
                 ["--epochs", "1", "--finetune-epochs", "1"],

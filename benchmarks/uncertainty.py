@@ -19,7 +19,7 @@ the frequentist model's, epistemic rising with rotation, AUROC >= 0.90, predict
 MNIST, LeNet-5): deterministic 99.1 % / NLL 0.037; TFP Flipout VI 98.5 % /
 NLL 0.048 / ECE 0.010.
 
-    python benchmarks/uncertainty.py --epochs 20 --json uncertainty.json
+    python benchmarks/uncertainty.py --epochs 20 --seeds 0 1 2 --json uncertainty.json
 """
 
 from __future__ import annotations
@@ -121,21 +121,41 @@ def markdown(r) -> str:
     return "\n".join(lines)
 
 
+def seeds_markdown(runs) -> str:
+    """One row per seed: the targets, so that seed-to-seed spread is visible."""
+    lines = ["| seed | acc B / F | NLL B / F | ECE B / F | AUROC letters (MI) | "
+             "epistemic rises 0-90 | predict speed-up |", "|---|---|---|---|---|---|---|"]
+    for seed, r in runs:
+        b, f = r["bayesian"], r["frequentist"]
+        lines.append(
+            f"| {seed} | {b['accuracy']:.4f} / {f['accuracy']:.4f} | {b['nll']:.4f} / "
+            f"{f['nll']:.4f} | {b['ece']:.4f} / {f['ece']:.4f} | "
+            f"{b['ood']['letters']['auroc_epistemic']:.4f} | "
+            f"{'yes' if r['targets']['epistemic_monotonic_0_90'] else 'no'} | "
+            f"{r['speed']['speedup']:.1f}x |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=2e-3)
     p.add_argument("--num-samples", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="one full run (both models) per seed")
     p.add_argument("--json", help="write the results to this file")
     args = p.parse_args(argv)
-    r = run(args.epochs, args.batch_size, args.learning_rate, args.num_samples, args.seed)
-    print(markdown(r))
+    runs = [(seed, run(args.epochs, args.batch_size, args.learning_rate, args.num_samples,
+                       seed)) for seed in args.seeds]
+    print(markdown(runs[0][1]))
+    if len(runs) > 1:
+        print(f"\nAll seeds ({len(runs)} runs, B = Bayesian Flipout, F = frequentist):\n")
+        print(seeds_markdown(runs))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(r, f, indent=2, default=float)
-    return r
+            json.dump({str(seed): r for seed, r in runs}, f, indent=2, default=float)
+    return runs
 
 
 if __name__ == "__main__":
