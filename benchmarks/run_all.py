@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -76,7 +77,8 @@ def run_one(name, quick, extra):
     if proc.returncode != 0:
         body = f"**failed** (exit {proc.returncode}):\n\n```\n{proc.stderr[-3000:]}\n```"
     else:
-        body = proc.stdout.strip()
+        # the scripts' own headings sit below this file's "## <benchmark>" headings
+        body = re.sub(r"^#{1,2} ", "### ", proc.stdout.strip(), flags=re.M)
     return body, secs, " ".join(args[1:]).replace(str(ROOT) + "/", "")
 
 
@@ -120,8 +122,15 @@ def main(argv=None):
         "Every figure is measured side by side with its baseline in the same run; "
         "the machines are shared and noisy, so read ratios, not absolute seconds.\n"
     )
-    text = header + "\n" + "\n".join(sections)
     out = Path(args.output)
+    if args.only and out.exists():  # keep the sections of the benchmarks not run now
+        fresh = {s.split("\n", 1)[0]: s for s in sections}
+        old = out.read_text().split("\n## ")[1:]
+        kept = {("## " + s).split("\n", 1)[0]: "## " + s.rstrip() + "\n" for s in old}
+        kept.update(fresh)
+        order = [f"## {BENCHMARKS[n][3]}" for n in BENCHMARKS] + ["## GPU (JAX backend)"]
+        sections = [kept[t] for t in order if t in kept]
+    text = header + "\n" + "\n".join(sections)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".BENCHMARKS.", suffix=".md")
     with os.fdopen(fd, "w") as f:
         f.write(text)
