@@ -30,7 +30,7 @@ ROOT = HERE.parent
 
 # name -> (script, full args, quick args, title)
 BENCHMARKS = {
-    "train_cost": ("train_cost.py", ["--epochs", "4"], ["--epochs", "2", "--train-size", "1000"],
+    "train_cost": ("train_cost.py", ["--epochs", "6"], ["--epochs", "2", "--train-size", "1000"],
                    "Training cost per epoch (issue 3)"),
     "uncertainty": ("uncertainty.py", ["--epochs", "20", "--seeds", "0", "1", "2"],
                     ["--epochs", "1", "--num-samples", "8"],
