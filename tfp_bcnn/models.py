@@ -554,7 +554,7 @@ def to_bayesian(
     center_prior: bool = False,
     skip: Iterable = (),
     *,
-    posterior_std_init: float = DEFAULT_POSTERIOR_STD_INIT,
+    posterior_std_init: float = 1e-3,
     seed: int | None = None,
 ) -> keras.Model:
     """Convert a trained deterministic Keras model into a Bayesian one.
@@ -602,7 +602,8 @@ def to_bayesian(
             ``isinstance``) to keep deterministic; names and classes of layers
             inside nested models match too, and a skipped nested model keeps
             all of its layers.
-        posterior_std_init: std of every weight without MOPED (keyword-only).
+        posterior_std_init: std of every weight without MOPED (keyword-only; the
+            layers' default 1e-3, so the converted model starts at the trained one).
         seed: int; converted layer ``i`` (in graph order) draws with
             ``seed + i`` (keyword-only).
 
