@@ -130,14 +130,7 @@ def test_flipout_noise_independent_within_replica(report):
     assert report["rows_differ_within_replica"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Known limitation of the layer base (reported to the lead): every replica "
-        "reads the same SeedGenerator state, so example k of each replica's shard "
-        "gets the same Flipout / LRT noise. Unbiased, but fewer independent draws "
-        "per global batch, and Monte Carlo samples spread over replicas repeat."
-    ),
-)
 def test_replicas_draw_independent_noise(report):
+    # The same input on both replicas: each replica folds its id into the seed,
+    # so example k of replica 0 and of replica 1 get different noise.
     assert not report["replica_noise_identical"]

@@ -70,6 +70,31 @@ def _safe_sqrt(x):
     return ops.sqrt(ops.relu(x) + eps) - ops.sqrt(eps)
 
 
+class _ReplicaSeedGenerator(keras.random.SeedGenerator):
+    """A ``SeedGenerator`` whose draws differ between ``tf.distribute`` replicas.
+
+    Under ``MirroredStrategy`` every replica reads the same (mirrored) seed
+    state, so the k-th example of each replica's shard would get the same
+    Flipout / LRT noise. The replica id is added to the seed's first component
+    (the stream), the second (the counter) is left alone; one replica, or any
+    other backend, draws exactly what a plain ``SeedGenerator`` draws.
+    """
+
+    def next(self, ordered=True):
+        seed = super().next(ordered)
+        if keras.backend.backend() != "tensorflow":
+            return seed
+        import tensorflow as tf
+
+        if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+            return seed
+        ctx = tf.distribute.get_replica_context()
+        if ctx is None or ctx.num_replicas_in_sync == 1:
+            return seed
+        replica = tf.cast(ctx.replica_id_in_sync_group, seed.dtype)
+        return seed + tf.stack([replica * 7919, tf.zeros_like(replica)])
+
+
 class BayesianLayer(keras.layers.Layer):
     """Mean-field Gaussian variational layer (Bayes by Backprop).
 
@@ -182,7 +207,7 @@ class BayesianLayer(keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.centered_prior = bool(centered_prior)
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = _ReplicaSeedGenerator(seed)
         self.kl_weight = self.add_weight(
             name="kl_weight",
             shape=(),
