@@ -55,6 +55,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_bcnn.layers import BayesianLayer, GaussianHead
+from tfp_bcnn.kl import bayesian_layers
 
 __all__ = ["SAMPLINGS", "OUTPUT_NAMES", "InferenceGraph", "summaries"]
 
@@ -270,11 +271,7 @@ class _BayesianInference(keras.layers.Layer):
 
 # ------------------------------------------------------------ model rewrite
 def _has_bayesian(layer) -> bool:
-    if isinstance(layer, BayesianLayer):
-        return True
-    return any(
-        isinstance(sub, BayesianLayer) for sub in getattr(layer, "_flatten_layers", lambda: [])()
-    )
+    return any(True for _ in bayesian_layers(layer))
 
 
 def _substitute(model, sampling, num_samples, store, compact=False):
