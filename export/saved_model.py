@@ -14,6 +14,15 @@ Signatures (batch dimension dynamic):
   forward pass (call it repeatedly for more samples).
 
 Every call draws fresh samples; no random seed is stored in the graph.
+
+Bad inputs: both signatures refuse images holding NaN or infinity inside the
+graph (an ``Assert`` op, so TF Serving and ``saved_model_cli`` refuse them
+too): the call raises ``tf.errors.InvalidArgumentError`` whose message says
+"images contain NaN or infinity at batch indices" and lists the first five.
+An empty batch returns outputs with a batch dimension of 0. Unscaled images
+cannot be detected inside the graph; the Python code that feeds a SavedModel
+(`tfp_bcnn.predict` on the Keras model, the CLI) checks them with
+``tfp_bcnn._validation.check_images``.
 """
 
 from __future__ import annotations
@@ -21,11 +30,34 @@ from __future__ import annotations
 import os
 
 import keras
+import tensorflow as tf
 
 from tfp_bcnn._io import atomic_directory
 from ._inference import InferenceGraph
 
 __all__ = ["save_saved_model"]
+
+
+def _finite_only(fn):
+    """``fn(images)`` behind an in-graph check that refuses NaN or infinity.
+
+    The ``Assert`` names the first five offending images by batch index; an
+    empty batch passes (``reduce_all`` over nothing is True).
+    """
+
+    def checked(images):
+        axes = list(range(1, images.shape.rank))
+        finite = tf.reduce_all(tf.math.is_finite(images), axis=axes)
+        bad = tf.where(tf.logical_not(finite))[:, 0]
+        check = tf.debugging.Assert(
+            tf.reduce_all(finite),
+            ["images contain NaN or infinity at batch indices (first 5):", bad[:5]],
+            summarize=5,
+        )
+        with tf.control_dependencies([check]):
+            return fn(tf.identity(images))
+
+    return checked
 
 
 def save_saved_model(
@@ -74,8 +106,9 @@ def save_saved_model(
     archive = keras.export.ExportArchive()
     for obj in graph.trackables:
         archive.track(obj)
-    archive.add_endpoint("serving_default", graph.predict, input_signature=graph.input_signature)
-    archive.add_endpoint("sample", graph.sample, input_signature=graph.input_signature)
+    signature = graph.input_signature
+    archive.add_endpoint("serving_default", _finite_only(graph.predict), input_signature=signature)
+    archive.add_endpoint("sample", _finite_only(graph.sample), input_signature=signature)
     with atomic_directory(path) as tmp:
         archive.write_out(tmp, verbose=False)
     return os.path.abspath(os.fspath(path))
