@@ -41,8 +41,10 @@ __all__ = ["save_saved_model"]
 def _finite_only(fn):
     """``fn(images)`` behind an in-graph check that refuses NaN or infinity.
 
-    The ``Assert`` names the first five offending images by batch index; an
-    empty batch passes (``reduce_all`` over nothing is True).
+    The ``Assert`` names the first five offending images by batch index. An
+    empty batch runs ``fn`` on one zero image and returns its outputs cut to
+    0 rows (TensorFlow's graph optimizer breaks some convolutions on a
+    zero-size batch); every output of ``fn`` is batch-first.
     """
 
     def checked(images):
@@ -55,7 +57,10 @@ def _finite_only(fn):
             summarize=5,
         )
         with tf.control_dependencies([check]):
-            return fn(tf.identity(images))
+            n = tf.shape(images)[0]
+            one = tf.zeros([1, *images.shape[1:]], images.dtype)
+            outputs = fn(tf.cond(n > 0, lambda: tf.identity(images), lambda: one))
+            return {name: value[:n] for name, value in outputs.items()}
 
     return checked
 

@@ -39,11 +39,17 @@ CLASSES = 3
 
 
 def _classifier(std=1e-3, seed=5):
-    """8x8x1 -> 3 classes, Flipout; a tiny posterior std makes samples nearly equal."""
+    """8x8x1 -> 3 classes, Flipout; a tiny posterior std makes samples nearly equal.
+
+    Convolution, pooling, convolution: the pattern of LeNet-5 where TensorFlow's
+    graph optimizer broke the SavedModel on an empty batch.
+    """
     return keras.Sequential(
         [
             keras.Input((8, 8, 1)),
             layers.Conv2DFlipout(3, 3, activation="relu", posterior_std_init=std, seed=seed),
+            keras.layers.MaxPooling2D(2),
+            layers.Conv2DFlipout(4, 2, activation="relu", posterior_std_init=std, seed=seed),
             keras.layers.Flatten(),
             layers.DenseFlipout(CLASSES, activation="softmax", posterior_std_init=std, seed=seed),
         ]
@@ -599,3 +605,13 @@ def test_io_module_loads_without_the_package():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.write_bytes_atomic is not None
+
+
+def test_cli_data_loader_names_non_finite_images(tmp_path):
+    # `tfp-bcnn ... --dataset file.npz` reads user images with datasets.load_npz.
+    from tfp_bcnn import datasets
+
+    path = tmp_path / "bad.npz"
+    np.savez(path, x=_with_bad(8, [2, 6]), y=np.zeros(8, np.int64))
+    with pytest.raises(ValueError, match=r"`x` contains NaN or infinity.*indices \[2, 6\]"):
+        datasets.load_npz(path)
