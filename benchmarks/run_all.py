@@ -40,6 +40,9 @@ BENCHMARKS = {
                 "Pruning: accuracy against sparsity, magnitude vs SNR (issue 5)"),
     "export": ("export.py", [], ["--epochs", "1", "--finetune-epochs", "1", "--repeats", "3"],
                "Export: sizes, accuracy and latency of TFLite (issue 6)"),
+    "reliability": ("reliability.py", [],
+                    ["--epochs", "1", "--memory-images", "2000", "--rounds", "1", "--calls", "2"],
+                    "Reliability: load, memory, bad inputs, faults (issue 16)"),
 }
 
 

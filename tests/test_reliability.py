@@ -615,3 +615,15 @@ def test_cli_data_loader_names_non_finite_images(tmp_path):
     np.savez(path, x=_with_bad(8, [2, 6]), y=np.zeros(8, np.int64))
     with pytest.raises(ValueError, match=r"`x` contains NaN or infinity.*indices \[2, 6\]"):
         datasets.load_npz(path)
+
+
+def test_keras_file_with_a_lambda_layer_is_refused(tmp_path):
+    # Every .keras file the library loads goes through Keras' safe mode: a
+    # Lambda layer (arbitrary code in the file) is refused, not run.
+    from tfp_bcnn import cli
+
+    path = tmp_path / "lambda.keras"
+    keras.Sequential([keras.Input((3,)), keras.layers.Lambda(lambda t: t * 2)]).save(path)
+    with pytest.raises(ValueError, match="lambda.keras") as info:
+        cli._load_model(path)
+    assert "Lambda" in str(info.value) and "safe_mode" in str(info.value)
