@@ -262,13 +262,14 @@ def _outcome(fn):
             if isinstance(err, tf.errors.InvalidArgumentError):
                 lines = [line for line in text.splitlines() if "assertion failed" in line]
                 text = (lines or text.splitlines()[-1:] or [""])[0]
-            return f"{type(err).__name__}: {text[:140]}"
-    shape = getattr(out, "shape", None)
-    if isinstance(out, dict):
-        shape = out["mean"].shape
-    elif hasattr(out, "mean"):
-        shape = out.mean.shape
-    result = f"result, mean {tuple(shape)}"
+            if len(text) > 150 and "Received:" in text:  # keep what names the images
+                text = text[:70].rstrip() + " ... " + text[text.index("Received:") :]
+            return f"{type(err).__name__}: {text[:200]}"
+    if isinstance(out, np.ndarray):
+        result = f"images {out.shape}, {out.dtype}"
+    else:
+        shape = out["mean"].shape if isinstance(out, dict) else out.mean.shape
+        result = f"result, mean {tuple(shape)}"
     user = [w for w in caught if issubclass(w.category, UserWarning)]
     if user:
         return f"UserWarning: {str(user[0].message)[:120]} ({result})"
