@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -17,6 +16,7 @@ def run_cli(*args, cwd):
                           capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path):
     out = run_cli("demo", "--quick", "--out-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-4000:]
@@ -54,24 +54,3 @@ def test_errors_are_clear(tmp_path, capsys):
 
     with pytest.raises(SystemExit):
         cli.main(["train", "--estimator", "mc_dropout"])
-
-
-def test_save_is_atomic_and_checks_suffix(tmp_path):
-    import keras
-
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    target = tmp_path / "m.keras"
-    cli._save_model(model, target)
-    before = target.read_bytes()
-
-    class Boom(keras.Sequential):
-        def save(self, *a, **k):
-            Path(a[0]).write_bytes(b"partial")
-            raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError):
-        cli._save_model(Boom([keras.Input((3,)), keras.layers.Dense(2)]), target)
-    assert target.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"]
-    with pytest.raises(ValueError, match="output='m.h5'"):
-        cli._save_model(model, "m.h5")
