@@ -546,3 +546,42 @@ def test_schedule_matches_tfmot(tfmot_values, index):
     np.testing.assert_allclose(
         [v for _, v in ours], [v for _, v in tfmot_values[index]], rtol=0, atol=1e-6
     )
+
+
+# ------------------------------------------------------------ explicit state
+
+
+def test_prune_writes_nothing_onto_the_model():
+    model = _model()
+    before = set(vars(model))
+    pruning.prune(model, pruning.ConstantSparsity(0.5, 0))
+    assert set(vars(model)) == before
+    assert pruning.pruning_config(model) == pruning.PruningConfig(
+        pruning.ConstantSparsity(0.5, 0), "magnitude", "layer", ()
+    )
+    # the default schedule is made afresh: no instance is shared between models
+    other = _model()
+    pruning.prune(other)
+    pruning.prune(model)
+    assert pruning.pruning_config(model).schedule == pruning.PolynomialDecay(0.5, 0.9, 0, 1000)
+    assert pruning.pruning_config(model).schedule is not pruning.pruning_config(other).schedule
+
+
+def test_update_pruning_with_an_explicit_config():
+    """Given a config, the callback needs no `prune` call and round-trips it."""
+    model = _model()
+    config = pruning.PruningConfig(pruning.ConstantSparsity(0.5, 0, frequency=1), "snr",
+                                   "global", ("fc2",))
+    callback = pruning.UpdatePruning(config)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(callback))
+    assert restored.config == config
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x, y = _data(8)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[restored])
+    assert pruning.pruning_config(model) is None
+    masks = _masks(model)
+    assert masks["fc2"].min() == 1.0
+    zeros = sum(int(np.sum(masks[n] == 0)) for n in ("conv", "fc1"))
+    assert zeros == round(0.5 * (masks["conv"].size + masks["fc1"].size))
+    with pytest.raises(ValueError, match="Received: config=0.5"):
+        pruning.UpdatePruning(0.5)
