@@ -55,6 +55,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_bcnn.layers import BayesianLayer, GaussianHead
+from tfp_bcnn._compat import all_layers
 from tfp_bcnn.kl import bayesian_layers
 
 __all__ = ["SAMPLINGS", "OUTPUT_NAMES", "InferenceGraph", "summaries"]
@@ -359,7 +360,7 @@ class InferenceGraph:
                 "The model must be built (call it once or give it an Input). "
                 f"Received: model={model.name!r}"
             )
-        if any(isinstance(layer, GaussianHead) for layer in model._flatten_layers()):
+        if any(isinstance(layer, GaussianHead) for layer in all_layers(model, include_self=True)):
             raise ValueError(
                 "Export supports classifiers; regression models with a GaussianHead are "
                 f"not exported yet. Received: model={model.name!r}"

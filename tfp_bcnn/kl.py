@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import keras
 from keras import ops
 
+from ._compat import all_layers
 from .layers import BayesianLayer
 
 __all__ = ["bayesian_layers", "set_kl_weight", "get_kl_weight", "kl_divergence", "KLDivergence"]
@@ -26,7 +27,7 @@ __all__ = ["bayesian_layers", "set_kl_weight", "get_kl_weight", "kl_divergence",
 def bayesian_layers(model) -> Iterator[BayesianLayer]:
     """Every ``BayesianLayer`` of a model, nested models included, in order."""
     seen = set()
-    for layer in model._flatten_layers(include_self=True, recursive=True):
+    for layer in all_layers(model, include_self=True):
         if isinstance(layer, BayesianLayer) and id(layer) not in seen:
             seen.add(id(layer))
             yield layer
