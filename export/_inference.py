@@ -54,8 +54,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfp_bcnn.layers import BayesianLayer, GaussianHead
+from tfp_bcnn import _validation as check
 from tfp_bcnn._compat import all_layers
+from tfp_bcnn.layers import BayesianLayer, GaussianHead
 from tfp_bcnn.kl import bayesian_layers
 
 __all__ = ["SAMPLINGS", "OUTPUT_NAMES", "InferenceGraph", "summaries"]
@@ -306,16 +307,8 @@ def _substitute(model, sampling, num_samples, store, compact=False):
 
 
 def _check_args(num_samples, sampling):
-    if (
-        isinstance(num_samples, bool)
-        or not isinstance(num_samples, (int, np.integer))
-        or num_samples < 1
-    ):
-        raise ValueError(
-            f"`num_samples` must be a positive integer. Received: num_samples={num_samples!r}"
-        )
-    if sampling not in SAMPLINGS:
-        raise ValueError(f"`sampling` must be one of {SAMPLINGS}. Received: sampling={sampling!r}")
+    check.positive_int("num_samples", num_samples)
+    check.choice("sampling", sampling, SAMPLINGS)
 
 
 class InferenceGraph:

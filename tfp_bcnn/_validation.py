@@ -96,18 +96,23 @@ def positive_float(name: str, value: Any) -> float:
     return finite_float(name, value, minimum=0.0, strict=True, what="a positive finite number")
 
 
-def fraction(name: str, value: Any, *, include_one: bool = False) -> float:
-    """``value`` as a ``float`` in ``[0, 1)`` (``[0, 1]`` with ``include_one``).
+def fraction(name: str, value: Any, *, include_zero: bool = True,
+             include_one: bool = False) -> float:
+    """``value`` as a ``float`` in ``[0, 1)`` by default.
+
+    Args:
+        include_zero: 0 allowed (``[0, ...``) or not (``(0, ...``).
+        include_one: 1 allowed (``..., 1]``) or not (``..., 1)``).
 
     Raises:
         ValueError: not a real number (bools excluded) or outside the interval.
     """
-    high = 1.0 if include_one else None
-    ok = _is_real(value) and 0.0 <= float(value) and (
-        float(value) <= 1.0 if high else float(value) < 1.0
-    )
+    ok = _is_real(value) and math.isfinite(float(value))
+    if ok:
+        v = float(value)
+        ok = (v >= 0.0 if include_zero else v > 0.0) and (v <= 1.0 if include_one else v < 1.0)
     if not ok:
-        interval = "[0, 1]" if include_one else "[0, 1)"
+        interval = ("[" if include_zero else "(") + "0, 1" + ("]" if include_one else ")")
         raise ValueError(f"`{name}` must be a number in {interval}. Received: {name}={value!r}")
     return float(value)
 

@@ -12,12 +12,12 @@ the KL are on the same scale. ``beta`` is 1 for the ELBO and is annealed by
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import keras
 from keras import ops
 
+from . import _validation as check
 from ._compat import all_layers
 from .layers import BayesianLayer
 
@@ -33,16 +33,6 @@ def bayesian_layers(model) -> Iterator[BayesianLayer]:
             yield layer
 
 
-def _check_weight(value):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = float("nan")
-    if not (v >= 0 and math.isfinite(v)):
-        raise ValueError(f"`value` must be a number >= 0. Received: value={value!r}")
-    return v
-
-
 def set_kl_weight(model, value: float) -> None:
     """Set ``kl_weight`` of every Bayesian layer of ``model`` to ``value`` (>= 0).
 
@@ -50,7 +40,7 @@ def set_kl_weight(model, value: float) -> None:
         ValueError: a negative or non-finite value, or a model with no
             Bayesian layer.
     """
-    v = _check_weight(value)
+    v = check.finite_float("value", value, minimum=0.0)
     layers = list(bayesian_layers(model))
     if not layers:
         raise ValueError(f"The model has no Bayesian layer. Received: model={model.name!r}")
