@@ -58,7 +58,7 @@ def convert(
         num_samples=num_samples,
         sampling=sampling,
         from_logits=from_logits,
-        compact=sparse,
+        sparse=sparse,
     )
     with tempfile.TemporaryDirectory(prefix="tfp_bcnn_tflite_") as tmp:
         saved = os.path.join(tmp, "saved_model")

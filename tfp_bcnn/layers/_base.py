@@ -287,7 +287,7 @@ class BayesianLayer(keras.layers.Layer):
             kl = kl * mask
         return ops.sum(kl)
 
-    def kl_divergence(self, kernel_sample=None, bias_sample=None, *, _sigma=None):
+    def kl_divergence(self, kernel_sample=None, bias_sample=None):
         """KL(q || p), summed over the unpruned weights (not scaled by kl_weight).
 
         A pruned weight (mask 0) contributes nothing: its posterior is the point
@@ -300,8 +300,11 @@ class BayesianLayer(keras.layers.Layer):
             kernel_sample: a kernel drawn from the posterior in the same pass
                 (needed by Monte Carlo priors); drawn here when None.
         """
+        return self._kl(kernel_sample, bias_sample, self.kernel_sigma)
+
+    def _kl(self, kernel_sample, bias_sample, sigma):
+        """`kl_divergence` with the kernel std ``sigma`` already computed by `call`."""
         loc = ops.convert_to_tensor(self.kernel_loc)
-        sigma = self.kernel_sigma if _sigma is None else _sigma
         if kernel_sample is None and self.prior.needs_sample:
             eps = keras.random.normal(ops.shape(loc), seed=self.seed_generator)
             kernel_sample = loc + sigma * eps
@@ -328,7 +331,9 @@ class BayesianLayer(keras.layers.Layer):
             return (shape[0], channels, *ones)
         return (shape[0], *ones, channels)
 
-    def _bias_shape(self, ndim):
+    def _bias_shape(self):
+        """Shape that broadcasts a ``(units,)`` bias over the outputs: ``(units,)``,
+        or ``(units, 1, ..., 1)`` (``rank`` ones) for ``channels_first``."""
         if self.rank > 0 and self.data_format == "channels_first":
             return (self.units,) + (1,) * self.rank
         return (self.units,)
@@ -355,7 +360,7 @@ class BayesianLayer(keras.layers.Layer):
             var = self.linear(ops.square(inputs), ops.square(s))
             noise = keras.random.normal(ops.shape(mean), seed=self.seed_generator)
             if self.bias_loc is not None:
-                var = var + ops.reshape(ops.square(self.bias_sigma), self._bias_shape(None))
+                var = var + ops.reshape(ops.square(self.bias_sigma), self._bias_shape())
             outputs = mean + _safe_sqrt(var) * noise
             if self.prior.needs_sample:
                 eps = keras.random.normal(ops.shape(loc), seed=self.seed_generator)
@@ -363,16 +368,16 @@ class BayesianLayer(keras.layers.Layer):
 
         bias_sample = None
         if self.bias is not None:
-            outputs = outputs + ops.reshape(self.bias, self._bias_shape(None))
+            outputs = outputs + ops.reshape(self.bias, self._bias_shape())
         elif self.bias_loc is not None:
             if self.estimator == "local_reparameterization":
-                outputs = outputs + ops.reshape(self.bias_loc, self._bias_shape(None))
+                outputs = outputs + ops.reshape(self.bias_loc, self._bias_shape())
             else:
                 b_eps = keras.random.normal((self.units,), seed=self.seed_generator)
                 bias_sample = self.bias_loc + self.bias_sigma * b_eps
-                outputs = outputs + ops.reshape(bias_sample, self._bias_shape(None))
+                outputs = outputs + ops.reshape(bias_sample, self._bias_shape())
 
-        kl = self.kl_divergence(kernel_sample, bias_sample, _sigma=sigma)
+        kl = self._kl(kernel_sample, bias_sample, sigma)
         self.add_loss(ops.cast(self.kl_weight, kl.dtype) * kl)
         if self.activation is not None:
             outputs = self.activation(outputs)
