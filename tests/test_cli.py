@@ -9,6 +9,9 @@ import pytest
 
 from tfp_bcnn import cli
 
+# the command line: a subprocess demo and in-process commands
+pytestmark = pytest.mark.slow
+
 
 def run_cli(*args, cwd):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -16,7 +19,6 @@ def run_cli(*args, cwd):
                           capture_output=True, text=True, timeout=900)
 
 
-@pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path):
     out = run_cli("demo", "--quick", "--out-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-4000:]

@@ -134,6 +134,7 @@ def test_prior_and_posterior_std_passed():
         np.testing.assert_allclose(ops.convert_to_numpy(layer.kernel_sigma), 0.02, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_compile_bayesian_logs_kl_and_trains():
     x, y = rand((64, 28, 28, 1)), np.arange(64) % 10
     model = models.compile_bayesian(models.lenet5(num_train_examples=64, seed=0))

@@ -137,8 +137,12 @@ _TFMOT_SCRIPT = textwrap.dedent(
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _tfmot_process():
-    """Start tfmot's side at once, so that it runs while the other tests do."""
+def _tfmot_process(request):
+    """Start tfmot's side at once, so that it runs while the other tests do
+    (only when a test that needs it was selected: ``-m "not slow"`` skips it)."""
+    if not any("tfmot_values" in item.fixturenames for item in request.session.items):
+        yield None
+        return
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     proc = subprocess.Popen(
         [sys.executable, "-c", _TFMOT_SCRIPT, json.dumps([SCHEDULES, STEPS])],
@@ -401,6 +405,7 @@ def _data(n=48):
     return rng.uniform(size=(n, 6, 6, 2)).astype("float32"), rng.integers(0, 3, n)
 
 
+@pytest.mark.slow
 def test_fit_reaches_final_sparsity_on_schedule():
     model = _model()
     schedule = pruning.PolynomialDecay(0.2, 0.8, 0, 8, frequency=2)
@@ -533,6 +538,7 @@ def tfmot_values(_tfmot_process):
     return json.loads(line[len("JSON:") :])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(SCHEDULES)))
 def test_schedule_matches_tfmot(tfmot_values, index):
     name, kwargs = SCHEDULES[index]

@@ -594,11 +594,12 @@ def load_npz(
 
 def _has_images(path: str) -> bool:
     """Whether any subfolder of ``path`` (at any depth) holds an image file."""
-    for entry in os.scandir(path):
-        if entry.is_dir():
-            for _, _, files in os.walk(entry.path):
-                if any(f.lower().endswith(_IMAGE_EXTENSIONS) for f in files):
-                    return True
+    with os.scandir(path) as entries:  # closed even when we return early
+        for entry in entries:
+            if entry.is_dir():
+                for _, _, files in os.walk(entry.path):
+                    if any(f.lower().endswith(_IMAGE_EXTENSIONS) for f in files):
+                        return True
     return False
 
 
