@@ -113,7 +113,8 @@ def markdown(runs) -> str:
         f"Flipout LeNet-5 against the frequentist LeNet-5 trained the same way "
         f"({first['epochs']} epochs, batch {first['batch_size']}, "
         f"{first['num_samples']} Monte Carlo samples, backend {first['backend']}); "
-        f"seeds {', '.join(map(str, runs))}: mean +- standard deviation over the "
+        f"seeds {', '.join(map(str, runs))}: mean +- standard deviation (sample std, ddof "
+        f"= 1) over the "
         f"{len(rs)} seed{'s' if len(rs) > 1 else ''}.",
         "",
         "| metric | Bayesian (Flipout) | frequentist | published (full MNIST): TFP VI / det. |",
