@@ -21,7 +21,7 @@
   each with its outcome.
 
 The model is `tfp_bcnn.models.lenet5` (Flipout), trained ``--epochs`` on
-MNIST-5k. Markdown to stdout::
+MNIST-5k. The markdown block goes to stdout (and to ``--markdown FILE``)::
 
     python benchmarks/reliability.py [--epochs 2] [--memory-images 20000]
 """
@@ -393,6 +393,7 @@ def main(argv=None):
     parser.add_argument("--memory-images", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-faults", action="store_true")
+    parser.add_argument("--markdown", help="write the markdown block to this file")
     args = parser.parse_args(argv)
 
     t_start = time.perf_counter()
@@ -408,18 +409,24 @@ def main(argv=None):
     tfl = export.to_tflite(model, os.path.join(tmp, "m.tflite"), num_samples=args.num_samples)
     sm = export.save_saved_model(model, os.path.join(tmp, "sm"), num_samples=args.num_samples)
 
-    print(
-        f"# Reliability: load, memory, bad inputs, faults\n\nLeNet-5 Flipout trained "
-        f"{args.epochs} epochs on MNIST-5k (test accuracy {accuracy:.4f}, S = 32); "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with "
-        f"other jobs.\n"
-    )
-    print(load_section(model, tfl, sm, xt, args.threads, args.calls, args.rounds))
-    print(memory_section(keras_path, tfl, args.memory_images, args.num_samples))
-    print(bad_inputs_section(model, tfl, sm, xt, tmp))
+    blocks = [
+        f"LeNet-5 Flipout trained {args.epochs} epochs on MNIST-5k (test accuracy "
+        f"{accuracy:.4f}, S = 32); {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores shared with other jobs.\n"
+    ]
+
+    def emit(block):
+        blocks.append(block)
+        print(block, flush=True)
+
+    emit(load_section(model, tfl, sm, xt, args.threads, args.calls, args.rounds))
+    emit(memory_section(keras_path, tfl, args.memory_images, args.num_samples))
+    emit(bad_inputs_section(model, tfl, sm, xt, tmp))
     if not args.skip_faults:
-        print(faults_section())
-    print(f"Wall time {time.perf_counter() - t_start:.0f} s.")
+        emit(faults_section())
+    emit(f"Wall time {time.perf_counter() - t_start:.0f} s.")
+    if args.markdown:
+        Path(args.markdown).write_text("\n".join(blocks) + "\n")
 
 
 if __name__ == "__main__":

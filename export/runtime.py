@@ -126,7 +126,7 @@ def _concatenate(parts):
 def _check_images(x) -> None:
     """Refuses NaN/inf images (naming the first five by index); warns if unscaled.
 
-    The rules of ``tfp_bcnn._validation.check_images``, repeated here so that
+    The rules of ``tfp_bcnn._validation.images``, repeated here so that
     this file imports nothing from tfp_bcnn: a ``ValueError`` when any image
     holds NaN or +-inf, a ``UserWarning`` when ``max |x| > 20`` (images that
     look like raw 0-255 pixels; the models are trained on ``[0, 1]``).
@@ -151,7 +151,7 @@ def _check_images(x) -> None:
             f"trained on images scaled to [0, 1]; divide by 255 unless the model scales its "
             f"inputs itself.",
             UserWarning,
-            stacklevel=4,
+            stacklevel=4,  # _check_images <- _validate <- predict/sample <- the caller
         )
 
 
@@ -345,8 +345,10 @@ class TFLiteBayesianModel:
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def _draws(self, x, num_invocations, batch_size):
-        """Yields ``(S * num_invocations, b, C)`` samples per chunk of ``b`` examples."""
-        x = self._validate(x)
+        """Yields ``(S * num_invocations, b, C)`` samples per chunk of ``b`` examples.
+
+        ``x`` has been through `_validate`.
+        """
         num_invocations = _positive_int("num_invocations", num_invocations)
         if batch_size is None:
             batch_size = self._fixed_batch or max(1, _MAX_TILED_ROWS // self.num_samples)
@@ -369,7 +371,8 @@ class TFLiteBayesianModel:
 
     def sample(self, x, num_invocations: int = 1, batch_size: int | None = None) -> np.ndarray:
         """Per-sample probabilities ``(S * num_invocations, N, C)`` (see `predict`)."""
-        return np.concatenate(list(self._draws(x, num_invocations, batch_size)), axis=1)
+        draws = self._draws(self._validate(x), num_invocations, batch_size)
+        return np.concatenate(list(draws), axis=1)
 
     def predict(
         self,
@@ -407,10 +410,9 @@ class TFLiteBayesianModel:
         Warns:
             UserWarning: ``max |x| > 20``: the images look unscaled (0-255).
         """
-        parts = [
-            summarize(draws, return_samples=return_samples)
-            for draws in self._draws(x, num_invocations, batch_size)
-        ]
+        parts = []
+        for draws in self._draws(self._validate(x), num_invocations, batch_size):
+            parts.append(summarize(draws, return_samples=return_samples))
         return _concatenate(parts)
 
 

@@ -22,7 +22,7 @@ too): the call raises ``tf.errors.InvalidArgumentError`` whose message says
 An empty batch returns outputs with a batch dimension of 0. Unscaled images
 cannot be detected inside the graph; the Python code that feeds a SavedModel
 (`tfp_bcnn.predict` on the Keras model, the CLI) checks them with
-``tfp_bcnn._validation.check_images``.
+``tfp_bcnn._validation.images``.
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ import tensorflow as tf
 
 import tfp_bcnn
 from tfp_bcnn import _io, export, layers
-from tfp_bcnn._validation import UNSCALED_LIMIT, check_images
+from tfp_bcnn._validation import UNSCALED_LIMIT
+from tfp_bcnn._validation import images as check_images
 from tfp_bcnn.export.runtime import TFLiteBayesianModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,8 +216,9 @@ def test_runtime_bad_inputs(tflite_path):
         runner.predict(_with_bad(6, [1, 5]))
     with pytest.raises(ValueError, match="divide uint8 images by 255.*x.dtype=uint8"):
         runner.predict(np.zeros((2, 8, 8, 1), np.uint8))
-    with pytest.warns(UserWarning, match="look unscaled"):
+    with pytest.warns(UserWarning, match="look unscaled") as record:
         runner.predict(_images(2) * 255)
+    assert record[0].filename == __file__
     p = runner.predict(np.zeros((0, 8, 8, 1), np.float32), return_samples=True, num_invocations=2)
     assert p.mean.shape == (0, CLASSES) and p.epistemic.shape == (0,)
     assert p.samples.shape == (2 * NUM_SAMPLES, 0, CLASSES)
@@ -420,13 +422,20 @@ def read_only_dir(tmp_path):
         subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
-def test_read_only_target_gives_clear_error_and_keeps_what_was_there(read_only_dir, model):
+def test_read_only_target_gives_clear_error_and_keeps_what_was_there(read_only_dir, model, capsys):
     for write in (
         lambda: export.to_tflite(model, read_only_dir / "m.tflite", num_samples=2),
         lambda: export.save_saved_model(model, read_only_dir / "sm", num_samples=2),
     ):
         with pytest.raises(OSError, match="(not writable|read-only).*unchanged"):
             write()
+    from tfp_bcnn import cli
+
+    model_path = read_only_dir.parent / "m.keras"
+    model.save(model_path)
+    args = ["export", str(model_path), "--tflite", str(read_only_dir / "m.tflite"), "--no-check"]
+    assert cli.main(args) == 2
+    assert "unchanged" in capsys.readouterr().err
     assert (read_only_dir / "m.tflite").read_bytes() == b"previous"
     assert (read_only_dir / "sm" / "saved_model.pb").read_bytes() == b"previous"
     assert sorted(os.listdir(read_only_dir)) == ["m.tflite", "sm"]
@@ -607,23 +616,27 @@ def test_io_module_loads_without_the_package():
     assert module.write_bytes_atomic is not None
 
 
-def test_cli_data_loader_names_non_finite_images(tmp_path):
+def test_cli_names_non_finite_images(model, tmp_path, capsys):
     # `tfp-bcnn ... --dataset file.npz` reads user images with datasets.load_npz.
-    from tfp_bcnn import datasets
+    from tfp_bcnn import cli
 
+    model_path = tmp_path / "m.keras"
+    model.save(model_path)
     path = tmp_path / "bad.npz"
-    np.savez(path, x=_with_bad(8, [2, 6]), y=np.zeros(8, np.int64))
-    with pytest.raises(ValueError, match=r"`x` contains NaN or infinity.*indices \[2, 6\]"):
-        datasets.load_npz(path)
+    x = _with_bad(10, [2, 6])
+    np.savez(path, x_train=x, y_train=np.zeros(10, np.int64), x_test=x[:1], y_test=np.zeros(1))
+    assert cli.main(["evaluate", str(model_path), "--dataset", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "`x_train` contains NaN or infinity in 2 image(s)" in err and "[2, 6]" in err
 
 
 def test_keras_file_with_a_lambda_layer_is_refused(tmp_path):
     # Every .keras file the library loads goes through Keras' safe mode: a
     # Lambda layer (arbitrary code in the file) is refused, not run.
-    from tfp_bcnn import cli
+    from tfp_bcnn import workflow
 
     path = tmp_path / "lambda.keras"
     keras.Sequential([keras.Input((3,)), keras.layers.Lambda(lambda t: t * 2)]).save(path)
     with pytest.raises(ValueError, match="lambda.keras") as info:
-        cli._load_model(path)
+        workflow.load_model(path)
     assert "Lambda" in str(info.value) and "safe_mode" in str(info.value)

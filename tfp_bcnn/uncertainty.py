@@ -49,7 +49,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from ._validation import check_images
+from . import _validation as check
 from .kl import bayesian_layers
 from .layers import GaussianHead
 
@@ -305,12 +305,6 @@ def _input_spec(model):
     return tuple(inputs[0].shape), inputs[0].dtype
 
 
-def _check_positive_int(name, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
-    return int(value)
-
-
 def _check_batch(x: np.ndarray, shape) -> None:
     if x.ndim == 0:
         raise ValueError(f"`x` must be a batch (N, ...). Received: x.shape={x.shape}")
@@ -367,7 +361,7 @@ def _chunks(arrays: Iterable[np.ndarray], batch_size: int, shape, dtype, warn_un
     Chunks hold ``batch_size`` rows; the last one is padded by repeating its
     last row (so the compiled call sees one shape and does not retrace),
     except when all the data fit in one chunk, which is then left unpadded.
-    Every array is checked by `check_images` (NaN/inf refused, named by their
+    Every array is checked by `_validation.images` (NaN/inf refused, named by their
     index in the whole stream) before any of it is run. Yields nothing for
     empty data.
     """
@@ -375,7 +369,7 @@ def _chunks(arrays: Iterable[np.ndarray], batch_size: int, shape, dtype, warn_un
     for array in arrays:
         array = np.asarray(array)
         _check_batch(array, shape)
-        check_images(array, offset=seen, warn_unscaled=warn_unscaled, stacklevel=5)
+        check.images(array, offset=seen, warn_unscaled=warn_unscaled, stacklevel=5)
         seen += len(array)
         if dtype is not None:
             array = array.astype(dtype, copy=False)
@@ -657,8 +651,8 @@ def predict(
     >>> p.mean.shape, p.epistemic.shape, p.samples
     ((5, 10), (5,), None)
     """
-    num_samples = _check_positive_int("num_samples", num_samples)
-    batch_size = _check_positive_int("batch_size", batch_size)
+    num_samples = check.integer("num_samples", num_samples, minimum=1)
+    batch_size = check.integer("batch_size", batch_size, minimum=1)
     return _monte_carlo(
         model,
         x,
