@@ -176,11 +176,11 @@ class TFLiteBayesianModel:
     a new one when none is idle and fewer than ``max_interpreters`` exist
     (else it waits for one), and returns it after. ``max_interpreters=1``,
     the default, is a lock around one interpreter. Measured on this
-    project's shared 2-core machine (8 threads x 4 calls of 1-50 MNIST
-    images, S = 32, LeNet-5, 4 rounds): a pool of 2 gave 0.92-0.97x the
-    throughput of the lock and a pool of 4 0.85x (BENCHMARKS.md,
-    "Reliability"): with every core busy, more interpreters only add memory
-    and contention. Each interpreter runs LiteRT's default of one thread, so
+    project's shared 2-core machine (8 threads x 4-5 calls of 1-50 MNIST
+    images, S = 32, LeNet-5, medians of 3-4 interleaved rounds, two runs): a
+    pool of 2 gave 0.97-1.04x the throughput of the lock and a pool of 4
+    0.85-0.87x (BENCHMARKS.md, "Reliability"): with every core busy, more
+    interpreters only add memory and contention. Each interpreter runs LiteRT's default of one thread, so
     on a machine with idle cores ``max_interpreters`` up to the number of
     cores lets that many calls run at once.
 
