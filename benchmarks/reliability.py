@@ -113,7 +113,10 @@ def load_section(model, tflite_path, saved_model_path, xt, threads, calls, round
         for pool in pools:
             runner = TFLiteBayesianModel(tflite_path, max_interpreters=pool)
             runner.predict(xt[:8])  # first interpreter prepared
-            res, errs, secs, done = _hammer(lambda b: runner.predict(b).mean, xt, threads, calls, r)
+            def call(b, runner=runner):
+                return runner.predict(b).mean
+
+            res, errs, secs, done = _hammer(call, xt, threads, calls, r)
             rates[pool].append(done / secs)
             errors[pool] += len(errs)
             agree[pool].append(_agreement(res, ref))
@@ -221,7 +224,8 @@ def memory_section(keras_path, tflite_path, n, runtime_samples):
             capture_output=True, text=True, cwd=ROOT,
         )
         if proc.returncode != 0:
-            rows.append(f"| {label} | failed: {proc.stderr.strip().splitlines()[-1][:100]} | | | | |")
+            last = proc.stderr.strip().splitlines()[-1][:100]
+            rows.append(f"| {label} | failed: {last} | | | | |")
             continue
         out = json.loads(proc.stdout.strip().splitlines()[-1])
         grow = (out["peak"] - out["before"]) / 2**20
@@ -234,7 +238,8 @@ def memory_section(keras_path, tflite_path, n, runtime_samples):
         [
             "## Memory bounded\n",
             f"{n:,} random 28x28x1 images x 64 Monte Carlo samples through LeNet-5 Flipout "
-            f"(the trained model above), each case in a fresh process. Peak: `VmHWM`; growth: peak minus the "
+            f"(the trained model above), each case in a fresh process. Peak: `VmHWM`; "
+            f"growth: peak minus the "
             f"resident size after a warm-up call. Had the {n:,} x 64 = {n * 64:,} tiled rows "
             f"been run at once, the first convolution's output alone would take "
             f"{whole:,.1f} GiB; chunked, at most `batch_size * S` rows are in flight "
@@ -309,7 +314,7 @@ def bad_inputs_section(model, tflite_path, saved_model_path, xt, tmp):
     lines = ["## Bad inputs tried\n", "| input | target | what the user gets |", "|---|---|---|"]
     for name, x in cases.items():
         for target, fn in targets.items():
-            got = _outcome(lambda: fn(x)).replace("|", "\\|")
+            got = _outcome(lambda fn=fn, x=x: fn(x)).replace("|", "\\|")
             lines.append(f"| {name} | {target} | {got} |")
     lines.append(
         "\nUnscaled images: a warning, not an error, for `predict` and the runtime "
@@ -333,7 +338,8 @@ def faults_section():
     )
     secs = time.perf_counter() - t0
     describe = {
-        "test_tflite_write_killed_keeps_previous_file": "TFLite export (`write_bytes_atomic`) SIGKILLed",
+        "test_tflite_write_killed_keeps_previous_file":
+            "TFLite export (`write_bytes_atomic`) SIGKILLed",
         "test_saved_model_export_killed_keeps_previous_directory": "SavedModel export SIGKILLed",
         "test_keras_save_killed_keeps_previous_file": "`.keras` save (`atomic_file`) SIGKILLed",
         "test_disk_full_injected_gives_clear_error_and_keeps_target": "ENOSPC injected in-process",

@@ -180,9 +180,10 @@ class TFLiteBayesianModel:
     images, S = 32, LeNet-5, medians of 3-4 interleaved rounds, two runs): a
     pool of 2 gave 0.97-1.04x the throughput of the lock and a pool of 4
     0.85-0.87x (BENCHMARKS.md, "Reliability"): with every core busy, more
-    interpreters only add memory and contention. Each interpreter runs LiteRT's default of one thread, so
-    on a machine with idle cores ``max_interpreters`` up to the number of
-    cores lets that many calls run at once.
+    interpreters only add memory and contention. Each interpreter runs
+    LiteRT's default of one thread, so on a machine with idle cores a
+    ``max_interpreters`` up to the number of cores lets that many calls run
+    at once.
 
     Memory: the graph tiles each chunk of ``batch_size`` examples ``S``
     times, so at most ``max_interpreters * batch_size * S`` rows are in

@@ -69,7 +69,8 @@ def model():
 
 @pytest.fixture(scope="module")
 def tflite_path(model, tmp_path_factory):
-    return export.to_tflite(model, tmp_path_factory.mktemp("rel") / "m.tflite", num_samples=NUM_SAMPLES)
+    path = tmp_path_factory.mktemp("rel") / "m.tflite"
+    return export.to_tflite(model, path, num_samples=NUM_SAMPLES)
 
 
 @pytest.fixture(scope="module")
