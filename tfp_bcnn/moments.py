@@ -34,9 +34,10 @@ cdf / pdf):
   applied after it, to the max of the (Gaussian) pre-activations. Two forms:
 
   - ``"separate"`` (default): max-pool the means and the variances
-    separately. A lower bound of the mean of the max, crude, but two
-    builtin ops; it changed neither accuracy nor OOD AUROC against
-    ``"clark"`` in ``benchmarks/moments.py``.
+    separately. Crude (on a 2x2 window of independent Gaussians: mean 0.4
+    sd low on average, variance up to 3x too high), but two builtin ops
+    instead of about 75; compared with ``"clark"`` on the whole network in
+    ``benchmarks/moments.py``.
   - ``"clark"``: Clark's (1961) moments of the max of two independent
     Gaussians, ``d = mu1 - mu2``, ``t = sqrt(v1 + v2)``, ``a = d / t``::
 
@@ -45,8 +46,9 @@ cdf / pdf):
         var  = e (d - e) + v2 + (v1 - v2) Phi(a)
 
     applied pairwise over the window (exact for a window of two; the max
-    is re-approximated by a Gaussian after each pair). ``"valid"`` padding
-    only.
+    is re-approximated by a Gaussian after each pair: on a 2x2 window
+    0.014 sd in the mean, 13 % in the variance). ``"valid"`` padding,
+    channels_last only.
 * Average pooling: ``mean = avg(mu)``, ``var = avg(v) / n`` (``n`` inputs
   per window). Flatten, Reshape, Permute, padding, cropping: applied to both.
   Add / Subtract / Concatenate / Average: exact for independent inputs.
