@@ -40,6 +40,9 @@ BENCHMARKS = {
                 "Pruning: accuracy against sparsity, magnitude vs SNR (issue 5)"),
     "export": ("export.py", [], ["--epochs", "1", "--finetune-epochs", "1", "--repeats", "3"],
                "Export: sizes, accuracy and latency of TFLite (issue 6)"),
+    "moments": ("moments.py", ["--seeds", "0", "1", "2"],
+                ["--epochs", "1", "--seeds", "0", "--repeats", "100", "--angles", "0", "45"],
+                "Moments vs Monte Carlo: one-pass uncertainty (issue 12)"),
 }
 
 
