@@ -570,8 +570,9 @@ def propagate(
     _check_max_pool(max_pool)
     propagator = _Propagator(max_pool, kernel_moments or default_kernel_moments)
     x = ops.convert_to_tensor(x)
-    if model.inputs is not None and len(model.inputs) == 1:
-        x = ops.cast(x, model.inputs[0].dtype)
+    inputs = getattr(model, "inputs", None)
+    if inputs and len(inputs) == 1:
+        x = ops.cast(x, inputs[0].dtype)
     g = propagator.model(model, [_Gaussian(x)], final=True)
     output, head = "linear", None
     if g.pending == "softmax":
