@@ -19,7 +19,6 @@ pass of about three times the deterministic network's arithmetic, whatever
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -64,13 +63,15 @@ class MomentsForm:
     def trackables(self):
         """The constants and the other layers whose variables the pass reads.
 
-        Not the model itself: its Bayesian layers' seed generators (never
-        used here) would be saved too, under names a SavedModel refuses.
+        Only the Keras layers whose weights a moment rule reads (Dense, Conv,
+        BatchNormalization): not the model itself, whose seed generators
+        (never used here) would be saved too, under names a SavedModel
+        refuses.
         """
         plain = [
             layer
             for layer in self.model._flatten_layers(include_self=False, recursive=True)
-            if not isinstance(layer, (BayesianLayer, keras.Model)) and layer.weights
+            if isinstance(layer, moments.PARAMETRIC_LAYERS)
         ]
         return [*self._constants.values(), *plain]
 

@@ -277,6 +277,8 @@ _GLOBAL_AVG = (
     keras.layers.GlobalAveragePooling2D,
     keras.layers.GlobalAveragePooling3D,
 )
+#: Non-Bayesian layers whose weights a moment rule reads.
+PARAMETRIC_LAYERS = (*_DENSE_CONV, keras.layers.BatchNormalization)
 #: Layers that are the identity at inference (``training=False``).
 _INFERENCE_IDENTITY = (
     keras.layers.Dropout,
