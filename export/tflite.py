@@ -23,6 +23,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from tfp_bcnn import _validation as check
 from tfp_bcnn._io import write_bytes_atomic
 from ._inference import InferenceGraph, export_info
 
@@ -57,16 +58,13 @@ def convert(
     max_pool: str = "separate",
 ) -> bytes:
     """Converts ``model`` to TFLite flatbuffer bytes (see `to_tflite`)."""
-    if quantize not in QUANTIZATIONS:
-        raise ValueError(
-            f"`quantize` must be one of {QUANTIZATIONS}. Received: quantize={quantize!r}"
-        )
+    check.choice("quantize", quantize, QUANTIZATIONS)
     graph = InferenceGraph(
         model,
         num_samples=num_samples,
         sampling=sampling,
         from_logits=from_logits,
-        compact=sparse,
+        sparse=sparse,
         max_pool=max_pool,
     )
     with tempfile.TemporaryDirectory(prefix="tfp_bcnn_tflite_") as tmp:

@@ -81,6 +81,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from . import _validation as check
 from . import layers as layers_lib
 from .layers import BayesianLayer, GaussianHead
 
@@ -533,9 +534,7 @@ class _Propagator:
 
 
 def _check_max_pool(max_pool):
-    if max_pool not in MAX_POOLS:
-        raise ValueError(f"`max_pool` must be one of {MAX_POOLS}. Received: max_pool={max_pool!r}")
-    return max_pool
+    return check.choice("max_pool", max_pool, MAX_POOLS)
 
 
 def propagate(
