@@ -33,6 +33,10 @@ The compiled forward call is a ``tf.function`` on TensorFlow and a
 threaded through the calls and written back to the model at the end, so two
 ``predict`` calls draw different samples); other backends call the model
 eagerly.
+
+``method="moments"`` replaces the S forward passes by one pass of
+propagated means and variances (`tfp_bcnn.moments.MomentsSampler`) and S
+draws of the logits; the summaries are the same.
 """
 
 from __future__ import annotations
