@@ -148,6 +148,9 @@ def test_model_export_serves_a_stochastic_model(estimator, tmp_path):
     np.testing.assert_allclose(a.sum(-1), 1.0, rtol=1e-5)
     # posterior std 0.05: two calls differ by far more than rounding.
     assert np.abs(a - b).max() > 1e-4
+    # Keras' seeded draws: the seed state is saved, so a fresh load replays
+    # the first load's sequence (as the README says).
+    np.testing.assert_allclose(tf.saved_model.load(str(tmp_path / "m")).serve(x).numpy(), a)
     # Its mean over calls is the Keras model's predictive mean (up to MC error).
     served_mean = np.mean([served.serve(x).numpy() for _ in range(64)], axis=0)
     keras_mean = tfp_bcnn.predict(model, x, num_samples=64).mean
