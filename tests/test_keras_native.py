@@ -150,7 +150,8 @@ def test_model_export_serves_a_stochastic_model(estimator, tmp_path):
     assert np.abs(a - b).max() > 1e-4
     # Keras' seeded draws: the seed state is saved, so a fresh load replays
     # the first load's sequence (as the README says).
-    np.testing.assert_allclose(tf.saved_model.load(str(tmp_path / "m")).serve(x).numpy(), a)
+    reloaded = tf.saved_model.load(str(tmp_path / "m"))
+    np.testing.assert_allclose(reloaded.serve(x).numpy(), a)
     # Its mean over calls is the Keras model's predictive mean (up to MC error).
     served_mean = np.mean([served.serve(x).numpy() for _ in range(64)], axis=0)
     keras_mean = tfp_bcnn.predict(model, x, num_samples=64).mean
@@ -271,3 +272,14 @@ def test_gaussian_head_keras_harness_and_mixed_precision(float32_policy):
     assert np.all(np.isfinite(loss)) and loss[-1] < loss[0]
     p = tfp_bcnn.predict(model, x, num_samples=4)
     assert np.all(np.isfinite(p.mean))
+
+
+def test_replica_seed_generator_default_name_is_a_valid_root_scope():
+    # model.export() opens each generator's name as a root name scope; the
+    # class-derived default ("__replica_seed_generator_N") was rejected.
+    from tfp_bcnn.layers._base import _ReplicaSeedGenerator
+
+    gen = _ReplicaSeedGenerator(0)
+    assert not gen.name.startswith("_")
+    with tf.name_scope(gen.name):
+        pass

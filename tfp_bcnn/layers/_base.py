@@ -8,6 +8,7 @@ rank and an estimator fixed; nothing else differs between them.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 
 import keras
@@ -86,6 +87,15 @@ class _ReplicaSeedGenerator(keras.random.SeedGenerator):
     (the stream), the second (the counter) is left alone; one replica, or any
     other backend, draws exactly what a plain ``SeedGenerator`` draws.
     """
+
+    _count = itertools.count()
+
+    def __init__(self, seed=None, name=None, **kwargs):
+        # SeedGenerator names itself after its class ("__replica_seed_generator_N"
+        # here), which TensorFlow rejects as a root name scope in model.export().
+        if name is None:
+            name = f"replica_seed_generator_{next(self._count)}"
+        super().__init__(seed, name=name, **kwargs)
 
     def next(self, ordered=True):
         seed = super().next(ordered)
@@ -214,9 +224,8 @@ class BayesianLayer(keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.centered_prior = bool(centered_prior)
         self.seed = seed
-        # Named after the layer: the default name of a SeedGenerator subclass
-        # is derived from the class name ("__replica_seed_generator_N"), which
-        # TensorFlow rejects as a root name scope in `model.export()`.
+        # Named after the layer, so that its state variable reads
+        # "<layer>_seed_generator/seed_generator_state" in a SavedModel.
         self.seed_generator = _ReplicaSeedGenerator(seed, name=f"{self.name}_seed_generator")
         self.kl_weight = self.add_weight(
             name="kl_weight",
