@@ -208,12 +208,21 @@ def test_kl_metric_of_a_reloaded_model_refuses_to_log(tmp_path):
 
 
 @pytest.mark.slow
-def test_jax_mixed_precision_subprocess():
+def test_jax_layer_harness_and_mixed_precision_subprocess():
+    # The same on the JAX backend: Keras' layer harness on the twelve
+    # classes, then fit under both mixed policies.
     script = textwrap.dedent(
         """
         import keras, numpy as np
+        from keras.src.testing import TestCase
         import tfp_bcnn
         from tfp_bcnn import layers
+        shapes = {0: (2, 5), 1: (2, 6, 3), 2: (2, 5, 5, 3), 3: (2, 4, 4, 4, 3)}
+        for (rank, _), cls in layers.LAYER_CLASSES.items():
+            kwargs = {"units": 4} if rank == 0 else {"filters": 4, "kernel_size": 2}
+            TestCase().run_layer_test(cls, init_kwargs={**kwargs, "seed": 1},
+                                      input_shape=shapes[rank], expected_num_losses=1,
+                                      expected_num_seed_generators=1)
         for policy in ("mixed_float16", "mixed_bfloat16"):
             keras.mixed_precision.set_global_policy(policy)
             for est in layers.ESTIMATORS:
