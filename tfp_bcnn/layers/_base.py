@@ -140,6 +140,14 @@ class BayesianLayer(keras.layers.Layer):
 
     All three have the same mean ``x (*) mu``.
 
+    Mixed precision (``mixed_float16`` / ``mixed_bfloat16`` policies): the
+    variables are float32 and read without autocasting; ``sigma``, the
+    sampled kernels and the KL are float32; the noise ``eps``, the signs and
+    the linear maps are in the compute dtype, the float32 kernels being cast
+    right before a linear map. Under float16 the local-reparameterization
+    variance ``x^2 (*) sigma^2`` is computed in float32 (``sigma^2`` is
+    subnormal in float16 for sigma below 8e-3).
+
     This base is not used directly: the public classes fix ``rank`` (0 for
     Dense, 1-3 for convolutions) and the estimator.
     """
