@@ -56,6 +56,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfp_bcnn import _validation as check
+from tfp_bcnn._compat import all_layers
 from tfp_bcnn.layers import BayesianLayer, GaussianHead
 from tfp_bcnn.kl import bayesian_layers
 
@@ -122,13 +124,13 @@ class _PosteriorConstants(keras.layers.Layer):
     ``"weights"`` ``kernel_std`` ``sigma * mask``; ``bias`` or ``bias_loc`` and
     ``bias_std``. Masked entries are exactly +0.0.
 
-    With ``compact=True`` (``"weights"`` only, and only when it is smaller:
+    With ``sparse=True`` (``"weights"`` only, and only when it is smaller:
     fewer than 2/3 of the kernel unpruned) ``kernel_mean`` and ``kernel_std``
     hold only the unpruned entries and ``kernel_indices`` ``(nnz, 1)`` int32
     their flat positions; the kernels are rebuilt with a scatter at run time.
     """
 
-    def __init__(self, source: BayesianLayer, sampling: str, compact: bool = False, **kwargs):
+    def __init__(self, source: BayesianLayer, sampling: str, sparse: bool = False, **kwargs):
         super().__init__(name=f"{source.name}_posterior", dtype="float32", **kwargs)
         mask = _numpy(source.kernel_mask)
         keep = mask != 0
@@ -139,7 +141,7 @@ class _PosteriorConstants(keras.layers.Layer):
         if sampling == "lrt":
             self.kernel_mean = self._constant("kernel_mean", mu)
             self.kernel_variance = self._constant("kernel_variance", np.square(sigma))
-        elif compact and 3 * int(keep.sum()) < 2 * keep.size:
+        elif sparse and 3 * int(keep.sum()) < 2 * keep.size:
             flat = np.flatnonzero(keep.reshape(-1)).astype(np.int32)
             self.kernel_indices = self._constant("kernel_indices", flat[:, None], "int32")
             self.kernel_mean = self._constant("kernel_mean", mu.reshape(-1)[flat])
@@ -278,7 +280,7 @@ def _has_bayesian(layer) -> bool:
 
 def _is_reduced_precision(layer) -> bool:
     """Any layer (``layer`` or one nested in it) computing in a 16-bit float."""
-    sublayers = layer._flatten_layers(include_self=True, recursive=True)
+    sublayers = all_layers(layer, include_self=True)
     return any(sub.compute_dtype in ("float16", "bfloat16") for sub in sublayers)
 
 
@@ -300,7 +302,7 @@ def _float32_copy(layer):
     return copy
 
 
-def _substitute(model, sampling, num_samples, store, compact=False):
+def _substitute(model, sampling, num_samples, store, sparse=False):
     """Clone ``model`` with every Bayesian layer replaced; other layers are shared.
 
     ``store`` (id of a source layer -> its export form) lets the tiled and the
@@ -310,12 +312,12 @@ def _substitute(model, sampling, num_samples, store, compact=False):
     def clone_function(layer):
         if isinstance(layer, BayesianLayer):
             if id(layer) not in store:
-                store[id(layer)] = _PosteriorConstants(layer, sampling, compact)
+                store[id(layer)] = _PosteriorConstants(layer, sampling, sparse)
             return _BayesianInference(layer, store[id(layer)], sampling, num_samples)
         if isinstance(layer, keras.Model) and (
             _has_bayesian(layer) or _is_reduced_precision(layer)
         ):
-            return _substitute(layer, sampling, num_samples, store, compact)
+            return _substitute(layer, sampling, num_samples, store, sparse)
         if _has_bayesian(layer):
             raise ValueError(
                 "Export can replace Bayesian layers inside Sequential and functional "
@@ -341,16 +343,8 @@ def _substitute(model, sampling, num_samples, store, compact=False):
 
 
 def _check_args(num_samples, sampling):
-    if (
-        isinstance(num_samples, bool)
-        or not isinstance(num_samples, (int, np.integer))
-        or num_samples < 1
-    ):
-        raise ValueError(
-            f"`num_samples` must be a positive integer. Received: num_samples={num_samples!r}"
-        )
-    if sampling not in SAMPLINGS:
-        raise ValueError(f"`sampling` must be one of {SAMPLINGS}. Received: sampling={sampling!r}")
+    check.positive_int("num_samples", num_samples)
+    check.choice("sampling", sampling, SAMPLINGS)
 
 
 class InferenceGraph:
@@ -364,7 +358,7 @@ class InferenceGraph:
         num_samples: Monte Carlo samples S per call (the batch is tiled S times).
         sampling: ``"lrt"`` or ``"weights"`` (see the module docstring).
         from_logits: the model outputs logits; softmax is applied per sample.
-        compact: with ``"weights"``, store only the unpruned kernel entries
+        sparse: with ``"weights"``, store only the unpruned kernel entries
             (see `_PosteriorConstants`); ignored by ``"lrt"``, whose constant
             kernels the TFLite converter can store sparse itself.
 
@@ -379,7 +373,7 @@ class InferenceGraph:
         num_samples: int = 32,
         sampling: str = "lrt",
         from_logits: bool = False,
-        compact: bool = False,
+        sparse: bool = False,
     ):
         _check_args(num_samples, sampling)
         if keras.backend.backend() != "tensorflow":
@@ -395,7 +389,7 @@ class InferenceGraph:
                 "The model must be built (call it once or give it an Input). "
                 f"Received: model={model.name!r}"
             )
-        if any(isinstance(layer, GaussianHead) for layer in model._flatten_layers()):
+        if any(isinstance(layer, GaussianHead) for layer in all_layers(model, include_self=True)):
             raise ValueError(
                 "Export supports classifiers; regression models with a GaussianHead are "
                 f"not exported yet. Received: model={model.name!r}"
@@ -430,8 +424,8 @@ class InferenceGraph:
         self.input_shape = (None, *(int(d) for d in input_shape[1:]))
         self.num_classes = int(output_shape[-1])
         store = {}
-        self._tiled = _substitute(model, sampling, self.num_samples, store, compact)
-        self._single = _substitute(model, sampling, 1, store, compact)
+        self._tiled = _substitute(model, sampling, self.num_samples, store, sparse)
+        self._single = _substitute(model, sampling, 1, store, sparse)
         self._constants = list(store.values())
 
     @property

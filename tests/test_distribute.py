@@ -25,6 +25,9 @@ import textwrap
 import numpy as np
 import pytest
 
+# the strategies run in a subprocess with two virtual devices
+pytestmark = pytest.mark.slow
+
 SCRIPT = textwrap.dedent(
     """
     import json, os

@@ -47,11 +47,12 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.metrics import average_precision_score, roc_auc_score
+
+from . import _validation as check
 
 __all__ = [
     "ReliabilityCurve",
@@ -141,18 +142,6 @@ def _check_probs_labels(
             f"outputs, not logits). Received: probs[{worst}].sum()={float(sums[worst])!r}"
         )
     return probs, labels.astype(np.int64)
-
-
-def _check_num_bins(num_bins: Any) -> int:
-    if (
-        isinstance(num_bins, bool)
-        or not isinstance(num_bins, (int, np.integer))
-        or num_bins <= 0
-    ):
-        raise ValueError(
-            f"`num_bins` must be a positive integer. Received: num_bins={num_bins!r}"
-        )
-    return int(num_bins)
 
 
 def _check_scores(name: str, scores: ArrayLike) -> np.ndarray:
@@ -323,7 +312,7 @@ def reliability_curve(
         ValueError: If the inputs are malformed or ``num_bins <= 0``.
     """
     probs, labels = _check_probs_labels(probs, labels)
-    num_bins = _check_num_bins(num_bins)
+    num_bins = check.positive_int("num_bins", num_bins)
     predicted = np.argmax(probs, axis=1)
     confidence = probs[np.arange(probs.shape[0]), predicted]
     correct = (predicted == labels).astype(np.float64)

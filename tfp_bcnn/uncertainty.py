@@ -47,6 +47,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from . import _validation as check
 from .kl import bayesian_layers
 from .layers import GaussianHead
 
@@ -276,12 +277,6 @@ def _input_spec(model):
             f"predict() supports models with one input. Received: a model with {len(inputs)} inputs"
         )
     return tuple(inputs[0].shape), inputs[0].dtype
-
-
-def _check_positive_int(name, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
-    return int(value)
 
 
 def _check_batch(x: np.ndarray, shape) -> None:
@@ -606,8 +601,8 @@ def predict(
     >>> p.mean.shape, p.epistemic.shape, p.samples
     ((5, 10), (5,), None)
     """
-    num_samples = _check_positive_int("num_samples", num_samples)
-    batch_size = _check_positive_int("batch_size", batch_size)
+    num_samples = check.integer("num_samples", num_samples, minimum=1)
+    batch_size = check.integer("batch_size", batch_size, minimum=1)
     return _monte_carlo(
         model,
         x,
