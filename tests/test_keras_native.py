@@ -158,6 +158,7 @@ def test_model_export_serves_a_stochastic_model(estimator, tmp_path):
     assert np.abs(served_mean - keras_mean).max() < 0.05
 
 
+@pytest.mark.slow
 def test_model_export_and_exporters_from_mixed_precision(tmp_path, float32_policy):
     from tfp_bcnn import export
 
