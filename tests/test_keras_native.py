@@ -293,3 +293,15 @@ def test_replica_seed_generator_default_name_is_a_valid_root_scope():
     assert not gen.name.startswith("_")
     with tf.name_scope(gen.name):
         pass
+
+
+def test_model_builders_keep_the_output_in_float32(float32_policy):
+    from tfp_bcnn import models
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    for bayesian in (True, False):
+        model = models.lenet5(num_train_examples=100, bayesian=bayesian)
+        assert model.layers[0].compute_dtype == "float16"
+        assert model.layers[-1].compute_dtype == "float32"
+        out = model(np.zeros((2, 28, 28, 1), "float32"))
+        assert keras.backend.standardize_dtype(out.dtype) == "float32"
