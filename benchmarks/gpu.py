@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 
 import tfp_bcnn  # noqa: E402
 from tfp_bcnn import datasets, layers, models  # noqa: E402
+from tfp_bcnn._io import write_bytes_atomic  # noqa: E402
 
 
 def augmented_mnist(copies: int, seed: int = 0):
@@ -166,14 +167,17 @@ def main(argv=None):
                    help="test images timed by predict (default: all 1,000)")
     p.add_argument("--train-images", type=int, default=None,
                    help="cap on the training images (a smoke run; default: all)")
-    p.add_argument("--json")
+    p.add_argument("--json", help="write the report to this file")
+    p.add_argument("--markdown", help="write the markdown block to this file")
     args = p.parse_args(argv)
     r = run(args.copies, args.epochs, args.batch_size, args.seed,
             tuple(args.policies.split(",")), args.predict_images, args.train_images)
-    print(markdown(r))
+    block = markdown(r)
+    print(block)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(r, f, indent=2)
+        write_bytes_atomic(args.json, json.dumps(r, indent=2).encode())
+    if args.markdown:
+        write_bytes_atomic(args.markdown, (block + "\n").encode())
     return r
 
 

@@ -119,7 +119,8 @@ def run(devices: int = 2, num_examples: int = 64, batch_size: int = 32, seed: in
         hist = dist.fit(x, y, batch_size=batch_size, epochs=2, shuffle=False, verbose=0)
     plain.fit(x, y, batch_size=batch_size, epochs=2, shuffle=False, verbose=0)
     out["fit_loss"] = [float(v) for v in hist.history["loss"]]
-    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(dist.get_weights(), plain.get_weights()))
+    diff = max(float(np.max(np.abs(a - b)))
+               for a, b in zip(dist.get_weights(), plain.get_weights()))
     out["max_weight_diff"] = diff
     out["steps_match_one_device"] = bool(diff < 1e-5)
 
