@@ -50,6 +50,10 @@ BENCHMARKS = {
     "export": ("export.py", [], ["--epochs", "1", "--finetune-epochs", "1", "--repeats", "3"],
                "Export to TFLite: sizes, agreement with Keras and latency",
                MNIST_5K + "; letters A-J for the out-of-distribution columns"),
+    "moments": ("moments.py", ["--seeds", "0", "1", "2"],
+                ["--epochs", "1", "--seeds", "0", "--repeats", "100", "--angles", "0", "45"],
+                "Moments vs Monte Carlo: one-pass uncertainty",
+                MNIST_5K + "; out of distribution: letters A-J and uniform noise"),
 }
 
 

@@ -18,12 +18,14 @@ Every call draws fresh samples; no random seed is stored in the graph.
 
 from __future__ import annotations
 
+import json
 import os
 
 import keras
 
 from tfp_bcnn._io import atomic_directory
-from ._inference import InferenceGraph
+from ._inference import InferenceGraph, export_info
+from .tflite import METADATA_NAME
 
 __all__ = ["save_saved_model"]
 
@@ -35,6 +37,7 @@ def save_saved_model(
     sampling: str = "lrt",
     *,
     from_logits: bool = False,
+    max_pool: str = "separate",
 ) -> str:
     """Writes a SavedModel of a Bayesian Keras classifier.
 
@@ -42,7 +45,9 @@ def save_saved_model(
     `tfp_bcnn.export.to_tflite` and module `tfp_bcnn.export._inference`):
     ``"lrt"`` samples pre-activations from constant ``mu * mask`` and
     ``(sigma * mask)^2`` kernels (ignoring the weight sharing of a convolution
-    across positions), ``"weights"`` samples one kernel per Monte Carlo sample.
+    across positions), ``"weights"`` samples one kernel per Monte Carlo sample,
+    ``"moments"`` propagates means and variances in one pass and samples the
+    logits only (`tfp_bcnn.moments`).
 
     Args:
         model: built Sequential or functional classifier, TensorFlow Keras
@@ -52,8 +57,13 @@ def save_saved_model(
             only once the new one is complete; a failed export leaves it as it
             was).
         num_samples: Monte Carlo samples S per ``serving_default`` call.
-        sampling: ``"lrt"`` or ``"weights"``.
+        sampling: ``"lrt"``, ``"weights"`` or ``"moments"``.
         from_logits: the model outputs logits.
+        max_pool: max-pooling approximation of ``"moments"`` (``"separate"``
+            or ``"clark"``).
+
+    The directory also holds ``assets.extra/tfp_bcnn.json`` (the sampling,
+    S; read by `describe`; ignored by TensorFlow).
 
     Returns:
         The absolute path written.
@@ -69,7 +79,11 @@ def save_saved_model(
     >>> loaded.signatures["serving_default"](images=x)["mean"]  # doctest: +SKIP
     """
     graph = InferenceGraph(
-        model, num_samples=num_samples, sampling=sampling, from_logits=from_logits
+        model,
+        num_samples=num_samples,
+        sampling=sampling,
+        from_logits=from_logits,
+        max_pool=max_pool,
     )
     archive = keras.export.ExportArchive()
     for obj in graph.trackables:
@@ -78,4 +92,8 @@ def save_saved_model(
     archive.add_endpoint("sample", graph.sample, input_signature=graph.input_signature)
     with atomic_directory(path) as tmp:
         archive.write_out(tmp, verbose=False)
+        extra = os.path.join(tmp, "assets.extra")
+        os.makedirs(extra, exist_ok=True)
+        with open(os.path.join(extra, f"{METADATA_NAME}.json"), "w") as f:
+            json.dump(export_info(graph), f, sort_keys=True)
     return os.path.abspath(os.fspath(path))
