@@ -306,3 +306,27 @@ def test_model_builders_keep_the_output_in_float32(float32_policy):
         assert model.layers[-1].compute_dtype == "float32"
         out = model(np.zeros((2, 28, 28, 1), "float32"))
         assert keras.backend.standardize_dtype(out.dtype) == "float32"
+
+
+@pytest.mark.slow
+def test_moments_predict_and_export_from_mixed_precision(tmp_path, float32_policy):
+    # The moment pass runs in float32 (the input's dtype) even where the
+    # layers compute in float16: variances of 1e-6 are subnormal there.
+    from tfp_bcnn import export
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    model = _small_model("flipout")
+    x = np.random.default_rng(0).random((4, 8, 8, 1)).astype("float32")
+    p = tfp_bcnn.predict(model, x, num_samples=8, method="moments")
+    np.testing.assert_allclose(p.mean.sum(-1), 1.0, rtol=1e-5)
+    keras.mixed_precision.set_global_policy("float32")
+    reference = _small_model("flipout")
+    reference.set_weights(model.get_weights())
+    out = tfp_bcnn.moments.propagate(model, x)
+    ref = tfp_bcnn.moments.propagate(reference, x)
+    assert keras.backend.standardize_dtype(out.mean.dtype) == "float32"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(out.variance),
+                               keras.ops.convert_to_numpy(ref.variance), rtol=1e-5)
+    path = export.to_tflite(model, tmp_path / "m.tflite", sampling="moments", num_samples=8)
+    lite = export.runtime.TFLiteBayesianModel(path).predict(x)
+    np.testing.assert_allclose(lite.mean.sum(-1), 1.0, rtol=1e-5)
