@@ -42,7 +42,7 @@ import keras
 import numpy as np
 
 from . import kl as kl_lib
-from .layers import ESTIMATORS, layer_class
+from .layers import ESTIMATORS, MCDropout, layer_class
 from .layers._base import rho_from_sigma
 
 __all__ = [
@@ -134,14 +134,17 @@ class _LayerFactory:
     the Bayesian posterior means.
     """
 
-    def __init__(self, bayesian, estimator, prior, posterior_std_init, kl_weight, seed):
+    def __init__(self, bayesian, estimator, prior, posterior_std_init, kl_weight, seed,
+                 dropout=None):
         self.bayesian = bayesian
+        self.dropout_rate = dropout
         self.estimator = estimator
         self.prior = prior
         self.posterior_std_init = posterior_std_init
         self.kl_weight = kl_weight
         self.seed = seed
         self._count = 0
+        self._dropout_count = 0
 
     def _next_seed(self):
         i = self._count
@@ -169,20 +172,49 @@ class _LayerFactory:
     def dense(self, units, **kwargs):
         return self._make(0, units, **kwargs)
 
+    def dropout(self):
+        """``[MCDropout]`` when the model has dropout, else ``[]`` (splice with ``*``).
+
+        Dropout layer ``j`` is named ``dropout{j + 1}`` and seeded with
+        ``seed + 1000 + j``: its own stream, so adding dropout does not change
+        the kernels' initial values.
+        """
+        if not self.dropout_rate:
+            return []
+        j = self._dropout_count
+        self._dropout_count += 1
+        seed = None if self.seed is None else int(self.seed) + 1000 + j
+        return [MCDropout(self.dropout_rate, seed=seed, name=f"dropout{j + 1}")]
+
+
+def _check_dropout(dropout):
+    if dropout is None:
+        return None
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.number)) or not (
+        0.0 <= dropout < 1.0
+    ):
+        raise ValueError(
+            f"`dropout` must be None or a rate in [0, 1). Received: dropout={dropout!r}"
+        )
+    return float(dropout) or None
+
 
 def _build(body, name, input_shape, num_classes, estimator, num_train_examples, bayesian,
-           prior, posterior_std_init, seed, **body_kwargs):
+           prior, posterior_std_init, seed, dropout=None, **body_kwargs):
     input_shape = _check_image_shape(input_shape)
+    dropout = _check_dropout(dropout)
     num_classes = _check_num_classes(num_classes)
     _check_estimator(estimator)
     kl_weight = 1.0
     if bayesian:
         n = _check_num_train_examples(num_train_examples, "when bayesian=True")
         kl_weight = 1.0 / n
-    factory = _LayerFactory(bool(bayesian), estimator, prior, posterior_std_init, kl_weight, seed)
+    factory = _LayerFactory(
+        bool(bayesian), estimator, prior, posterior_std_init, kl_weight, seed, dropout
+    )
     layers = [keras.Input(shape=input_shape, name="image")]
     layers += body(factory, input_shape, num_classes, **body_kwargs)
-    suffix = "" if bayesian else "_deterministic"
+    suffix = "" if bayesian else ("_mc_dropout" if dropout else "_deterministic")
     return keras.Sequential(layers, name=name + suffix)
 
 
@@ -202,8 +234,11 @@ def _lenet5_body(make, input_shape, num_classes, activation):
         make.conv(16, 5, activation=activation, name="conv2"),
         L.MaxPooling2D(2, name="pool2"),
         L.Flatten(name="flatten"),
+        *make.dropout(),
         make.dense(120, activation=activation, name="fc1"),
+        *make.dropout(),
         make.dense(84, activation=activation, name="fc2"),
+        *make.dropout(),
         make.dense(num_classes, activation="softmax", name="fc3"),
     ]
 
@@ -220,6 +255,7 @@ def _alexnet_body(make, input_shape, num_classes, activation):
         make.conv(128, 3, padding="same", activation=activation, name="conv5"),
         L.MaxPooling2D(2, padding="same", name="pool3"),
         L.Flatten(name="flatten"),
+        *make.dropout(),
         make.dense(num_classes, activation="softmax", name="fc1"),
     ]
 
@@ -236,8 +272,11 @@ def _three_conv_three_fc_body(make, input_shape, num_classes, activation):
         make.conv(128, 5, activation=activation, name="conv3"),
         L.MaxPooling2D(3, strides=2, name="pool3"),
         L.Flatten(name="flatten"),
+        *make.dropout(),
         make.dense(1000, activation=activation, name="fc1"),
+        *make.dropout(),
         make.dense(1000, activation=activation, name="fc2"),
+        *make.dropout(),
         make.dense(num_classes, activation="softmax", name="fc3"),
     ]
 
@@ -258,9 +297,16 @@ _COMMON_ARGS = """
             ``priors.Normal(0, 1)``.
         posterior_std_init: initial posterior std of every kernel weight.
         activation: hidden activation (the output is always a softmax).
+        dropout: None, or the rate of a `tfp_bcnn.layers.MCDropout` placed
+            before every fully connected layer (after the convolutional blocks
+            and between the fc layers, where the reference MC-dropout LeNet /
+            AlexNet put it; Gal & Ghahramani 2016). It stays on at inference,
+            so ``bayesian=False, dropout=0.25`` is the Monte Carlo dropout
+            baseline (keyword-only; combines with ``bayesian=True`` too).
         seed: int; layer ``i`` uses ``seed + i`` for its kernel initializer and
             its random draws (keyword-only).
-        name: model name (``"_deterministic"`` is appended when not Bayesian).
+        name: model name (``"_deterministic"``, or ``"_mc_dropout"`` with
+            dropout, is appended when not Bayesian).
 
     Returns:
         A built ``keras.Sequential`` mapping ``(batch, H, W, C_in)`` images to
@@ -269,7 +315,8 @@ _COMMON_ARGS = """
 
     Raises:
         ValueError: ``bayesian=True`` without ``num_train_examples``, or an
-            invalid shape, class count or estimator (the value is quoted).
+            invalid shape, class count, estimator or dropout rate (the value
+            is quoted).
 """
 
 
@@ -283,12 +330,13 @@ def lenet5(
     posterior_std_init: float = DEFAULT_POSTERIOR_STD_INIT,
     activation: str = "relu",
     *,
+    dropout: float | None = None,
     seed: int | None = None,
     name: str = "lenet5",
 ) -> keras.Model:
     return _build(
         _lenet5_body, name, input_shape, num_classes, estimator, num_train_examples,
-        bayesian, prior, posterior_std_init, seed, activation=activation,
+        bayesian, prior, posterior_std_init, seed, dropout, activation=activation,
     )
 
 
@@ -343,12 +391,13 @@ def alexnet(
     posterior_std_init: float = DEFAULT_POSTERIOR_STD_INIT,
     activation: str = "relu",
     *,
+    dropout: float | None = None,
     seed: int | None = None,
     name: str = "alexnet",
 ) -> keras.Model:
     return _build(
         _alexnet_body, name, input_shape, num_classes, estimator, num_train_examples,
-        bayesian, prior, posterior_std_init, seed, activation=activation,
+        bayesian, prior, posterior_std_init, seed, dropout, activation=activation,
     )
 
 
@@ -377,12 +426,14 @@ def three_conv_three_fc(
     posterior_std_init: float = DEFAULT_POSTERIOR_STD_INIT,
     activation: str = "relu",
     *,
+    dropout: float | None = None,
     seed: int | None = None,
     name: str = "three_conv_three_fc",
 ) -> keras.Model:
     return _build(
         _three_conv_three_fc_body, name, input_shape, num_classes, estimator,
-        num_train_examples, bayesian, prior, posterior_std_init, seed, activation=activation,
+        num_train_examples, bayesian, prior, posterior_std_init, seed, dropout,
+        activation=activation,
     )
 
 

@@ -41,14 +41,14 @@ import dataclasses
 import math
 import sys
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import keras
 import numpy as np
 from keras import ops
 
 from .kl import bayesian_layers
-from .layers import GaussianHead
+from .layers import GaussianHead, MCDropout
 
 __all__ = ["Prediction", "RegressionPrediction", "decompose", "predict"]
 
@@ -247,8 +247,14 @@ def _can_tile(model) -> bool:
     That is when no Bayesian layer uses the ``"reparameterization"``
     estimator (one kernel per call, shared by the whole batch). Other layers
     are assumed to draw their noise per example (Flipout, local
-    reparameterization, an always-on ``Dropout``) or to be deterministic.
+    reparameterization, an ``MCDropout`` with a mask per example) or to be
+    deterministic.
     """
+    if any(
+        isinstance(layer, MCDropout) and layer.shares_mask_across_batch
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+    ):
+        return False
     return all(layer.estimator != "reparameterization" for layer in bayesian_layers(model))
 
 
@@ -528,8 +534,75 @@ def _monte_carlo(model, x, num_samples, batch_size, return_samples, from_logits,
     return _concatenate(parts)
 
 
+# ------------------------------------------------------------------ ensembles
+def _is_stochastic(model) -> bool:
+    """Whether two forward passes can differ (Bayesian or ``MCDropout`` layers)."""
+    if any(True for _ in bayesian_layers(model)):
+        return True
+    return any(
+        isinstance(layer, MCDropout) and layer.rate > 0
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+    )
+
+
+def _known_output_shape(model):
+    try:
+        shape = model.output_shape
+    except (AttributeError, ValueError):
+        return None
+    return tuple(shape) if isinstance(shape, (tuple, list)) else None
+
+
+def _check_members(members) -> list:
+    members = list(members)
+    if not members:
+        raise ValueError(
+            "An ensemble needs at least one model. Received: model=[] (an empty list)"
+        )
+    for i, member in enumerate(members):
+        if not isinstance(member, keras.Model):
+            raise ValueError(
+                f"Every ensemble member must be a keras.Model. Received: model[{i}] of type "
+                f"{type(member).__name__}"
+            )
+    shapes = [_known_output_shape(m) for m in members]
+    known = [(i, s) for i, s in enumerate(shapes) if s is not None]
+    if any(s[1:] != known[0][1][1:] for _, s in known):
+        listed = ", ".join(f"model[{i}] ({members[i].name}): {s}" for i, s in known)
+        raise ValueError(
+            "Every ensemble member must have the same output shape. Received: " + listed
+        )
+    return members
+
+
+def _ensemble(members, x, num_samples, batch_size, return_samples, from_logits, verbose):
+    """Pools the samples of every member: ``(M * S, N, C)``, or ``(M, N, C)``."""
+    members = _check_members(members)
+    stochastic = [_is_stochastic(m) for m in members]
+    draws = num_samples if any(stochastic) else 1
+    pooled, first = [], None
+    for i, (member, random) in enumerate(zip(members, stochastic)):
+        p = _monte_carlo(member, x, num_samples if random else 1, batch_size, True,
+                         from_logits, tile=_can_tile(member), verbose=verbose)
+        kind = (type(p), p.samples.shape[1:])
+        if first is None:
+            first = kind
+        elif kind != first:
+            raise ValueError(
+                "Every ensemble member must have the same kind of output and output shape. "
+                f"Received: model[0] gives {first[0].__name__} samples of shape "
+                f"(S, {', '.join(map(str, first[1]))}), model[{i}] ({member.name}) gives "
+                f"{kind[0].__name__} samples of shape (S, {', '.join(map(str, kind[1]))})"
+            )
+        pooled.append(np.broadcast_to(p.samples, (draws, *p.samples.shape[1:])))
+    samples = np.concatenate(pooled, axis=0)
+    if first[0] is RegressionPrediction:
+        return _decompose_gaussian(samples, return_samples)
+    return _decompose(samples, return_samples)
+
+
 def predict(
-    model: keras.Model,
+    model: keras.Model | Sequence[keras.Model],
     x,
     num_samples: int = 32,
     batch_size: int = 256,
@@ -570,8 +643,23 @@ def predict(
     tight. The last batch is padded to ``batch_size`` (and the padding
     dropped) so the compiled call is traced once.
 
+    Deep ensembles (Lakshminarayanan et al. 2017,
+    https://arxiv.org/abs/1612.01474): pass a list or tuple of ``M`` models
+    (each trained from its own seed, e.g. by
+    ``tfp_bcnn.models.train_ensemble``) and every member counts as samples
+    of one equal-weight mixture. Deterministic members give one sample each
+    (``S_total = M``); if any member is stochastic (Bayesian layers or
+    ``MCDropout``), every member gives ``num_samples`` samples (a deterministic
+    member's one output repeated), so ``S_total = M * num_samples`` and each
+    member weighs ``1 / M``. The pooled samples are decomposed as above:
+    ``pbar`` is the ensemble mean, ``epistemic`` the mutual information
+    between the label and the member (and its weights), the disagreement of
+    the members. With ``return_samples=True``, ``samples`` is member-major:
+    rows ``m * S .. (m + 1) * S - 1`` belong to ``model[m]``.
+
     Args:
-        model: a Keras model with one input and one output.
+        model: a Keras model with one input and one output, or a list / tuple
+            of such models with the same output shape (an ensemble).
         x: inputs ``(N, *input_shape)`` (NumPy or array-like), or a
             ``tf.data.Dataset`` whose elements are ``x``, ``(x, y)`` or
             ``(x, y, sample_weight)`` (batched or not; only ``x`` is used).
@@ -589,6 +677,8 @@ def predict(
 
     Raises:
         ValueError: ``num_samples`` or ``batch_size`` not an integer >= 1;
+            an empty ensemble, a member that is not a ``keras.Model``, or
+            members with different output shapes (all are listed);
             ``x`` empty, or of a rank or shape other than the model input's;
             outputs that are not probabilities (logits without
             ``from_logits=True``); ``from_logits=True`` with a regressor; a
@@ -608,6 +698,9 @@ def predict(
     """
     num_samples = _check_positive_int("num_samples", num_samples)
     batch_size = _check_positive_int("batch_size", batch_size)
+    if isinstance(model, (list, tuple)):
+        return _ensemble(model, x, num_samples, batch_size, bool(return_samples),
+                         bool(from_logits), verbose)
     return _monte_carlo(
         model,
         x,

@@ -1,0 +1,154 @@
+"""Screening of the Bayesian LeNet-5 recipe (issue 13): what was tried, and why.
+
+Each named configuration changes one or two ingredients of the recipe
+(posterior std init, prior scale, estimator, learning rate, epochs, KL
+annealing) and is trained on MNIST-5k (4,000 train / 1,000 test) with the
+given seeds, next to the frequentist twin trained the same way (same epochs,
+batch, learning rate, seed). Each model is scored with 32 Monte Carlo samples:
+accuracy, NLL, ECE on the test set, and OOD AUROC by mutual information (MI)
+and by predictive entropy against letters A-J and uniform noise.
+
+Screening uses few seeds on purpose (the machine is shared); the winner is
+then measured with 5 seeds by ``benchmarks/baselines.py``.
+
+    python benchmarks/tuning.py --seeds 0 1 --configs base std0.05 ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import keras
+import numpy as np
+
+import tfp_bcnn
+from tfp_bcnn import datasets, metrics, models, priors
+
+# name -> (what it changes, overrides of the recipe)
+BASE = dict(estimator="flipout", posterior_std_init=5e-3, prior_scale=1.0, learning_rate=2e-3,
+            epochs=20, batch_size=64, kl_warmup=0)
+CONFIGS = {
+    "base": ("the recipe before issue 13", {}),
+    "std0.02": ("posterior std init 2e-2", dict(posterior_std_init=0.02)),
+    "std0.05": ("posterior std init 5e-2", dict(posterior_std_init=0.05)),
+    "std0.05-lrt": ("std 5e-2, local reparameterization",
+                    dict(posterior_std_init=0.05, estimator="local_reparameterization")),
+    "std0.1-lrt": ("std 1e-1, local reparameterization",
+                   dict(posterior_std_init=0.1, estimator="local_reparameterization")),
+    "std0.05-p0.3": ("std 5e-2, prior N(0, 0.3)", dict(posterior_std_init=0.05, prior_scale=0.3)),
+    "std0.05-lrt-p0.3": ("std 5e-2, LRT, prior N(0, 0.3)",
+                         dict(posterior_std_init=0.05, prior_scale=0.3,
+                              estimator="local_reparameterization")),
+    "std0.05-lr5e-3": ("std 5e-2, lr 5e-3", dict(posterior_std_init=0.05, learning_rate=5e-3)),
+    "std0.05-warm5": ("std 5e-2, linear KL warm-up over 5 epochs",
+                      dict(posterior_std_init=0.05, kl_warmup=5)),
+    "std0.05-ep30": ("std 5e-2, 30 epochs", dict(posterior_std_init=0.05, epochs=30)),
+}
+
+
+def _fit(model, x, y, cfg, seed):
+    callbacks = []
+    if cfg["kl_warmup"]:
+        callbacks.append(tfp_bcnn.KLAnnealing("linear", warmup_epochs=cfg["kl_warmup"]))
+    t0 = time.perf_counter()
+    model.fit(x, y, epochs=cfg["epochs"], batch_size=cfg["batch_size"], verbose=0,
+              callbacks=callbacks)
+    return time.perf_counter() - t0
+
+
+def _score(model, x_test, y_test, ood, num_samples):
+    p = tfp_bcnn.predict(model, x_test, num_samples=num_samples)
+    out = metrics.summary(p.mean, y_test)
+    out["epistemic"] = float(np.mean(p.epistemic))
+    for name, x_ood in ood.items():
+        q = tfp_bcnn.predict(model, x_ood, num_samples=num_samples)
+        out[f"mi_{name}"] = metrics.ood_auroc(p.epistemic, q.epistemic)
+        out[f"ent_{name}"] = metrics.ood_auroc(p.predictive_entropy, q.predictive_entropy)
+    return out
+
+
+def run_config(name, seeds, num_samples=32, epochs=None):
+    cfg = {**BASE, **CONFIGS[name][1]}
+    if epochs is not None:
+        cfg["epochs"] = epochs
+    (x, y), (x_test, y_test) = datasets.mnist_5k()
+    ood = {"letters": datasets.letters()[0], "noise": datasets.noise(1000)[0]}
+    rows = []
+    for seed in seeds:
+        keras.utils.set_random_seed(seed)
+        model = models.lenet5(
+            estimator=cfg["estimator"], num_train_examples=len(x),
+            prior=priors.Normal(0.0, cfg["prior_scale"]),
+            posterior_std_init=cfg["posterior_std_init"], seed=seed)
+        models.compile_bayesian(model, cfg["learning_rate"])
+        secs = _fit(model, x, y, cfg, seed)
+        row = _score(model, x_test, y_test, ood, num_samples)
+        row["seconds"] = secs
+        rows.append(row)
+        print(name, seed, json.dumps({k: round(v, 4) for k, v in row.items()}), flush=True)
+        keras.backend.clear_session()
+    return cfg, rows
+
+
+def run_frequentist(seeds, cfg, num_samples=32):
+    (x, y), (x_test, y_test) = datasets.mnist_5k()
+    ood = {"letters": datasets.letters()[0], "noise": datasets.noise(1000)[0]}
+    rows = []
+    for seed in seeds:
+        keras.utils.set_random_seed(seed)
+        model = models.lenet5(bayesian=False, seed=seed)
+        models.compile_bayesian(model, cfg["learning_rate"])
+        secs = _fit(model, x, y, {**cfg, "kl_warmup": 0}, seed)
+        row = _score(model, x_test, y_test, ood, 1)
+        row["seconds"] = secs
+        rows.append(row)
+        print("frequentist", seed, json.dumps({k: round(v, 4) for k, v in row.items()}),
+              flush=True)
+        keras.backend.clear_session()
+    return rows
+
+
+COLUMNS = ("accuracy", "nll", "ece", "mi_letters", "ent_letters", "mi_noise", "ent_noise")
+
+
+def markdown(results, seeds) -> str:
+    lines = [f"Screening, MNIST-5k, LeNet-5, seeds {list(seeds)} (mean over seeds), "
+             "32 MC samples; AUROC by mutual information (MI) and predictive entropy (H).", "",
+             "| config | changes | acc | NLL | ECE | AUROC letters MI / H | "
+             "AUROC noise MI / H | train s |", "|---|---|---|---|---|---|---|---|"]
+    for name, (what, rows) in results.items():
+        m = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        lines.append(
+            f"| {name} | {what} | {m['accuracy']:.4f} | {m['nll']:.4f} | {m['ece']:.4f} | "
+            f"{m['mi_letters']:.3f} / {m['ent_letters']:.3f} | "
+            f"{m['mi_noise']:.3f} / {m['ent_noise']:.3f} | {m['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--frequentist", action="store_true", help="also train the twin")
+    p.add_argument("--json", help="append the results to this JSON file")
+    args = p.parse_args(argv)
+    results = {}
+    if args.frequentist:
+        cfg = dict(BASE)
+        if args.epochs:
+            cfg["epochs"] = args.epochs
+        results["frequentist"] = ("deterministic twin (softmax)", run_frequentist(args.seeds, cfg))
+    for name in args.configs:
+        _, rows = run_config(name, args.seeds, epochs=args.epochs)
+        results[name] = (CONFIGS[name][0], rows)
+    print(markdown(results, args.seeds))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({k: v[1] for k, v in results.items()}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
