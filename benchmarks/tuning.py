@@ -28,7 +28,8 @@ from tfp_bcnn import datasets, metrics, models, priors
 
 # name -> (what it changes, overrides of the recipe)
 BASE = dict(estimator="flipout", posterior_std_init=5e-3, prior_scale=1.0, learning_rate=2e-3,
-            epochs=20, batch_size=64, kl_warmup=0)
+            epochs=20, batch_size=64, kl_warmup=0, output_bias_std=None, bayesian_bias=False,
+            augment=False, moped_delta=None, kl_beta=1.0)
 CONFIGS = {
     "base": ("the recipe before issue 13", {}),
     "std0.02": ("posterior std init 2e-2", dict(posterior_std_init=0.02)),
@@ -45,7 +46,64 @@ CONFIGS = {
     "std0.05-warm5": ("std 5e-2, linear KL warm-up over 5 epochs",
                       dict(posterior_std_init=0.05, kl_warmup=5)),
     "std0.05-ep30": ("std 5e-2, 30 epochs", dict(posterior_std_init=0.05, epochs=30)),
+    "p0.3": ("prior N(0, 0.3)", dict(prior_scale=0.3)),
+    "ep40": ("40 epochs", dict(epochs=40)),
+    "lr1e-3-ep40": ("lr 1e-3, 40 epochs", dict(learning_rate=1e-3, epochs=40)),
+    "bbias": ("Bayesian biases in every layer (posterior std init as the kernels')",
+              dict(bayesian_bias=True)),
+    "obias0.3": ("Bayesian output bias, posterior std init 0.3", dict(output_bias_std=0.3)),
+    "aug": ("random shifts of +-2 px and rotations of +-10 degrees while training",
+            dict(augment=True)),
+    "aug-ep30": ("augmentation, 30 epochs", dict(augment=True, epochs=30)),
+    "moped0.1": ("MOPED: 10 frequentist epochs, to_bayesian(moped_delta=0.1), 10 Bayesian "
+                 "epochs", dict(moped_delta=0.1)),
+    "moped0.3": ("MOPED with delta 0.3 (10 + 10 epochs)", dict(moped_delta=0.3)),
+    "std0.05-beta0.1": ("std 5e-2, tempered KL (beta 0.1)",
+                        dict(posterior_std_init=0.05, kl_beta=0.1)),
+    "std0.05-beta0.3": ("std 5e-2, tempered KL (beta 0.3)",
+                        dict(posterior_std_init=0.05, kl_beta=0.3)),
+    "std0.02-beta0.3": ("std 2e-2, tempered KL (beta 0.3)",
+                        dict(posterior_std_init=0.02, kl_beta=0.3)),
+    "obias1": ("Bayesian output bias, its posterior std starting at the prior's 1",
+               dict(output_bias_std=1.0)),
+    "obias1-lrt": ("output bias std 1, local reparameterization",
+                   dict(output_bias_std=1.0, estimator="local_reparameterization")),
+    "obias1-ep30": ("output bias std 1, 30 epochs", dict(output_bias_std=1.0, epochs=30)),
+    "obias1-std0.02": ("output bias std 1, posterior std init 2e-2",
+                       dict(output_bias_std=1.0, posterior_std_init=0.02)),
 }
+
+
+def _with_bayesian_biases(model):
+    """The same architecture rebuilt with ``bayesian_bias=True`` in every Bayesian layer."""
+    config = model.get_config()
+    for layer in config["layers"]:
+        if "bayesian_bias" in layer["config"]:
+            layer["config"]["bayesian_bias"] = True
+    return keras.Sequential.from_config(config)
+
+
+def _with_augmentation(model, seed):
+    """``model`` behind random translations and rotations (identity at inference)."""
+    return keras.Sequential([
+        keras.Input(model.input_shape[1:]),
+        keras.layers.RandomTranslation(2 / 28, 2 / 28, fill_mode="constant", seed=seed),
+        keras.layers.RandomRotation(10 / 360, fill_mode="constant", seed=seed),
+        model,
+    ])
+
+
+def _moped(x, y, cfg, seed):
+    """Half the epochs frequentist, then `to_bayesian` with MOPED, half Bayesian."""
+    half = {**cfg, "epochs": cfg["epochs"] // 2}
+    net = models.lenet5(bayesian=False, seed=seed)
+    models.compile_bayesian(net, cfg["learning_rate"])
+    secs = _fit(net, x, y, {**half, "kl_warmup": 0}, seed)
+    model = models.to_bayesian(net, estimator=cfg["estimator"], num_train_examples=len(x),
+                               moped_delta=cfg["moped_delta"],
+                               prior=priors.Normal(0.0, cfg["prior_scale"]), seed=seed)
+    models.compile_bayesian(model, cfg["learning_rate"])
+    return model, secs + _fit(model, x, y, half, seed)
 
 
 def _fit(model, x, y, cfg, seed):
@@ -81,9 +139,19 @@ def run_config(name, seeds, num_samples=32, epochs=None):
         model = models.lenet5(
             estimator=cfg["estimator"], num_train_examples=len(x),
             prior=priors.Normal(0.0, cfg["prior_scale"]),
-            posterior_std_init=cfg["posterior_std_init"], seed=seed)
-        models.compile_bayesian(model, cfg["learning_rate"])
-        secs = _fit(model, x, y, cfg, seed)
+            posterior_std_init=cfg["posterior_std_init"],
+            output_bias_std=cfg["output_bias_std"], seed=seed)
+        if cfg["bayesian_bias"]:
+            model = _with_bayesian_biases(model)
+        if cfg["augment"]:
+            model = _with_augmentation(model, seed)
+        if cfg["kl_beta"] != 1.0:  # tempered KL: kl_weight = beta / N
+            tfp_bcnn.set_kl_weight(model, cfg["kl_beta"] / len(x))
+        if cfg["moped_delta"]:
+            model, secs = _moped(x, y, cfg, seed)
+        else:
+            models.compile_bayesian(model, cfg["learning_rate"])
+            secs = _fit(model, x, y, cfg, seed)
         row = _score(model, x_test, y_test, ood, num_samples)
         row["seconds"] = secs
         rows.append(row)

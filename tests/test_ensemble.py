@@ -100,7 +100,8 @@ def test_train_ensemble_seeds_members_differently():
     ],
 )
 def test_train_ensemble_bad_arguments(kwargs, match):
-    args = {"build_fn": lambda seed: _net(seed=seed), "x": X, "y": np.zeros(7, "int64"), "epochs": 1, "verbose": 0}
+    args = {"build_fn": lambda seed: _net(seed=seed), "x": X, "y": np.zeros(7, "int64"),
+            "epochs": 1, "verbose": 0}
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         ensemble.train_ensemble(**args)

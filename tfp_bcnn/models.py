@@ -35,22 +35,26 @@ https://arxiv.org/abs/1906.05323, for the posterior std).
 from __future__ import annotations
 
 import math
+import types
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import keras
 import numpy as np
 
 from . import kl as kl_lib
+from ._annealing import KLAnnealing
 from .layers import ESTIMATORS, MCDropout, layer_class
 from .layers._base import rho_from_sigma
 
 __all__ = [
     "DEFAULT_POSTERIOR_STD_INIT",
     "MOPED_SIGMA_FLOOR",
+    "RECIPE",
     "alexnet",
     "compile_bayesian",
     "lenet5",
+    "recipe_callbacks",
     "three_conv_three_fc",
     "to_bayesian",
 ]
@@ -59,6 +63,29 @@ __all__ = [
 DEFAULT_POSTERIOR_STD_INIT = 5e-3
 #: Smallest posterior std that `to_bayesian` gives a weight with MOPED.
 MOPED_SIGMA_FLOOR = 1e-6
+
+#: The training recipe that goes with the builders' defaults (see
+#: BENCHMARKS.md, "Tuning of the Bayesian recipe"): Adam with
+#: ``learning_rate``, ``epochs`` passes in batches of ``batch_size``, and a
+#: linear KL warm-up over ``kl_warmup_epochs`` (0: none). The command line,
+#: the main job and the benchmarks train with exactly this.
+RECIPE: Mapping = types.MappingProxyType(
+    {"learning_rate": 2e-3, "epochs": 20, "batch_size": 64, "kl_warmup_epochs": 0}
+)
+
+
+def recipe_callbacks(recipe: Mapping = RECIPE) -> list:
+    """The Keras callbacks a recipe trains a Bayesian model with.
+
+    Args:
+        recipe: a mapping like `RECIPE`.
+
+    Returns:
+        ``[tfp_bcnn.KLAnnealing("linear", warmup_epochs=k)]`` when the recipe's
+        ``kl_warmup_epochs`` ``k`` is > 0, else ``[]``.
+    """
+    warmup = int(recipe.get("kl_warmup_epochs", 0) or 0)
+    return [KLAnnealing("linear", warmup_epochs=warmup)] if warmup > 0 else []
 
 
 # --------------------------------------------------------------------------
@@ -135,9 +162,11 @@ class _LayerFactory:
     """
 
     def __init__(self, bayesian, estimator, prior, posterior_std_init, kl_weight, seed,
-                 dropout=None):
+                 dropout=None, output_bias_std=None):
         self.bayesian = bayesian
         self.dropout_rate = dropout
+        self.output_bias_std = output_bias_std
+        self.output_layers = []
         self.estimator = estimator
         self.prior = prior
         self.posterior_std_init = posterior_std_init
@@ -151,13 +180,15 @@ class _LayerFactory:
         self._count += 1
         return None if self.seed is None else int(self.seed) + i
 
-    def _make(self, rank, size, **kwargs):
+    def _make(self, rank, size, output=False, **kwargs):
         seed = self._next_seed()
         kwargs["kernel_initializer"] = keras.initializers.GlorotUniform(seed=seed)
         if not self.bayesian:
             cls = {0: keras.layers.Dense, 2: keras.layers.Conv2D}[rank]
             return cls(size, **kwargs)
-        return layer_class(rank, self.estimator)(
+        if output and self.output_bias_std:
+            kwargs["bayesian_bias"] = True
+        layer = layer_class(rank, self.estimator)(
             size,
             prior=self.prior,
             posterior_std_init=self.posterior_std_init,
@@ -165,6 +196,15 @@ class _LayerFactory:
             seed=seed,
             **kwargs,
         )
+        if output and self.output_bias_std:
+            self.output_layers.append(layer)
+        return layer
+
+    def init_output_bias(self):
+        """Sets the output biases' posterior std (call once the model is built)."""
+        for layer in self.output_layers:
+            sigma = np.full(layer.bias_rho.shape, self.output_bias_std, "float32")
+            layer.bias_rho.assign(rho_from_sigma(sigma).astype("float32"))
 
     def conv(self, filters, kernel_size, **kwargs):
         return self._make(2, filters, kernel_size=kernel_size, **kwargs)
@@ -199,10 +239,24 @@ def _check_dropout(dropout):
     return float(dropout) or None
 
 
+def _check_output_bias_std(value):
+    if value is None:
+        return None
+    ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+    if not (ok and math.isfinite(value) and value > 0):
+        raise ValueError(
+            "`output_bias_std` must be None or a positive number. "
+            f"Received: output_bias_std={value!r}"
+        )
+    return float(value)
+
+
 def _build(body, name, input_shape, num_classes, estimator, num_train_examples, bayesian,
-           prior, posterior_std_init, seed, dropout=None, **body_kwargs):
+           prior, posterior_std_init, seed, dropout=None, output_bias_std=None,
+           **body_kwargs):
     input_shape = _check_image_shape(input_shape)
     dropout = _check_dropout(dropout)
+    output_bias_std = _check_output_bias_std(output_bias_std)
     num_classes = _check_num_classes(num_classes)
     _check_estimator(estimator)
     kl_weight = 1.0
@@ -210,12 +264,15 @@ def _build(body, name, input_shape, num_classes, estimator, num_train_examples, 
         n = _check_num_train_examples(num_train_examples, "when bayesian=True")
         kl_weight = 1.0 / n
     factory = _LayerFactory(
-        bool(bayesian), estimator, prior, posterior_std_init, kl_weight, seed, dropout
+        bool(bayesian), estimator, prior, posterior_std_init, kl_weight, seed, dropout,
+        output_bias_std,
     )
     layers = [keras.Input(shape=input_shape, name="image")]
     layers += body(factory, input_shape, num_classes, **body_kwargs)
     suffix = "" if bayesian else ("_mc_dropout" if dropout else "_deterministic")
-    return keras.Sequential(layers, name=name + suffix)
+    model = keras.Sequential(layers, name=name + suffix)
+    factory.init_output_bias()
+    return model
 
 
 # --------------------------------------------------------------------------
@@ -239,7 +296,7 @@ def _lenet5_body(make, input_shape, num_classes, activation):
         *make.dropout(),
         make.dense(84, activation=activation, name="fc2"),
         *make.dropout(),
-        make.dense(num_classes, activation="softmax", name="fc3"),
+        make.dense(num_classes, activation="softmax", name="fc3", output=True),
     ]
 
 
@@ -256,7 +313,7 @@ def _alexnet_body(make, input_shape, num_classes, activation):
         L.MaxPooling2D(2, padding="same", name="pool3"),
         L.Flatten(name="flatten"),
         *make.dropout(),
-        make.dense(num_classes, activation="softmax", name="fc1"),
+        make.dense(num_classes, activation="softmax", name="fc1", output=True),
     ]
 
 
@@ -277,7 +334,7 @@ def _three_conv_three_fc_body(make, input_shape, num_classes, activation):
         *make.dropout(),
         make.dense(1000, activation=activation, name="fc2"),
         *make.dropout(),
-        make.dense(num_classes, activation="softmax", name="fc3"),
+        make.dense(num_classes, activation="softmax", name="fc3", output=True),
     ]
 
 
@@ -331,12 +388,14 @@ def lenet5(
     activation: str = "relu",
     *,
     dropout: float | None = None,
+    output_bias_std: float | None = None,
     seed: int | None = None,
     name: str = "lenet5",
 ) -> keras.Model:
     return _build(
         _lenet5_body, name, input_shape, num_classes, estimator, num_train_examples,
-        bayesian, prior, posterior_std_init, seed, dropout, activation=activation,
+        bayesian, prior, posterior_std_init, seed, dropout, output_bias_std,
+        activation=activation,
     )
 
 
@@ -392,12 +451,14 @@ def alexnet(
     activation: str = "relu",
     *,
     dropout: float | None = None,
+    output_bias_std: float | None = None,
     seed: int | None = None,
     name: str = "alexnet",
 ) -> keras.Model:
     return _build(
         _alexnet_body, name, input_shape, num_classes, estimator, num_train_examples,
-        bayesian, prior, posterior_std_init, seed, dropout, activation=activation,
+        bayesian, prior, posterior_std_init, seed, dropout, output_bias_std,
+        activation=activation,
     )
 
 
@@ -427,13 +488,14 @@ def three_conv_three_fc(
     activation: str = "relu",
     *,
     dropout: float | None = None,
+    output_bias_std: float | None = None,
     seed: int | None = None,
     name: str = "three_conv_three_fc",
 ) -> keras.Model:
     return _build(
         _three_conv_three_fc_body, name, input_shape, num_classes, estimator,
         num_train_examples, bayesian, prior, posterior_std_init, seed, dropout,
-        activation=activation,
+        output_bias_std, activation=activation,
     )
 
 

@@ -115,7 +115,8 @@ class BayesianLayer(keras.layers.Layer):
       https://arxiv.org/abs/1505.05424).
     * ``"flipout"``: ``y = x (*) mu + ((x o s) (*) (sigma o eps)) o r`` with
       random signs ``s``, ``r`` per example, so each example sees its own
-      pseudo-independent kernel (Wen et al. 2018, https://arxiv.org/abs/1803.04386).
+      pseudo-independent kernel (Wen et al. 2018, https://arxiv.org/abs/1803.04386);
+      a Bayesian bias is drawn per example too.
     * ``"local_reparameterization"``: pre-activations drawn from
       ``N(x (*) mu, x^2 (*) sigma^2)``, independently per output element: two
       convolutions (Kingma et al. 2015, https://arxiv.org/abs/1506.02557;
@@ -404,6 +405,15 @@ class BayesianLayer(keras.layers.Layer):
         elif self.bias_loc is not None:
             if self.estimator == "local_reparameterization":
                 outputs = outputs + ops.reshape(self.bias_loc, self._bias_shape(None))
+            elif self.estimator == "flipout":
+                # One bias draw per example, like the kernel's perturbation, so
+                # the rows of a tiled batch are independent samples.
+                b_eps = keras.random.normal(
+                    self._sign_shape(inputs, self.units), seed=self.seed_generator
+                )
+                b_sigma = ops.reshape(self.bias_sigma, self._bias_shape(None))
+                b_loc = ops.reshape(self.bias_loc, self._bias_shape(None))
+                outputs = outputs + b_loc + b_sigma * b_eps
             else:
                 b_eps = keras.random.normal((self.units,), seed=self.seed_generator)
                 bias_sample = self.bias_loc + self.bias_sigma * b_eps
