@@ -40,6 +40,11 @@ BENCHMARKS = {
                 "Pruning: accuracy against sparsity, magnitude vs SNR (issue 5)"),
     "export": ("export.py", [], ["--epochs", "1", "--finetune-epochs", "1", "--repeats", "3"],
                "Export: sizes, accuracy and latency of TFLite (issue 6)"),
+    "baselines": ("baselines.py", ["--seeds", "0", "1", "2", "3", "4",
+                                   "--figure", "docs/baselines.png"],
+                  ["--seeds", "0", "--epochs", "1", "--num-samples", "4", "--members", "2"],
+                  "Uncertainty baselines: MC dropout, deep ensembles, temperature scaling "
+                  "(issue 13)"),
 }
 
 

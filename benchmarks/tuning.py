@@ -178,18 +178,36 @@ def run_frequentist(seeds, cfg, num_samples=32):
     return rows
 
 
+def _parse_logs(paths):
+    """``{config: (what, rows)}`` from the per-seed lines of earlier runs (in order)."""
+    results, seeds = {}, set()
+    for path in paths:
+        with open(path) as f:
+            for line in f:
+                parts = line.split(" ", 2)
+                if len(parts) == 3 and parts[2].startswith("{") and (
+                        parts[0] in CONFIGS or parts[0] == "frequentist"):
+                    what = CONFIGS[parts[0]][0] if parts[0] in CONFIGS else \
+                        "deterministic twin (softmax)"
+                    results.setdefault(parts[0], (what, []))[1].append(json.loads(parts[2]))
+                    seeds.add(int(parts[1]))
+    return results, sorted(seeds)
+
+
 COLUMNS = ("accuracy", "nll", "ece", "mi_letters", "ent_letters", "mi_noise", "ent_noise")
 
 
 def markdown(results, seeds) -> str:
-    lines = [f"Screening, MNIST-5k, LeNet-5, seeds {list(seeds)} (mean over seeds), "
+    lines = [f"Screening, MNIST-5k (4,000 train), LeNet-5, seeds {list(seeds)} (mean over the "
+             "seeds each config ran, see the column n), "
              "32 MC samples; AUROC by mutual information (MI) and predictive entropy (H).", "",
-             "| config | changes | acc | NLL | ECE | AUROC letters MI / H | "
-             "AUROC noise MI / H | train s |", "|---|---|---|---|---|---|---|---|"]
+             "| config | changes | n | acc | NLL | ECE | AUROC letters MI / H | "
+             "AUROC noise MI / H | train s |", "|---|---|---|---|---|---|---|---|---|"]
     for name, (what, rows) in results.items():
         m = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
         lines.append(
-            f"| {name} | {what} | {m['accuracy']:.4f} | {m['nll']:.4f} | {m['ece']:.4f} | "
+            f"| {name} | {what} | {len(rows)} | {m['accuracy']:.4f} | {m['nll']:.4f} | "
+            f"{m['ece']:.4f} | "
             f"{m['mi_letters']:.3f} / {m['ent_letters']:.3f} | "
             f"{m['mi_noise']:.3f} / {m['ent_noise']:.3f} | {m['seconds']:.0f} |")
     return "\n".join(lines)
@@ -201,8 +219,24 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--frequentist", action="store_true", help="also train the twin")
-    p.add_argument("--json", help="append the results to this JSON file")
+    p.add_argument("--json", help="write the results to this JSON file")
+    p.add_argument("--from-logs", nargs="+", help="print the table of earlier runs' stdout "
+                   "logs (lines 'config seed {json}'); with --json, also save them")
+    p.add_argument("--from-json", help="print the table of results saved with --json")
     args = p.parse_args(argv)
+    if args.from_logs or args.from_json:
+        if args.from_json:
+            with open(args.from_json) as f:
+                saved = json.load(f)
+            seeds = saved.pop("_seeds")
+            results = {k: (CONFIGS[k][0] if k in CONFIGS else "deterministic twin (softmax)",
+                           rows) for k, rows in saved.items()}
+        else:
+            results, seeds = _parse_logs(args.from_logs)
+        print(markdown(results, seeds))
+        if args.json and args.from_logs:
+            _save(args.json, results, seeds)
+        return
     results = {}
     if args.frequentist:
         cfg = dict(BASE)
@@ -214,8 +248,13 @@ def main(argv=None):
         results[name] = (CONFIGS[name][0], rows)
     print(markdown(results, args.seeds))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({k: v[1] for k, v in results.items()}, f, indent=2)
+        _save(args.json, results, args.seeds)
+
+
+def _save(path, results, seeds):
+    with open(path, "w") as f:
+        json.dump({"_seeds": list(seeds), **{k: v[1] for k, v in results.items()}}, f,
+                  indent=1)
 
 
 if __name__ == "__main__":

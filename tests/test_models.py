@@ -438,3 +438,14 @@ def test_converted_model_round_trip(tmp_path):
     loaded = keras.saving.load_model(path)
     for a, b in zip(bnn.weights, loaded.weights):
         np.testing.assert_array_equal(ops.convert_to_numpy(a), ops.convert_to_numpy(b))
+
+
+def test_output_bias_std_gives_the_output_layer_a_wide_bayesian_bias():
+    model = models.lenet5(num_train_examples=100, output_bias_std=0.7, seed=0)
+    out = model.get_layer("fc3")
+    assert out.bayesian_bias and not model.get_layer("fc2").bayesian_bias
+    np.testing.assert_allclose(np.asarray(out.bias_sigma), 0.7, rtol=1e-5)
+    twin = models.lenet5(bayesian=False, output_bias_std=0.7)  # ignored by the twin
+    assert twin.get_layer("fc3").bias is not None
+    with pytest.raises(ValueError, match="output_bias_std=0"):
+        models.lenet5(num_train_examples=100, output_bias_std=0)

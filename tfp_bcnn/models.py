@@ -64,28 +64,45 @@ DEFAULT_POSTERIOR_STD_INIT = 5e-3
 #: Smallest posterior std that `to_bayesian` gives a weight with MOPED.
 MOPED_SIGMA_FLOOR = 1e-6
 
-#: The training recipe that goes with the builders' defaults (see
-#: BENCHMARKS.md, "Tuning of the Bayesian recipe"): Adam with
-#: ``learning_rate``, ``epochs`` passes in batches of ``batch_size``, and a
-#: linear KL warm-up over ``kl_warmup_epochs`` (0: none). The command line,
-#: the main job and the benchmarks train with exactly this.
+#: The training recipe that goes with the builders' defaults, chosen by the
+#: screening recorded in BENCHMARKS.md ("Tuning of the Bayesian recipe"):
+#: Adam with ``learning_rate``, ``epochs`` passes in batches of
+#: ``batch_size``; ``kl_beta`` multiplies the KL term (1: the ELBO; below 1: a
+#: tempered, "cold" posterior, see `recipe_callbacks`) after a linear warm-up
+#: over ``kl_warmup_epochs`` (0: none). The command line, the main job and the
+#: benchmarks train with exactly this.
 RECIPE: Mapping = types.MappingProxyType(
-    {"learning_rate": 2e-3, "epochs": 20, "batch_size": 64, "kl_warmup_epochs": 0}
+    {"learning_rate": 2e-3, "epochs": 20, "batch_size": 64, "kl_beta": 1.0,
+     "kl_warmup_epochs": 0}
 )
 
 
 def recipe_callbacks(recipe: Mapping = RECIPE) -> list:
-    """The Keras callbacks a recipe trains a Bayesian model with.
+    """The Keras callbacks that train a Bayesian model with a recipe's KL weighting.
+
+    With ``beta = recipe["kl_beta"]`` and ``k = recipe["kl_warmup_epochs"]``,
+    every Bayesian layer's KL weight is ``beta_t / N`` (``N`` the training-set
+    size the model was built with): ``beta_t = beta`` for ``k = 0``, else the
+    linear warm-up ``beta * min(1, (epoch + 1) / k)``. ``beta = 1`` is the
+    evidence lower bound; ``beta < 1`` is a tempered posterior
+    ``q(w) ~ p(D | w) p(w)^beta`` (the prior counted as ``beta`` of itself),
+    which keeps the posterior from being pushed wider than the data allow;
+    Wenzel et al. 2020, https://arxiv.org/abs/2002.02405, discuss why
+    ``beta < 1`` often predicts better.
 
     Args:
-        recipe: a mapping like `RECIPE`.
+        recipe: a mapping like `RECIPE` (missing keys: ``kl_beta`` 1,
+            ``kl_warmup_epochs`` 0).
 
     Returns:
-        ``[tfp_bcnn.KLAnnealing("linear", warmup_epochs=k)]`` when the recipe's
-        ``kl_warmup_epochs`` ``k`` is > 0, else ``[]``.
+        ``[tfp_bcnn.KLAnnealing(...)]``, or ``[]`` for the plain ELBO without
+        warm-up.
     """
+    beta = float(recipe.get("kl_beta", 1.0))
     warmup = int(recipe.get("kl_warmup_epochs", 0) or 0)
-    return [KLAnnealing("linear", warmup_epochs=warmup)] if warmup > 0 else []
+    if warmup > 0:
+        return [KLAnnealing("linear", warmup_epochs=warmup, beta=beta)]
+    return [KLAnnealing("constant", beta=beta)] if beta != 1.0 else []
 
 
 # --------------------------------------------------------------------------
@@ -354,6 +371,11 @@ _COMMON_ARGS = """
             ``priors.Normal(0, 1)``.
         posterior_std_init: initial posterior std of every kernel weight.
         activation: hidden activation (the output is always a softmax).
+        output_bias_std: None, or give the output layer a Bayesian bias whose
+            posterior std starts at this value (e.g. the prior's scale:
+            additive logit noise that, unlike weight noise, does not vanish
+            for inputs with small activations; screened in BENCHMARKS.md).
+            Keyword-only; Bayesian models only.
         dropout: None, or the rate of a `tfp_bcnn.layers.MCDropout` placed
             before every fully connected layer (after the convolutional blocks
             and between the fc layers, where the reference MC-dropout LeNet /
