@@ -6,7 +6,7 @@ one-shot by magnitude to ``--sparsity`` (default 90%) with
 
 * sizes: dense vs sparse TFLite vs sparse + dynamic-range int8, for both
   samplings (``lrt``: constant mean / variance kernels; ``weights``: kernels
-  sampled at run time, pruned ones stored compact);
+  sampled at run time, pruned ones stored sparse);
 * accuracy and uncertainty of each file (numpy + LiteRT runtime, S samples)
   against Keras ``tfp_bcnn.predict`` on the 1,000 MNIST-5k test images, and
   what ``lrt`` changes against ``weights`` (``lrt`` ignores the weight sharing
@@ -17,7 +17,7 @@ one-shot by magnitude to ``--sparsity`` (default 90%) with
   samples tiled in one invocation vs S single-sample invocations vs the
   deterministic LeNet-5.
 
-Markdown tables go to stdout. Run::
+The markdown block goes to stdout (and to ``--markdown FILE``). Run::
 
     python benchmarks/export.py [--epochs 5] [--sparsity 0.9] [--num-samples 32]
 """
@@ -74,7 +74,7 @@ def _latency(path, repeats, invocations=1):
     return statistics.median(times)
 
 
-def _wide_posterior(model, xt, yt, x_ood, s, scale, tmp):
+def _wide_posterior(model, xt, yt, x_ood, s, scale, tmp, emit):
     """lrt vs weights where it matters: every posterior std multiplied by ``scale``."""
     from tfp_bcnn.layers import BayesianLayer
     from tfp_bcnn.layers._base import rho_from_sigma
@@ -89,21 +89,21 @@ def _wide_posterior(model, xt, yt, x_ood, s, scale, tmp):
     ref = predict(wide, xt, num_samples=k * s)
     ref_ood = predict(wide, x_ood, num_samples=k * s)
     again = predict(wide, xt, num_samples=k * s)
-    print(
+    emit(
         f"\nSame model with every posterior std x{scale:g} (a wide posterior, where the "
         f"correlation that lrt drops matters); {k} x {s} = {k * s} samples "
         f"(TFLite: {k} invocations pooled by the runtime):\n"
     )
-    print(
+    emit(
         "| | accuracy | mean epistemic MNIST | mean epistemic letters (OOD) | "
         "Spearman epistemic vs Keras | mean abs diff of mean vs Keras |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
-    print(
+    emit("|---|---:|---:|---:|---:|---:|")
+    emit(
         f"| Keras Flipout | {np.mean(ref.mean.argmax(1) == yt):.4f} | {ref.epistemic.mean():.4f} | "
         f"{ref_ood.epistemic.mean():.4f} | 1 | 0 |"
     )
-    print(
+    emit(
         f"| Keras Flipout (2nd run) | {np.mean(again.mean.argmax(1) == yt):.4f} | "
         f"{again.epistemic.mean():.4f} | | {_spearman(ref.epistemic, again.epistemic):.3f} | "
         f"{np.mean(np.abs(again.mean - ref.mean)):.4f} |"
@@ -113,7 +113,7 @@ def _wide_posterior(model, xt, yt, x_ood, s, scale, tmp):
         export.to_tflite(wide, path, num_samples=s, sampling=sampling)
         runner = TFLiteBayesianModel(path)
         p, p_ood = runner.predict(xt, num_invocations=k), runner.predict(x_ood, num_invocations=k)
-        print(
+        emit(
             f"| TFLite {sampling} | {np.mean(p.mean.argmax(1) == yt):.4f} | "
             f"{p.epistemic.mean():.4f} | "
             f"{p_ood.epistemic.mean():.4f} | {_spearman(ref.epistemic, p.epistemic):.3f} | "
@@ -135,8 +135,13 @@ def main(argv=None):
         default=30.0,
         help="posterior std multiplier of the wide-posterior comparison of lrt vs weights",
     )
+    parser.add_argument("--markdown", help="write the markdown block to this file")
     args = parser.parse_args(argv)
     s = args.num_samples
+    lines = []  # the markdown block, printed and written at the end
+
+    def emit(text=""):
+        lines.append(text)
 
     keras.utils.set_random_seed(args.seed)
     (x, y), (xt, yt) = datasets.mnist_5k()
@@ -180,48 +185,48 @@ def main(argv=None):
         rows.append((name, info, convert_s, runner.op_resolver, p, p_ood))
 
     dense_size = {"lrt": rows[0][1]["size_bytes"], "weights": rows[3][1]["size_bytes"]}
-    print(
+    emit(
         f"# Export benchmark: LeNet-5 Flipout, {args.sparsity:.0%} of the Bayesian weights "
         f"pruned by SNR, one global threshold (measured {sparsity['total']:.3f}), S = {s}\n"
     )
-    print(
+    emit(
         f"Keras: {args.epochs} + {args.finetune_epochs} epochs on MNIST-5k ({train_s:.0f} s), "
         f"test accuracy {keras_acc:.4f} pruned, {acc_unpruned:.4f} before pruning "
         f"(tfp_bcnn.predict, S = {s}); "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"TF {tf.__version__}.\n"
     )
-    print("## Sizes and accuracy\n")
-    print(
+    emit("## Sizes and accuracy\n")
+    emit(
         "| TFLite file | bytes | gzip | vs dense (same sampling) | sparse tensors | int8 tensors "
         "| accuracy | agree w/ Keras | mean abs diff of mean vs Keras | op resolver | convert s |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+    emit("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     for name, info, convert_s, resolver, p, _ in rows:
         base = dense_size[name.split(",")[0]]
         acc = np.mean(p.mean.argmax(1) == yt)
         agree = np.mean(p.mean.argmax(1) == keras_pred.mean.argmax(1))
         mad = np.mean(np.abs(p.mean - keras_pred.mean))
-        print(
+        emit(
             f"| {name} | {info['size_bytes']:,} | {info['gzip_bytes']:,} | "
             f"{info['size_bytes'] / base:.3f}x | {info['sparse_tensors']} | "
             f"{info['int8_tensors']} | "
             f"{acc:.4f} | {agree:.4f} | {mad:.5f} | {resolver} | {convert_s:.1f} |"
         )
 
-    print("\n## lrt vs weights sampling (what ignoring weight sharing changes)\n")
-    print(
+    emit("\n## lrt vs weights sampling (what ignoring weight sharing changes)\n")
+    emit(
         "| | mean epistemic MNIST (nats) | mean epistemic letters (OOD) "
         "| mean predictive entropy MNIST "
         "| Spearman epistemic vs Keras (MNIST) | mean abs diff of mean vs Keras |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
-    print(
+    emit("|---|---:|---:|---:|---:|---:|")
+    emit(
         f"| Keras Flipout | {keras_pred.epistemic.mean():.5f} | {keras_ood.epistemic.mean():.5f} | "
         f"{keras_pred.predictive_entropy.mean():.5f} | 1 | 0 |"
     )
     keras_again = predict(model, xt, num_samples=s)
-    print(
+    emit(
         f"| Keras Flipout (2nd run: Monte Carlo noise) | {keras_again.epistemic.mean():.5f} | | "
         f"{keras_again.predictive_entropy.mean():.5f} | "
         f"{_spearman(keras_pred.epistemic, keras_again.epistemic):.3f} | "
@@ -229,16 +234,16 @@ def main(argv=None):
     )
     for name in ("lrt, sparse", "weights, sparse"):
         p, p_ood, _ = preds[name]
-        print(
+        emit(
             f"| TFLite {name} | {p.epistemic.mean():.5f} | {p_ood.epistemic.mean():.5f} | "
             f"{p.predictive_entropy.mean():.5f} | "
             f"{_spearman(keras_pred.epistemic, p.epistemic):.3f} | "
             f"{np.mean(np.abs(p.mean - keras_pred.mean)):.5f} |"
         )
 
-    _wide_posterior(model, xt, yt, x_ood, s, args.sigma_scale, tmp)
+    _wide_posterior(model, xt, yt, x_ood, s, args.sigma_scale, tmp, emit)
 
-    print(f"\n## Latency per image (batch 1, 1 thread, median of {args.repeats})\n")
+    emit(f"\n## Latency per image (batch 1, 1 thread, median of {args.repeats})\n")
     single = os.path.join(tmp, "lrt_single.tflite")
     export.to_tflite(model, single, num_samples=1)
     det = models.lenet5(bayesian=False, seed=args.seed)
@@ -266,10 +271,16 @@ def main(argv=None):
         ),
         ("deterministic LeNet-5, 1 invocation", _latency(det_path, args.repeats)),
     ]
-    print("| | ms per image | vs deterministic |")
-    print("|---|---:|---:|")
+    emit("| | ms per image | vs deterministic |")
+    emit("|---|---:|---:|")
     for name, sec in lat:
-        print(f"| {name} | {1e3 * sec:.3f} | {sec / lat[-1][1]:.1f}x |")
+        emit(f"| {name} | {1e3 * sec:.3f} | {sec / lat[-1][1]:.1f}x |")
+
+    block = "\n".join(lines)
+    print(block)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(block + "\n")
 
 
 if __name__ == "__main__":

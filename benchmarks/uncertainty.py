@@ -86,46 +86,76 @@ def run(epochs=20, batch_size=64, learning_rate=2e-3, num_samples=32, seed=0):
     return results
 
 
-def markdown(r) -> str:
-    b, f = r["bayesian"], r["frequentist"]
+def _ms(values, digits=4) -> str:
+    """``mean +- std`` over seeds (sample std, ddof=1); the value alone for one seed."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} +- {values.std(ddof=1):.{digits}f}"
+
+
+def markdown(runs) -> str:
+    """The benchmark's markdown block from ``{seed: results}`` (the JSON it writes).
+
+    Every figure is the mean +- standard deviation over the seeds; a table
+    per seed follows, so no single seed stands for the others.
+    """
+    rs = list(runs.values())
+    first = rs[0]
+    B = [r["bayesian"] for r in rs]
+    F = [r["frequentist"] for r in rs]
+
+    def row(label, get, published=""):
+        return (f"| {label} | {_ms([get(b) for b in B])} | {_ms([get(f) for f in F])} | "
+                f"{published} |")
+
     lines = [
-        f"Flipout LeNet-5 vs frequentist LeNet-5, MNIST-5k, {r['epochs']} epochs, "
-        f"batch {r['batch_size']}, {r['num_samples']} MC samples, backend {r['backend']}.",
+        f"Flipout LeNet-5 against the frequentist LeNet-5 trained the same way "
+        f"({first['epochs']} epochs, batch {first['batch_size']}, "
+        f"{first['num_samples']} Monte Carlo samples, backend {first['backend']}); "
+        f"seeds {', '.join(map(str, runs))}: mean +- standard deviation (sample std, ddof "
+        f"= 1) over the "
+        f"{len(rs)} seed{'s' if len(rs) > 1 else ''}.",
         "",
         "| metric | Bayesian (Flipout) | frequentist | published (full MNIST): TFP VI / det. |",
         "|---|---|---|---|",
-        f"| accuracy | {b['accuracy']:.4f} | {f['accuracy']:.4f} | 0.985 / 0.991 |",
-        f"| NLL | {b['nll']:.4f} | {f['nll']:.4f} | 0.048 / 0.037 |",
-        f"| Brier | {b['brier']:.4f} | {f['brier']:.4f} | |",
-        f"| ECE (15 bins) | {b['ece']:.4f} | {f['ece']:.4f} | 0.010 / - |",
-        f"| mean aleatoric (nats) | {b['aleatoric']:.4f} | {f['aleatoric']:.4f} | |",
-        f"| mean epistemic (nats) | {b['epistemic']:.4f} | {f['epistemic']:.4f} | |",
+        row("accuracy", lambda r: r["accuracy"], "0.985 / 0.991"),
+        row("NLL", lambda r: r["nll"], "0.048 / 0.037"),
+        row("Brier", lambda r: r["brier"]),
+        row("ECE (15 bins)", lambda r: r["ece"], "0.010 / -"),
+        row("mean aleatoric (nats)", lambda r: r["aleatoric"]),
+        row("mean epistemic (nats)", lambda r: r["epistemic"]),
     ]
-    for name in b["ood"]:
-        lines.append(f"| OOD AUROC {name}, mutual information | "
-                     f"{b['ood'][name]['auroc_epistemic']:.4f} | "
-                     f"{f['ood'][name]['auroc_epistemic']:.4f} | |")
-        lines.append(f"| OOD AUROC {name}, predictive entropy | "
-                     f"{b['ood'][name]['auroc_entropy']:.4f} | "
-                     f"{f['ood'][name]['auroc_entropy']:.4f} | |")
+    for name in first["bayesian"]["ood"]:
+        lines.append(row(f"OOD AUROC {name}, mutual information",
+                         lambda r, n=name: r["ood"][n]["auroc_epistemic"]))
+        lines.append(row(f"OOD AUROC {name}, predictive entropy",
+                         lambda r, n=name: r["ood"][n]["auroc_entropy"]))
     lines += ["", "| rotation (deg) | Bayesian acc | Bayesian epistemic | frequentist acc |",
               "|---|---|---|---|"]
-    for rb, rf in zip(b["rotation"], f["rotation"]):
-        lines.append(f"| {rb['angle']:.0f} | {rb['accuracy']:.3f} | {rb['epistemic']:.4f} | "
-                     f"{rf['accuracy']:.3f} |")
-    s = r["speed"]
-    lines += ["", f"`predict` (32 samples, 1,000 images): {s['predict_s']:.2f} s vs the "
-              f"`model.predict` loop {s['loop_s']:.2f} s: **{s['speedup']:.1f}x** faster.",
-              "", "Targets: " + ", ".join(f"{k}: {'yes' if v else 'NO'}"
-                                          for k, v in r["targets"].items())]
+    for i, angle in enumerate(r["angle"] for r in first["bayesian"]["rotation"]):
+        lines.append(
+            f"| {angle:.0f} | {_ms([b['rotation'][i]['accuracy'] for b in B], 3)} | "
+            f"{_ms([b['rotation'][i]['epistemic'] for b in B])} | "
+            f"{_ms([f['rotation'][i]['accuracy'] for f in F], 3)} |")
+    speed = [r["speed"] for r in rs]
+    lines += ["", f"`predict` ({first['num_samples']} samples, 1,000 images) against a loop of "
+              f"`model.predict` calls: {_ms([s['predict_s'] for s in speed], 2)} s vs "
+              f"{_ms([s['loop_s'] for s in speed], 2)} s, "
+              f"**{_ms([s['speedup'] for s in speed], 1)}x** faster.", ""]
+    targets = list(first["targets"])
+    lines.append("Targets (seeds meeting each): " + ", ".join(
+        f"{k}: {sum(bool(r['targets'][k]) for r in rs)} of {len(rs)}" for k in targets))
+    if len(rs) > 1:
+        lines += ["", seeds_markdown(runs)]
     return "\n".join(lines)
 
 
 def seeds_markdown(runs) -> str:
-    """One row per seed: the targets, so that seed-to-seed spread is visible."""
+    """One row per seed (B = Bayesian Flipout, F = frequentist)."""
     lines = ["| seed | acc B / F | NLL B / F | ECE B / F | AUROC letters (MI) | "
              "epistemic rises 0-90 | predict speed-up |", "|---|---|---|---|---|---|---|"]
-    for seed, r in runs:
+    for seed, r in runs.items():
         b, f = r["bayesian"], r["frequentist"]
         lines.append(
             f"| {seed} | {b['accuracy']:.4f} / {f['accuracy']:.4f} | {b['nll']:.4f} / "
@@ -145,16 +175,19 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0],
                    help="one full run (both models) per seed")
     p.add_argument("--json", help="write the results to this file")
+    p.add_argument("--markdown", help="write the markdown block to this file")
     args = p.parse_args(argv)
-    runs = [(seed, run(args.epochs, args.batch_size, args.learning_rate, args.num_samples,
-                       seed)) for seed in args.seeds]
-    print(markdown(runs[0][1]))
-    if len(runs) > 1:
-        print(f"\nAll seeds ({len(runs)} runs, B = Bayesian Flipout, F = frequentist):\n")
-        print(seeds_markdown(runs))
+    runs = {str(seed): run(args.epochs, args.batch_size, args.learning_rate, args.num_samples,
+                           seed) for seed in args.seeds}
+    runs = json.loads(json.dumps(runs, default=float))  # the form the JSON file holds
+    block = markdown(runs)
+    print(block)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({str(seed): r for seed, r in runs}, f, indent=2, default=float)
+            json.dump(runs, f, indent=2)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(block + "\n")
     return runs
 
 

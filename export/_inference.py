@@ -57,6 +57,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfp_bcnn import _validation as check
+from tfp_bcnn._compat import all_layers
 from tfp_bcnn.layers import BayesianLayer, GaussianHead, MCDropout
 from tfp_bcnn.kl import bayesian_layers
 
@@ -128,13 +130,13 @@ class _PosteriorConstants(keras.layers.Layer):
     ``"weights"`` ``kernel_std`` ``sigma * mask``; ``bias`` or ``bias_loc`` and
     ``bias_std``. Masked entries are exactly +0.0.
 
-    With ``compact=True`` (``"weights"`` only, and only when it is smaller:
+    With ``sparse=True`` (``"weights"`` only, and only when it is smaller:
     fewer than 2/3 of the kernel unpruned) ``kernel_mean`` and ``kernel_std``
     hold only the unpruned entries and ``kernel_indices`` ``(nnz, 1)`` int32
     their flat positions; the kernels are rebuilt with a scatter at run time.
     """
 
-    def __init__(self, source: BayesianLayer, sampling: str, compact: bool = False, **kwargs):
+    def __init__(self, source: BayesianLayer, sampling: str, sparse: bool = False, **kwargs):
         super().__init__(name=f"{source.name}_posterior", dtype="float32", **kwargs)
         mask = _numpy(source.kernel_mask)
         keep = mask != 0
@@ -145,7 +147,7 @@ class _PosteriorConstants(keras.layers.Layer):
         if sampling == "lrt":
             self.kernel_mean = self._constant("kernel_mean", mu)
             self.kernel_variance = self._constant("kernel_variance", np.square(sigma))
-        elif compact and 3 * int(keep.sum()) < 2 * keep.size:
+        elif sparse and 3 * int(keep.sum()) < 2 * keep.size:
             flat = np.flatnonzero(keep.reshape(-1)).astype(np.int32)
             self.kernel_indices = self._constant("kernel_indices", flat[:, None], "int32")
             self.kernel_mean = self._constant("kernel_mean", mu.reshape(-1)[flat])
@@ -313,21 +315,21 @@ def _has_bayesian(layer) -> bool:
     """Whether ``layer`` is or holds a layer that export replaces."""
     if any(True for _ in bayesian_layers(layer)):
         return True
-    return any(isinstance(sub, MCDropout) for sub in layer._flatten_layers(include_self=True))
+    return any(isinstance(sub, MCDropout) for sub in all_layers(layer, include_self=True))
 
 
-def _substitute(model, sampling, num_samples, store, compact=False):
+def _substitute(model, sampling, num_samples, store, sparse=False):
     """Clone ``model`` with every Bayesian layer replaced; other layers are shared."""
 
     def clone_function(layer):
         if isinstance(layer, BayesianLayer):
             if id(layer) not in store:
-                store[id(layer)] = _PosteriorConstants(layer, sampling, compact)
+                store[id(layer)] = _PosteriorConstants(layer, sampling, sparse)
             return _BayesianInference(layer, store[id(layer)], sampling, num_samples)
         if isinstance(layer, MCDropout):
             return _DropoutInference(layer)
         if isinstance(layer, keras.Model) and _has_bayesian(layer):
-            return _substitute(layer, sampling, num_samples, store, compact)
+            return _substitute(layer, sampling, num_samples, store, sparse)
         if _has_bayesian(layer):
             raise ValueError(
                 "Export can replace Bayesian and MCDropout layers inside Sequential and "
@@ -349,16 +351,8 @@ def _substitute(model, sampling, num_samples, store, compact=False):
 
 
 def _check_args(num_samples, sampling):
-    if (
-        isinstance(num_samples, bool)
-        or not isinstance(num_samples, (int, np.integer))
-        or num_samples < 1
-    ):
-        raise ValueError(
-            f"`num_samples` must be a positive integer. Received: num_samples={num_samples!r}"
-        )
-    if sampling not in SAMPLINGS:
-        raise ValueError(f"`sampling` must be one of {SAMPLINGS}. Received: sampling={sampling!r}")
+    check.positive_int("num_samples", num_samples)
+    check.choice("sampling", sampling, SAMPLINGS)
 
 
 class InferenceGraph:
@@ -372,7 +366,7 @@ class InferenceGraph:
         num_samples: Monte Carlo samples S per call (the batch is tiled S times).
         sampling: ``"lrt"`` or ``"weights"`` (see the module docstring).
         from_logits: the model outputs logits; softmax is applied per sample.
-        compact: with ``"weights"``, store only the unpruned kernel entries
+        sparse: with ``"weights"``, store only the unpruned kernel entries
             (see `_PosteriorConstants`); ignored by ``"lrt"``, whose constant
             kernels the TFLite converter can store sparse itself.
 
@@ -387,7 +381,7 @@ class InferenceGraph:
         num_samples: int = 32,
         sampling: str = "lrt",
         from_logits: bool = False,
-        compact: bool = False,
+        sparse: bool = False,
     ):
         _check_args(num_samples, sampling)
         if keras.backend.backend() != "tensorflow":
@@ -403,7 +397,7 @@ class InferenceGraph:
                 "The model must be built (call it once or give it an Input). "
                 f"Received: model={model.name!r}"
             )
-        if any(isinstance(layer, GaussianHead) for layer in model._flatten_layers()):
+        if any(isinstance(layer, GaussianHead) for layer in all_layers(model, include_self=True)):
             raise ValueError(
                 "Export supports classifiers; regression models with a GaussianHead are "
                 f"not exported yet. Received: model={model.name!r}"
@@ -438,8 +432,8 @@ class InferenceGraph:
         self.input_shape = (None, *(int(d) for d in input_shape[1:]))
         self.num_classes = int(output_shape[-1])
         store = {}
-        self._tiled = _substitute(model, sampling, self.num_samples, store, compact)
-        self._single = _substitute(model, sampling, 1, store, compact)
+        self._tiled = _substitute(model, sampling, self.num_samples, store, sparse)
+        self._single = _substitute(model, sampling, 1, store, sparse)
         self._constants = list(store.values())
 
     @property

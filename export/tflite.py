@@ -22,6 +22,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from tfp_bcnn import _validation as check
 from tfp_bcnn._io import write_bytes_atomic
 from ._inference import InferenceGraph
 
@@ -51,16 +52,13 @@ def convert(
     from_logits: bool = False,
 ) -> bytes:
     """Converts ``model`` to TFLite flatbuffer bytes (see `to_tflite`)."""
-    if quantize not in QUANTIZATIONS:
-        raise ValueError(
-            f"`quantize` must be one of {QUANTIZATIONS}. Received: quantize={quantize!r}"
-        )
+    check.choice("quantize", quantize, QUANTIZATIONS)
     graph = InferenceGraph(
         model,
         num_samples=num_samples,
         sampling=sampling,
         from_logits=from_logits,
-        compact=sparse,
+        sparse=sparse,
     )
     with tempfile.TemporaryDirectory(prefix="tfp_bcnn_tflite_") as tmp:
         saved = os.path.join(tmp, "saved_model")

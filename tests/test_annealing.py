@@ -119,6 +119,7 @@ def raw_kl(model):
     return float(ops.convert_to_numpy(tfp_bcnn.kl_divergence(model, scaled=False)))
 
 
+@pytest.mark.slow
 def test_linear_warmup_scales_logged_kl():
     model = tiny_model()
     x, y = data()
@@ -226,6 +227,7 @@ JAX_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_schedules_reach_the_jax_training_loop():
     """On JAX the loop holds the state inside an epoch; per-batch writes must still land."""
     pytest.importorskip("jax")

@@ -4,11 +4,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from tfp_bcnn import cli
+
+# the command line: a subprocess demo and in-process commands
+pytestmark = pytest.mark.slow
 
 
 def run_cli(*args, cwd):
@@ -54,24 +56,3 @@ def test_errors_are_clear(tmp_path, capsys):
 
     with pytest.raises(SystemExit):
         cli.main(["train", "--estimator", "mc_dropout"])
-
-
-def test_save_is_atomic_and_checks_suffix(tmp_path):
-    import keras
-
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    target = tmp_path / "m.keras"
-    cli._save_model(model, target)
-    before = target.read_bytes()
-
-    class Boom(keras.Sequential):
-        def save(self, *a, **k):
-            Path(a[0]).write_bytes(b"partial")
-            raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError):
-        cli._save_model(Boom([keras.Input((3,)), keras.layers.Dense(2)]), target)
-    assert target.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"]
-    with pytest.raises(ValueError, match="output='m.h5'"):
-        cli._save_model(model, "m.h5")

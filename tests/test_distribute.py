@@ -24,6 +24,9 @@ import textwrap
 
 import pytest
 
+# the strategies run in a subprocess with two virtual devices
+pytestmark = pytest.mark.slow
+
 SCRIPT = textwrap.dedent(
     """
     import json, os

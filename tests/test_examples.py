@@ -24,6 +24,9 @@ import pytest
 import tfp_bcnn as bcnn
 from tfp_bcnn import datasets, export, layers
 
+# every example runs as a script in a fresh process
+pytestmark = pytest.mark.slow
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 

@@ -288,6 +288,7 @@ def test_unsupported_models(tmp_path):
 
 
 # -------------------------------------------------------------- SavedModel
+@pytest.mark.slow
 def test_saved_model_agrees_with_keras(saved_models, keras_prediction, mnist):
     for sampling, path in saved_models.items():
         loaded = tf.saved_model.load(path)
@@ -296,6 +297,7 @@ def test_saved_model_agrees_with_keras(saved_models, keras_prediction, mnist):
         _check_agreement(keras_prediction, _Fields(out))
 
 
+@pytest.mark.slow
 def test_saved_model_signatures_and_variable_batch(saved_models):
     loaded = tf.saved_model.load(saved_models["weights"])
     assert set(loaded.signatures) == {"serving_default", "sample"}
@@ -307,6 +309,7 @@ def test_saved_model_signatures_and_variable_batch(saved_models):
         np.testing.assert_allclose(np.sum(probs, axis=-1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_saved_model_loads_without_tfp_bcnn_keras_or_tfp(saved_models):
     """A subprocess blocks every new import of tfp_bcnn, TFP and Keras after TF."""
     code = textwrap.dedent(
@@ -340,6 +343,7 @@ def test_saved_model_loads_without_tfp_bcnn_keras_or_tfp(saved_models):
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_saved_model_cli_run(saved_models, tmp_path):
     """``saved_model_cli run`` (TF 2.21 evaluates only literals in
     --input_exprs, so the images come from a .npy file via --inputs)."""
@@ -359,6 +363,7 @@ def test_saved_model_cli_run(saved_models, tmp_path):
         assert f"Result for output key {name}" in result.stdout
 
 
+@pytest.mark.slow
 def test_saved_model_random_ops_unseeded_and_fresh(saved_models):
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -376,6 +381,7 @@ def test_saved_model_random_ops_unseeded_and_fresh(saved_models):
 
 
 # ------------------------------------------------------------------ TFLite
+@pytest.mark.slow
 def test_tflite_agrees_with_keras(tflites, keras_prediction, mnist):
     for sampling, path in tflites.items():
         p = TFLiteBayesianModel(path).predict(mnist[2])
@@ -391,6 +397,7 @@ def _op_names(path):
     return [op["op_name"] for op in Interpreter(model_path=os.fspath(path))._get_ops_details()]
 
 
+@pytest.mark.slow
 def test_tflite_builtin_ops_only(tflites):
     for sampling, path in tflites.items():
         names = _op_names(path)
@@ -403,6 +410,7 @@ def test_tflite_builtin_ops_only(tflites):
             assert banned not in names, (sampling, banned)
 
 
+@pytest.mark.slow
 def test_tflite_fresh_interpreters_draw_different_samples(tflites):
     x = np.full((2, 28, 28, 1), 0.5, np.float32)
     for path in tflites.values():
@@ -427,6 +435,7 @@ def pruned(trained):
     return model
 
 
+@pytest.mark.slow
 def test_pruned_saved_model_kernels_are_exactly_zero(pruned, tmp_path):
     path = export.save_saved_model(pruned, tmp_path / "sm", num_samples=4)
     stored = {}
@@ -445,6 +454,7 @@ def test_pruned_saved_model_kernels_are_exactly_zero(pruned, tmp_path):
     assert export.describe(path)["zero_fraction"] > 0.8
 
 
+@pytest.mark.slow
 def test_pruned_tflite_sparse_is_smaller_and_exact(pruned, tmp_path):
     dense = export.to_tflite(pruned, tmp_path / "dense.tflite", num_samples=4, sparse=False)
     sparse = export.to_tflite(pruned, tmp_path / "sparse.tflite", num_samples=4, sparse=True)
@@ -455,6 +465,7 @@ def test_pruned_tflite_sparse_is_smaller_and_exact(pruned, tmp_path):
     assert d["zero_fraction"] > 0.85 and s["weights_stored"] < 0.2 * s["weights"]
 
 
+@pytest.mark.slow
 def test_pruned_weights_sampling_ignores_masked_inputs_exactly(pruned, tmp_path):
     """In "weights" mode a batch shares each kernel draw, so two images that
     differ only where every first-layer weight is masked give identical
@@ -475,6 +486,7 @@ def test_pruned_weights_sampling_ignores_masked_inputs_exactly(pruned, tmp_path)
     assert not np.array_equal(samples[0, 0], samples[1, 0])
 
 
+@pytest.mark.slow
 def test_dynamic_int8_runs_in_stock_interpreter(pruned, trained, tmp_path, mnist):
     path = export.to_tflite(pruned, tmp_path / "q.tflite", num_samples=16, quantize="dynamic")
     info = export.describe(path)
@@ -490,6 +502,7 @@ def test_dynamic_int8_runs_in_stock_interpreter(pruned, trained, tmp_path, mnist
 
 
 # ------------------------------------------------------------ atomic writes
+@pytest.mark.slow
 def test_failed_tflite_export_keeps_previous_file(trained, tmp_path, monkeypatch):
     target = tmp_path / "m.tflite"
     target.write_bytes(b"previous artifact")
@@ -521,6 +534,7 @@ def test_failed_write_leaves_no_temp_file(tmp_path, monkeypatch):
     assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["m.tflite"]
 
 
+@pytest.mark.slow
 def test_saved_model_overwrite_and_failed_export(trained, tmp_path, monkeypatch):
     target = tmp_path / "sm"
     export.save_saved_model(trained, target, num_samples=2)
@@ -544,6 +558,7 @@ def test_saved_model_overwrite_and_failed_export(trained, tmp_path, monkeypatch)
     assert out["mean"].shape == (1, 10)
 
 
+@pytest.mark.slow
 def test_saved_model_refuses_to_replace_a_file(trained, tmp_path):
     target = tmp_path / "sm"
     target.write_bytes(b"a file")
@@ -568,6 +583,7 @@ def test_describe_rejects_corrupt_artifacts(tmp_path):
         export.describe(tmp_path / "missing.tflite")
 
 
+@pytest.mark.slow
 def test_artifacts_get_ordinary_permissions(tflites, saved_models):
     """Temporary files are private (0600 / 0700); the artifacts must not stay so."""
     umask = os.umask(0)
@@ -576,6 +592,7 @@ def test_artifacts_get_ordinary_permissions(tflites, saved_models):
     assert os.stat(saved_models["lrt"]).st_mode & 0o777 == 0o777 & ~umask
 
 
+@pytest.mark.slow
 def test_describe_tflite_fields(tflites):
     info = export.describe(tflites["lrt"])
     assert info["format"] == "tflite"

@@ -134,6 +134,7 @@ def test_prior_and_posterior_std_passed():
         np.testing.assert_allclose(ops.convert_to_numpy(layer.kernel_sigma), 0.02, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_compile_bayesian_logs_kl_and_trains():
     x, y = rand((64, 28, 28, 1)), np.arange(64) % 10
     model = models.compile_bayesian(models.lenet5(num_train_examples=64, seed=0))
@@ -250,7 +251,7 @@ def test_moped_small_delta_matches_original():
 
 def test_moped_sigma_and_centered_prior():
     model = trained_residual_model()
-    bnn = models.to_bayesian(model, num_train_examples=50, moped_delta=0.1, center_prior=True)
+    bnn = models.to_bayesian(model, num_train_examples=50, moped_delta=0.1, centered_prior=True)
     for name in ("c1", "c2", "c3", "out"):
         w = ops.convert_to_numpy(model.get_layer(name).kernel)
         new = bnn.get_layer(name)
@@ -431,13 +432,20 @@ def test_regularizers_dropped_with_warning():
 
 def test_converted_model_round_trip(tmp_path):
     bnn = models.to_bayesian(
-        trained_residual_model(), num_train_examples=100, moped_delta=0.1, center_prior=True
+        trained_residual_model(), num_train_examples=100, moped_delta=0.1, centered_prior=True
     )
     path = str(tmp_path / "converted.keras")
     bnn.save(path)
     loaded = keras.saving.load_model(path)
     for a, b in zip(bnn.weights, loaded.weights):
         np.testing.assert_array_equal(ops.convert_to_numpy(a), ops.convert_to_numpy(b))
+
+
+def test_center_prior_is_a_deprecated_alias():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc")])
+    with pytest.warns(DeprecationWarning, match="centered_prior"):
+        bnn = models.to_bayesian(model, num_train_examples=10, center_prior=True)
+    assert bnn.get_layer("fc").centered_prior
 
 
 def test_output_bias_std_gives_the_output_layer_a_wide_bayesian_bias():

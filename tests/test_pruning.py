@@ -137,8 +137,12 @@ _TFMOT_SCRIPT = textwrap.dedent(
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _tfmot_process():
-    """Start tfmot's side at once, so that it runs while the other tests do."""
+def _tfmot_process(request):
+    """Start tfmot's side at once, so that it runs while the other tests do
+    (only when a test that needs it was selected: ``-m "not slow"`` skips it)."""
+    if not any("tfmot_values" in item.fixturenames for item in request.session.items):
+        yield None
+        return
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     proc = subprocess.Popen(
         [sys.executable, "-c", _TFMOT_SCRIPT, json.dumps([SCHEDULES, STEPS])],
@@ -401,6 +405,7 @@ def _data(n=48):
     return rng.uniform(size=(n, 6, 6, 2)).astype("float32"), rng.integers(0, 3, n)
 
 
+@pytest.mark.slow
 def test_fit_reaches_final_sparsity_on_schedule():
     model = _model()
     schedule = pruning.PolynomialDecay(0.2, 0.8, 0, 8, frequency=2)
@@ -533,6 +538,7 @@ def tfmot_values(_tfmot_process):
     return json.loads(line[len("JSON:") :])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(SCHEDULES)))
 def test_schedule_matches_tfmot(tfmot_values, index):
     name, kwargs = SCHEDULES[index]
@@ -546,3 +552,42 @@ def test_schedule_matches_tfmot(tfmot_values, index):
     np.testing.assert_allclose(
         [v for _, v in ours], [v for _, v in tfmot_values[index]], rtol=0, atol=1e-6
     )
+
+
+# ------------------------------------------------------------ explicit state
+
+
+def test_prune_writes_nothing_onto_the_model():
+    model = _model()
+    before = set(vars(model))
+    pruning.prune(model, pruning.ConstantSparsity(0.5, 0))
+    assert set(vars(model)) == before
+    assert pruning.pruning_config(model) == pruning.PruningConfig(
+        pruning.ConstantSparsity(0.5, 0), "magnitude", "layer", ()
+    )
+    # the default schedule is made afresh: no instance is shared between models
+    other = _model()
+    pruning.prune(other)
+    pruning.prune(model)
+    assert pruning.pruning_config(model).schedule == pruning.PolynomialDecay(0.5, 0.9, 0, 1000)
+    assert pruning.pruning_config(model).schedule is not pruning.pruning_config(other).schedule
+
+
+def test_update_pruning_with_an_explicit_config():
+    """Given a config, the callback needs no `prune` call and round-trips it."""
+    model = _model()
+    config = pruning.PruningConfig(pruning.ConstantSparsity(0.5, 0, frequency=1), "snr",
+                                   "global", ("fc2",))
+    callback = pruning.UpdatePruning(config)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(callback))
+    assert restored.config == config
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x, y = _data(8)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[restored])
+    assert pruning.pruning_config(model) is None
+    masks = _masks(model)
+    assert masks["fc2"].min() == 1.0
+    zeros = sum(int(np.sum(masks[n] == 0)) for n in ("conv", "fc1"))
+    assert zeros == round(0.5 * (masks["conv"].size + masks["fc1"].size))
+    with pytest.raises(ValueError, match="Received: config=0.5"):
+        pruning.UpdatePruning(0.5)

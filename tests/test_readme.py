@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+# every block runs in a fresh process
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKS = re.findall(r"```(\w+)\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
 

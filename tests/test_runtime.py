@@ -195,6 +195,7 @@ def test_foreign_tflite_model_is_rejected(tmp_path):
 
 
 # -------------------------------------------------- standalone (no TF, Keras)
+@pytest.mark.slow
 def test_runtime_file_runs_alone_without_tensorflow_or_keras(tflite_path, tmp_path):
     """Copy runtime.py alone into a folder and run it with TF/Keras imports blocked."""
     shutil.copy(runtime.__file__, tmp_path / "runtime.py")

@@ -358,6 +358,7 @@ def test_repr_shows_shapes():
     assert "mean=<array (3, 4)>" in text and "samples=None" in text
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 def test_predict_on_jax_backend():
     code = textwrap.dedent(

@@ -6,11 +6,11 @@ Re-exported as ``tfp_bcnn.KLAnnealing``.
 from __future__ import annotations
 
 import math
-import numbers
 
 import keras
 from keras import ops
 
+from . import _validation as check
 from .kl import bayesian_layers
 
 __all__ = ["KLAnnealing", "SCHEDULES", "blundell_weight", "linear_beta"]
@@ -47,16 +47,6 @@ def blundell_weight(batch: int, steps: int) -> float:
     i = int(batch) + 1
     m = int(steps)
     return math.ldexp(1.0, -i) / -math.expm1(-m * math.log(2.0))
-
-
-def _positive(name, value, integer=False):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if ok:
-        ok = math.isfinite(value) and value > 0 and (not integer or float(value).is_integer())
-    if not ok:
-        kind = "a positive integer" if integer else "a positive number"
-        raise ValueError(f"`{name}` must be {kind}. Received: {name}={value!r}")
-    return int(value) if integer else float(value)
 
 
 @keras.saving.register_keras_serializable(package="tfp_bcnn")
@@ -140,17 +130,13 @@ class KLAnnealing(keras.callbacks.Callback):
         num_train_examples: int | None = None,
     ):
         super().__init__()
-        if schedule not in SCHEDULES:
-            raise ValueError(
-                f"Unknown `schedule`; expected one of {SCHEDULES}. Received: schedule={schedule!r}"
-            )
-        self.schedule = schedule
-        self.warmup_epochs = _positive("warmup_epochs", warmup_epochs, integer=True)
-        self.beta = _positive("beta", beta)
+        self.schedule = check.choice("schedule", schedule, SCHEDULES)
+        self.warmup_epochs = check.positive_int("warmup_epochs", warmup_epochs)
+        self.beta = check.positive_float("beta", beta)
         self.num_train_examples = (
             None
             if num_train_examples is None
-            else _positive("num_train_examples", num_train_examples, integer=True)
+            else check.positive_int("num_train_examples", num_train_examples)
         )
         self._base = {}  # id(layer) -> base kl_weight
         self._layers = []

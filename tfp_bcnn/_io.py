@@ -1,6 +1,7 @@
 """Atomic writes: a temporary path beside the target, then a rename.
 
-Used by the command line (models, reports) and by the export subsystem
+The one atomic-write module of the package: used by the workflow (models,
+reports), the main job, the plots and the export subsystem
 (``tfp_bcnn.export`` may import from ``tfp_bcnn``, never the reverse).
 
 A failed export leaves the previous artifact intact and no partial file: the

@@ -55,6 +55,8 @@ from typing import Union
 
 import numpy as np
 
+from . import _validation as check
+
 __all__ = [
     "digits",
     "get",
@@ -147,10 +149,6 @@ def _split_arrays(
 ) -> TrainTest:
     train, test = _stratified_split(y, test_fraction, seed)
     return (x[train], y[train]), (x[test], y[test])
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _copy(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -475,11 +473,7 @@ def letters(num_per_class: int = 100, *, seed: int = 0) -> Arrays:
     Raises:
         ValueError: if ``num_per_class`` is not a positive integer.
     """
-    if not _is_int(num_per_class) or num_per_class < 1:
-        raise ValueError(
-            f"`num_per_class` must be a positive integer. "
-            f"Received: num_per_class={num_per_class!r}"
-        )
+    check.positive_int("num_per_class", num_per_class)
     x, y = _letters_arrays(int(num_per_class), int(seed))
     return x.copy(), y.copy()
 
@@ -510,12 +504,8 @@ def noise(
     Raises:
         ValueError: for an unknown ``kind`` or a negative ``n``.
     """
-    if kind not in _NOISE_KINDS:
-        raise ValueError(
-            f"`kind` must be one of {_NOISE_KINDS}. Received: kind={kind!r}"
-        )
-    if not _is_int(n) or n < 0:
-        raise ValueError(f"`n` must be a non-negative integer. Received: n={n!r}")
+    check.choice("kind", kind, _NOISE_KINDS)
+    check.integer("n", n, minimum=0, what="a non-negative integer")
     rng = np.random.default_rng(seed)
     size = (int(n), *tuple(shape))
     if kind == "uniform":
@@ -629,11 +619,9 @@ def load_npz(
             or values lie outside ``0..255`` (integers) / ``[0, 1]`` (floats).
     """
     path = os.fspath(path)
-    if num_classes is not None and (not _is_int(num_classes) or num_classes < 1):
-        raise ValueError(
-            f"`num_classes` must be a positive integer or None. "
-            f"Received: num_classes={num_classes!r}"
-        )
+    if num_classes is not None:
+        check.integer("num_classes", num_classes, minimum=1,
+                      what="a positive integer or None")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No such .npz file. Received: path={path!r}")
     try:
@@ -676,11 +664,12 @@ def load_npz(
 
 def _has_images(path: str) -> bool:
     """Whether any subfolder of ``path`` (at any depth) holds an image file."""
-    for entry in os.scandir(path):
-        if entry.is_dir():
-            for _, _, files in os.walk(entry.path):
-                if any(f.lower().endswith(_IMAGE_EXTENSIONS) for f in files):
-                    return True
+    with os.scandir(path) as entries:  # closed even when we return early
+        for entry in entries:
+            if entry.is_dir():
+                for _, _, files in os.walk(entry.path):
+                    if any(f.lower().endswith(_IMAGE_EXTENSIONS) for f in files):
+                        return True
     return False
 
 

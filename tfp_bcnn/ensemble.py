@@ -27,8 +27,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import keras
-import numpy as np
 
+from . import _validation as check
 from .models import compile_bayesian
 
 __all__ = ["train_ensemble"]
@@ -76,19 +76,13 @@ def train_ensemble(
             ``num_members``), or ``build_fn`` not returning a ``keras.Model``
             (the value received is quoted).
     """
-    if isinstance(num_members, bool) or not isinstance(num_members, (int, np.integer)) or (
-        num_members < 1
-    ):
-        raise ValueError(
-            f"`num_members` must be an integer >= 1. Received: num_members={num_members!r}"
-        )
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"`seed` must be an integer. Received: seed={seed!r}")
+    num_members = check.positive_int("num_members", num_members)
+    seed = check.integer("seed", seed)
     if not callable(build_fn):
         raise ValueError(f"`build_fn` must be callable. Received: build_fn={build_fn!r}")
     members = []
-    for m in range(int(num_members)):
-        member_seed = int(seed) + m
+    for m in range(num_members):
+        member_seed = seed + m
         keras.utils.set_random_seed(member_seed)
         model = build_fn(member_seed)
         if not isinstance(model, keras.Model):

@@ -12,12 +12,13 @@ the KL are on the same scale. ``beta`` is 1 for the ELBO and is annealed by
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import keras
 from keras import ops
 
+from . import _validation as check
+from ._compat import all_layers
 from .layers import BayesianLayer
 
 __all__ = ["bayesian_layers", "set_kl_weight", "get_kl_weight", "kl_divergence", "KLDivergence"]
@@ -26,20 +27,10 @@ __all__ = ["bayesian_layers", "set_kl_weight", "get_kl_weight", "kl_divergence",
 def bayesian_layers(model) -> Iterator[BayesianLayer]:
     """Every ``BayesianLayer`` of a model, nested models included, in order."""
     seen = set()
-    for layer in model._flatten_layers(include_self=True, recursive=True):
+    for layer in all_layers(model, include_self=True):
         if isinstance(layer, BayesianLayer) and id(layer) not in seen:
             seen.add(id(layer))
             yield layer
-
-
-def _check_weight(value):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = float("nan")
-    if not (v >= 0 and math.isfinite(v)):
-        raise ValueError(f"`value` must be a number >= 0. Received: value={value!r}")
-    return v
 
 
 def set_kl_weight(model, value: float) -> None:
@@ -49,7 +40,7 @@ def set_kl_weight(model, value: float) -> None:
         ValueError: a negative or non-finite value, or a model with no
             Bayesian layer.
     """
-    v = _check_weight(value)
+    v = check.finite_float("value", value, minimum=0.0)
     layers = list(bayesian_layers(model))
     if not layers:
         raise ValueError(f"The model has no Bayesian layer. Received: model={model.name!r}")

@@ -50,11 +50,12 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.metrics import average_precision_score, roc_auc_score
+
+from . import _validation as check
 
 __all__ = [
     "TEMPERATURE_BOUNDS",
@@ -168,18 +169,6 @@ def _check_probability_values(probs: np.ndarray) -> np.ndarray:
             f"outputs, not logits). Received: probs[{worst}].sum()={float(sums[worst])!r}"
         )
     return probs
-
-
-def _check_num_bins(num_bins: Any) -> int:
-    if (
-        isinstance(num_bins, bool)
-        or not isinstance(num_bins, (int, np.integer))
-        or num_bins <= 0
-    ):
-        raise ValueError(
-            f"`num_bins` must be a positive integer. Received: num_bins={num_bins!r}"
-        )
-    return int(num_bins)
 
 
 def _check_scores(name: str, scores: ArrayLike) -> np.ndarray:
@@ -350,7 +339,7 @@ def reliability_curve(
         ValueError: If the inputs are malformed or ``num_bins <= 0``.
     """
     probs, labels = _check_probs_labels(probs, labels)
-    num_bins = _check_num_bins(num_bins)
+    num_bins = check.positive_int("num_bins", num_bins)
     predicted = np.argmax(probs, axis=1)
     confidence = probs[np.arange(probs.shape[0]), predicted]
     correct = (predicted == labels).astype(np.float64)
@@ -464,7 +453,7 @@ def summary(
 TEMPERATURE_BOUNDS = (1e-2, 1e2)
 
 
-def _check_from_logits(from_logits: Any) -> bool:
+def _check_from_logits(from_logits: object) -> bool:
     if not isinstance(from_logits, (bool, np.bool_)):
         raise ValueError(
             f"`from_logits` must be True or False. Received: from_logits={from_logits!r}"
@@ -584,14 +573,7 @@ def apply_temperature(
     array([[0.6667, 0.3333]])
     """
     from_logits = _check_from_logits(from_logits)
-    ok = isinstance(temperature, (int, float, np.number)) and not isinstance(
-        temperature, (bool, np.bool_)
-    )
-    if not (ok and np.isfinite(temperature) and temperature > 0):
-        raise ValueError(
-            "`temperature` must be a finite number > 0. "
-            f"Received: temperature={temperature!r}"
-        )
+    temperature = check.positive_float("temperature", temperature)
     dtype = np.asarray(probs).dtype
     logits = _as_logits(probs, from_logits, "logits" if from_logits else "probs")
     out = _softmax(logits / float(temperature))

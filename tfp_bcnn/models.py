@@ -34,7 +34,7 @@ https://arxiv.org/abs/1906.05323, for the posterior std).
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import types
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -42,8 +42,10 @@ from collections.abc import Iterable, Mapping, Sequence
 import keras
 import numpy as np
 
+from . import _validation as check
 from . import kl as kl_lib
 from ._annealing import KLAnnealing
+from ._compat import all_layers, clone_model, input_layer_name, is_graph_model
 from .layers import ESTIMATORS, MCDropout, layer_class
 from .layers._base import rho_from_sigma
 
@@ -110,14 +112,6 @@ def recipe_callbacks(recipe: Mapping = RECIPE) -> list:
 # --------------------------------------------------------------------------
 
 
-def _check_estimator(estimator):
-    if estimator not in ESTIMATORS:
-        raise ValueError(
-            f"Unknown `estimator`; expected one of {ESTIMATORS}. "
-            f"Received: estimator={estimator!r}"
-        )
-
-
 def _check_num_train_examples(num_train_examples, required_by):
     if num_train_examples is None:
         raise ValueError(
@@ -127,16 +121,7 @@ def _check_num_train_examples(num_train_examples, required_by):
             "likelihood. Pass the size of the training set. "
             "Received: num_train_examples=None"
         )
-    if (
-        isinstance(num_train_examples, bool)
-        or not isinstance(num_train_examples, (int, np.integer))
-        or num_train_examples <= 0
-    ):
-        raise ValueError(
-            "`num_train_examples` must be a positive integer. "
-            f"Received: num_train_examples={num_train_examples!r}"
-        )
-    return int(num_train_examples)
+    return check.positive_int("num_train_examples", num_train_examples)
 
 
 def _check_image_shape(input_shape):
@@ -144,9 +129,7 @@ def _check_image_shape(input_shape):
         shape = tuple(input_shape)
     except TypeError:
         shape = ()
-    if len(shape) != 3 or any(
-        isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d <= 0 for d in shape
-    ):
+    if len(shape) != 3 or not all(check.is_int(d) and d > 0 for d in shape):
         raise ValueError(
             "`input_shape` must be (height, width, channels) of positive ints. "
             f"Received: input_shape={input_shape!r}"
@@ -155,13 +138,7 @@ def _check_image_shape(input_shape):
 
 
 def _check_num_classes(num_classes):
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or (
-        num_classes < 2
-    ):
-        raise ValueError(
-            f"`num_classes` must be an integer >= 2. Received: num_classes={num_classes!r}"
-        )
-    return int(num_classes)
+    return check.integer("num_classes", num_classes, minimum=2)
 
 
 # --------------------------------------------------------------------------
@@ -245,27 +222,12 @@ class _LayerFactory:
 
 
 def _check_dropout(dropout):
-    if dropout is None:
-        return None
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.number)) or not (
-        0.0 <= dropout < 1.0
-    ):
-        raise ValueError(
-            f"`dropout` must be None or a rate in [0, 1). Received: dropout={dropout!r}"
-        )
-    return float(dropout) or None
+    """None, or a rate in ``[0, 1)`` (0 means no dropout layer: None)."""
+    return None if dropout is None else (check.fraction("dropout", dropout) or None)
 
 
 def _check_output_bias_std(value):
-    if value is None:
-        return None
-    ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
-    if not (ok and math.isfinite(value) and value > 0):
-        raise ValueError(
-            "`output_bias_std` must be None or a positive number. "
-            f"Received: output_bias_std={value!r}"
-        )
-    return float(value)
+    return None if value is None else check.positive_float("output_bias_std", value)
 
 
 def _build(body, name, input_shape, num_classes, estimator, num_train_examples, bayesian,
@@ -275,7 +237,7 @@ def _build(body, name, input_shape, num_classes, estimator, num_train_examples, 
     dropout = _check_dropout(dropout)
     output_bias_std = _check_output_bias_std(output_bias_std)
     num_classes = _check_num_classes(num_classes)
-    _check_estimator(estimator)
+    check.choice("estimator", estimator, ESTIMATORS)
     kl_weight = 1.0
     if bayesian:
         n = _check_num_train_examples(num_train_examples, "when bayesian=True")
@@ -600,10 +562,11 @@ _LINEAR_WITHOUT_TWIN = (
 )
 
 
-def _why_not_convertible(layer):
-    """None if ``layer`` converts, else the reason (for layers of the linear family).
+def _blocker(layer) -> str | None:
+    """Why a linear layer cannot be converted, or None (it converts, or is not linear).
 
-    Returns ``"keep"`` for layers that are not linear maps (pooling, norms...).
+    Not linear maps (pooling, normalisation, activations, ...) return None:
+    they are cloned as they are.
     """
     cls = type(layer)
     if cls in _CONVERTIBLE:
@@ -622,21 +585,20 @@ def _why_not_convertible(layer):
         return f"a subclass of {base}"
     if isinstance(layer, _LINEAR_WITHOUT_TWIN):
         return "no Bayesian twin"
-    if isinstance(layer, keras.Model) and not _is_graph_model(layer):
+    if isinstance(layer, keras.Model) and not is_graph_model(layer):
         inner = [
-            sub for sub in layer._flatten_layers(include_self=False, recursive=True)
+            sub for sub in all_layers(layer)
             if type(sub) in _CONVERTIBLE or isinstance(sub, _LINEAR_WITHOUT_TWIN)
         ]
         if inner:
             return "a subclassed model holding convertible layers (only Sequential and " \
                 "functional models can be rebuilt)"
-    return "keep"
+    return None
 
 
-def _is_graph_model(model):
-    from keras.src.models.functional import Functional
-
-    return isinstance(model, (keras.Sequential, Functional))
+def _converts(layer) -> bool:
+    """True when ``layer`` is exactly Dense / ConvND and has no `_blocker`."""
+    return type(layer) in _CONVERTIBLE and _blocker(layer) is None
 
 
 def _clone_graph(model, clone_layer, cache):
@@ -650,27 +612,49 @@ def _clone_graph(model, clone_layer, cache):
     input_tensors = None
     if not isinstance(model, keras.Sequential):
         input_tensors = keras.tree.map_structure(
-            lambda t: keras.Input(
-                batch_shape=t.shape, dtype=t.dtype, name=t._keras_history.operation.name
-            ),
+            lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=input_layer_name(t)),
             model.input,
         )
 
     def clone_function(layer):
-        if _is_graph_model(layer):
+        if is_graph_model(layer):
             return _clone_graph(layer, clone_layer, cache)
         return clone_layer(layer)
 
-    return keras.models.clone_model(
-        model, input_tensors=input_tensors, clone_function=clone_function, cache=cache
-    )
+    return clone_model(model, input_tensors=input_tensors, clone_function=clone_function,
+                       cache=cache)
 
 
-def _parse_skip(skip):
-    if isinstance(skip, (str, type)):
-        skip = (skip,)
+@dataclasses.dataclass(frozen=True)
+class _SkipRule:
+    """Which layers `to_bayesian` keeps deterministic.
+
+    Attributes:
+        names: layer names given in ``skip``.
+        classes: layer classes given in ``skip`` (matched with ``isinstance``).
+        nested: ids of the layers inside a skipped nested model (a skipped
+            nested model keeps every layer inside it deterministic).
+    """
+
+    names: frozenset
+    classes: tuple
+    nested: frozenset
+
+    def __contains__(self, layer) -> bool:
+        return (layer.name in self.names or isinstance(layer, self.classes)
+                or id(layer) in self.nested)
+
+
+def _skip_rule(model, skip) -> _SkipRule:
+    """Parse ``skip`` against the layers of ``model``.
+
+    Raises:
+        TypeError: an entry that is neither a str nor a Layer class.
+        ValueError: a name that is not a layer of the model.
+    """
+    items = (skip,) if isinstance(skip, (str, type)) else tuple(skip)
     names, classes = set(), []
-    for item in skip:
+    for item in items:
         if isinstance(item, str):
             names.add(item)
         elif isinstance(item, type) and issubclass(item, keras.layers.Layer):
@@ -680,11 +664,138 @@ def _parse_skip(skip):
                 "`skip` must hold layer names (str) or keras.layers.Layer classes. "
                 f"Received: skip={skip!r}"
             )
-    return names, tuple(classes)
+    layers = all_layers(model)
+    missing = names - {layer.name for layer in layers}
+    if missing:
+        raise ValueError(
+            f"`skip` names layers that the model does not have: {sorted(missing)}. "
+            f"Received: skip={skip!r}"
+        )
+    classes = tuple(classes)
+    nested = frozenset(
+        id(sub)
+        for layer in layers
+        if isinstance(layer, keras.Model) and (layer.name in names or isinstance(layer, classes))
+        for sub in all_layers(layer)
+    )
+    return _SkipRule(frozenset(names), classes, nested)
 
 
-def _all_layers(model):
-    return list(model._flatten_layers(include_self=False, recursive=True))
+def _check_convertible(model, estimator, num_train_examples, moped_delta, skip) -> _SkipRule:
+    """Step 1 of `to_bayesian`: check the arguments and that every layer converts.
+
+    Returns:
+        The `_SkipRule` of ``skip``.
+
+    Raises:
+        ValueError, TypeError: as listed in `to_bayesian`.
+    """
+    check.choice("estimator", estimator, ESTIMATORS)
+    _check_num_train_examples(num_train_examples, "by to_bayesian")
+    if moped_delta is not None:
+        check.finite_float("moped_delta", moped_delta, minimum=0.0, strict=True,
+                           what="a positive number or None")
+    if not isinstance(model, keras.Model) or not is_graph_model(model):
+        raise ValueError(
+            "`to_bayesian` rebuilds Sequential and functional models only (a subclassed "
+            "model has no graph to rebuild). Received: "
+            f"model={getattr(model, 'name', model)!r} of type {type(model).__name__}"
+        )
+    if not model.built:
+        raise ValueError(
+            "The model must be built (called on data or given an Input) so that its "
+            f"weights can be copied. Received: model={model.name!r} (not built)"
+        )
+    rule = _skip_rule(model, skip)
+    bad = [
+        f"{layer.name!r} ({type(layer).__name__}: {_blocker(layer)})"
+        for layer in all_layers(model)
+        if layer not in rule and _blocker(layer) is not None
+    ]
+    if bad:
+        raise ValueError(
+            "These layers have no Bayesian conversion: " + ", ".join(bad) + ". Pass their "
+            "names or classes in `skip=` to keep them deterministic. Received: "
+            f"skip={skip!r}"
+        )
+    return rule
+
+
+_PENALTIES = ("kernel_regularizer", "bias_regularizer", "kernel_constraint", "bias_constraint")
+
+
+def _bayesian_twin(layer, estimator: str, options: dict, seed: int | None):
+    """The Bayesian layer of ``layer``'s rank and ``estimator``, same hyper-parameters.
+
+    Args:
+        layer: a Dense / Conv1D / Conv2D / Conv3D (exactly that type).
+        options: ``prior, posterior_std_init, kl_weight, centered_prior``.
+        seed: the new layer's seed.
+    """
+    cfg = layer.get_config()
+    rank = _CONVERTIBLE[type(layer)]
+    kwargs = dict(options, activation=cfg["activation"], use_bias=cfg["use_bias"],
+                  name=layer.name, dtype=layer.dtype_policy, seed=seed)
+    if cfg.get("activity_regularizer") is not None:
+        kwargs["activity_regularizer"] = cfg["activity_regularizer"]
+    cls = layer_class(rank, estimator)
+    if rank == 0:
+        return cls(cfg["units"], **kwargs)
+    return cls(cfg["filters"], cfg["kernel_size"], strides=cfg["strides"],
+               padding=cfg["padding"], data_format=cfg["data_format"],
+               dilation_rate=cfg["dilation_rate"], **kwargs)
+
+
+class _TwinCloner:
+    """Step 2 of `to_bayesian`: the ``clone_function`` that makes the twins.
+
+    Called once per layer by ``clone_model``; converted layer ``i`` (in call
+    order) gets the seed ``seed + i``. It records, as its own attributes,
+
+    * ``pairs``: ``(old, new, converted)`` for every cloned layer, which
+      `_init_posterior` reads;
+    * ``dropped``: names of converted layers whose regularizers /
+      constraints were dropped.
+    """
+
+    def __init__(self, rule: _SkipRule, estimator: str, options: dict, seed: int | None):
+        self.rule = rule
+        self.estimator = estimator
+        self.options = options
+        self.seed = seed
+        self.pairs: list[tuple[keras.layers.Layer, keras.layers.Layer, bool]] = []
+        self.dropped: list[str] = []
+
+    def __call__(self, layer):
+        if layer in self.rule or not _converts(layer):
+            new = layer.__class__.from_config(layer.get_config())
+            self.pairs.append((layer, new, False))
+            return new
+        if any(layer.get_config().get(k) is not None for k in _PENALTIES):
+            self.dropped.append(layer.name)
+        index = sum(converted for _, _, converted in self.pairs)
+        seed = None if self.seed is None else int(self.seed) + index
+        new = _bayesian_twin(layer, self.estimator, self.options, seed)
+        self.pairs.append((layer, new, True))
+        return new
+
+
+def _init_posterior(old, new, moped_delta: float | None) -> None:
+    """Step 3 of `to_bayesian`: the twin's posterior from the trained layer.
+
+    ``kernel_loc = w``; with MOPED ``sigma = max(delta * |w|, MOPED_SIGMA_FLOOR)``
+    (else the layer's ``posterior_std_init``); a centred prior's location is
+    ``w``; the bias is copied.
+    """
+    w = keras.ops.convert_to_numpy(old.kernel)
+    new.kernel_loc.assign(w)
+    if moped_delta is not None:
+        sigma = np.maximum(float(moped_delta) * np.abs(w), MOPED_SIGMA_FLOOR)
+        new.kernel_rho.assign(rho_from_sigma(sigma).astype(w.dtype))
+    if new.kernel_prior_loc is not None:
+        new.kernel_prior_loc.assign(w)
+    if new.bias is not None:
+        new.bias.assign(keras.ops.convert_to_numpy(old.bias))
 
 
 def to_bayesian(
@@ -693,11 +804,12 @@ def to_bayesian(
     num_train_examples: int | None = None,
     moped_delta: float | None = None,
     prior=None,
-    center_prior: bool = False,
+    centered_prior: bool = False,
     skip: Iterable = (),
     *,
     posterior_std_init: float = 1e-3,
     seed: int | None = None,
+    center_prior: bool | None = None,
 ) -> keras.Model:
     """Convert a trained deterministic Keras model into a Bayesian one.
 
@@ -715,7 +827,7 @@ def to_bayesian(
       ``sigma = posterior_std_init`` for every weight. The floor keeps ``rho``
       finite and trainable where ``w == 0``;
     * ``kl_weight = 1 / num_train_examples``;
-    * with ``center_prior=True`` the prior is centred on the trained kernel
+    * with ``centered_prior=True`` the prior is centred on the trained kernel
       (``kernel_prior_loc = w``; the KL is ``KL(N(mu, sigma) || p(. - w))``),
       an empirical-Bayes prior that pulls the posterior towards the
       pretrained solution rather than towards 0.
@@ -739,7 +851,8 @@ def to_bayesian(
         moped_delta: MOPED's relative std ``delta`` (> 0), e.g. 0.1; None
             uses ``posterior_std_init``.
         prior: prior of the new layers (None: ``priors.Normal(0, 1)``).
-        center_prior: centre the prior on the trained kernels.
+        centered_prior: centre the prior on the trained kernels (the layers'
+            ``centered_prior``).
         skip: layer names (str) and/or layer classes (matched with
             ``isinstance``) to keep deterministic; names and classes of layers
             inside nested models match too, and a skipped nested model keeps
@@ -748,6 +861,8 @@ def to_bayesian(
             layers' default 1e-3, so the converted model starts at the trained one).
         seed: int; converted layer ``i`` (in graph order) draws with
             ``seed + i`` (keyword-only).
+        center_prior: deprecated alias of ``centered_prior`` (keyword-only;
+            emits a ``DeprecationWarning``).
 
     Returns:
         A new ``keras.Model`` (same class of graph, same name), uncompiled.
@@ -762,6 +877,11 @@ def to_bayesian(
             Dense / ConvND, quantized or LoRA layers) and are not in ``skip``;
             the message names all of them.
 
+    The conversion runs in three steps: `_check_convertible` (arguments and
+    layers), `_TwinCloner` (the graph rebuilt with a Bayesian twin for every
+    convertible layer) and `_init_posterior` (posterior means, stds, centred
+    priors and biases from the trained weights).
+
     Example:
     >>> import keras
     >>> from tfp_bcnn import models
@@ -770,133 +890,33 @@ def to_bayesian(
     >>> type(bnn.get_layer("out")).__name__
     'DenseFlipout'
     """
-    _check_estimator(estimator)
-    n = _check_num_train_examples(num_train_examples, "by to_bayesian")
-    if moped_delta is not None:
-        try:
-            delta = float(moped_delta)
-        except (TypeError, ValueError):
-            delta = float("nan")
-        if not (delta > 0 and math.isfinite(delta)):
-            raise ValueError(
-                f"`moped_delta` must be a positive number or None. "
-                f"Received: moped_delta={moped_delta!r}"
-            )
-    if not isinstance(model, keras.Model) or not _is_graph_model(model):
-        raise ValueError(
-            "`to_bayesian` rebuilds Sequential and functional models only (a subclassed "
-            "model has no graph to rebuild). Received: "
-            f"model={getattr(model, 'name', model)!r} of type {type(model).__name__}"
-        )
-    if not model.built:
-        raise ValueError(
-            "The model must be built (called on data or given an Input) so that its "
-            f"weights can be copied. Received: model={model.name!r} (not built)"
-        )
-
-    names, classes = _parse_skip(skip)
-    all_layers = _all_layers(model)
-    missing = names - {layer.name for layer in all_layers}
-    if missing:
-        raise ValueError(
-            f"`skip` names layers that the model does not have: {sorted(missing)}. "
-            f"Received: skip={skip!r}"
-        )
-
-    # A skipped nested model keeps every layer inside it deterministic.
-    inside_skipped = {
-        id(sub)
-        for layer in all_layers
-        if isinstance(layer, keras.Model) and (layer.name in names or isinstance(layer, classes))
-        for sub in _all_layers(layer)
-    }
-
-    def skipped(layer):
-        return (
-            layer.name in names or isinstance(layer, classes) or id(layer) in inside_skipped
-        )
-
-    bad = []
-    for layer in all_layers:
-        if skipped(layer):
-            continue
-        reason = _why_not_convertible(layer)
-        if reason not in (None, "keep"):
-            bad.append(f"{layer.name!r} ({type(layer).__name__}: {reason})")
-    if bad:
-        raise ValueError(
-            "These layers have no Bayesian conversion: " + ", ".join(bad) + ". Pass their "
-            "names or classes in `skip=` to keep them deterministic. Received: "
-            f"skip={skip!r}"
-        )
-
-    pairs: list[tuple[keras.layers.Layer, keras.layers.Layer, bool]] = []
-    dropped: list[str] = []
-    counter = [0]
-
-    def clone_function(layer):
-        if skipped(layer) or _why_not_convertible(layer) is not None:
-            new = layer.__class__.from_config(layer.get_config())
-            pairs.append((layer, new, False))
-            return new
-        cfg = layer.get_config()
-        rank = _CONVERTIBLE[type(layer)]
-        if any(cfg.get(k) is not None for k in (
-            "kernel_regularizer", "bias_regularizer", "kernel_constraint", "bias_constraint"
-        )):
-            dropped.append(layer.name)
-        kwargs = {
-            "activation": cfg["activation"],
-            "use_bias": cfg["use_bias"],
-            "prior": prior,
-            "posterior_std_init": posterior_std_init,
-            "kl_weight": 1.0 / n,
-            "centered_prior": bool(center_prior),
-            "name": layer.name,
-            "dtype": layer.dtype_policy,
-            "seed": None if seed is None else int(seed) + counter[0],
-        }
-        if cfg.get("activity_regularizer") is not None:
-            kwargs["activity_regularizer"] = cfg["activity_regularizer"]
-        counter[0] += 1
-        cls = layer_class(rank, estimator)
-        if rank == 0:
-            new = cls(cfg["units"], **kwargs)
-        else:
-            new = cls(
-                cfg["filters"],
-                cfg["kernel_size"],
-                strides=cfg["strides"],
-                padding=cfg["padding"],
-                data_format=cfg["data_format"],
-                dilation_rate=cfg["dilation_rate"],
-                **kwargs,
-            )
-        pairs.append((layer, new, True))
-        return new
-
-    new_model = _clone_graph(model, clone_function, cache={})
-    if not new_model.built:
-        new_model.build(model.input_shape)
-    if dropped:
+    if center_prior is not None:
         warnings.warn(
-            "to_bayesian dropped the kernel/bias regularizers and constraints of "
-            f"{dropped}: the prior's KL replaces a weight penalty.",
+            "`center_prior` is deprecated; use `centered_prior` (the layers' name).",
+            DeprecationWarning,
             stacklevel=2,
         )
-
-    for old, new, converted in pairs:
-        if not converted:
+        centered_prior = center_prior
+    rule = _check_convertible(model, estimator, num_train_examples, moped_delta, skip)
+    options = {
+        "prior": prior,
+        "posterior_std_init": posterior_std_init,
+        "kl_weight": 1.0 / num_train_examples,
+        "centered_prior": bool(centered_prior),
+    }
+    cloner = _TwinCloner(rule, estimator, options, seed)
+    new_model = _clone_graph(model, cloner, cache={})
+    if not new_model.built:
+        new_model.build(model.input_shape)
+    if cloner.dropped:
+        warnings.warn(
+            "to_bayesian dropped the kernel/bias regularizers and constraints of "
+            f"{cloner.dropped}: the prior's KL replaces a weight penalty.",
+            stacklevel=2,
+        )
+    for old, new, converted in cloner.pairs:
+        if converted:
+            _init_posterior(old, new, moped_delta)
+        else:
             new.set_weights(old.get_weights())
-            continue
-        w = keras.ops.convert_to_numpy(old.kernel)
-        new.kernel_loc.assign(w)
-        if moped_delta is not None:
-            sigma = np.maximum(float(moped_delta) * np.abs(w), MOPED_SIGMA_FLOOR)
-            new.kernel_rho.assign(rho_from_sigma(sigma).astype(w.dtype))
-        if new.kernel_prior_loc is not None:
-            new.kernel_prior_loc.assign(w)
-        if new.bias is not None:
-            new.bias.assign(keras.ops.convert_to_numpy(old.bias))
     return new_model
-

@@ -6,8 +6,8 @@ Every function draws one figure, writes it as a PNG to ``path`` and returns
 ``pyplot``: importing or calling this module does not change the user's
 matplotlib backend, opens no window, and leaves no figure in pyplot's
 registry (so nothing leaks in a loop). The PNG is written to a temporary file
-in the destination folder and moved into place with :func:`os.replace`, so a
-reader never sees a half-written file; the folder is created if missing.
+in the destination folder and moved into place (``tfp_bcnn._io.atomic_file``),
+so a reader never sees a half-written file; the folder is created if missing.
 
 Functions:
 
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,7 +42,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
+from . import _validation as check
 from . import metrics
+from ._io import atomic_file
 
 __all__ = [
     "reliability_diagram",
@@ -71,17 +72,8 @@ def _new_figure(width: float, height: float) -> Figure:
 def _save(figure: Figure, path: PathLike) -> pathlib.Path:
     """Writes ``figure`` as a PNG to ``path`` atomically and returns the path."""
     path = pathlib.Path(os.fspath(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        # open(..., "xb") creates the file with mode 0o666 & ~umask, like a
-        # plain write would; tempfile's 0o600 would survive the os.replace.
-        with open(tmp, "xb") as handle:
-            figure.savefig(handle, format="png", dpi=_DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "xb") as handle:
+        figure.savefig(handle, format="png", dpi=_DPI)
     return path
 
 
@@ -303,8 +295,7 @@ def uncertainty_histograms(
         ValueError: If a field is missing, not 1-D, empty or not finite, or
             ``bins <= 0``.
     """
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins <= 0:
-        raise ValueError(f"`bins` must be a positive integer. Received: bins={bins!r}")
+    check.positive_int("bins", bins)
     if len(names) != 2:
         raise ValueError(
             f"`names` must hold two names (in, out). Received: names={names!r}"
@@ -506,14 +497,7 @@ def sample_predictions(
     """
     images = np.asarray(images)
     probs = np.asarray(probs, dtype=np.float64)
-    if (
-        isinstance(max_images, bool)
-        or not isinstance(max_images, (int, np.integer))
-        or max_images <= 0
-    ):
-        raise ValueError(
-            f"`max_images` must be a positive integer. Received: max_images={max_images!r}"
-        )
+    check.positive_int("max_images", max_images)
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
     if not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] in (3, 4))):

@@ -29,6 +29,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from . import _validation as check
+
 __all__ = ["Prior", "Normal", "ScaleMixtureNormal", "TFPPrior", "get"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -37,18 +39,6 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 def _normal_log_prob(x, loc, scale):
     z = (x - loc) / scale
     return -0.5 * ops.square(z) - ops.log(scale) - _HALF_LOG_2PI
-
-
-def _positive(name, value):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"`{name}` must be a positive number. Received: {name}={value!r}"
-        ) from None
-    if not value > 0 or not math.isfinite(value):
-        raise ValueError(f"`{name}` must be a positive finite number. Received: {name}={value!r}")
-    return value
 
 
 class Prior:
@@ -102,7 +92,7 @@ class Normal(Prior):
 
     def __init__(self, loc: float = 0.0, scale: float = 1.0):
         self.loc = float(loc)
-        self.scale = _positive("scale", scale)
+        self.scale = check.positive_float("scale", scale)
 
     def kl(self, loc, scale, sample=None):
         # (s^2 + (m - loc)^2) / (2 scale^2) - log s + (log scale - 1/2): the
@@ -136,12 +126,9 @@ class ScaleMixtureNormal(Prior):
     needs_sample = True
 
     def __init__(self, mix: float = 0.5, scale1: float = 1.0, scale2: float = 0.0025):
-        mix = float(mix)
-        if not 0.0 < mix <= 1.0:
-            raise ValueError(f"`mix` must be in (0, 1]. Received: mix={mix!r}")
-        self.mix = mix
-        self.scale1 = _positive("scale1", scale1)
-        self.scale2 = _positive("scale2", scale2)
+        self.mix = check.fraction("mix", mix, include_zero=False, include_one=True)
+        self.scale1 = check.positive_float("scale1", scale1)
+        self.scale2 = check.positive_float("scale2", scale2)
 
     def log_prob(self, x):
         lp1 = _normal_log_prob(x, 0.0, self.scale1) + math.log(self.mix)

@@ -47,6 +47,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from . import _validation as check
+from ._compat import all_layers
 from .kl import bayesian_layers
 from .layers import GaussianHead, MCDropout
 
@@ -252,7 +254,7 @@ def _can_tile(model) -> bool:
     """
     if any(
         isinstance(layer, MCDropout) and layer.shares_mask_across_batch
-        for layer in model._flatten_layers(include_self=False, recursive=True)
+        for layer in all_layers(model)
     ):
         return False
     return all(layer.estimator != "reparameterization" for layer in bayesian_layers(model))
@@ -282,12 +284,6 @@ def _input_spec(model):
             f"predict() supports models with one input. Received: a model with {len(inputs)} inputs"
         )
     return tuple(inputs[0].shape), inputs[0].dtype
-
-
-def _check_positive_int(name, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
-    return int(value)
 
 
 def _check_batch(x: np.ndarray, shape) -> None:
@@ -541,7 +537,7 @@ def _is_stochastic(model) -> bool:
         return True
     return any(
         isinstance(layer, MCDropout) and layer.rate > 0
-        for layer in model._flatten_layers(include_self=False, recursive=True)
+        for layer in all_layers(model)
     )
 
 
@@ -696,8 +692,8 @@ def predict(
     >>> p.mean.shape, p.epistemic.shape, p.samples
     ((5, 10), (5,), None)
     """
-    num_samples = _check_positive_int("num_samples", num_samples)
-    batch_size = _check_positive_int("batch_size", batch_size)
+    num_samples = check.integer("num_samples", num_samples, minimum=1)
+    batch_size = check.integer("batch_size", batch_size, minimum=1)
     if isinstance(model, (list, tuple)):
         return _ensemble(model, x, num_samples, batch_size, bool(return_samples),
                          bool(from_logits), verbose)

@@ -7,12 +7,12 @@ rank and an estimator fixed; nothing else differs between them.
 
 from __future__ import annotations
 
-import math
 
 import keras
 import numpy as np
 from keras import ops
 
+from .. import _validation as check
 from .. import priors as priors_lib
 
 ESTIMATORS = ("reparameterization", "flipout", "local_reparameterization")
@@ -21,15 +21,9 @@ ESTIMATORS = ("reparameterization", "flipout", "local_reparameterization")
 SIGMA_FLOOR = 1e-8
 
 
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-    return int(value)
-
-
 def _normalize_tuple(name, value, rank):
     received = value
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    if check.is_int(value):
         value = (int(value),) * rank
     try:
         value = tuple(value)
@@ -37,9 +31,7 @@ def _normalize_tuple(name, value, rank):
         raise ValueError(
             f"`{name}` must be an int or a tuple of {rank} ints. Received: {name}={value!r}"
         ) from None
-    if len(value) != rank or any(
-        isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0 for v in value
-    ):
+    if len(value) != rank or not all(check.is_int(v) and v > 0 for v in value):
         raise ValueError(
             f"`{name}` must be a positive int or a tuple of {rank} positive ints. "
             f"Received: {name}={received!r}"
@@ -155,50 +147,21 @@ class BayesianLayer(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if estimator not in ESTIMATORS:
-            raise ValueError(
-                f"Unknown `estimator`; expected one of {ESTIMATORS}. "
-                f"Received: estimator={estimator!r}"
-            )
+        check.choice("estimator", estimator, ESTIMATORS)
         self.rank = int(rank)
         self.estimator = estimator
         name = "units" if self.rank == 0 else "filters"
-        self.units = _check_positive_int(name, units)
+        self.units = check.positive_int(name, units)
         if self.rank > 0:
             self.kernel_size = _normalize_tuple("kernel_size", kernel_size, self.rank)
             self.strides = _normalize_tuple("strides", strides, self.rank)
             self.dilation_rate = _normalize_tuple("dilation_rate", dilation_rate, self.rank)
-            padding = str(padding).lower()
-            if padding not in ("valid", "same"):
-                raise ValueError(
-                    f"`padding` must be 'valid' or 'same'. Received: padding={padding!r}"
-                )
-            self.padding = padding
+            self.padding = check.choice("padding", str(padding).lower(), ("valid", "same"))
             data_format = data_format or keras.config.image_data_format()
-            if data_format not in ("channels_last", "channels_first"):
-                raise ValueError(
-                    "`data_format` must be 'channels_last' or 'channels_first'. "
-                    f"Received: data_format={data_format!r}"
-                )
-            self.data_format = data_format
-        try:
-            std = float(posterior_std_init)
-        except (TypeError, ValueError):
-            std = float("nan")
-        if not (std > 0 and math.isfinite(std)):
-            raise ValueError(
-                "`posterior_std_init` must be a positive number. "
-                f"Received: posterior_std_init={posterior_std_init!r}"
-            )
-        self.posterior_std_init = std
-        try:
-            kl_value = float(kl_weight)
-        except (TypeError, ValueError):
-            kl_value = float("nan")
-        if not (kl_value >= 0 and math.isfinite(kl_value)):
-            raise ValueError(
-                f"`kl_weight` must be a number >= 0. Received: kl_weight={kl_weight!r}"
-            )
+            self.data_format = check.choice("data_format", data_format,
+                                            ("channels_last", "channels_first"))
+        self.posterior_std_init = check.positive_float("posterior_std_init", posterior_std_init)
+        kl_value = check.finite_float("kl_weight", kl_weight, minimum=0.0)
         self._initial_kl_weight = kl_value
         self.prior = priors_lib.get(prior)
         self.activation = keras.activations.get(activation)
@@ -325,7 +288,7 @@ class BayesianLayer(keras.layers.Layer):
             kl = kl * mask
         return ops.sum(kl)
 
-    def kl_divergence(self, kernel_sample=None, bias_sample=None, *, _sigma=None):
+    def kl_divergence(self, kernel_sample=None, bias_sample=None):
         """KL(q || p), summed over the unpruned weights (not scaled by kl_weight).
 
         A pruned weight (mask 0) contributes nothing: its posterior is the point
@@ -338,8 +301,11 @@ class BayesianLayer(keras.layers.Layer):
             kernel_sample: a kernel drawn from the posterior in the same pass
                 (needed by Monte Carlo priors); drawn here when None.
         """
+        return self._kl(kernel_sample, bias_sample, self.kernel_sigma)
+
+    def _kl(self, kernel_sample, bias_sample, sigma):
+        """`kl_divergence` with the kernel std ``sigma`` already computed by `call`."""
         loc = ops.convert_to_tensor(self.kernel_loc)
-        sigma = self.kernel_sigma if _sigma is None else _sigma
         if kernel_sample is None and self.prior.needs_sample:
             eps = keras.random.normal(ops.shape(loc), seed=self.seed_generator)
             kernel_sample = loc + sigma * eps
@@ -366,7 +332,9 @@ class BayesianLayer(keras.layers.Layer):
             return (shape[0], channels, *ones)
         return (shape[0], *ones, channels)
 
-    def _bias_shape(self, ndim):
+    def _bias_shape(self):
+        """Shape that broadcasts a ``(units,)`` bias over the outputs: ``(units,)``,
+        or ``(units, 1, ..., 1)`` (``rank`` ones) for ``channels_first``."""
         if self.rank > 0 and self.data_format == "channels_first":
             return (self.units,) + (1,) * self.rank
         return (self.units,)
@@ -393,7 +361,7 @@ class BayesianLayer(keras.layers.Layer):
             var = self.linear(ops.square(inputs), ops.square(s))
             noise = keras.random.normal(ops.shape(mean), seed=self.seed_generator)
             if self.bias_loc is not None:
-                var = var + ops.reshape(ops.square(self.bias_sigma), self._bias_shape(None))
+                var = var + ops.reshape(ops.square(self.bias_sigma), self._bias_shape())
             outputs = mean + _safe_sqrt(var) * noise
             if self.prior.needs_sample:
                 eps = keras.random.normal(ops.shape(loc), seed=self.seed_generator)
@@ -401,25 +369,25 @@ class BayesianLayer(keras.layers.Layer):
 
         bias_sample = None
         if self.bias is not None:
-            outputs = outputs + ops.reshape(self.bias, self._bias_shape(None))
+            outputs = outputs + ops.reshape(self.bias, self._bias_shape())
         elif self.bias_loc is not None:
             if self.estimator == "local_reparameterization":
-                outputs = outputs + ops.reshape(self.bias_loc, self._bias_shape(None))
+                outputs = outputs + ops.reshape(self.bias_loc, self._bias_shape())
             elif self.estimator == "flipout":
                 # One bias draw per example, like the kernel's perturbation, so
                 # the rows of a tiled batch are independent samples.
                 b_eps = keras.random.normal(
                     self._sign_shape(inputs, self.units), seed=self.seed_generator
                 )
-                b_sigma = ops.reshape(self.bias_sigma, self._bias_shape(None))
-                b_loc = ops.reshape(self.bias_loc, self._bias_shape(None))
+                b_sigma = ops.reshape(self.bias_sigma, self._bias_shape())
+                b_loc = ops.reshape(self.bias_loc, self._bias_shape())
                 outputs = outputs + b_loc + b_sigma * b_eps
             else:
                 b_eps = keras.random.normal((self.units,), seed=self.seed_generator)
                 bias_sample = self.bias_loc + self.bias_sigma * b_eps
-                outputs = outputs + ops.reshape(bias_sample, self._bias_shape(None))
+                outputs = outputs + ops.reshape(bias_sample, self._bias_shape())
 
-        kl = self.kl_divergence(kernel_sample, bias_sample, _sigma=sigma)
+        kl = self._kl(kernel_sample, bias_sample, sigma)
         self.add_loss(ops.cast(self.kl_weight, kl.dtype) * kl)
         if self.activation is not None:
             outputs = self.activation(outputs)

@@ -6,16 +6,10 @@ import numbers
 
 import keras
 
+from .. import _validation as check
 from ._base import _ReplicaSeedGenerator
 
 __all__ = ["MCDropout"]
-
-
-def _check_rate(rate):
-    ok = isinstance(rate, numbers.Real) and not isinstance(rate, bool) and 0.0 <= rate < 1.0
-    if not ok:
-        raise ValueError(f"`rate` must be a number in [0, 1). Received: rate={rate!r}")
-    return float(rate)
 
 
 def _check_noise_shape(noise_shape):
@@ -85,7 +79,7 @@ class MCDropout(keras.layers.Layer):
 
     def __init__(self, rate: float, noise_shape=None, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.rate = _check_rate(rate)
+        self.rate = check.fraction("rate", rate)
         self.noise_shape = _check_noise_shape(noise_shape)
         self.seed = seed
         self.seed_generator = _ReplicaSeedGenerator(seed)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from .. import _validation as check
+
 
 @keras.saving.register_keras_serializable(package="tfp_bcnn")
 class GaussianHead(keras.layers.Layer):
@@ -26,10 +28,8 @@ class GaussianHead(keras.layers.Layer):
 
     def __init__(self, units, min_std=1e-3, kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
-        if isinstance(units, bool) or not isinstance(units, int) or units <= 0:
-            raise ValueError(f"`units` must be a positive integer. Received: units={units!r}")
-        if not float(min_std) > 0:
-            raise ValueError(f"`min_std` must be > 0. Received: min_std={min_std!r}")
+        units = check.positive_int("units", units)
+        min_std = check.positive_float("min_std", min_std)
         self.units = units
         self.min_std = float(min_std)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import keras
 
+from .. import _validation as check
 from ._base import BayesianLayer
 
 
@@ -213,10 +214,7 @@ def layer_class(rank: int, estimator: str):
     """The public class for a rank (0 = Dense, 1-3 = ConvND) and an estimator."""
     from ._base import ESTIMATORS
 
-    if estimator not in ESTIMATORS:
-        raise ValueError(
-            f"Unknown `estimator`; expected one of {ESTIMATORS}. Received: estimator={estimator!r}"
-        )
+    check.choice("estimator", estimator, ESTIMATORS)
     if (rank, estimator) not in LAYER_CLASSES:
         raise ValueError(f"`rank` must be 0 (Dense), 1, 2 or 3. Received: rank={rank!r}")
     return LAYER_CLASSES[(rank, estimator)]

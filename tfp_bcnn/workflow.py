@@ -1,0 +1,427 @@
+"""Train, evaluate, prune and export: the steps of the command line and the main job.
+
+Each step is a function with its policy written here once, so that
+``tfp-bcnn`` (``cli.py``, argument parsing only) and the main job
+(``demo.py``) compute every number the same way:
+
+* training: ``compile_model`` (Adam, sparse cross-entropy, the ``kl`` metric)
+  then ``fit`` (``TerminateOnNaN``, optional KL annealing);
+* evaluation: ``evaluate_and_report`` (metrics, OOD, rotation, plots, JSON);
+* pruning: ``finetune_schedule`` (a polynomial schedule that reaches the target
+  sparsity one epoch before the end of fine-tuning, pruning four times an
+  epoch), ``prune_and_finetune`` (prune, fit, strip);
+* export: ``export_all`` (SavedModel and sparse TFLite) and
+  ``tflite_agreement`` (the TFLite file against the Keras model on held-out
+  images: accuracies, argmax agreement, mean absolute difference of the
+  predictive means, latency).
+
+Models and reports are written atomically (``tfp_bcnn._io``). This is the only
+module of the library that imports ``tfp_bcnn.export``; nothing here imports
+``cli`` or ``demo``.
+
+The ``run_*`` functions are the commands of ``tfp-bcnn``: they take plain
+values, print what the command prints and return 0.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = [
+    "compile_model",
+    "build_model",
+    "evaluate_and_report",
+    "export_all",
+    "finetune_schedule",
+    "fit",
+    "fmt",
+    "load_data",
+    "load_model",
+    "mc_accuracy",
+    "print_report",
+    "print_table",
+    "prune_and_finetune",
+    "run_evaluate",
+    "run_export",
+    "run_prune",
+    "run_train",
+    "save_model",
+    "tflite_agreement",
+]
+
+#: Builders of ``tfp_bcnn.models`` that the commands can train.
+MODELS = ("lenet5", "alexnet", "three_conv_three_fc")
+
+
+# ------------------------------------------------------------------ printing
+def print_table(rows: Sequence[Sequence], headers: Sequence[str], out=None) -> None:
+    """Print ``rows`` as a Markdown table with columns padded to their widest cell.
+
+    Args:
+        rows: sequences of cells (any values; printed with ``str``).
+        headers: one header per column.
+        out: a text stream; default ``sys.stdout`` (looked up at call time).
+    """
+    out = sys.stdout if out is None else out
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
+              for i, h in enumerate(headers)]
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |"
+    print(line, file=out)
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|", file=out)
+    for r in cells:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |", file=out)
+
+
+def fmt(value, digits: int = 4) -> str:
+    """A float with ``digits`` decimals; anything else with ``str``."""
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+# ------------------------------------------------------------ files and data
+def save_model(model, path) -> Path:
+    """Save ``model`` to a ``.keras`` file atomically; returns the path.
+
+    Raises:
+        ValueError: ``path`` does not end in ``.keras``.
+    """
+    from ._io import atomic_file
+
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"The output must end in .keras. Received: output={str(path)!r}")
+    with atomic_file(path) as tmp:
+        model.save(tmp)
+    return path
+
+
+def load_model(path):
+    """Load a ``.keras`` file with Keras' safe mode (tfp_bcnn layers registered).
+
+    Raises:
+        ValueError: no such file, or a file Keras cannot load (the message
+            gives Keras' error and the path).
+    """
+    import keras
+
+    import tfp_bcnn  # noqa: F401  (registers the layers)
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"No such model file. Received: model={str(path)!r}")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as err:  # keras raises many types for a corrupt zip
+        raise ValueError(
+            f"Could not load the Keras model ({type(err).__name__}: {err}). "
+            f"Received: model={str(path)!r}"
+        ) from err
+
+
+def load_data(name):
+    """``((x_train, y_train), (x_test, y_test))`` of a named set or ``.npz`` path."""
+    from . import datasets
+
+    return datasets.get(name)
+
+
+# ------------------------------------------------------------------ training
+def compile_model(model, learning_rate: float):
+    """Compile with the recommended settings (``models.compile_bayesian``)."""
+    from .models import compile_bayesian
+
+    return compile_bayesian(model, learning_rate)
+
+
+def build_model(name: str, input_shape, num_classes: int, num_train: int, *,
+                estimator: str = "flipout", bayesian: bool = True):
+    """A model of the zoo by builder name, Bayesian (``kl_weight = 1/num_train``) or not."""
+    from . import models
+
+    builder = getattr(models, name)
+    kwargs = dict(input_shape=input_shape, num_classes=num_classes, bayesian=bayesian)
+    if bayesian:
+        kwargs.update(estimator=estimator, num_train_examples=num_train)
+    return builder(**kwargs)
+
+
+def fit(model, x, y, *, epochs, batch_size, kl_schedule="constant", warmup_epochs=1,
+        verbose=1, extra_callbacks=(), validation=None):
+    """``model.fit`` with ``TerminateOnNaN`` and, for a Bayesian model and a
+    non-constant ``kl_schedule``, ``KLAnnealing(kl_schedule, warmup_epochs)``.
+
+    Returns:
+        The Keras ``History``.
+    """
+    import keras
+
+    from ._annealing import KLAnnealing
+    from .kl import bayesian_layers
+
+    callbacks = [keras.callbacks.TerminateOnNaN(), *extra_callbacks]
+    if any(True for _ in bayesian_layers(model)) and kl_schedule != "constant":
+        callbacks.append(KLAnnealing(schedule=kl_schedule, warmup_epochs=warmup_epochs))
+    return model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=verbose,
+                     callbacks=callbacks, validation_data=validation)
+
+
+def mc_accuracy(model, x, y, num_samples: int = 16) -> float:
+    """Accuracy of the Monte Carlo predictive mean (``num_samples`` samples)."""
+    from . import metrics
+    from .uncertainty import predict
+
+    return metrics.accuracy(predict(model, x, num_samples=num_samples).mean, y)
+
+
+# ---------------------------------------------------------------- evaluation
+def evaluate_and_report(model, x_test, y_test, out_dir, *, num_samples, name="model",
+                        verbose=1) -> dict:
+    """``evaluation.evaluate_classifier`` plus its plots and a JSON report.
+
+    Writes ``<name>_reliability.png``, ``<name>_samples.png``,
+    ``<name>_ood_histograms.png`` (when the letters set applies),
+    ``<name>_rotation.png`` (when rotations were evaluated) and
+    ``<name>_report.json`` into ``out_dir``.
+
+    Returns:
+        The report of ``evaluate_classifier`` with ``files``: ``{kind: path}``.
+    """
+    from . import plots
+    from ._io import atomic_file
+    from .evaluation import evaluate_classifier, json_ready
+
+    report = evaluate_classifier(model, x_test, y_test, num_samples=num_samples,
+                                 verbose=verbose)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    preds = report["_predictions"]
+    files = {
+        "reliability": plots.reliability_diagram(
+            preds["test"].mean, y_test, out_dir / f"{name}_reliability.png"),
+        "samples": plots.sample_predictions(
+            x_test[:8], preds["test"].mean[:8], out_dir / f"{name}_samples.png",
+            labels=y_test[:8]),
+    }
+    if "letters" in preds:
+        files["ood_histograms"] = plots.uncertainty_histograms(
+            preds["test"], preds["letters"], out_dir / f"{name}_ood_histograms.png")
+    if report["rotation"]:
+        files["rotation"] = plots.rotation_curve(
+            [r["angle"] for r in report["rotation"]],
+            [r["accuracy"] for r in report["rotation"]],
+            [r["epistemic"] for r in report["rotation"]],
+            out_dir / f"{name}_rotation.png")
+    report["files"] = {k: str(v) for k, v in files.items()}
+    with atomic_file(out_dir / f"{name}_report.json") as tmp:
+        Path(tmp).write_text(json.dumps(json_ready(report), indent=2))
+    report["files"]["report"] = str(out_dir / f"{name}_report.json")
+    return report
+
+
+def print_report(report: dict, title: str) -> None:
+    """Print the metrics, OOD AUROCs and rotation curve of a report as tables."""
+    print(f"\n{title}")
+    rows = [(k, fmt(report[k])) for k in
+            ("accuracy", "nll", "brier", "ece", "aleatoric", "epistemic")]
+    for name, r in report["ood"].items():
+        rows.append((f"OOD AUROC {name} (epistemic)", fmt(r["auroc_epistemic"])))
+        rows.append((f"OOD AUROC {name} (entropy)", fmt(r["auroc_entropy"])))
+    print_table(rows, ["metric", "value"])
+    if report["rotation"]:
+        print("\nrotated test set")
+        print_table([(int(r["angle"]), fmt(r["accuracy"]), fmt(r["epistemic"]))
+                     for r in report["rotation"]], ["angle", "accuracy", "epistemic"])
+
+
+# ------------------------------------------------------------------- pruning
+def finetune_schedule(num_examples: int, batch_size: int, epochs: int,
+                      final_sparsity: float):
+    """The pruning schedule of fine-tuning: 0 to ``final_sparsity`` by
+    ``PolynomialDecay``, ending one epoch before the last (so the last epoch
+    trains the final mask), pruning four times an epoch.
+
+    With ``s = ceil(num_examples / batch_size)`` steps an epoch:
+    ``end_step = s * max(1, epochs - 1)`` and ``frequency = max(1, s // 4)``.
+
+    Returns:
+        A ``pruning.PolynomialDecay``.
+    """
+    import math
+
+    from . import pruning
+
+    steps = max(1, math.ceil(num_examples / batch_size))
+    end = max(1, steps * max(1, epochs - 1))
+    return pruning.PolynomialDecay(0.0, final_sparsity, 0, end, frequency=max(1, steps // 4))
+
+
+def prune_and_finetune(model, x, y, *, final_sparsity, criterion, epochs, batch_size,
+                       learning_rate, scope="global", verbose=1):
+    """Prune ``model`` while fine-tuning it on ``(x, y)``; returns it stripped.
+
+    The schedule is `finetune_schedule`; the model is recompiled (a fresh
+    optimizer, so steps count from 0) with ``learning_rate``.
+    """
+    from . import pruning
+
+    schedule = finetune_schedule(len(x), batch_size, epochs, final_sparsity)
+    pruning.prune(model, schedule=schedule, criterion=criterion, scope=scope)
+    compile_model(model, learning_rate)
+    fit(model, x, y, epochs=epochs, batch_size=batch_size, verbose=verbose,
+        extra_callbacks=[pruning.UpdatePruning()])
+    return pruning.strip(model)
+
+
+# -------------------------------------------------------------------- export
+def tflite_agreement(model, tflite_path, x, y, *, num_samples) -> dict:
+    """Run the TFLite file with LiteRT and the Keras model on ``(x, y)``.
+
+    Returns:
+        ``accuracy`` (TFLite), ``keras_accuracy``, ``argmax_agreement`` (the
+        fraction of images whose predicted class is the same),
+        ``mean_abs_diff`` (mean ``|p_tflite - p_keras|`` over images and
+        classes; both are Monte Carlo means, so it is Monte Carlo error when
+        the export is right) and ``ms_per_image`` of the TFLite runner.
+    """
+    import numpy as np
+
+    from . import export, metrics
+    from .uncertainty import predict
+
+    runner = export.runtime.TFLiteBayesianModel(str(tflite_path))
+    t0 = time.time()
+    lite = runner.predict(x)
+    secs = time.time() - t0
+    keras_pred = predict(model, x, num_samples=num_samples)
+    return {
+        "accuracy": metrics.accuracy(lite.mean, y),
+        "keras_accuracy": metrics.accuracy(keras_pred.mean, y),
+        "argmax_agreement": float(np.mean(lite.mean.argmax(1) == keras_pred.mean.argmax(1))),
+        "mean_abs_diff": float(np.mean(np.abs(lite.mean - keras_pred.mean))),
+        "ms_per_image": 1000 * secs / len(x),
+    }
+
+
+def export_all(model, *, saved_model=None, tflite=None, samples=32, sampling="lrt",
+               quantize=None, check_data=None) -> dict:
+    """Export a SavedModel and/or a sparse TFLite file and describe them.
+
+    Args:
+        saved_model, tflite: output paths (None: skip that format).
+        samples, sampling, quantize: as in ``export.to_tflite``.
+        check_data: ``(x, y)`` for `tflite_agreement`, or None.
+
+    Returns:
+        ``{"saved_model": {...}, "tflite": {...}}`` for the formats written:
+        the path, ``export.describe``'s sizes and op counts and, with
+        ``check_data``, the agreement figures.
+    """
+    from . import export
+
+    out = {}
+    if saved_model:
+        export.save_saved_model(model, saved_model, num_samples=samples, sampling=sampling)
+        info = export.describe(saved_model)
+        info["ops"] = sum(info["ops"].values())  # TF op types of every function: just count
+        out["saved_model"] = {"path": str(saved_model), **info}
+    if tflite:
+        export.to_tflite(model, tflite, num_samples=samples, sampling=sampling, sparse=True,
+                         quantize=quantize)
+        out["tflite"] = {"path": str(Path(tflite)), **export.describe(Path(tflite))}
+        if check_data is not None:
+            x, y = check_data
+            out["tflite"].update(tflite_agreement(model, tflite, x, y, num_samples=samples))
+    return out
+
+
+# ------------------------------------------------------------------ commands
+def run_train(*, model="lenet5", estimator="flipout", frequentist=False, dataset="mnist_5k",
+              epochs=10, batch_size=64, learning_rate=1e-3, kl_schedule="constant",
+              warmup_epochs=3, output="model.keras", seed=0, verbose=1) -> int:
+    """``tfp-bcnn train``: build, fit, report the MC accuracy, save."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    (x, y), (x_test, y_test) = load_data(dataset)
+    num_classes = int(max(y.max(), y_test.max()) + 1)
+    net = build_model(model, x.shape[1:], num_classes, len(x), estimator=estimator,
+                      bayesian=not frequentist)
+    compile_model(net, learning_rate)
+    t0 = time.time()
+    fit(net, x, y, epochs=epochs, batch_size=batch_size, kl_schedule=kl_schedule,
+        warmup_epochs=warmup_epochs, verbose=verbose, validation=(x_test, y_test))
+    secs = time.time() - t0
+    acc = mc_accuracy(net, x_test, y_test)
+    path = save_model(net, output)
+    print(f"trained {model} ({'frequentist' if frequentist else estimator}) "
+          f"in {secs:.1f}s; test accuracy {acc:.4f}; wrote {path}")
+    return 0
+
+
+def run_evaluate(*, model, dataset="mnist_5k", samples=32, out_dir="evaluation") -> int:
+    """``tfp-bcnn evaluate``: the report, its tables and the files written."""
+    net = load_model(model)
+    (_, _), (x_test, y_test) = load_data(dataset)
+    report = evaluate_and_report(net, x_test, y_test, out_dir, num_samples=samples,
+                                 name=Path(model).stem)
+    print_report(report, f"evaluation of {model} ({samples} samples)")
+    print("\nwrote:")
+    for k, v in report["files"].items():
+        print(f"  {k}: {v}")
+    return 0
+
+
+def run_prune(*, model, final_sparsity=0.9, criterion="snr", scope="global", epochs=3,
+              batch_size=64, learning_rate=5e-4, dataset="mnist_5k", output=None, seed=0,
+              verbose=1) -> int:
+    """``tfp-bcnn prune``: fine-tune with `finetune_schedule`, save stripped."""
+    import keras
+
+    from . import pruning
+
+    keras.utils.set_random_seed(seed)
+    net = load_model(model)
+    (x, y), (x_test, y_test) = load_data(dataset)
+    before = mc_accuracy(net, x_test, y_test)
+    net = prune_and_finetune(net, x, y, final_sparsity=final_sparsity, criterion=criterion,
+                             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                             scope=scope, verbose=verbose)
+    after = mc_accuracy(net, x_test, y_test)
+    output = output or str(Path(model).with_name(Path(model).stem + "_pruned.keras"))
+    path = save_model(net, output)
+    print("\nsparsity per layer")
+    print_table([(k, f"{v:.3f}") for k, v in pruning.sparsity(net).items()],
+                ["layer", "sparsity"])
+    print(f"\naccuracy before {before:.4f}, after {after:.4f}; wrote {path}")
+    return 0
+
+
+def run_export(*, model, saved_model=None, tflite=None, samples=32, sampling="lrt",
+               quantize=None, dataset="mnist_5k", check_images=200, check=True) -> int:
+    """``tfp-bcnn export``: write the artifacts, print sizes and the agreement check.
+
+    Raises:
+        ValueError: neither ``saved_model`` nor ``tflite`` given.
+    """
+    if not saved_model and not tflite:
+        raise ValueError("Give --saved-model DIR and/or --tflite FILE. Received: neither")
+    net = load_model(model)
+    check_data = None
+    if check:
+        (_, _), (x_test, y_test) = load_data(dataset)
+        check_data = (x_test[:check_images], y_test[:check_images])
+    info = export_all(net, saved_model=saved_model, tflite=tflite, samples=samples,
+                      sampling=sampling, quantize=quantize, check_data=check_data)
+    for kind, d in info.items():
+        print(f"\n{kind}: {d['path']}")
+        print(f"  size {d['size_bytes'] / 1024:.1f} KiB, gzip {d['gzip_bytes'] / 1024:.1f} KiB")
+        for k, v in d.items():
+            if k not in ("path", "size_bytes", "gzip_bytes"):
+                print(f"  {k}: {fmt(v) if not isinstance(v, (list, dict)) else v}")
+    return 0
