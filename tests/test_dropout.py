@@ -123,6 +123,7 @@ def test_shared_batch_mask_is_sampled_by_looping():
     assert np.ptp(p.samples[:, 0, 0]) > 0
 
 
+@pytest.mark.slow  # converts to TFLite (about 7 s)
 def test_tflite_export_keeps_dropout_on_with_builtin_ops(tmp_path):
     from tfp_bcnn import export
     from tfp_bcnn.export.runtime import TFLiteBayesianModel

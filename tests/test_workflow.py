@@ -126,6 +126,7 @@ def tiny_npz(tmp_path):
     return str(path)
 
 
+@pytest.mark.slow  # trains 20 epochs (about 10 s)
 def test_train_defaults_are_the_recipe(tiny_npz, tmp_path, capsys):
     from tfp_bcnn.models import RECIPE
 
