@@ -242,7 +242,9 @@ def markdown(runs, seeds, recipe, seconds=None) -> str:
         f"epochs; {recipe['num_samples']} Monte Carlo samples; MC dropout rate "
         f"{recipe['dropout']}; the Bayesian rows use the library defaults "
         "(`models.lenet5()`, `models.RECIPE`). Times are ratios to the frequentist "
-        "model of the same seed (predict: 1,000 test images)."
+        "model of the same seed, each timed once (predict: 1,000 test images); the "
+        "frequentist predict takes tens of milliseconds, so on a shared machine these "
+        "ratios are rough (see their ± std)."
         + (f" Wall time {seconds:.0f} s." if seconds else ""),
         "",
         "| method | accuracy | NLL | Brier | ECE | train time | predict time |",
@@ -274,10 +276,28 @@ def markdown(runs, seeds, recipe, seconds=None) -> str:
                      f"{rot} | {_mean(runs, m, 'rot90_entropy'):.3f} |")
     lines += ["", "Targets of issue 13 (Bayesian Flipout, the default estimator, seed means):",
               ""]
-    for what, ok, numbers in targets(runs):
+    checks = targets(runs)
+    for what, ok, numbers in checks:
         verdict = "" if "reference" in what else (" — met" if ok else " — **missed**")
         lines.append(f"- {what}: {numbers}{verdict}")
+    if not all(ok for _, ok, _ in checks):
+        lines += ["", WHY_MISSED]
     return "\n".join(lines)
+
+
+WHY_MISSED = """\
+Why the OOD targets are missed (the tuning section has the measurements): the
+mean-field posterior's weight noise is multiplicative, so it vanishes where the
+network's activations are small, and that is where this LeNet-5 maps uniform
+noise (most conv2 units at zero, nearly flat logits): each weight sample
+predicts an almost uniform distribution and the samples barely disagree, so
+the mutual information of noise stays near that of the hardest test digits.
+Against the letters every screened recipe gives 0.86-0.915 by mutual
+information, below the 5-member deep ensemble; widening the posterior raises
+the letters' entropy AUROC (to 0.95) only by making the mean under-confident
+(ECE about 0.05, above the frequentist's). MC dropout's entropy beats the
+Bayesian model against the letters for the same reason: its noise is large,
+and its ECE is above the frequentist's."""
 
 
 def figure(raw, y_test, path):
@@ -318,6 +338,13 @@ def figure(raw, y_test, path):
     return path
 
 
+def _emit(block, path):
+    print(block)
+    if path:
+        with open(path, "w") as f:
+            f.write(block + "\n")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -327,6 +354,7 @@ def main(argv=None):
     p.add_argument("--members", type=int, default=5)
     p.add_argument("--figure", help="write the figure (first seed) to this PNG")
     p.add_argument("--json", help="write the per-seed results to this file")
+    p.add_argument("--markdown", help="write the markdown block to this file")
     p.add_argument("--from-json", nargs="+", help="only print the tables of per-seed results "
                    "saved with --json by earlier runs (e.g. seeds run in parallel)")
     args = p.parse_args(argv)
@@ -339,7 +367,8 @@ def main(argv=None):
         recipe = dict(models.RECIPE, num_samples=args.num_samples, dropout=args.dropout)
         if args.epochs:
             recipe["epochs"] = args.epochs
-        print(markdown([saved[s] for s in seeds], [int(s) for s in seeds], recipe))
+        _emit(markdown([saved[s] for s in seeds], [int(s) for s in seeds], recipe),
+              args.markdown)
         return None
     recipe = dict(models.RECIPE, num_samples=args.num_samples, dropout=args.dropout)
     if args.epochs:
@@ -351,7 +380,7 @@ def main(argv=None):
         runs.append(results)
         if i == 0 and args.figure:
             figure(raw, y_test, args.figure)
-    print(markdown(runs, args.seeds, recipe, time.time() - t0))
+    _emit(markdown(runs, args.seeds, recipe, time.time() - t0), args.markdown)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({str(s): r for s, r in zip(args.seeds, runs)}, f, indent=2)

@@ -260,6 +260,7 @@ def main(argv=None):
     p.add_argument("--from-logs", nargs="+", help="print the table of earlier runs' stdout "
                    "logs (lines 'config seed {json}'); with --json, also save them")
     p.add_argument("--from-json", help="print the table of results saved with --json")
+    p.add_argument("--markdown", help="write the markdown block to this file")
     args = p.parse_args(argv)
     if args.from_logs or args.from_json:
         if args.from_json:
@@ -270,7 +271,7 @@ def main(argv=None):
                            rows) for k, rows in saved.items()}
         else:
             results, seeds = _parse_logs(args.from_logs)
-        print(markdown(results, seeds))
+        _emit(markdown(results, seeds), args.markdown)
         if args.json and args.from_logs:
             _save(args.json, results, seeds)
         return
@@ -283,9 +284,16 @@ def main(argv=None):
     for name in args.configs:
         _, rows = run_config(name, args.seeds, epochs=args.epochs)
         results[name] = (CONFIGS[name][0], rows)
-    print(markdown(results, args.seeds))
+    _emit(markdown(results, args.seeds), args.markdown)
     if args.json:
         _save(args.json, results, args.seeds)
+
+
+def _emit(block, path):
+    print(block)
+    if path:
+        with open(path, "w") as f:
+            f.write(block + "\n")
 
 
 def _save(path, results, seeds):
