@@ -19,6 +19,8 @@ __all__ = ["main"]
 # tests/test_workflow.py checks them against workflow.MODELS and layers.ESTIMATORS.
 MODELS = ("lenet5", "alexnet", "three_conv_three_fc")
 ESTIMATORS = ("flipout", "reparameterization", "local_reparameterization")
+METHODS = ("mc", "moments")
+SAMPLINGS = ("lrt", "weights", "moments")
 
 
 # --------------------------------------------------------------- commands
@@ -38,7 +40,8 @@ def cmd_evaluate(args):
 
     model = args.model[0] if len(args.model) == 1 else args.model
     return workflow.run_evaluate(model=model, dataset=args.dataset,
-                                 samples=args.samples, out_dir=args.out_dir)
+                                 samples=args.samples, out_dir=args.out_dir,
+                                 method=args.method)
 
 
 def cmd_prune(args):
@@ -108,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a .keras file, or several: a deep ensemble (members are samples)")
     e.add_argument("--dataset", default="mnist_5k")
     e.add_argument("--samples", type=int, default=32)
+    e.add_argument("--method", choices=METHODS, default="mc",
+                   help="mc: Monte Carlo; moments: one sampling-free pass, logits sampled")
     e.add_argument("--out-dir", default="evaluation")
     e.set_defaults(func=cmd_evaluate)
 
@@ -132,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--saved-model", default=None)
     x.add_argument("--tflite", default=None)
     x.add_argument("--samples", type=int, default=32)
-    x.add_argument("--sampling", choices=("lrt", "weights"), default="lrt")
+    x.add_argument("--sampling", choices=SAMPLINGS, default="lrt",
+                   help="moments: one pass of propagated moments, logits sampled (fastest)")
     x.add_argument("--quantize", choices=("dynamic",), default=None)
     x.add_argument("--dataset", default="mnist_5k")
     x.add_argument("--check-images", type=int, default=200)
@@ -146,7 +152,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as err:
+    except (ValueError, OSError) as err:  # bad input, or a read-only / full target
         print(f"tfp-bcnn {args.command}: error: {err}", file=sys.stderr)
         return 2
 
