@@ -87,8 +87,14 @@ def _fit(model, x, y, recipe, callbacks=()):
     return time.perf_counter() - t0
 
 
-def train_methods(seed, recipe, dropout, num_members):
-    """Trains every method for one seed; returns ``{name: (predict_fn, train_s)}``."""
+def train_methods(seed, recipe, dropout, num_members, only=None):
+    """Trains every method (or those in ``only``, plus the frequentist) for one seed.
+
+    Returns ``{name: (predict_fn, train_s)}``.
+    """
+
+    def wanted(name):
+        return only is None or name in only
     (x, y), (x_val, y_val), _ = _split()
     n = len(x)
     out = {}
@@ -113,25 +119,31 @@ def train_methods(seed, recipe, dropout, num_members):
 
     out["frequentist + temperature"] = (predict_temp, secs + t_fit)
 
-    keras.utils.set_random_seed(seed)
-    mc = models.lenet5(bayesian=False, dropout=dropout, seed=seed)
-    secs = _fit(mc, x, y, recipe)
-    out["MC dropout"] = (
-        lambda z: _from_prediction(tfp_bcnn.predict(mc, z, num_samples=recipe["num_samples"])),
-        secs)
+    if wanted("MC dropout"):
+        keras.utils.set_random_seed(seed)
+        mc = models.lenet5(bayesian=False, dropout=dropout, seed=seed)
+        secs = _fit(mc, x, y, recipe)
+        out["MC dropout"] = (
+            lambda z: _from_prediction(
+                tfp_bcnn.predict(mc, z, num_samples=recipe["num_samples"])),
+            secs)
 
-    t0 = time.perf_counter()
-    members = ensemble.train_ensemble(
-        lambda s: models.lenet5(bayesian=False, seed=s), x, y, num_members=num_members,
-        seed=1000 + 10 * seed, learning_rate=recipe["learning_rate"],
-        epochs=recipe["epochs"], batch_size=recipe["batch_size"], verbose=0)
-    secs = time.perf_counter() - t0
-    out[f"deep ensemble ({num_members})"] = (
-        lambda z: _from_prediction(tfp_bcnn.predict(members, z)), secs)
+    ens_name = f"deep ensemble ({num_members})"
+    if wanted(ens_name):
+        t0 = time.perf_counter()
+        members = ensemble.train_ensemble(
+            lambda s: models.lenet5(bayesian=False, seed=s), x, y, num_members=num_members,
+            seed=1000 + 10 * seed, learning_rate=recipe["learning_rate"],
+            epochs=recipe["epochs"], batch_size=recipe["batch_size"], verbose=0)
+        secs = time.perf_counter() - t0
+        out[ens_name] = (lambda z: _from_prediction(tfp_bcnn.predict(members, z)), secs)
 
     bayes = {}
     for name, estimator in (("Bayesian Flipout", "flipout"),
                             ("Bayesian LRT", "local_reparameterization")):
+        if not (wanted(name) or (name == "Bayesian Flipout"
+                                 and wanted("Bayesian Flipout + moments"))):
+            continue
         keras.utils.set_random_seed(seed)
         model = models.lenet5(estimator=estimator, num_train_examples=n, seed=seed)
         secs = _fit(model, x, y, recipe, models.recipe_callbacks(recipe))
@@ -140,7 +152,7 @@ def train_methods(seed, recipe, dropout, num_members):
             lambda z, m=model: _from_prediction(
                 tfp_bcnn.predict(m, z, num_samples=recipe["num_samples"])),
             secs)
-    if HAS_MOMENTS:
+    if HAS_MOMENTS and wanted("Bayesian Flipout + moments"):
         flip = bayes["Bayesian Flipout"]
         out["Bayesian Flipout + moments"] = (
             lambda z: _from_prediction(tfp_bcnn.predict(
@@ -173,11 +185,11 @@ def evaluate(predict_fn, sets):
     return r, raw
 
 
-def run_seed(seed, recipe, dropout=0.25, num_members=5):
+def run_seed(seed, recipe, dropout=0.25, num_members=5, only=None):
     _, _, (x_test, y_test) = _split()
     sets = ((x_test, y_test), datasets.letters()[0], datasets.noise(1000)[0],
             datasets.shifted_digits())
-    trained = train_methods(seed, recipe, dropout, num_members)
+    trained = train_methods(seed, recipe, dropout, num_members, only)
     temperature = trained.pop("_temperature")
     results, raw = {}, {}
     for name, (fn, train_s) in trained.items():
@@ -274,6 +286,9 @@ def markdown(runs, seeds, recipe, seconds=None) -> str:
         lines.append(f"| {m} | {_cell(runs, m, 'shift_accuracy', 3)} | "
                      f"{_cell(runs, m, 'shift_nll', 3)} | {_cell(runs, m, 'shift_ece', 3)} | "
                      f"{rot} | {_mean(runs, m, 'rot90_entropy'):.3f} |")
+    needed = {"frequentist", "frequentist + temperature", "MC dropout", "Bayesian Flipout"}
+    if not needed <= set(methods) or not any(m.startswith("deep ensemble") for m in methods):
+        return "\n".join(lines)  # a run of some methods only (--methods)
     lines += ["", "Targets of issue 13 (Bayesian Flipout, the default estimator, seed means):",
               ""]
     checks = targets(runs)
@@ -355,6 +370,9 @@ def main(argv=None):
     p.add_argument("--figure", help="write the figure (first seed) to this PNG")
     p.add_argument("--json", help="write the per-seed results to this file")
     p.add_argument("--markdown", help="write the markdown block to this file")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=None,
+                   help="train and score only these (the frequentist and its temperature "
+                   "always run: they are the baseline of the ratios)")
     p.add_argument("--from-json", nargs="+", help="only print the tables of per-seed results "
                    "saved with --json by earlier runs (e.g. seeds run in parallel)")
     args = p.parse_args(argv)
@@ -376,7 +394,7 @@ def main(argv=None):
     t0 = time.time()
     runs = []
     for i, seed in enumerate(args.seeds):
-        results, raw, y_test = run_seed(seed, recipe, args.dropout, args.members)
+        results, raw, y_test = run_seed(seed, recipe, args.dropout, args.members, args.methods)
         runs.append(results)
         if i == 0 and args.figure:
             figure(raw, y_test, args.figure)
