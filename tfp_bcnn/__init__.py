@@ -8,10 +8,22 @@ Importing the package registers every layer, prior, schedule and callback with
 Keras, so ``keras.saving.load_model("model.keras")`` works right after it.
 """
 
-from . import datasets, kl, layers, metrics, models, plots, priors, pruning, uncertainty
+from . import (
+    datasets,
+    kl,
+    layers,
+    metrics,
+    models,
+    plots,
+    priors,
+    pruning,
+    regularizers,
+    uncertainty,
+)
 from ._annealing import KLAnnealing
 from .kl import KLDivergence, bayesian_layers, get_kl_weight, kl_divergence, set_kl_weight
 from .layers import GaussianHead, gaussian_nll
+from .regularizers import RegularizationLoss
 from .uncertainty import Prediction, RegressionPrediction, decompose, predict
 
 __version__ = "0.1.0"
@@ -36,6 +48,8 @@ __all__ = [
     "plots",
     "priors",
     "pruning",
+    "RegularizationLoss",
+    "regularizers",
     "set_kl_weight",
     "uncertainty",
 ]

@@ -43,6 +43,7 @@ import numpy as np
 
 from . import _validation as check
 from . import kl as kl_lib
+from . import regularizers
 from ._compat import all_layers, clone_model, input_layer_name, is_graph_model
 from .layers import ESTIMATORS, layer_class
 from .layers._base import rho_from_sigma
@@ -111,8 +112,10 @@ class _LayerFactory:
     the Bayesian posterior means.
     """
 
-    def __init__(self, bayesian, estimator, prior, posterior_std_init, kl_weight, seed):
+    def __init__(self, bayesian, estimator, prior, posterior_std_init, kl_weight, seed,
+                 kernel_regularizer=None):
         self.bayesian = bayesian
+        self.kernel_regularizer = kernel_regularizer
         self.estimator = estimator
         self.prior = prior
         self.posterior_std_init = posterior_std_init
@@ -128,6 +131,7 @@ class _LayerFactory:
     def _make(self, rank, size, **kwargs):
         seed = self._next_seed()
         kwargs["kernel_initializer"] = keras.initializers.GlorotUniform(seed=seed)
+        kwargs["kernel_regularizer"] = self.kernel_regularizer
         if not self.bayesian:
             cls = {0: keras.layers.Dense, 2: keras.layers.Conv2D}[rank]
             return cls(size, **kwargs)
@@ -148,7 +152,7 @@ class _LayerFactory:
 
 
 def _build(body, name, input_shape, num_classes, estimator, num_train_examples, bayesian,
-           prior, posterior_std_init, seed, **body_kwargs):
+           prior, posterior_std_init, seed, kernel_regularizer=None, **body_kwargs):
     input_shape = _check_image_shape(input_shape)
     num_classes = _check_num_classes(num_classes)
     check.choice("estimator", estimator, ESTIMATORS)
@@ -156,9 +160,14 @@ def _build(body, name, input_shape, num_classes, estimator, num_train_examples, 
     if bayesian:
         n = _check_num_train_examples(num_train_examples, "when bayesian=True")
         kl_weight = 1.0 / n
-    factory = _LayerFactory(bool(bayesian), estimator, prior, posterior_std_init, kl_weight, seed)
+    regularizer = keras.regularizers.get(kernel_regularizer)
+    factory = _LayerFactory(bool(bayesian), estimator, prior, posterior_std_init, kl_weight, seed,
+                            regularizer)
     layers = [keras.Input(shape=input_shape, name="image")]
     layers += body(factory, input_shape, num_classes, **body_kwargs)
+    # The classifier's units are the classes (never pruned): leave it unregularized.
+    [output] = [layer for layer in layers if hasattr(layer, "kernel_regularizer")][-1:]
+    output.kernel_regularizer = None
     suffix = "" if bayesian else "_deterministic"
     return keras.Sequential(layers, name=name + suffix)
 
@@ -237,6 +246,10 @@ _COMMON_ARGS = """
         activation: hidden activation (the output is always a softmax).
         seed: int; layer ``i`` uses ``seed + i`` for its kernel initializer and
             its random draws (keyword-only).
+        kernel_regularizer: a regularizer of every hidden convolution / dense
+            kernel (the posterior means when Bayesian), e.g.
+            ``tfp_bcnn.regularizers.GroupL1(1e-3)`` for filter pruning; the
+            output layer is left unregularized (keyword-only).
         name: model name (``"_deterministic"`` is appended when not Bayesian).
 
     Returns:
@@ -261,11 +274,13 @@ def lenet5(
     activation: str = "relu",
     *,
     seed: int | None = None,
+    kernel_regularizer=None,
     name: str = "lenet5",
 ) -> keras.Model:
     return _build(
         _lenet5_body, name, input_shape, num_classes, estimator, num_train_examples,
-        bayesian, prior, posterior_std_init, seed, activation=activation,
+        bayesian, prior, posterior_std_init, seed, kernel_regularizer,
+        activation=activation,
     )
 
 
@@ -321,11 +336,13 @@ def alexnet(
     activation: str = "relu",
     *,
     seed: int | None = None,
+    kernel_regularizer=None,
     name: str = "alexnet",
 ) -> keras.Model:
     return _build(
         _alexnet_body, name, input_shape, num_classes, estimator, num_train_examples,
-        bayesian, prior, posterior_std_init, seed, activation=activation,
+        bayesian, prior, posterior_std_init, seed, kernel_regularizer,
+        activation=activation,
     )
 
 
@@ -355,11 +372,13 @@ def three_conv_three_fc(
     activation: str = "relu",
     *,
     seed: int | None = None,
+    kernel_regularizer=None,
     name: str = "three_conv_three_fc",
 ) -> keras.Model:
     return _build(
         _three_conv_three_fc_body, name, input_shape, num_classes, estimator,
-        num_train_examples, bayesian, prior, posterior_std_init, seed, activation=activation,
+        num_train_examples, bayesian, prior, posterior_std_init, seed, kernel_regularizer,
+        activation=activation,
     )
 
 
@@ -386,6 +405,8 @@ def compile_bayesian(
     Adam with ``learning_rate``, ``sparse_categorical_crossentropy`` on the
     softmax outputs (integer labels), the given metrics and, when the model
     has Bayesian layers, ``tfp_bcnn.KLDivergence(model)`` logged as ``kl``
+    (and, when a layer has a kernel regularizer,
+    ``tfp_bcnn.RegularizationLoss(model)`` logged as ``reg``)
     (``loss - kl`` is the likelihood term; not on the JAX backend, where
     ``tfp_bcnn.kl_divergence(model)`` gives it after ``fit``).
 
@@ -402,6 +423,8 @@ def compile_bayesian(
     # The kl metric reads the weights inside the step, which JAX's compiled step hides.
     if any(True for _ in kl_lib.bayesian_layers(model)) and keras.backend.backend() != "jax":
         metrics.append(kl_lib.KLDivergence(model))
+        if regularizers.has_regularizer(model):
+            metrics.append(regularizers.RegularizationLoss(model))
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss="sparse_categorical_crossentropy",
