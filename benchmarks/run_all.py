@@ -50,6 +50,12 @@ BENCHMARKS = {
     "export": ("export.py", [], ["--epochs", "1", "--finetune-epochs", "1", "--repeats", "3"],
                "Export to TFLite: sizes, agreement with Keras and latency",
                MNIST_5K + "; letters A-J for the out-of-distribution columns"),
+    "structured": ("structured.py", ["--epochs", "10", "--finetune-epochs", "3",
+                                     "--seeds", "0", "1", "2", "--alexnet-seeds", "0"],
+                   ["--models", "lenet5", "--seeds", "0", "--epochs", "1",
+                    "--finetune-epochs", "1", "--fractions", "0.5", "--repeats", "5"],
+                   "Structured pruning: filters removed, accuracy, size and TFLite latency",
+                   MNIST_5K),
 }
 
 

@@ -228,7 +228,7 @@ def _plan(layers) -> _Plan:
     which channels go (see the module docstring)."""
     plan = _Plan()
     linear = [i for i, layer in enumerate(layers) if _is_linear(layer)]
-    for i, layer in enumerate(layers):
+    for layer in layers:
         if not (_is_linear(layer) or _is_per_channel(layer)
                 or isinstance(layer, keras.layers.Flatten)):
             raise _unsupported(layer, "a layer that shrink does not know how to slice")
