@@ -243,7 +243,7 @@ def markdown(results) -> str:
                 cells += [f"{d['ms_moments']:.2f}", f"{d['ms_moments'] / base['ms_moments']:.2f}"]
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
-        out.append(res["verdict"] + "\n")
+        out.append(verdict(name, res, cfg) + "\n")
     return "\n".join(out).rstrip()
 
 
@@ -333,7 +333,6 @@ def run_model(name, seeds, data, args, tmp, samplings):
         d.pop("_paths")
     res = {"seeds": seeds, "rows": rows, "files": files,
            "settings": {k: getattr(args, k) for k in ("epochs", "finetune_epochs", "group_l1")}}
-    res["verdict"] = verdict(name, res, vars(args))
     return res
 
 
