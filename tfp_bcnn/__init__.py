@@ -10,10 +10,12 @@ Keras, so ``keras.saving.load_model("model.keras")`` works right after it.
 
 from . import (
     datasets,
+    ensemble,
     kl,
     layers,
     metrics,
     models,
+    moments,
     plots,
     priors,
     pruning,
@@ -38,6 +40,7 @@ __all__ = [
     "KLDivergence",
     "bayesian_layers",
     "datasets",
+    "ensemble",
     "gaussian_nll",
     "get_kl_weight",
     "kl",
@@ -45,6 +48,7 @@ __all__ = [
     "layers",
     "metrics",
     "models",
+    "moments",
     "plots",
     "priors",
     "pruning",

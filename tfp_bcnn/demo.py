@@ -7,7 +7,9 @@ On the bundled MNIST-5k (4,000 training / 1,000 test images) it
    uncertainty, OOD AUROC against rendered letters and noise, rotated digits),
 3. prunes the Bayesian model to 90 % sparsity by signal-to-noise ratio,
 4. exports a SavedModel and a sparse TFLite file with Monte Carlo sampling
-   inside, and runs the TFLite file through ``TFLiteBayesianModel``,
+   inside, and a second TFLite file with ``sampling="moments"`` (one pass of
+   propagated means and variances, only the logits sampled), and runs both
+   through ``TFLiteBayesianModel`` (accuracy, OOD AUROC, ms per image),
 
 then prints one summary table and the paths of everything it wrote.
 """
@@ -21,8 +23,10 @@ from pathlib import Path
 
 __all__ = ["run_demo"]
 
-# defaults measured to fit in < 10 min on 2 CPU cores (see BENCHMARKS.md)
-FULL = dict(epochs=20, prune_epochs=4, samples=32, batch_size=64, learning_rate=2e-3,
+# defaults measured to fit in < 10 min on 2 CPU cores (see BENCHMARKS.md); None takes
+# the value of the tuned training recipe, tfp_bcnn.models.RECIPE (20 epochs, batch 64,
+# Adam 2e-3), which `tfp-bcnn train` uses too
+FULL = dict(epochs=None, prune_epochs=4, samples=32, batch_size=None, learning_rate=None,
             n_train=None, n_test=None)
 QUICK = dict(epochs=1, prune_epochs=1, samples=8, batch_size=64, learning_rate=2e-3,
              n_train=1000, n_test=200)
@@ -68,7 +72,7 @@ def _prune_copy(model, x, y, cfg):
                                        learning_rate=cfg["learning_rate"] / 2, verbose=2)
 
 
-def _print_summary(bayes, freq, pruned, sparsity, lite, samples):
+def _print_summary(bayes, freq, pruned, sparsity, lite, lite_moments, samples):
     from .workflow import print_table
 
     rows = [("accuracy", bayes["accuracy"], freq["accuracy"], pruned["accuracy"],
@@ -89,9 +93,17 @@ def _print_summary(bayes, freq, pruned, sparsity, lite, samples):
                   f"{f['accuracy']:.3f}", f"{f['epistemic']:.4f}")
                  for b, f in zip(bayes["rotation"], freq["rotation"])],
                 ["angle", "Bayesian acc", "Bayesian MI", "frequentist acc", "frequentist MI"])
-    print(f"\nTFLite: {lite['size_bytes'] / 1024:.1f} KiB ({lite['gzip_bytes'] / 1024:.1f} KiB "
-          f"gzip), argmax agreement with Keras {lite['argmax_agreement']:.3f}, "
-          f"{lite['ms_per_image']:.2f} ms/image for {samples} samples")
+    print(f"\nTFLite files of the pruned model ({samples} samples; LiteRT, batches of the "
+          "runtime's default size)")
+    files = (lite, lite_moments)
+    print_table([
+        ("accuracy", *(f"{f['accuracy']:.4f}" for f in files)),
+        ("OOD AUROC letters (MI)", *(f"{f['ood_auroc_epistemic']:.4f}" for f in files)),
+        ("ms per image", *(f"{f['ms_per_image']:.3f}" for f in files)),
+        ("size (KiB, gzip)", *(f"{f['size_bytes'] / 1024:.1f} ({f['gzip_bytes'] / 1024:.1f})"
+                               for f in files)),
+        ("argmax agreement with Keras", *(f"{f['argmax_agreement']:.3f}" for f in files)),
+    ], ["", "Monte Carlo (lrt)", "moments"])
 
 
 def run_demo(out_dir=None, quick: bool = False, epochs: int | None = None,
@@ -115,7 +127,10 @@ def run_demo(out_dir=None, quick: bool = False, epochs: int | None = None,
     from ._io import atomic_file
     from .evaluation import evaluate_classifier, json_ready
 
-    cfg = dict(QUICK if quick else FULL)
+    from .models import RECIPE
+
+    cfg = {k: RECIPE[k] if v is None and k in RECIPE else v
+           for k, v in (QUICK if quick else FULL).items()}
     if epochs is not None:
         cfg["epochs"] = epochs
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -152,14 +167,20 @@ def run_demo(out_dir=None, quick: bool = False, epochs: int | None = None,
                                         ood={"letters": datasets.letters()[0]}, angles=None)
     timings["prune"] = time.time() - t
 
-    t = _step("export SavedModel and sparse TFLite; run the TFLite file with LiteRT")
+    t = _step("export SavedModel and sparse TFLite (Monte Carlo, moments); run them with LiteRT")
+    letters = datasets.letters()[0]
     exported = workflow.export_all(pruned, saved_model=out / "saved_model",
                                    tflite=out / "bayesian_lenet5.tflite",
-                                   samples=cfg["samples"], check_data=(x_test, y_test))
+                                   samples=cfg["samples"], check_data=(x_test, y_test),
+                                   x_ood=letters)
+    exported["tflite_moments"] = workflow.export_all(
+        pruned, tflite=out / "bayesian_lenet5_moments.tflite", samples=cfg["samples"],
+        sampling="moments", check_data=(x_test, y_test), x_ood=letters)["tflite"]
     timings["export"] = time.time() - t
 
     bayes, freq = reports["bayesian"], reports["frequentist"]
-    _print_summary(bayes, freq, pruned_report, sparsity, exported["tflite"], cfg["samples"])
+    _print_summary(bayes, freq, pruned_report, sparsity, exported["tflite"],
+                   exported["tflite_moments"], cfg["samples"])
     total = time.time() - t_start
     summary = {
         "config": cfg, "seconds": total, "timings": timings,
@@ -170,7 +191,7 @@ def run_demo(out_dir=None, quick: bool = False, epochs: int | None = None,
         Path(tmp).write_text(json.dumps(summary, indent=2, default=float))
     print("\nwrote:")
     paths = [bayes_path, pruned_path, out / "saved_model", out / "bayesian_lenet5.tflite",
-             out / "summary.json"]
+             out / "bayesian_lenet5_moments.tflite", out / "summary.json"]
     paths += [Path(p) for r in (bayes, freq) for p in r["files"].values()]
     for p in paths:
         print(f"  {p}")

@@ -29,6 +29,7 @@ def evaluate_classifier(
     angles: Sequence[float] | None = DEFAULT_ANGLES,
     num_bins: int = 15,
     verbose: int = 0,
+    method: str = "mc",
 ) -> dict:
     """Evaluate a (Bayesian or deterministic) Keras classifier.
 
@@ -40,6 +41,8 @@ def evaluate_classifier(
             and uniform noise when the images are 28x28x1.
         angles: rotation angles (degrees) for the distribution-shift curve, or
             None to skip it.
+        method: ``"mc"`` (Monte Carlo) or ``"moments"`` (one moment pass,
+            ``num_samples`` logit draws); see `tfp_bcnn.predict`.
 
     Returns:
         A JSON-able dict: ``accuracy, nll, brier, ece, aleatoric, epistemic,
@@ -50,8 +53,9 @@ def evaluate_classifier(
         ``Prediction`` objects, for plots; dropped by ``json_ready``).
     """
     pred = predict(model, x_test, num_samples=num_samples, batch_size=batch_size,
-                   verbose=verbose)
+                   verbose=verbose, method=method)
     report = {
+        "method": method,
         "num_samples": num_samples,
         "num_test": int(len(x_test)),
         **metrics.summary(pred.mean, y_test, num_bins=num_bins),
@@ -65,7 +69,8 @@ def evaluate_classifier(
                "noise": datasets.noise(len(x_test), shape=(28, 28, 1))[0]}
     report["ood"] = {}
     for name, x_ood in (ood or {}).items():
-        p_ood = predict(model, x_ood, num_samples=num_samples, batch_size=batch_size)
+        p_ood = predict(model, x_ood, num_samples=num_samples, batch_size=batch_size,
+                        method=method)
         predictions[name] = p_ood
         report["ood"][name] = {
             "auroc_epistemic": metrics.ood_auroc(pred.epistemic, p_ood.epistemic),
@@ -79,7 +84,7 @@ def evaluate_classifier(
     report["rotation"] = []
     for angle in angles or ():
         p_rot = predict(model, datasets.rotated(x_test, angle), num_samples=num_samples,
-                        batch_size=batch_size)
+                        batch_size=batch_size, method=method)
         report["rotation"].append({
             "angle": float(angle),
             "accuracy": metrics.accuracy(p_rot.mean, y_test),
