@@ -289,3 +289,33 @@ def test_shrunk_model_exports_to_tflite(tmp_path):
     pred = export.runtime.TFLiteBayesianModel(str(path)).predict(x)
     assert pred.mean.shape == (3, 10)
     np.testing.assert_allclose(pred.mean.sum(1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dropout", [None, 0.25])
+def test_shrink_keeps_the_output_moments(dropout):
+    """Sampling-free moments (mean and variance of the logits, ordinary posterior
+    stds, MC dropout included) of the shrunk model equal the masked model's."""
+    from tfp_bcnn import moments
+
+    model = models.lenet5(num_train_examples=100, seed=0, posterior_std_init=0.05,
+                          dropout=dropout)
+    pruning.prune_now(model, 0.5, criterion="snr", scope="global", structure="filter")
+    small = pruning.shrink(model)
+    assert small.count_params() < 0.5 * model.count_params()
+    x = np.random.default_rng(0).random((4, 28, 28, 1)).astype("float32")
+    want, got = moments.propagate(model, x), moments.propagate(small, x)
+    np.testing.assert_allclose(np.asarray(got.mean), np.asarray(want.mean), atol=ATOL)
+    np.testing.assert_allclose(np.asarray(got.variance), np.asarray(want.variance),
+                               rtol=1e-4, atol=ATOL)
+
+
+@pytest.mark.slow
+def test_shrunk_model_exports_with_moments(tmp_path):
+    from tfp_bcnn import export
+
+    model = models.lenet5(num_train_examples=100, seed=0)
+    pruning.prune_now(model, 0.5, criterion="l1", structure="filter")
+    path = tmp_path / "small_moments.tflite"
+    export.to_tflite(pruning.shrink(model), path, num_samples=8, sampling="moments")
+    x = np.random.default_rng(0).random((2, 28, 28, 1)).astype("float32")
+    assert export.runtime.TFLiteBayesianModel(str(path)).predict(x).mean.shape == (2, 10)
