@@ -120,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("model")
     r.add_argument("--structured", action="store_true",
                    help="prune whole filters / units and shrink the model; prints channels, "
-                   "parameters and FLOPs per layer before and after")
+                   "parameters and FLOPs per layer before and after. With --scope global "
+                   "the cheapest filters by score go first, mostly dense units (fewer "
+                   "parameters); --scope layer also thins the convolutions (faster inference)")
     r.add_argument("--final-sparsity", type=float, default=None,
                    help="fraction of weights (default 0.9), or of filters with --structured "
                    "(default 0.5)")
