@@ -68,6 +68,13 @@ BENCHMARKS = {
                   "Uncertainty baselines: MC dropout, deep ensembles, temperature scaling",
                   MNIST_5K + " (the 4,000 split 3,600 train / 400 validation); OOD: letters "
                   "A-J and uniform noise; shift: datasets.shifted_digits() and rotations"),
+    "structured": ("structured.py", ["--epochs", "8", "--finetune-epochs", "3",
+                                     "--seeds", "0", "1", "2", "--alexnet-seeds", "0",
+                                     "--alexnet-epochs", "4", "--alexnet-finetune-epochs", "1"],
+                   ["--models", "lenet5", "--seeds", "0", "--epochs", "1",
+                    "--finetune-epochs", "1", "--fractions", "0.5", "--repeats", "5"],
+                   "Structured pruning: filters removed, accuracy, size and TFLite latency",
+                   MNIST_5K),
 }
 
 

@@ -83,3 +83,24 @@ def test_errors_are_clear(tmp_path, capsys):
 
     with pytest.raises(SystemExit):
         cli.main(["train", "--estimator", "mc_dropout"])
+
+
+def test_structured_prune_prints_costs_and_writes_a_smaller_model(tmp_path, capsys):
+    model = tmp_path / "m.keras"
+    assert cli.main(["train", "--epochs", "1", "--output", str(model), "--verbose", "0"]) == 0
+    out = tmp_path / "small.keras"
+    assert cli.main(["prune", str(model), "--structured", "--criterion", "l1",
+                     "--final-sparsity", "0.5", "--epochs", "2", "--verbose", "0",
+                     "--output", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "channels before" in text and "FLOPs per image" in text and "parameters" in text
+    import keras
+
+    import tfp_bcnn  # noqa: F401
+
+    small = keras.saving.load_model(out)
+    full = keras.saving.load_model(model)
+    assert small.count_params() < 0.5 * full.count_params()
+    # global scope: half of the 6 + 16 + 120 + 84 hidden filters / units, over the layers
+    hidden = ("conv1", "conv2", "fc1", "fc2")
+    assert sum(small.get_layer(n).kernel_loc.shape[-1] for n in hidden) == 226 - 113

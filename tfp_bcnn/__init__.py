@@ -19,11 +19,13 @@ from . import (
     plots,
     priors,
     pruning,
+    regularizers,
     uncertainty,
 )
 from ._annealing import KLAnnealing
 from .kl import KLDivergence, bayesian_layers, get_kl_weight, kl_divergence, set_kl_weight
 from .layers import GaussianHead, gaussian_nll
+from .regularizers import RegularizationLoss
 from .uncertainty import Prediction, RegressionPrediction, decompose, predict
 
 __version__ = "0.1.0"
@@ -50,6 +52,8 @@ __all__ = [
     "plots",
     "priors",
     "pruning",
+    "RegularizationLoss",
+    "regularizers",
     "set_kl_weight",
     "uncertainty",
 ]

@@ -51,7 +51,7 @@ def cmd_prune(args):
         model=args.model, final_sparsity=args.final_sparsity, criterion=args.criterion,
         scope=args.scope, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, dataset=args.dataset, output=args.output,
-        seed=args.seed, verbose=args.verbose)
+        seed=args.seed, structured=args.structured, verbose=args.verbose)
 
 
 def cmd_export(args):
@@ -118,8 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("prune", help="fine-tune with a pruning schedule, save stripped")
     r.add_argument("model")
-    r.add_argument("--final-sparsity", type=float, default=0.9)
-    r.add_argument("--criterion", choices=("magnitude", "snr"), default="snr")
+    r.add_argument("--structured", action="store_true",
+                   help="prune whole filters / units and shrink the model; prints channels, "
+                   "parameters and FLOPs per layer before and after. With --scope global "
+                   "the cheapest filters by score go first, mostly dense units (fewer "
+                   "parameters); --scope layer also thins the convolutions (faster inference)")
+    r.add_argument("--final-sparsity", type=float, default=None,
+                   help="fraction of weights (default 0.9), or of filters with --structured "
+                   "(default 0.5)")
+    r.add_argument("--criterion", choices=("magnitude", "snr", "l1"), default="snr",
+                   help="|mu| (a filter's L2 norm), |mu|/sigma (a filter's mean SNR), or "
+                   "a filter's L1 norm")
     r.add_argument("--scope", choices=("global", "layer"), default="global",
                    help="rank weights across all layers (default) or per layer; per layer, "
                    "90%% of LeNet-5's 150-weight first convolution leaves 15 weights")

@@ -44,6 +44,7 @@ import numpy as np
 
 from . import _validation as check
 from . import kl as kl_lib
+from . import regularizers
 from ._annealing import KLAnnealing
 from ._compat import all_layers, clone_model, input_layer_name, is_graph_model
 from .layers import ESTIMATORS, MCDropout, layer_class
@@ -156,10 +157,11 @@ class _LayerFactory:
     """
 
     def __init__(self, bayesian, estimator, prior, posterior_std_init, kl_weight, seed,
-                 dropout=None, output_bias_std=None):
+                 dropout=None, output_bias_std=None, kernel_regularizer=None):
         self.bayesian = bayesian
         self.dropout_rate = dropout
         self.output_bias_std = output_bias_std
+        self.kernel_regularizer = kernel_regularizer
         self.output_layers = []
         self.estimator = estimator
         self.prior = prior
@@ -177,6 +179,8 @@ class _LayerFactory:
     def _make(self, rank, size, output=False, **kwargs):
         seed = self._next_seed()
         kwargs["kernel_initializer"] = keras.initializers.GlorotUniform(seed=seed)
+        # The classifier's units are the classes (never pruned): left unregularized.
+        kwargs["kernel_regularizer"] = None if output else self.kernel_regularizer
         if not self.bayesian:
             cls = {0: keras.layers.Dense, 2: keras.layers.Conv2D}[rank]
             return cls(size, **kwargs)
@@ -238,7 +242,7 @@ _OUTPUT_DTYPE = "float32"
 
 def _build(body, name, input_shape, num_classes, estimator, num_train_examples, bayesian,
            prior, posterior_std_init, seed, dropout=None, output_bias_std=None,
-           **body_kwargs):
+           kernel_regularizer=None, **body_kwargs):
     input_shape = _check_image_shape(input_shape)
     dropout = _check_dropout(dropout)
     output_bias_std = _check_output_bias_std(output_bias_std)
@@ -250,7 +254,7 @@ def _build(body, name, input_shape, num_classes, estimator, num_train_examples, 
         kl_weight = 1.0 / n
     factory = _LayerFactory(
         bool(bayesian), estimator, prior, posterior_std_init, kl_weight, seed, dropout,
-        output_bias_std,
+        output_bias_std, keras.regularizers.get(kernel_regularizer),
     )
     layers = [keras.Input(shape=input_shape, name="image")]
     layers += body(factory, input_shape, num_classes, **body_kwargs)
@@ -355,6 +359,10 @@ _COMMON_ARGS = """
             baseline (keyword-only; combines with ``bayesian=True`` too).
         seed: int; layer ``i`` uses ``seed + i`` for its kernel initializer and
             its random draws (keyword-only).
+        kernel_regularizer: a regularizer of every hidden convolution / dense
+            kernel (the posterior means when Bayesian), e.g.
+            ``tfp_bcnn.regularizers.GroupL1(1e-3)`` for filter pruning; the
+            output layer is left unregularized (keyword-only).
         name: model name (``"_deterministic"``, or ``"_mc_dropout"`` with
             dropout, is appended when not Bayesian).
 
@@ -383,11 +391,13 @@ def lenet5(
     dropout: float | None = None,
     output_bias_std: float | None = None,
     seed: int | None = None,
+    kernel_regularizer=None,
     name: str = "lenet5",
 ) -> keras.Model:
     return _build(
         _lenet5_body, name, input_shape, num_classes, estimator, num_train_examples,
         bayesian, prior, posterior_std_init, seed, dropout, output_bias_std,
+        kernel_regularizer,
         activation=activation,
     )
 
@@ -453,11 +463,13 @@ def alexnet(
     dropout: float | None = None,
     output_bias_std: float | None = None,
     seed: int | None = None,
+    kernel_regularizer=None,
     name: str = "alexnet",
 ) -> keras.Model:
     return _build(
         _alexnet_body, name, input_shape, num_classes, estimator, num_train_examples,
         bayesian, prior, posterior_std_init, seed, dropout, output_bias_std,
+        kernel_regularizer,
         activation=activation,
     )
 
@@ -490,12 +502,13 @@ def three_conv_three_fc(
     dropout: float | None = None,
     output_bias_std: float | None = None,
     seed: int | None = None,
+    kernel_regularizer=None,
     name: str = "three_conv_three_fc",
 ) -> keras.Model:
     return _build(
         _three_conv_three_fc_body, name, input_shape, num_classes, estimator,
         num_train_examples, bayesian, prior, posterior_std_init, seed, dropout,
-        output_bias_std, activation=activation,
+        output_bias_std, kernel_regularizer, activation=activation,
     )
 
 
@@ -522,6 +535,8 @@ def compile_bayesian(
     Adam with ``learning_rate``, ``sparse_categorical_crossentropy`` on the
     softmax outputs (integer labels), the given metrics and, when the model
     has Bayesian layers, ``tfp_bcnn.KLDivergence(model)`` logged as ``kl``
+    (and, when a layer has a kernel regularizer,
+    ``tfp_bcnn.RegularizationLoss(model)`` logged as ``reg``)
     (``loss - kl`` is the likelihood term; not on the JAX backend, where
     ``tfp_bcnn.kl_divergence(model)`` gives it after ``fit``).
 
@@ -538,6 +553,8 @@ def compile_bayesian(
     # The kl metric reads the weights inside the step, which JAX's compiled step hides.
     if any(True for _ in kl_lib.bayesian_layers(model)) and keras.backend.backend() != "jax":
         metrics.append(kl_lib.KLDivergence(model))
+        if regularizers.has_regularizer(model):
+            metrics.append(regularizers.RegularizationLoss(model))
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss="sparse_categorical_crossentropy",

@@ -12,7 +12,8 @@ Each step is a function with its policy written here once, so that
 * evaluation: ``evaluate_and_report`` (metrics, OOD, rotation, plots, JSON);
 * pruning: ``finetune_schedule`` (a polynomial schedule that reaches the target
   sparsity one epoch before the end of fine-tuning, pruning four times an
-  epoch), ``prune_and_finetune`` (prune, fit, strip);
+  epoch), ``prune_and_finetune`` (prune, fit, strip), ``print_costs``
+  (channels, parameters and FLOPs per layer, before and after shrinking);
 * export: ``export_all`` (SavedModel and sparse TFLite) and
   ``tflite_agreement`` (the TFLite file against the Keras model on held-out
   images: accuracies, argmax agreement, mean absolute difference of the
@@ -48,6 +49,7 @@ __all__ = [
     "member_paths",
     "mc_accuracy",
     "print_report",
+    "print_costs",
     "print_table",
     "prune_and_finetune",
     "run_evaluate",
@@ -294,20 +296,50 @@ def finetune_schedule(num_examples: int, batch_size: int, epochs: int,
 
 
 def prune_and_finetune(model, x, y, *, final_sparsity, criterion, epochs, batch_size,
-                       learning_rate, scope="global", verbose=1):
+                       learning_rate, scope="global", structure="weight", verbose=1):
     """Prune ``model`` while fine-tuning it on ``(x, y)``; returns it stripped.
 
     The schedule is `finetune_schedule`; the model is recompiled (a fresh
-    optimizer, so steps count from 0) with ``learning_rate``.
+    optimizer, so steps count from 0) with ``learning_rate``. With
+    ``structure="filter"`` whole filters are pruned (``final_sparsity`` is
+    then the fraction of filters); ``pruning.shrink`` removes them after.
     """
     from . import pruning
 
     schedule = finetune_schedule(len(x), batch_size, epochs, final_sparsity)
-    pruning.prune(model, schedule=schedule, criterion=criterion, scope=scope)
+    pruning.prune(model, schedule=schedule, criterion=criterion, scope=scope,
+                  structure=structure)
     compile_model(model, learning_rate)
     fit(model, x, y, epochs=epochs, batch_size=batch_size, verbose=verbose,
         extra_callbacks=[pruning.UpdatePruning()])
     return pruning.strip(model)
+
+
+def print_costs(before, after) -> dict:
+    """Print channels, parameters and FLOPs per layer of two models side by side.
+
+    FLOPs are those of ``pruning.layer_costs`` (the mean path, per image);
+    parameters are ``count_params()`` of the whole models (a Bayesian kernel
+    counts its mean, std and mask).
+
+    Returns:
+        ``{"params": (before, after), "flops": (before, after)}``.
+    """
+    from . import pruning
+
+    old, new = pruning.layer_costs(before), {r["layer"]: r for r in pruning.layer_costs(after)}
+    rows = []
+    for r in old:
+        n = new.get(r["layer"], {"channels": "-", "flops": 0})
+        rows.append((r["layer"], r["channels"], n["channels"], r["flops"], n["flops"]))
+    flops = (sum(r["flops"] for r in old), sum(r["flops"] for r in new.values()))
+    params = (before.count_params(), after.count_params())
+    rows.append(("total", "", "", flops[0], flops[1]))
+    print_table(rows, ["layer", "channels before", "channels after", "FLOPs before",
+                       "FLOPs after"])
+    print(f"\nparameters {params[0]:,} -> {params[1]:,} ({params[1] / params[0]:.2f}x); "
+          f"FLOPs per image {flops[0]:,} -> {flops[1]:,} ({flops[1] / flops[0]:.2f}x)")
+    return {"params": params, "flops": flops}
 
 
 # -------------------------------------------------------------------- export
@@ -472,27 +504,41 @@ def run_evaluate(*, model, dataset="mnist_5k", samples=32, out_dir="evaluation",
     return 0
 
 
-def run_prune(*, model, final_sparsity=0.9, criterion="snr", scope="global", epochs=3,
+def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global", epochs=3,
               batch_size=64, learning_rate=5e-4, dataset="mnist_5k", output=None, seed=0,
-              verbose=1) -> int:
-    """``tfp-bcnn prune``: fine-tune with `finetune_schedule`, save stripped."""
+              structured=False, verbose=1) -> int:
+    """``tfp-bcnn prune``: fine-tune with `finetune_schedule`, save stripped.
+
+    With ``structured`` whole filters / units are pruned (``final_sparsity``,
+    default 0.5, is the fraction of filters; default 0.9 of weights
+    otherwise), the model is shrunk by ``pruning.shrink`` and the channels,
+    parameters and FLOPs of each layer are printed before and after.
+    """
     import keras
 
     from . import pruning
 
+    if final_sparsity is None:
+        final_sparsity = 0.5 if structured else 0.9
     keras.utils.set_random_seed(seed)
     net = load_model(model)
     (x, y), (x_test, y_test) = load_data(dataset)
     before = mc_accuracy(net, x_test, y_test)
+    original = load_model(model) if structured else None
     net = prune_and_finetune(net, x, y, final_sparsity=final_sparsity, criterion=criterion,
                              epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                             scope=scope, verbose=verbose)
-    after = mc_accuracy(net, x_test, y_test)
-    output = output or str(Path(model).with_name(Path(model).stem + "_pruned.keras"))
-    path = save_model(net, output)
+                             scope=scope, structure="filter" if structured else "weight",
+                             verbose=verbose)
     print("\nsparsity per layer")
     print_table([(k, f"{v:.3f}") for k, v in pruning.sparsity(net).items()],
                 ["layer", "sparsity"])
+    if structured:
+        net = pruning.shrink(net)
+        print("\nshrunk: filters removed")
+        print_costs(original, net)
+    after = mc_accuracy(net, x_test, y_test)
+    output = output or str(Path(model).with_name(Path(model).stem + "_pruned.keras"))
+    path = save_model(net, output)
     print(f"\naccuracy before {before:.4f}, after {after:.4f}; wrote {path}")
     return 0
 

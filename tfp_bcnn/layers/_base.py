@@ -115,6 +115,9 @@ class BayesianLayer(keras.layers.Layer):
     to ``layer.losses``; the KL is summed over weights and ``kl_weight`` (a
     non-trainable scalar variable) is usually ``1 / num_train_examples`` so
     that the Keras loss is the per-example negative ELBO.
+    With ``kernel_regularizer`` (``tfp_bcnn.regularizers.L1`` / ``GroupL1``
+    or any Keras regularizer) each call also adds
+    ``kernel_regularizer(kernel_loc * kernel_mask)``.
 
     Estimators of the layer output ``y = x (*) W`` (``(*)`` a convolution or a
     matrix product):
@@ -169,6 +172,7 @@ class BayesianLayer(keras.layers.Layer):
         centered_prior=False,
         kl_weight=1.0,
         seed=None,
+        kernel_regularizer=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -199,6 +203,8 @@ class BayesianLayer(keras.layers.Layer):
         # Named after the layer, so that its state variable reads
         # "<layer>_seed_generator/seed_generator_state" in a SavedModel.
         self.seed_generator = _ReplicaSeedGenerator(seed, name=f"{self.name}_seed_generator")
+        # On the masked means (see `call`), e.g. tfp_bcnn.regularizers.GroupL1.
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.kl_weight = self.add_weight(
             name="kl_weight",
             shape=(),
@@ -451,6 +457,8 @@ class BayesianLayer(keras.layers.Layer):
 
         kl = self._kl(kernel_sample, bias_sample, sigma)
         self.add_loss(ops.cast(self.kl_weight, kl.dtype) * kl)
+        if self.kernel_regularizer is not None:
+            self.add_loss(self.kernel_regularizer(loc * mask))
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
@@ -489,6 +497,7 @@ class BayesianLayer(keras.layers.Layer):
                 "centered_prior": self.centered_prior,
                 "kl_weight": self._initial_kl_weight,
                 "seed": self.seed,
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
             }
         )
         if self.rank > 0:
@@ -508,4 +517,7 @@ class BayesianLayer(keras.layers.Layer):
         config = dict(config)
         if isinstance(config.get("prior"), dict):
             config["prior"] = keras.saving.deserialize_keras_object(config["prior"])
+        if isinstance(config.get("kernel_regularizer"), dict):
+            config["kernel_regularizer"] = keras.regularizers.deserialize(
+                config["kernel_regularizer"])
         return cls(**config)

@@ -34,6 +34,10 @@ class BayesianConv(BayesianLayer):
         kernel_initializer: initializer of the posterior mean ``kernel_loc``.
         centered_prior: centre the prior on the non-trainable
             ``kernel_prior_loc`` (zeros; ``to_bayesian`` sets it to trained weights).
+        kernel_regularizer: a Keras regularizer (e.g.
+            ``tfp_bcnn.regularizers.GroupL1(1e-3)``) applied to the masked
+            posterior means ``kernel_loc * kernel_mask``; its value is added to
+            the layer's losses at each call, next to the KL.
 
     Input shape: ``(batch, *spatial, channels)`` (channels_last).
     Output shape: ``(batch, *new_spatial, filters)``.

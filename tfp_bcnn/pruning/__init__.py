@@ -22,8 +22,23 @@ Workflow (the counterpart of tfmot's ``prune_low_magnitude`` /
 or, in one shot, ``pruning.prune_now(model, 0.9, criterion="snr")``.
 
 Modules (one concept each): ``_schedules`` (schedules), ``_masks`` (criteria,
-scopes, mask maths, `prune_now`, `sparsity`), ``_callback`` (`PruningConfig`, `prune`,
-`UpdatePruning`, `strip`). This ``__init__`` re-exports their public names.
+scopes, structures, mask maths, `prune_now`, `sparsity`), ``_callback``
+(`PruningConfig`, `prune`, `UpdatePruning`, `strip`), ``_shrink`` (`shrink`,
+`layer_costs`). This ``__init__`` re-exports their public names.
+
+Structured pruning (filters) and shrinking::
+
+    model = models.lenet5(num_train_examples=n,
+                          kernel_regularizer=regularizers.GroupL1(1e-3))
+    ...train...
+    pruning.prune(model, pruning.PolynomialDecay(0.0, 0.5, 0, 500),
+                  criterion="l1", structure="filter")
+    model.fit(x, y, callbacks=[pruning.UpdatePruning()])
+    small = pruning.shrink(model)   # the pruned filters and their inputs removed
+
+``structure="filter"`` prunes whole output filters / units (mean, std and
+bias); the sparsity is the fraction of filters; see ``_masks``. `shrink`
+rebuilds chain models without them (see ``_shrink``).
 
 Schedules. A schedule is a callable ``step -> (should_prune, sparsity)``; the
 two here have tfmot's arguments and formulas, and any tfmot
@@ -76,10 +91,12 @@ from ._masks import (
     CRITERIA,
     PRUNED_RHO,
     SCOPES,
+    STRUCTURES,
     TOTAL_KEY,
     prune_now,
     sparsity,
 )
+from ._shrink import layer_costs, shrink
 from ._schedules import (
     ConstantSparsity,
     PolynomialDecay,
@@ -93,6 +110,7 @@ __all__ = [
     "PRUNED_RHO",
     "REGISTRY",
     "SCOPES",
+    "STRUCTURES",
     "TOTAL_KEY",
     "ConstantSparsity",
     "PolynomialDecay",
@@ -101,9 +119,11 @@ __all__ = [
     "Schedule",
     "UpdatePruning",
     "default_schedule",
+    "layer_costs",
     "prune",
     "prune_now",
     "pruning_config",
+    "shrink",
     "sparsity",
     "strip",
 ]

@@ -24,7 +24,13 @@ from typing import Any
 import keras
 from keras import ops
 
-from ._masks import apply_sparsity, check_options, model_name, strip_masks
+from ._masks import (
+    apply_sparsity,
+    check_options,
+    model_name,
+    pruned_filters,
+    strip_masks,
+)
 from ._schedules import PruningSchedule, Schedule, default_schedule, evaluate_schedule
 
 __all__ = ["REGISTRY", "PruningConfig", "UpdatePruning", "prune", "pruning_config", "strip"]
@@ -36,15 +42,17 @@ class PruningConfig:
 
     Attributes:
         schedule: the schedule, ``step -> (should_prune, sparsity)``.
-        criterion: ``"magnitude"`` or ``"snr"``.
+        criterion: ``"magnitude"``, ``"snr"`` or ``"l1"``.
         scope: ``"layer"`` or ``"global"``.
         exclude: names of the Bayesian layers left unpruned.
+        structure: ``"weight"`` or ``"filter"``.
     """
 
     schedule: Any
     criterion: str
     scope: str
     exclude: tuple[str, ...]
+    structure: str = "weight"
 
     def get_config(self) -> dict[str, Any]:
         schedule = self.schedule
@@ -55,6 +63,7 @@ class PruningConfig:
             "criterion": self.criterion,
             "scope": self.scope,
             "exclude": list(self.exclude),
+            "structure": self.structure,
         }
 
     @classmethod
@@ -77,6 +86,7 @@ def prune(
     criterion: str = "magnitude",
     scope: str = "layer",
     exclude: Sequence[str] = (),
+    structure: str = "weight",
 ) -> keras.Model:
     """Prepare ``model`` for pruning during training with `UpdatePruning`.
 
@@ -93,11 +103,19 @@ def prune(
             ``PruningSchedule`` or any callable ``step -> (should_prune,
             sparsity)``. None (the default) is ``PolynomialDecay(0.5, 0.9, 0,
             1000)``, made afresh for each call.
-        criterion: ``"magnitude"`` (``|mu|``) or ``"snr"`` (``|mu| / sigma``).
+        criterion: ``"magnitude"`` (``|mu|``; a filter's L2 norm),
+            ``"snr"`` (``|mu| / sigma``; a filter's mean SNR) or ``"l1"``
+            (``|mu|``; a filter's L1 norm). Filter scores are per weight of
+            the filter (see ``_masks``), so comparable across layers.
         scope: ``"layer"`` (each layer at the scheduled sparsity) or
             ``"global"`` (one threshold over all the layers).
         exclude: names of Bayesian layers never pruned (a single name may be
             given as a string).
+        structure: ``"weight"`` (single kernel weights) or ``"filter"``
+            (whole output filters / units, mean and std, and their bias: the
+            sparsity is then the fraction of filters; the last Bayesian
+            layer, the classifier, is never filter-pruned and each layer
+            keeps at least one filter). `shrink` removes pruned filters.
 
     Returns:
         ``model`` itself, ready to compile and fit.
@@ -105,7 +123,8 @@ def prune(
     Raises:
         ValueError: a model with no (or an unbuilt) Bayesian layer, an unknown
             criterion or scope, an excluded name that is not a Bayesian
-            layer of the model, or a schedule that is not such a callable.
+            layer of the model, an unknown structure, or a schedule that is
+            not such a callable.
 
     Example:
 
@@ -113,7 +132,7 @@ def prune(
     ...                       criterion="snr")  # doctest: +SKIP
     >>> model.fit(x, y, callbacks=[pruning.UpdatePruning()])  # doctest: +SKIP
     """
-    _, exclude = check_options(model, criterion, scope, exclude)
+    _, exclude = check_options(model, criterion, scope, exclude, structure)
     if schedule is None:
         schedule = default_schedule()
     if not callable(schedule):
@@ -122,7 +141,7 @@ def prune(
             f"Received: schedule={schedule!r}"
         )
     evaluate_schedule(schedule, 0)  # fail now, not in the middle of fit
-    REGISTRY[model] = PruningConfig(schedule, criterion, scope, exclude)
+    REGISTRY[model] = PruningConfig(schedule, criterion, scope, exclude, structure)
     return model
 
 
@@ -163,7 +182,11 @@ class UpdatePruning(keras.callbacks.Callback):
     Before each training step it evaluates the schedule at the step about to
     run (``optimizer.iterations``, read when training begins and then counted
     here) and, when ``should_prune``, prunes the model to the scheduled
-    sparsity with the configured criterion and scope. Masks only grow. With
+    sparsity with the configured criterion, scope and structure. Masks only
+    grow. With ``structure="filter"`` it also resets the bias of every pruned
+    filter to 0 after each training step (the optimizer's momentum would
+    otherwise move it), so the trained function is that of the smaller
+    network. With
     ``steps_per_execution > 1`` a pruning step that falls inside a chunk of
     steps is applied at the start of the next chunk.
 
@@ -192,6 +215,7 @@ class UpdatePruning(keras.callbacks.Callback):
         self._step = 0
         self._checked = -1
         self._batch = 0
+        self._biased = []  # filter pruning: layers whose pruned biases are reset
 
     def on_train_begin(self, logs=None):
         model = self.model
@@ -209,6 +233,20 @@ class UpdatePruning(keras.callbacks.Callback):
         self._active = config
         self._step = int(ops.convert_to_numpy(model.optimizer.iterations))
         self._checked = self._step - 1
+        self._track_biases(model)
+
+    def _track_biases(self, model):
+        config = self._active
+        self._biased = []
+        if config.structure != "filter":
+            return
+        layers, _ = check_options(model, config.criterion, config.scope, config.exclude,
+                                  config.structure)
+        for layer in layers:
+            pruned = pruned_filters(layer) if layer.bias is not None else None
+            if pruned is not None and pruned.any():
+                keep = ops.convert_to_tensor((~pruned).astype("float32"), layer.bias.dtype)
+                self._biased.append((layer.bias, keep))
 
     def on_train_batch_begin(self, batch, logs=None):
         self._batch = batch
@@ -222,11 +260,14 @@ class UpdatePruning(keras.callbacks.Callback):
         if due is not None:
             # `self.model` syncs the variables on JAX; touch it only when pruning.
             layers, _ = check_options(self.model, config.criterion, config.scope,
-                                      config.exclude)
-            apply_sparsity(layers, due, config.criterion, config.scope)
+                                      config.exclude, config.structure)
+            apply_sparsity(layers, due, config.criterion, config.scope, config.structure)
+            self._track_biases(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += max(1, batch - self._batch + 1)
+        for bias, keep in self._biased:
+            bias.assign(bias * keep)
 
     def get_config(self):
         return {} if self.config is None else {"config": self.config.get_config()}

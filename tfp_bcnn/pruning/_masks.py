@@ -15,6 +15,30 @@ exactly ``round(sparsity * total)`` weights are pruned over them. Ties are
 broken deterministically: a stable argsort over the kernels flattened in C
 order (layers in model order). Masks only grow: already-pruned weights score
 ``-inf`` and are counted in the target.
+
+Structure. ``structure="weight"`` prunes single kernel weights, as above.
+``structure="filter"`` prunes whole output filters (convolutions) or units
+(Dense): the slices ``kernel[..., f]`` (the filter axis is the last one of
+every kernel, ``(k_1, ..., k_r, in, out)`` or ``(in, out)``), so that
+`shrink` can then remove them from the model. A filter ``f`` with the ``n_f``
+masked means ``mu_f`` and stds ``sigma_f`` scores
+
+* ``"l1"``: ``||mu_f||_1 / n_f``, the mean ``|mu|`` (L1 norm of the filter);
+* ``"magnitude"``: ``||mu_f||_2 / sqrt(n_f)``, the root mean square (L2 norm);
+* ``"snr"``: ``mean(|mu_f| / sigma_f)``, the filter's mean signal-to-noise ratio.
+
+Within a layer the division by ``n_f`` changes no ranking (its filters have
+the same size); it makes the scores of layers of different fan-in comparable
+under ``scope="global"``. ``sparsity`` is then the fraction of filters: per
+layer ``round(sparsity * F)`` of its ``F`` filters, globally
+``round(sparsity * total)`` filters over the layers; every layer keeps at
+least one filter (its best), and the last Bayesian layer of the model (the
+classifier, whose units are the classes) is never filter-pruned. Pruning a
+filter also sets its (deterministic) bias to 0 -- the filter is removed,
+bias included -- and `UpdatePruning` keeps it at 0 during training, so a
+pruned filter outputs ``activation(0)`` (0 for relu / tanh / linear), which
+`shrink` can drop exactly. For weight pruning, ``"l1"`` ranks by ``|mu|``, as
+``"magnitude"`` does.
 """
 
 from __future__ import annotations
@@ -33,8 +57,11 @@ __all__ = [
     "PRUNED_RHO",
     "SCOPES",
     "TOTAL_KEY",
+    "STRUCTURES",
     "apply_sparsity",
     "check_options",
+    "pruned_filters",
+    "zero_pruned_biases",
     "model_name",
     "prunable_layers",
     "prune_now",
@@ -42,8 +69,9 @@ __all__ = [
     "strip_masks",
 ]
 
-CRITERIA = ("magnitude", "snr")
+CRITERIA = ("magnitude", "snr", "l1")
 SCOPES = ("layer", "global")
+STRUCTURES = ("weight", "filter")
 
 #: ``kernel_rho`` that `strip` writes at pruned positions: ``softplus(-30)``
 #: is about ``1e-13``, so the stored std is the floor ``1e-8`` (and the mask
@@ -90,19 +118,22 @@ def prunable_layers(model) -> list:
     return layers
 
 
-def check_options(model, criterion, scope, exclude) -> tuple[list, tuple[str, ...]]:
-    """Validate ``criterion``, ``scope`` and ``exclude`` against ``model``.
+def check_options(model, criterion, scope, exclude,
+                  structure="weight") -> tuple[list, tuple[str, ...]]:
+    """Validate ``criterion``, ``scope``, ``exclude`` and ``structure`` against ``model``.
 
     Returns:
         ``(layers, exclude)``: the Bayesian layers to prune and the excluded
-        names as a tuple.
+        names as a tuple (with ``structure="filter"`` the last Bayesian
+        layer is left out of ``layers`` but not added to ``exclude``).
 
     Raises:
-        ValueError: an unknown criterion or scope, an excluded name that is not
-            a Bayesian layer of the model, or nothing left to prune.
+        ValueError: an unknown criterion, scope or structure, an excluded name
+            that is not a Bayesian layer of the model, or nothing left to prune.
     """
     check.choice("criterion", criterion, CRITERIA)
     check.choice("scope", scope, SCOPES)
+    check.choice("structure", structure, STRUCTURES)
     if isinstance(exclude, str):
         exclude = (exclude,)
     try:
@@ -120,9 +151,13 @@ def check_options(model, criterion, scope, exclude) -> tuple[list, tuple[str, ..
                 f"(those are {names}). Received: exclude={name!r}"
             )
     included = [layer for layer in layers if layer.name not in exclude]
+    if structure == "filter":  # the classifier's units are the classes
+        included = [layer for layer in included if layer is not layers[-1]]
     if not included:
+        extra = (f" (structure='filter' never prunes the last Bayesian layer, "
+                 f"{layers[-1].name!r})" if structure == "filter" else "")
         raise ValueError(
-            f"`exclude` leaves no Bayesian layer to prune. Received: exclude={exclude!r}"
+            f"`exclude` leaves no Bayesian layer to prune{extra}. Received: exclude={exclude!r}"
         )
     return included, exclude
 
@@ -135,6 +170,34 @@ def _scores(layer, criterion) -> np.ndarray:
     mask = ops.convert_to_numpy(layer.kernel_mask).ravel()
     scores = loc.ravel()
     scores[mask == 0] = -np.inf
+    return scores
+
+
+def _masked_moments(layer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(|mu| * mask, sigma, mask)`` as float64 ``(n_f, F)`` arrays (filters last)."""
+    mask = ops.convert_to_numpy(layer.kernel_mask).astype("float64")
+    loc = np.abs(ops.convert_to_numpy(layer.kernel_loc).astype("float64")) * mask
+    sigma = ops.convert_to_numpy(layer.kernel_sigma).astype("float64")
+    units = mask.shape[-1]
+    return loc.reshape(-1, units), sigma.reshape(-1, units), mask.reshape(-1, units)
+
+
+def pruned_filters(layer) -> np.ndarray:
+    """Boolean ``(F,)``: True where the whole filter ``kernel_mask[..., f]`` is 0."""
+    mask = ops.convert_to_numpy(layer.kernel_mask)
+    return np.all(mask.reshape(-1, mask.shape[-1]) == 0, axis=0)
+
+
+def _filter_scores(layer, criterion) -> np.ndarray:
+    """``(F,)`` float64 filter scores (module docstring); pruned filters -inf."""
+    loc, sigma, _ = _masked_moments(layer)
+    if criterion == "l1":
+        scores = np.mean(loc, axis=0)
+    elif criterion == "magnitude":
+        scores = np.sqrt(np.mean(np.square(loc), axis=0))
+    else:
+        scores = np.mean(loc / sigma, axis=0)
+    scores[pruned_filters(layer)] = -np.inf
     return scores
 
 
@@ -152,8 +215,48 @@ def _assign_mask(layer, keep: np.ndarray) -> None:
     layer.kernel_mask.assign(new)
 
 
-def apply_sparsity(layers: Sequence, target: float, criterion: str, scope: str) -> None:
+def _assign_filters(layer, keep: np.ndarray) -> None:
+    """Zero the mask (and the deterministic bias) of every filter not in ``keep``."""
+    mask = ops.convert_to_numpy(layer.kernel_mask)
+    layer.kernel_mask.assign(np.where(keep, mask, 0.0).astype(mask.dtype))
+    zero_pruned_biases([layer])
+
+
+def zero_pruned_biases(layers: Sequence) -> None:
+    """Set the deterministic bias of every fully pruned filter of ``layers`` to 0."""
+    for layer in layers:
+        if layer.bias is None:
+            continue
+        pruned = pruned_filters(layer)
+        if pruned.any():
+            bias = ops.convert_to_numpy(layer.bias)
+            layer.bias.assign(np.where(pruned, 0.0, bias).astype(bias.dtype))
+
+
+def _apply_filter_sparsity(layers: Sequence, target: float, criterion: str, scope: str) -> None:
+    """Filter pruning: every layer keeps at least its best filter."""
+    scores = [_filter_scores(layer, criterion) for layer in layers]
+    if scope == "layer":
+        for layer, s in zip(layers, scores):
+            _assign_filters(layer, _prune_lowest(s, min(round(target * s.size), s.size - 1)))
+        return
+    guarded = []
+    for s in scores:  # each layer's best filter ranks above every other
+        g = s.copy()
+        g[np.argmax(s)] = np.inf
+        guarded.append(g)
+    flat = np.concatenate(guarded)
+    keep = _prune_lowest(flat, min(round(target * flat.size), flat.size - len(layers)))
+    offsets = np.cumsum([0] + [s.size for s in scores])
+    for layer, lo, hi in zip(layers, offsets[:-1], offsets[1:]):
+        _assign_filters(layer, keep[lo:hi])
+
+
+def apply_sparsity(layers: Sequence, target: float, criterion: str, scope: str,
+                   structure: str = "weight") -> None:
     """Grow the masks of ``layers`` to ``target`` sparsity (see the module docstring)."""
+    if structure == "filter":
+        return _apply_filter_sparsity(layers, target, criterion, scope)
     scores = [_scores(layer, criterion) for layer in layers]
     if scope == "layer":
         for layer, s in zip(layers, scores):
@@ -209,6 +312,7 @@ def prune_now(
     criterion: str = "magnitude",
     scope: str = "layer",
     exclude: Sequence[str] = (),
+    structure: str = "weight",
 ) -> keras.Model:
     """Set the masks of ``model`` to ``sparsity`` at once (one-shot pruning).
 
@@ -220,7 +324,8 @@ def prune_now(
     Args:
         model: a built model with at least one Bayesian layer.
         sparsity: fraction in ``[0, 1)``.
-        criterion, scope, exclude: as in `prune`.
+        criterion, scope, exclude, structure: as in `prune` (with
+            ``structure="filter"``, ``sparsity`` is the fraction of filters).
 
     Returns:
         ``model`` itself.
@@ -229,6 +334,6 @@ def prune_now(
         ValueError: ``sparsity`` outside ``[0, 1)``, and the errors of `prune`.
     """
     target = check.fraction("sparsity", sparsity)
-    layers, _ = check_options(model, criterion, scope, exclude)
-    apply_sparsity(layers, target, criterion, scope)
+    layers, _ = check_options(model, criterion, scope, exclude, structure)
+    apply_sparsity(layers, target, criterion, scope, structure)
     return model
