@@ -208,10 +208,7 @@ class BayesianLayer(keras.layers.Layer):
                 f"The channel dimension of the inputs of {type(self).__name__} must be known. "
                 f"Received: input_shape={tuple(input_shape)}"
             )
-        if self.rank == 0:
-            kernel_shape = (in_channels, self.units)
-        else:
-            kernel_shape = self.kernel_size + (in_channels, self.units)
+        kernel_shape = self._kernel_shape(in_channels)
         rho0 = float(rho_from_sigma(self.posterior_std_init))
         self.kernel_loc = self.add_weight(
             name="kernel_loc", shape=kernel_shape, initializer=self.kernel_initializer
@@ -246,6 +243,21 @@ class BayesianLayer(keras.layers.Layer):
             ndim=None if self.rank == 0 else self.rank + 2,
             axes=axes,
         )
+
+    #: Axis of the kernel that runs over the input channels (Flipout's input
+    #: signs): -2 for ``(..., in, out)`` kernels; the transposed convolutions'
+    #: ``(..., out, in)`` kernels set -1.
+    _kernel_in_axis = -2
+
+    def _kernel_shape(self, in_channels):
+        """Shape of the kernel (and of its ``rho``, mask, prior loc) for ``in_channels``.
+
+        ``(in, units)`` for Dense, ``kernel_size + (in, units)`` for a
+        convolution; subclasses with another kernel layout override it.
+        """
+        if self.rank == 0:
+            return (in_channels, self.units)
+        return self.kernel_size + (in_channels, self.units)
 
     # --------------------------------------------------------------- moments
     @property
@@ -349,7 +361,7 @@ class BayesianLayer(keras.layers.Layer):
             outputs = self.linear(inputs, (loc + sigma * eps) * mask)
         elif self.estimator == "flipout":
             eps = keras.random.normal(ops.shape(loc), seed=self.seed_generator)
-            in_channels = ops.shape(loc)[-2]
+            in_channels = ops.shape(loc)[self._kernel_in_axis]
             sign_in = self._sign(self._sign_shape(inputs, in_channels))
             sign_out = self._sign(self._sign_shape(inputs, self.units))
             outputs = self.linear(inputs, loc * mask)
