@@ -241,3 +241,63 @@ def test_jax_backend_subprocess():
         assert last < first
         assert spread > 0
         assert n_losses == 2
+
+
+# ------------------------------------------------------------ export / TFLite
+def _edge_classifier():
+    inp = keras.Input((8, 8, 3))
+    h = layers.Conv2DFlipout(4, 1, use_bias=False, seed=1)(inp)
+    h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.ReLU(6.0)(h)
+    h = layers.DepthwiseConv2DFlipout(3, strides=2, padding="same", depth_multiplier=2,
+                                      seed=2)(h)
+    h = keras.layers.ReLU(6.0)(h)
+    h = layers.Conv2DTransposeFlipout(3, 3, strides=2, padding="same", activation="relu",
+                                      seed=3)(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inp, layers.DenseFlipout(4, activation="softmax", seed=4)(h))
+
+
+@pytest.mark.parametrize("sampling", ["lrt", "weights", "moments"])
+def test_tflite_builtins_and_runtime_agree_with_keras(sampling, tmp_path):
+    """Depthwise and transposed Bayesian layers export to builtin ops
+    (DEPTHWISE_CONV_2D, TRANSPOSE_CONV), and at sigma = 1e-8 the TF-free runtime
+    gives the Keras model's probabilities to float32 round-off (1e-5)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tfp_bcnn import export
+    from tfp_bcnn.export.runtime import TFLiteBayesianModel
+
+    model = _edge_classifier()
+    for layer in tfp_bcnn.bayesian_layers(model):
+        layer.kernel_rho.assign(np.full(layer.kernel_rho.shape, -40.0, "float32"))
+    x = np.random.default_rng(0).random((3, 8, 8, 3), dtype=np.float32)
+    expected = ops.convert_to_numpy(model(x, training=False))
+    path = export.to_tflite(model, tmp_path / f"{sampling}.tflite", num_samples=4,
+                            sampling=sampling)
+    ops_used = {op["op_name"] for op in Interpreter(model_path=str(path))._get_ops_details()}
+    assert not any(n.startswith("Flex") or n in ("CUSTOM", "DELEGATE") for n in ops_used)
+    assert "DEPTHWISE_CONV_2D" in ops_used and "TRANSPOSE_CONV" in ops_used, ops_used
+    pred = TFLiteBayesianModel(path).predict(x)
+    np.testing.assert_allclose(pred.mean, expected, atol=1e-5)
+
+
+def test_unstructured_pruning_masks_and_predict():
+    """prune_now masks the depthwise / transposed kernels; predict (MC and moments) runs."""
+    from tfp_bcnn import pruning
+
+    model = _edge_classifier()
+    pruning.prune_now(model, 0.5)
+    for layer in tfp_bcnn.bayesian_layers(model):
+        mask = ops.convert_to_numpy(layer.kernel_mask)
+        assert mask.shape == tuple(layer.kernel_loc.shape)
+        assert mask.sum() == mask.size - round(0.5 * mask.size)
+        # the kept weights are the largest |mu|: every pruned |mu| <= every kept |mu|
+        mu = np.abs(ops.convert_to_numpy(layer.kernel_loc))
+        assert mu[mask == 0].max() <= mu[mask == 1].min()
+    x = np.random.default_rng(1).random((5, 8, 8, 3), dtype=np.float32)
+    mc = tfp_bcnn.predict(model, x, num_samples=8)
+    mom = tfp_bcnn.predict(model, x, num_samples=8, method="moments")
+    for p in (mc, mom):
+        assert p.mean.shape == (5, 4)
+        np.testing.assert_allclose(p.mean.sum(axis=1), 1.0, atol=1e-5)
