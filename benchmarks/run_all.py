@@ -54,6 +54,10 @@ BENCHMARKS = {
                 ["--epochs", "1", "--seeds", "0", "--repeats", "100", "--angles", "0", "45"],
                 "Moments vs Monte Carlo: one-pass uncertainty",
                 MNIST_5K + "; out of distribution: letters A-J and uniform noise"),
+    "reliability": ("reliability.py", [],
+                    ["--epochs", "1", "--memory-images", "2000", "--rounds", "1", "--calls", "2"],
+                    "Reliability: load held, memory bounded, bad inputs, faults survived",
+                    MNIST_5K + " (test images; random images of the same size for memory)"),
 }
 
 

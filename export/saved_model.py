@@ -14,6 +14,15 @@ Signatures (batch dimension dynamic):
   forward pass (call it repeatedly for more samples).
 
 Every call draws fresh samples; no random seed is stored in the graph.
+
+Bad inputs: both signatures refuse images holding NaN or infinity inside the
+graph (an ``Assert`` op, so TF Serving and ``saved_model_cli`` refuse them
+too): the call raises ``tf.errors.InvalidArgumentError`` whose message says
+"images contain NaN or infinity at batch indices" and lists the first five.
+An empty batch returns outputs with a batch dimension of 0. Unscaled images
+cannot be detected inside the graph; the Python code that feeds a SavedModel
+(`tfp_bcnn.predict` on the Keras model, the CLI) checks them with
+``tfp_bcnn._validation.images``.
 """
 
 from __future__ import annotations
@@ -22,12 +31,40 @@ import json
 import os
 
 import keras
+import tensorflow as tf
 
 from tfp_bcnn._io import atomic_directory
 from ._inference import InferenceGraph, export_info
 from .tflite import METADATA_NAME
 
 __all__ = ["save_saved_model"]
+
+
+def _finite_only(fn):
+    """``fn(images)`` behind an in-graph check that refuses NaN or infinity.
+
+    The ``Assert`` names the first five offending images by batch index. An
+    empty batch runs ``fn`` on one zero image and returns its outputs cut to
+    0 rows (TensorFlow's graph optimizer breaks some convolutions on a
+    zero-size batch); every output of ``fn`` is batch-first.
+    """
+
+    def checked(images):
+        axes = list(range(1, images.shape.rank))
+        finite = tf.reduce_all(tf.math.is_finite(images), axis=axes)
+        bad = tf.where(tf.logical_not(finite))[:, 0]
+        check = tf.debugging.Assert(
+            tf.reduce_all(finite),
+            ["images contain NaN or infinity at batch indices (first 5):", bad[:5]],
+            summarize=5,
+        )
+        with tf.control_dependencies([check]):
+            n = tf.shape(images)[0]
+            one = tf.zeros([1, *images.shape[1:]], images.dtype)
+            outputs = fn(tf.cond(n > 0, lambda: tf.identity(images), lambda: one))
+            return {name: value[:n] for name, value in outputs.items()}
+
+    return checked
 
 
 def save_saved_model(
@@ -88,8 +125,9 @@ def save_saved_model(
     archive = keras.export.ExportArchive()
     for obj in graph.trackables:
         archive.track(obj)
-    archive.add_endpoint("serving_default", graph.predict, input_signature=graph.input_signature)
-    archive.add_endpoint("sample", graph.sample, input_signature=graph.input_signature)
+    signature = graph.input_signature
+    archive.add_endpoint("serving_default", _finite_only(graph.predict), input_signature=signature)
+    archive.add_endpoint("sample", _finite_only(graph.sample), input_signature=signature)
     with atomic_directory(path) as tmp:
         archive.write_out(tmp, verbose=False)
         extra = os.path.join(tmp, "assets.extra")

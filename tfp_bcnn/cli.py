@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as err:
+    except (ValueError, OSError) as err:  # bad input, or a read-only / full target
         print(f"tfp-bcnn {args.command}: error: {err}", file=sys.stderr)
         return 2
 
