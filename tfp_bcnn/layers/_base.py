@@ -2,7 +2,10 @@
 
 All twelve public layer classes (``{Conv1D, Conv2D, Conv3D, Dense} x
 {Reparameterization, Flipout, LocalReparameterization}``) are this class with a
-rank and an estimator fixed; nothing else differs between them.
+rank and an estimator fixed; nothing else differs between them. The
+depthwise and transposed convolutions (``_public.py``) also override the two
+seams ``_kernel_shape`` (the kernel layout) and ``linear`` (the linear map),
+and set ``_kernel_in_axis`` (which kernel axis Flipout's input signs run over).
 """
 
 from __future__ import annotations
