@@ -7,7 +7,9 @@ interpreter lacks. Instead every `tfp_bcnn.layers.BayesianLayer` is replaced
 connections and nested models included, keep their graph) with an export-only
 layer whose call is written with ``tf.nn`` ops on static kernels, and the other
 layers are reused as they are (called with ``training=False``: dropout is the
-identity, batch normalisation uses its moving statistics).
+identity, batch normalisation uses its moving statistics), except that a
+layer of a mixed-precision model is rebuilt in float32: every exported graph
+computes in float32 whatever policy the model was trained with.
 
 Sampling of a Bayesian layer with posterior ``q(W) = N(mu, sigma^2)`` and mask
 ``m`` (``mu_m = mu * m``, ``sigma_m = sigma * m``; a pruned weight is 0 in both):
@@ -300,15 +302,45 @@ def _has_bayesian(layer) -> bool:
     return any(True for _ in bayesian_layers(layer))
 
 
+def _is_reduced_precision(layer) -> bool:
+    """Any layer (``layer`` or one nested in it) computing in a 16-bit float."""
+    sublayers = all_layers(layer, include_self=True)
+    return any(sub.compute_dtype in ("float16", "bfloat16") for sub in sublayers)
+
+
+def _float32_copy(layer):
+    """A float32 twin of a layer of a mixed-precision model, sharing nothing.
+
+    The exported graphs compute in float32 whatever the training policy was
+    (TFLite has no float16 MaxPool, and SavedModel outputs stay float32): the
+    layer is rebuilt from its config with ``dtype="float32"``, built from its
+    build config and given the (float32) weights of the original.
+    """
+    config = layer.get_config()
+    config["dtype"] = "float32"
+    copy = type(layer).from_config(config)
+    build_config = layer.get_build_config()
+    if build_config is not None:
+        copy.build_from_config(build_config)
+    copy.set_weights(layer.get_weights())
+    return copy
+
+
 def _substitute(model, sampling, num_samples, store, sparse=False):
-    """Clone ``model`` with every Bayesian layer replaced; other layers are shared."""
+    """Clone ``model`` with every Bayesian layer replaced; other layers are shared.
+
+    ``store`` (id of a source layer -> its export form) lets the tiled and the
+    single-sample graphs share constants and float32 copies.
+    """
 
     def clone_function(layer):
         if isinstance(layer, BayesianLayer):
             if id(layer) not in store:
                 store[id(layer)] = _PosteriorConstants(layer, sampling, sparse)
             return _BayesianInference(layer, store[id(layer)], sampling, num_samples)
-        if isinstance(layer, keras.Model) and _has_bayesian(layer):
+        if isinstance(layer, keras.Model) and (
+            _has_bayesian(layer) or _is_reduced_precision(layer)
+        ):
             return _substitute(layer, sampling, num_samples, store, sparse)
         if _has_bayesian(layer):
             raise ValueError(
@@ -316,6 +348,10 @@ def _substitute(model, sampling, num_samples, store, sparse=False):
                 "models only, not inside a custom layer. "
                 f"Received: layer={layer.name!r} ({type(layer).__name__})"
             )
+        if _is_reduced_precision(layer):
+            if id(layer) not in store:
+                store[id(layer)] = _float32_copy(layer)
+            return store[id(layer)]
         return layer
 
     try:
