@@ -64,7 +64,12 @@ import tensorflow as tf
 
 from tfp_bcnn import _validation as check
 from tfp_bcnn._compat import all_layers
-from tfp_bcnn.layers import BayesianConvTranspose, BayesianDepthwiseConv, BayesianLayer, GaussianHead
+from tfp_bcnn.layers import (
+    BayesianConvTranspose,
+    BayesianDepthwiseConv,
+    BayesianLayer,
+    GaussianHead,
+)
 from tfp_bcnn.kl import bayesian_layers
 from tfp_bcnn.moments import MAX_POOLS
 

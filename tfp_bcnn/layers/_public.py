@@ -17,7 +17,7 @@ from keras import ops
 
 from .. import _compat
 from .. import _validation as check
-from ._base import BayesianLayer, _normalize_tuple
+from ._base import BayesianLayer
 
 
 class BayesianConv(BayesianLayer):
@@ -391,91 +391,91 @@ class DenseLocalReparameterization(BayesianDense):
 
 @_register
 class DepthwiseConv1DReparameterization(BayesianDepthwiseConv):
-    """1-D Bayesian depthwise convolution, one kernel draw per call. See ``BayesianDepthwiseConv``."""
+    """1-D Bayesian depthwise convolution, one kernel draw per call (``BayesianDepthwiseConv``)."""
     _rank, _estimator = 1, "reparameterization"
 
 
 @_register
 class DepthwiseConv1DFlipout(BayesianDepthwiseConv):
-    """1-D Bayesian depthwise convolution, with Flipout. See ``BayesianDepthwiseConv``."""
+    """1-D Bayesian depthwise convolution, with Flipout (``BayesianDepthwiseConv``)."""
     _rank, _estimator = 1, "flipout"
 
 
 @_register
 class DepthwiseConv1DLocalReparameterization(BayesianDepthwiseConv):
-    """1-D Bayesian depthwise convolution, local reparameterization. See ``BayesianDepthwiseConv``."""
+    """1-D Bayesian depthwise convolution, local reparameterization (``BayesianDepthwiseConv``)."""
     _rank, _estimator = 1, "local_reparameterization"
 
 
 @_register
 class DepthwiseConv2DReparameterization(BayesianDepthwiseConv):
-    """2-D Bayesian depthwise convolution, one kernel draw per call. See ``BayesianDepthwiseConv``."""
+    """2-D Bayesian depthwise convolution, one kernel draw per call (``BayesianDepthwiseConv``)."""
     _rank, _estimator = 2, "reparameterization"
 
 
 @_register
 class DepthwiseConv2DFlipout(BayesianDepthwiseConv):
-    """2-D Bayesian depthwise convolution, with Flipout. See ``BayesianDepthwiseConv``."""
+    """2-D Bayesian depthwise convolution, with Flipout (``BayesianDepthwiseConv``)."""
     _rank, _estimator = 2, "flipout"
 
 
 @_register
 class DepthwiseConv2DLocalReparameterization(BayesianDepthwiseConv):
-    """2-D Bayesian depthwise convolution, local reparameterization. See ``BayesianDepthwiseConv``."""
+    """2-D Bayesian depthwise convolution, local reparameterization (``BayesianDepthwiseConv``)."""
     _rank, _estimator = 2, "local_reparameterization"
 
 
 @_register
 class Conv1DTransposeReparameterization(BayesianConvTranspose):
-    """1-D Bayesian transposed convolution, one kernel draw per call. See ``BayesianConvTranspose``."""
+    """1-D Bayesian transposed convolution, one kernel draw per call (``BayesianConvTranspose``)."""
     _rank, _estimator = 1, "reparameterization"
 
 
 @_register
 class Conv1DTransposeFlipout(BayesianConvTranspose):
-    """1-D Bayesian transposed convolution, with Flipout. See ``BayesianConvTranspose``."""
+    """1-D Bayesian transposed convolution, with Flipout (``BayesianConvTranspose``)."""
     _rank, _estimator = 1, "flipout"
 
 
 @_register
 class Conv1DTransposeLocalReparameterization(BayesianConvTranspose):
-    """1-D Bayesian transposed convolution, local reparameterization. See ``BayesianConvTranspose``."""
+    """1-D Bayesian transposed convolution, local reparameterization (``BayesianConvTranspose``)."""
     _rank, _estimator = 1, "local_reparameterization"
 
 
 @_register
 class Conv2DTransposeReparameterization(BayesianConvTranspose):
-    """2-D Bayesian transposed convolution, one kernel draw per call. See ``BayesianConvTranspose``."""
+    """2-D Bayesian transposed convolution, one kernel draw per call (``BayesianConvTranspose``)."""
     _rank, _estimator = 2, "reparameterization"
 
 
 @_register
 class Conv2DTransposeFlipout(BayesianConvTranspose):
-    """2-D Bayesian transposed convolution, with Flipout. See ``BayesianConvTranspose``."""
+    """2-D Bayesian transposed convolution, with Flipout (``BayesianConvTranspose``)."""
     _rank, _estimator = 2, "flipout"
 
 
 @_register
 class Conv2DTransposeLocalReparameterization(BayesianConvTranspose):
-    """2-D Bayesian transposed convolution, local reparameterization. See ``BayesianConvTranspose``."""
+    """2-D Bayesian transposed convolution, local reparameterization (``BayesianConvTranspose``)."""
     _rank, _estimator = 2, "local_reparameterization"
 
 
 @_register
 class Conv3DTransposeReparameterization(BayesianConvTranspose):
-    """3-D Bayesian transposed convolution, one kernel draw per call. See ``BayesianConvTranspose``."""
+    """3-D Bayesian transposed convolution, one kernel draw per call (``BayesianConvTranspose``)."""
     _rank, _estimator = 3, "reparameterization"
 
 
 @_register
 class Conv3DTransposeFlipout(BayesianConvTranspose):
-    """3-D Bayesian transposed convolution, with Flipout. See ``BayesianConvTranspose``."""
+    """3-D Bayesian transposed convolution, with Flipout (``BayesianConvTranspose``)."""
     _rank, _estimator = 3, "flipout"
 
 
 @_register
 class Conv3DTransposeLocalReparameterization(BayesianConvTranspose):
-    """3-D Bayesian transposed convolution, local reparameterization. See ``BayesianConvTranspose``."""
+    """3-D Bayesian transposed convolution, local reparameterization (``BayesianConvTranspose``)."""
     _rank, _estimator = 3, "local_reparameterization"
 
 
