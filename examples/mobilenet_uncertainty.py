@@ -19,7 +19,15 @@ The edge-network path of tfp_bcnn, on offline data:
    ``lrt`` Monte Carlo sampling and with ``moments`` (one pass), run by the
    TF-free ``TFLiteBayesianModel`` and compared with Keras.
 
-Run (about a minute on 2 CPU cores)::
+The defaults are a smoke-sized run, not a trained model: MobileNetV2 has
+about 400,000 weights and ``kl_weight = 1 / N`` with N = 2,000, so the KL
+term dominates the loss for the first epochs and accuracy after 2 + 1
+epochs stays low; raise ``--n-train`` and the epochs for a useful network.
+Most of the run time is Keras tracing the 150-layer graph: a few minutes on
+2 shared CPU cores (measured: about 5 minutes at load 9 with the test's
+tiny settings).
+
+Run::
 
     python examples/mobilenet_uncertainty.py
     python examples/mobilenet_uncertainty.py --n-train 4000 --epochs 4
