@@ -61,6 +61,16 @@ BENCHMARKS = {
                     ["--epochs", "1", "--memory-images", "2000", "--rounds", "1", "--calls", "2"],
                     "Reliability: load held, memory bounded, bad inputs, faults survived",
                     MNIST_5K + " (test images; random images of the same size for memory)"),
+    "tuning": ("tuning.py", ["--from-json", "benchmarks/results/tuning.json"],
+               ["--from-json", "benchmarks/results/tuning.json"],
+               "Tuning of the Bayesian recipe (recorded screening runs)",
+               MNIST_5K + "; letters A-J and uniform noise for the OOD columns"),
+    "baselines": ("baselines.py", ["--seeds", "0", "1", "2", "3", "4",
+                                   "--figure", "docs/baselines.png"],
+                  ["--seeds", "0", "--epochs", "1", "--num-samples", "4", "--members", "2"],
+                  "Uncertainty baselines: MC dropout, deep ensembles, temperature scaling",
+                  MNIST_5K + " (the 4,000 split 3,600 train / 400 validation); OOD: letters "
+                  "A-J and uniform noise; shift: datasets.shifted_digits() and rotations"),
 }
 
 

@@ -542,3 +542,14 @@ def test_mobilenet_v2_converts_and_keeps_its_outputs():
     got = ops.convert_to_numpy(moped.get_layer("expanded_conv_depthwise").kernel_sigma)
     np.testing.assert_allclose(got, np.maximum(0.1 * np.abs(w), models.MOPED_SIGMA_FLOOR),
                                rtol=1e-4, atol=1e-7)
+
+
+def test_output_bias_std_gives_the_output_layer_a_wide_bayesian_bias():
+    model = models.lenet5(num_train_examples=100, output_bias_std=0.7, seed=0)
+    out = model.get_layer("fc3")
+    assert out.bayesian_bias and not model.get_layer("fc2").bayesian_bias
+    np.testing.assert_allclose(np.asarray(out.bias_sigma), 0.7, rtol=1e-5)
+    twin = models.lenet5(bayesian=False, output_bias_std=0.7)  # ignored by the twin
+    assert twin.get_layer("fc3").bias is not None
+    with pytest.raises(ValueError, match="output_bias_std=0"):
+        models.lenet5(num_train_examples=100, output_bias_std=0)

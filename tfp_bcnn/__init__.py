@@ -8,7 +8,19 @@ Importing the package registers every layer, prior, schedule and callback with
 Keras, so ``keras.saving.load_model("model.keras")`` works right after it.
 """
 
-from . import datasets, kl, layers, metrics, models, moments, plots, priors, pruning, uncertainty
+from . import (
+    datasets,
+    ensemble,
+    kl,
+    layers,
+    metrics,
+    models,
+    moments,
+    plots,
+    priors,
+    pruning,
+    uncertainty,
+)
 from ._annealing import KLAnnealing
 from .kl import KLDivergence, bayesian_layers, get_kl_weight, kl_divergence, set_kl_weight
 from .layers import GaussianHead, gaussian_nll
@@ -26,6 +38,7 @@ __all__ = [
     "KLDivergence",
     "bayesian_layers",
     "datasets",
+    "ensemble",
     "gaussian_nll",
     "get_kl_weight",
     "kl",

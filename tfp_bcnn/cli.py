@@ -31,14 +31,15 @@ def cmd_train(args):
         model=args.model, estimator=args.estimator, frequentist=args.frequentist,
         dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, kl_schedule=args.kl_schedule,
-        warmup_epochs=args.warmup_epochs, output=args.output, seed=args.seed,
-        verbose=args.verbose)
+        warmup_epochs=args.warmup_epochs, dropout=args.dropout, members=args.members,
+        output=args.output, seed=args.seed, verbose=args.verbose)
 
 
 def cmd_evaluate(args):
     from . import workflow
 
-    return workflow.run_evaluate(model=args.model, dataset=args.dataset,
+    model = args.model[0] if len(args.model) == 1 else args.model
+    return workflow.run_evaluate(model=model, dataset=args.dataset,
                                  samples=args.samples, out_dir=args.out_dir,
                                  method=args.method)
 
@@ -86,19 +87,28 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--estimator", choices=ESTIMATORS, default="flipout")
     t.add_argument("--frequentist", action="store_true", help="the deterministic twin")
     t.add_argument("--dataset", default="mnist_5k", help="mnist_5k, digits, or a .npz path")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--learning-rate", type=float, default=1e-3)
+    # None: the tuned recipe, tfp_bcnn.models.RECIPE (20 epochs, batch 64, Adam 2e-3)
+    t.add_argument("--epochs", type=int, default=None, help="default: models.RECIPE (20)")
+    t.add_argument("--batch-size", type=int, default=None, help="default: models.RECIPE (64)")
+    t.add_argument("--learning-rate", type=float, default=None,
+                   help="default: models.RECIPE (2e-3)")
     t.add_argument("--kl-schedule", choices=("constant", "linear", "blundell"),
                    default="constant")
     t.add_argument("--warmup-epochs", type=int, default=3)
+    t.add_argument("--dropout", type=float, default=None,
+                   help="add MCDropout at this rate before every dense layer (with "
+                   "--frequentist: the Monte Carlo dropout baseline)")
+    t.add_argument("--members", type=int, default=1,
+                   help="train a deep ensemble of this many members (seeds seed, seed+1, "
+                   "...), written as <output stem>_<m>.keras")
     t.add_argument("--output", default="model.keras")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--verbose", type=int, default=1)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="accuracy, calibration, uncertainty, OOD, shift")
-    e.add_argument("model")
+    e.add_argument("model", nargs="+",
+                   help="a .keras file, or several: a deep ensemble (members are samples)")
     e.add_argument("--dataset", default="mnist_5k")
     e.add_argument("--samples", type=int, default=32)
     e.add_argument("--method", choices=METHODS, default="mc",

@@ -127,7 +127,8 @@ class BayesianLayer(keras.layers.Layer):
       https://arxiv.org/abs/1505.05424).
     * ``"flipout"``: ``y = x (*) mu + ((x o s) (*) (sigma o eps)) o r`` with
       random signs ``s``, ``r`` per example, so each example sees its own
-      pseudo-independent kernel (Wen et al. 2018, https://arxiv.org/abs/1803.04386).
+      pseudo-independent kernel (Wen et al. 2018, https://arxiv.org/abs/1803.04386);
+      a Bayesian bias is drawn per example too.
     * ``"local_reparameterization"``: pre-activations drawn from
       ``N(x (*) mu, x^2 (*) sigma^2)``, independently per output element: two
       convolutions (Kingma et al. 2015, https://arxiv.org/abs/1506.02557;
@@ -447,9 +448,17 @@ class BayesianLayer(keras.layers.Layer):
         elif self.bias_loc is not None and self.estimator == "local_reparameterization":
             bias = self.bias_loc
         elif self.bias_loc is not None:
-            b_eps = self._normal((self.units,), dtype)
-            bias_sample = self.bias_loc + self.bias_sigma * ops.cast(b_eps, self.bias_loc.dtype)
-            bias = bias_sample
+            if self.estimator == "flipout":
+                # One bias draw per example, like the kernel's perturbation, so
+                # the rows of a tiled batch are independent samples.
+                b_eps = self._normal(self._sign_shape(inputs, self.units), dtype)
+                b_sigma = ops.reshape(ops.cast(self.bias_sigma, dtype), self._bias_shape())
+                outputs = outputs + b_sigma * b_eps
+                bias = self.bias_loc
+            else:
+                b_eps = self._normal((self.units,), dtype)
+                b_eps = ops.cast(b_eps, self.bias_loc.dtype)
+                bias = bias_sample = self.bias_loc + self.bias_sigma * b_eps
         else:
             bias = None
         if bias is not None:
