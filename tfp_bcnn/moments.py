@@ -756,7 +756,11 @@ class MomentsSampler:
         if backend == "tensorflow":
             import tensorflow as tf
 
-            fn = tf.function(moments, reduce_retracing=True)
+            # autograph=False: the propagation is Python over layers (no tensor-dependent
+            # control flow); autograph re-parsed bound methods from source and, after a
+            # Monte Carlo predict on the same MobileNetV2, returned None from
+            # kernel_posterior ("closure mismatch" warning).
+            fn = tf.function(moments, reduce_retracing=True, autograph=False)
             return lambda x: fn(tf.convert_to_tensor(x))
         if backend == "jax":
             import jax
