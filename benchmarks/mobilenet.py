@@ -114,7 +114,8 @@ def markdown(results) -> str:
         f"{per_sample:.1f}x per sample, against about 2x of arithmetic per sample (the image "
         f"is tiled {s} times and every Bayesian layer runs a mean and a variance map)"
         + (": the excess is not explained by the arithmetic (not profiled here; a "
-           "likely, unchecked cause: the Bayesian graph's random and elementwise ops split the delegated partitions)"
+           "likely, unchecked cause: the Bayesian graph's random and elementwise ops "
+           "split the delegated partitions)"
            if per_sample > 4 else "")
         + f". Moments cost {mom_ratio:.1f}x for the same {s} samples, "
         f"{mc_ratio / mom_ratio:.1f}x faster than Monte Carlo. The Bayesian file holds two "
