@@ -67,7 +67,13 @@ import tensorflow as tf
 
 from tfp_bcnn import _validation as check
 from tfp_bcnn._compat import all_layers
-from tfp_bcnn.layers import BayesianLayer, GaussianHead, MCDropout
+from tfp_bcnn.layers import (
+    BayesianConvTranspose,
+    BayesianDepthwiseConv,
+    BayesianLayer,
+    GaussianHead,
+    MCDropout,
+)
 from tfp_bcnn.kl import bayesian_layers
 from tfp_bcnn.moments import MAX_POOLS
 
@@ -199,6 +205,12 @@ class _BayesianInference(keras.layers.Layer):
         self.activation = source.activation
         self.kernel_shape = tuple(int(d) for d in constants.kernel_shape)
         self._source_output_shape = source.compute_output_shape
+        self.kind = "conv"
+        if isinstance(source, BayesianDepthwiseConv):
+            self.kind = "depthwise"
+        elif isinstance(source, BayesianConvTranspose):
+            self.kind = "transpose"
+            self.output_padding = source.output_padding
         if self.rank:
             self.strides = list(source.strides)
             self.dilations = list(source.dilation_rate)
@@ -214,6 +226,17 @@ class _BayesianInference(keras.layers.Layer):
             flat = tf.reshape(x, [-1, self.kernel_shape[0]])
             out = tf.matmul(flat, kernel)
             return tf.reshape(out, tf.concat([tf.shape(x)[:-1], [self.units]], 0))
+        if self.kind == "depthwise":  # TFLite DEPTHWISE_CONV_2D
+            return keras.ops.depthwise_conv(
+                x, kernel, strides=tuple(self.strides), padding=self.padding.lower(),
+                data_format="channels_last", dilation_rate=tuple(self.dilations),
+            )
+        if self.kind == "transpose":  # TFLite TRANSPOSE_CONV
+            return keras.ops.conv_transpose(
+                x, kernel, strides=tuple(self.strides), padding=self.padding.lower(),
+                output_padding=self.output_padding, data_format="channels_last",
+                dilation_rate=tuple(self.dilations),
+            )
         return tf.nn.convolution(
             x, kernel, strides=self.strides, padding=self.padding, dilations=self.dilations
         )
@@ -264,7 +287,7 @@ class _BayesianInference(keras.layers.Layer):
                 out = tf.reshape(out, tf.concat([tf.shape(x)[:-1], [self.units]], 0))
             else:
                 xs = tf.unstack(groups, num=s, axis=0)
-                if self.rank == 2:
+                if self.rank == 2 and self.kind == "conv":
                     # TFLite's CONV_2D filter is (out, h, w, in): drawing the
                     # kernels in that layout lets the converter cancel its
                     # filter transpose against ours (no TRANSPOSE per sample).

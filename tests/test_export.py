@@ -191,7 +191,27 @@ def _channels_first():
     )
 
 
+def _edge():
+    """MobileNet-style block and a decoder: depthwise and transposed convolutions, ReLU6."""
+    inp = keras.Input((8, 8, 3))
+    h = layers.Conv2DFlipout(4, 1, use_bias=False)(inp)
+    h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.ReLU(6.0)(h)
+    h = layers.DepthwiseConv2DFlipout(3, strides=2, padding="same", depth_multiplier=2,
+                                      bayesian_bias=True)(h)
+    h = keras.layers.ReLU(6.0)(h)
+    skip = keras.layers.DepthwiseConv2D(3, padding="same")(h)  # deterministic twin too
+    h = keras.layers.Add()([h, skip])
+    h = layers.Conv2DTransposeLocalReparameterization(3, 3, strides=2, padding="same",
+                                                      activation="relu6")(h)
+    h = keras.layers.Conv2DTranspose(2, 2, strides=1, padding="valid")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    out = layers.DenseFlipout(4, activation="softmax")(h)
+    return keras.Model(inp, out)
+
+
 MODELS = {
+    "edge_depthwise_transpose": _edge,
     "channels_first": _channels_first,
     "sequential": _sequential,
     "functional_skip": _functional_skip,

@@ -348,16 +348,20 @@ class MyDense(keras.layers.Dense):
     pass
 
 
+class MyDepthwise(keras.layers.DepthwiseConv2D):
+    pass
+
+
 @pytest.mark.parametrize(
     "layer,why",
     [
-        (keras.layers.Conv2DTranspose(2, 3, name="up"), "no Bayesian twin"),
-        (keras.layers.DepthwiseConv2D(3, name="dw"), "no Bayesian twin"),
-        (keras.layers.SeparableConv2D(2, 3, name="sep"), "no Bayesian twin"),
+        (keras.layers.EinsumDense("...d,de->...e", output_shape=3, name="ein"),
+         "no Bayesian twin"),
+        (MyDepthwise(3, name="dw"), "a subclass of DepthwiseConv2D"),
         (keras.layers.Conv2D(2, 3, groups=2, name="grouped"), r"grouped convolution \(groups=2\)"),
         (MyDense(3, name="mine"), "a subclass of Dense"),
     ],
-    ids=["transpose", "depthwise", "separable", "groups", "dense-subclass"],
+    ids=["einsum", "depthwise-subclass", "groups", "dense-subclass"],
 )
 def test_unsupported_layer_raises_or_is_skipped(layer, why):
     model = model_with(layer)
@@ -446,6 +450,98 @@ def test_center_prior_is_a_deprecated_alias():
     with pytest.warns(DeprecationWarning, match="centered_prior"):
         bnn = models.to_bayesian(model, num_train_examples=10, center_prior=True)
     assert bnn.get_layer("fc").centered_prior
+
+
+# --------------------------------------------------------------------------
+# Edge networks: depthwise, separable and transposed convolutions
+# --------------------------------------------------------------------------
+
+def _tiny_unet():
+    inputs = keras.Input((16, 16, 3))
+    skip = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="enc")(inputs)
+    h = keras.layers.MaxPooling2D(name="pool")(skip)
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="mid")(h)
+    h = keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same", name="up")(h)
+    h = keras.layers.Concatenate(name="cat")([h, skip])
+    h = keras.layers.SeparableConv2D(4, 3, padding="same", depth_multiplier=2,
+                                     activation="relu", name="sep")(h)
+    h = keras.layers.ReLU(max_value=6.0, name="relu6")(h)
+    return keras.Model(inputs, keras.layers.Conv2D(2, 1, name="head")(h))
+
+
+def _randomize_batchnorm(model, seed=0):
+    """Non-trivial BatchNorm statistics, so that the comparison exercises them."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape).astype("float32"),
+                               rng.normal(0, 0.1, beta.shape).astype("float32"),
+                               rng.normal(0, 0.1, mean.shape).astype("float32"),
+                               rng.uniform(0.5, 1.5, var.shape).astype("float32")])
+
+
+@pytest.mark.parametrize("estimator", layers.ESTIMATORS)
+def test_unet_with_transposed_and_separable_converts(estimator):
+    net = _tiny_unet()
+    x = rand((2, 16, 16, 3), seed=1)
+    bnn = models.to_bayesian(net, estimator=estimator, num_train_examples=100,
+                             posterior_std_init=1e-7, seed=0)
+    assert type(bnn.get_layer("up")) is layers.layer_class(2, estimator, kind="transpose")
+    sep = bnn.get_layer("sep")
+    assert [type(s) for s in sep.layers] == [layers.layer_class(2, estimator, kind="depthwise"),
+                                             layers.layer_class(2, estimator)]
+    assert [s.name for s in sep.layers] == ["sep_depthwise", "sep_pointwise"]
+    assert type(bnn.get_layer("relu6")) is keras.layers.ReLU
+    # posterior std 1e-7: each output moves by ~1e-7 * sqrt(sum x^2), far below 1e-4
+    np.testing.assert_allclose(ops.convert_to_numpy(bnn(x)), ops.convert_to_numpy(net(x)),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_separable_moped_sigma_on_both_kernels():
+    net = _tiny_unet()
+    bnn = models.to_bayesian(net, num_train_examples=100, moped_delta=0.1)
+    old = net.get_layer("sep")
+    dw, pw = bnn.get_layer("sep").layers
+    for new, w in ((dw, old.depthwise_kernel), (pw, old.pointwise_kernel)):
+        w = ops.convert_to_numpy(w)
+        np.testing.assert_allclose(ops.convert_to_numpy(new.kernel_loc), w)
+        np.testing.assert_allclose(ops.convert_to_numpy(new.kernel_sigma),
+                                   np.maximum(0.1 * np.abs(w), models.MOPED_SIGMA_FLOOR),
+                                   rtol=1e-4, atol=1e-7)
+    np.testing.assert_array_equal(ops.convert_to_numpy(pw.bias), ops.convert_to_numpy(old.bias))
+
+
+def test_mobilenet_v2_converts_and_keeps_its_outputs():
+    net = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(32, 32, 3),
+                                         classes=10, classifier_activation=None)
+    _randomize_batchnorm(net)
+    x = rand((2, 32, 32, 3), seed=2)
+    bnn = models.to_bayesian(net, estimator="flipout", num_train_examples=1000,
+                             posterior_std_init=1e-7, moped_delta=None, seed=0)
+    kinds = {}
+    for old, new in zip(net.layers, bnn.layers):
+        assert old.name == new.name
+        kinds[type(old).__name__] = type(new).__name__
+    assert kinds == {
+        "InputLayer": "InputLayer", "Conv2D": "Conv2DFlipout",
+        "DepthwiseConv2D": "DepthwiseConv2DFlipout", "Dense": "DenseFlipout",
+        "BatchNormalization": "BatchNormalization", "ReLU": "ReLU", "Add": "Add",
+        "ZeroPadding2D": "ZeroPadding2D", "GlobalAveragePooling2D": "GlobalAveragePooling2D",
+    }
+    assert len(list(tfp_bcnn.bayesian_layers(bnn))) == sum(
+        isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
+                           keras.layers.Dense)) for layer in net.layers)
+    logits = ops.convert_to_numpy(net(x, training=False))
+    out = ops.convert_to_numpy(bnn(x, training=False))
+    # sigma = 1e-7 through ~50 layers: the perturbation stays ~1e-5 of the logits' scale
+    np.testing.assert_allclose(out, logits, rtol=1e-3, atol=1e-3 * np.abs(logits).max())
+    # MOPED on a depthwise layer: sigma = delta * |w|
+    moped = models.to_bayesian(net, num_train_examples=1000, moped_delta=0.1)
+    w = ops.convert_to_numpy(net.get_layer("expanded_conv_depthwise").kernel)
+    got = ops.convert_to_numpy(moped.get_layer("expanded_conv_depthwise").kernel_sigma)
+    np.testing.assert_allclose(got, np.maximum(0.1 * np.abs(w), models.MOPED_SIGMA_FLOOR),
+                               rtol=1e-4, atol=1e-7)
 
 
 def test_output_bias_std_gives_the_output_layer_a_wide_bayesian_bias():

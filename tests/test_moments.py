@@ -125,6 +125,58 @@ def test_relu_formulas_are_exact_with_an_exact_cdf(monkeypatch):
         np.testing.assert_allclose([got_m[i], got_v[i]], [ref_m, ref_v], rtol=2e-5, atol=1e-6)
 
 
+def _clipped_by_quadrature(m, s, upper):
+    """Moments of min(max(x, 0), upper): quadrature inside, point masses at 0 and upper."""
+    pdf = lambda x: np.exp(-((x - m) ** 2) / (2 * s * s)) / (s * np.sqrt(2 * np.pi))
+    lo, hi = max(0.0, m - 12 * s), min(upper, m + 12 * s)
+    e1 = e2 = 0.0
+    if lo < hi:
+        e1 = integrate.quad(lambda x: x * pdf(x), lo, hi, epsabs=1e-13, limit=200)[0]
+        e2 = integrate.quad(lambda x: x * x * pdf(x), lo, hi, epsabs=1e-13, limit=200)[0]
+    tail = special.ndtr((m - upper) / s)  # P(x > upper)
+    e1 += upper * tail
+    e2 += upper * upper * tail
+    return e1, e2 - e1 * e1
+
+
+def test_clipped_relu_formulas_are_exact_with_an_exact_cdf(monkeypatch):
+    """With erf in place of the logistic cdf, ReLU6's closed form matches quadrature to 1e-5."""
+
+    def exact(z):
+        return (0.5 * (1 + keras.ops.erf(z / np.sqrt(2.0))),
+                keras.ops.exp(-0.5 * keras.ops.square(z)) / np.sqrt(2 * np.pi))
+
+    monkeypatch.setattr(moments, "normal_cdf_pdf", exact)
+    m = np.array([-3.0, -0.7, 0.0, 0.4, 2.5, 3.0, 5.8, 6.0, 9.0], "float32")
+    v = np.array([0.5, 1.0, 2.0, 0.3, 4.0, 1e-6, 0.2, 1.0, 9.0], "float32")
+    got_m, got_v = (_np(t) for t in moments.clipped_relu_moments(m, v, 6.0))
+    for i in range(len(m)):
+        ref_m, ref_v = _clipped_by_quadrature(float(m[i]), float(np.sqrt(v[i])), 6.0)
+        np.testing.assert_allclose([got_m[i], got_v[i]], [ref_m, ref_v], rtol=2e-4, atol=2e-6)
+
+
+@pytest.mark.parametrize("s", [0.01, 0.5, 3.0])
+def test_clipped_relu_moments_match_numerical_integration(s):
+    """ReLU6 with the logistic cdf. Error budget: each Phi errs by <= 1.4e-4 and
+    enters the mean with the weights |mu| and |6 - mu|, so the mean errs by
+    <= 1.4e-4 (|mu| + |6 - mu|) (bound 1.5e-4 of that). The cdf error only
+    matters where Phi is far from 0 and 1, i.e. within a few s of a clip,
+    where mu^2 Phi(a) and (6 - mu)^2 (1 - Phi(b)) are O(s^2): the variance
+    errs by a small multiple of 1.4e-4 s^2 (measured <= 9e-4 s^2 on this
+    grid); the bound is 2e-3 s^2 at every mu, which also shows that the
+    centred form keeps the variance's relative accuracy inside (0, 6)
+    (an uncentred E[y^2] - E[y]^2 in float32 would err by ~50 % at s = 1e-3, mu = 3)."""
+    mus = np.linspace(-2 - 4 * s, 8 + 4 * s, 61)
+    m = mus.astype("float32")
+    v = np.full_like(m, s * s)
+    got_m, got_v = (_np(t) for t in moments.clipped_relu_moments(m, v, 6.0))
+    for i, mu in enumerate(mus):
+        ref_m, ref_v = _clipped_by_quadrature(float(m[i]), s, 6.0)
+        scale = abs(mu) + abs(6 - mu)
+        assert abs(got_m[i] - ref_m) <= 1.5e-4 * scale + 1e-5 * s, (mu, got_m[i], ref_m)
+        assert abs(got_v[i] - ref_v) <= 2e-3 * s * s, (mu, got_v[i], ref_v)
+
+
 def test_relu_of_zero_variance_is_finite():
     m, v = moments.relu_moments(np.array([-1.0, 0.0, 2.0], "float32"),
                                 np.full(3, moments.VAR_FLOOR, "float32"))

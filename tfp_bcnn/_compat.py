@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import keras
 
-__all__ = ["all_layers", "clone_model", "input_layer_name", "is_graph_model"]
+__all__ = ["all_layers", "clone_model", "conv_transpose_output_shape", "input_layer_name",
+           "is_graph_model"]
 
 
 def all_layers(model, *, include_self: bool = False) -> list:
@@ -49,4 +50,19 @@ def clone_model(model, *, input_tensors, clone_function, cache: dict):
     """
     return keras.models.clone_model(
         model, input_tensors=input_tensors, clone_function=clone_function, cache=cache
+    )
+
+
+def conv_transpose_output_shape(input_shape, kernel_size, filters, *, strides, padding,
+                                output_padding, data_format, dilation_rate):
+    """Output shape of a transposed convolution, Keras' own formula.
+
+    Uses ``keras.src.backend.common.backend_utils.compute_conv_transpose_output_shape``
+    (what ``keras.layers.Conv2DTranspose.compute_output_shape`` calls).
+    """
+    from keras.src.backend.common.backend_utils import compute_conv_transpose_output_shape
+
+    return compute_conv_transpose_output_shape(
+        input_shape, kernel_size, filters, strides=strides, padding=padding,
+        output_padding=output_padding, data_format=data_format, dilation_rate=dilation_rate,
     )

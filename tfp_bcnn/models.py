@@ -26,8 +26,10 @@ loss is the per-example negative ELBO::
 
 Conversion
 ----------
-`to_bayesian` turns every ``Conv1D``/``Conv2D``/``Conv3D``/``Dense`` of a
-trained deterministic model into its Bayesian twin, with the posterior means
+`to_bayesian` turns every ``Dense``, ``ConvND``, ``DepthwiseConvND``,
+``ConvNDTranspose`` and ``SeparableConvND`` (as a depthwise + pointwise pair)
+of a trained deterministic model (e.g. ``keras.applications.MobileNetV2``)
+into its Bayesian twin, with the posterior means
 at the trained weights (MOPED, Krishnan et al. 2020,
 https://arxiv.org/abs/1906.05323, for the posterior std).
 """
@@ -568,24 +570,25 @@ def compile_bayesian(
 # to_bayesian
 # --------------------------------------------------------------------------
 
+#: Keras class (exact type) -> (kind, rank) of its Bayesian twin
+#: (``layer_class(rank, estimator, kind)``); rank 0 is Dense.
 _CONVERTIBLE = {
-    keras.layers.Dense: 0,
-    keras.layers.Conv1D: 1,
-    keras.layers.Conv2D: 2,
-    keras.layers.Conv3D: 3,
+    keras.layers.Dense: ("conv", 0),
+    keras.layers.Conv1D: ("conv", 1),
+    keras.layers.Conv2D: ("conv", 2),
+    keras.layers.Conv3D: ("conv", 3),
+    keras.layers.DepthwiseConv1D: ("depthwise", 1),
+    keras.layers.DepthwiseConv2D: ("depthwise", 2),
+    keras.layers.Conv1DTranspose: ("transpose", 1),
+    keras.layers.Conv2DTranspose: ("transpose", 2),
+    keras.layers.Conv3DTranspose: ("transpose", 3),
+    # two Bayesian layers each: depthwise then pointwise (`_separable_twin`)
+    keras.layers.SeparableConv1D: ("separable", 1),
+    keras.layers.SeparableConv2D: ("separable", 2),
 }
 
 #: Linear layers with a kernel that have no Bayesian twin here.
-_LINEAR_WITHOUT_TWIN = (
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-    keras.layers.DepthwiseConv1D,
-    keras.layers.DepthwiseConv2D,
-    keras.layers.SeparableConv1D,
-    keras.layers.SeparableConv2D,
-    keras.layers.EinsumDense,
-)
+_LINEAR_WITHOUT_TWIN = (keras.layers.EinsumDense,)
 
 
 def _blocker(layer) -> str | None:
@@ -623,7 +626,7 @@ def _blocker(layer) -> str | None:
 
 
 def _converts(layer) -> bool:
-    """True when ``layer`` is exactly Dense / ConvND and has no `_blocker`."""
+    """True when ``layer`` is exactly a type of `_CONVERTIBLE` and has no `_blocker`."""
     return type(layer) in _CONVERTIBLE and _blocker(layer) is None
 
 
@@ -747,29 +750,65 @@ def _check_convertible(model, estimator, num_train_examples, moped_delta, skip) 
     return rule
 
 
-_PENALTIES = ("kernel_regularizer", "bias_regularizer", "kernel_constraint", "bias_constraint")
+_PENALTIES = (
+    "kernel_regularizer", "bias_regularizer", "kernel_constraint", "bias_constraint",
+    "depthwise_regularizer", "depthwise_constraint",
+    "pointwise_regularizer", "pointwise_constraint",
+)
 
 
 def _bayesian_twin(layer, estimator: str, options: dict, seed: int | None):
-    """The Bayesian layer of ``layer``'s rank and ``estimator``, same hyper-parameters.
+    """The Bayesian layer of ``layer``'s kind, rank and ``estimator``, same hyper-parameters.
 
     Args:
-        layer: a Dense / Conv1D / Conv2D / Conv3D (exactly that type).
+        layer: a layer whose exact type is in `_CONVERTIBLE`, not separable.
         options: ``prior, posterior_std_init, kl_weight, centered_prior``.
         seed: the new layer's seed.
     """
     cfg = layer.get_config()
-    rank = _CONVERTIBLE[type(layer)]
+    kind, rank = _CONVERTIBLE[type(layer)]
     kwargs = dict(options, activation=cfg["activation"], use_bias=cfg["use_bias"],
                   name=layer.name, dtype=layer.dtype_policy, seed=seed)
     if cfg.get("activity_regularizer") is not None:
         kwargs["activity_regularizer"] = cfg["activity_regularizer"]
-    cls = layer_class(rank, estimator)
+    cls = layer_class(rank, estimator, kind=kind)
     if rank == 0:
         return cls(cfg["units"], **kwargs)
-    return cls(cfg["filters"], cfg["kernel_size"], strides=cfg["strides"],
-               padding=cfg["padding"], data_format=cfg["data_format"],
-               dilation_rate=cfg["dilation_rate"], **kwargs)
+    spatial = dict(strides=cfg["strides"], padding=cfg["padding"],
+                   data_format=cfg["data_format"], dilation_rate=cfg["dilation_rate"])
+    if kind == "depthwise":
+        return cls(cfg["kernel_size"], depth_multiplier=cfg["depth_multiplier"], **spatial,
+                   **kwargs)
+    if kind == "transpose":
+        kwargs["output_padding"] = cfg["output_padding"]
+    return cls(cfg["filters"], cfg["kernel_size"], **spatial, **kwargs)
+
+
+def _separable_twin(layer, estimator: str, options: dict, seed: int | None):
+    """A ``SeparableConvND`` as a Sequential of two Bayesian layers, named like it.
+
+    ``SeparableConvND(x) = act(pointwise(depthwise(x)) + b)``: the twin is
+    ``DepthwiseConvND`` (``<name>_depthwise``: kernel_size, strides, padding,
+    dilation, depth_multiplier; no bias, no activation) followed by a 1x1
+    ``ConvND`` (``<name>_pointwise``: filters, the bias and the activation),
+    each with its own mean-field posterior; their seeds are ``seed`` and
+    ``seed + 1``.
+    """
+    cfg = layer.get_config()
+    _, rank = _CONVERTIBLE[type(layer)]
+    common = dict(options, dtype=layer.dtype_policy)
+    depthwise = layer_class(rank, estimator, kind="depthwise")(
+        cfg["kernel_size"], strides=cfg["strides"], padding=cfg["padding"],
+        depth_multiplier=cfg["depth_multiplier"], data_format=cfg["data_format"],
+        dilation_rate=cfg["dilation_rate"], use_bias=False, name=f"{layer.name}_depthwise",
+        seed=seed, **common,
+    )
+    pointwise = layer_class(rank, estimator)(
+        cfg["filters"], 1, activation=cfg["activation"], use_bias=cfg["use_bias"],
+        data_format=cfg["data_format"], name=f"{layer.name}_pointwise",
+        seed=None if seed is None else seed + 1, **common,
+    )
+    return keras.Sequential([depthwise, pointwise], name=layer.name)
 
 
 class _TwinCloner:
@@ -791,6 +830,7 @@ class _TwinCloner:
         self.seed = seed
         self.pairs: list[tuple[keras.layers.Layer, keras.layers.Layer, bool]] = []
         self.dropped: list[str] = []
+        self.next_seed_offset = 0
 
     def __call__(self, layer):
         if layer in self.rule or not _converts(layer):
@@ -799,11 +839,26 @@ class _TwinCloner:
             return new
         if any(layer.get_config().get(k) is not None for k in _PENALTIES):
             self.dropped.append(layer.name)
-        index = sum(converted for _, _, converted in self.pairs)
+        index = self.next_seed_offset
         seed = None if self.seed is None else int(self.seed) + index
-        new = _bayesian_twin(layer, self.estimator, self.options, seed)
+        if _CONVERTIBLE[type(layer)][0] == "separable":
+            new = _separable_twin(layer, self.estimator, self.options, seed)
+            self.next_seed_offset += 2
+        else:
+            new = _bayesian_twin(layer, self.estimator, self.options, seed)
+            self.next_seed_offset += 1
         self.pairs.append((layer, new, True))
         return new
+
+
+def _init_kernel(new, w, moped_delta: float | None) -> None:
+    """``new``'s posterior from the trained kernel ``w`` (same layout)."""
+    new.kernel_loc.assign(w)
+    if moped_delta is not None:
+        sigma = np.maximum(float(moped_delta) * np.abs(w), MOPED_SIGMA_FLOOR)
+        new.kernel_rho.assign(rho_from_sigma(sigma).astype(w.dtype))
+    if new.kernel_prior_loc is not None:
+        new.kernel_prior_loc.assign(w)
 
 
 def _init_posterior(old, new, moped_delta: float | None) -> None:
@@ -811,17 +866,21 @@ def _init_posterior(old, new, moped_delta: float | None) -> None:
 
     ``kernel_loc = w``; with MOPED ``sigma = max(delta * |w|, MOPED_SIGMA_FLOOR)``
     (else the layer's ``posterior_std_init``); a centred prior's location is
-    ``w``; the bias is copied.
+    ``w``; the bias is copied. The Bayesian kernels have Keras' layouts
+    (depthwise ``(k..., in, multiplier)``, transposed ``(k..., out, in)``), so
+    ``w`` is copied as it is; a separable layer's depthwise and pointwise
+    kernels go to the two layers of its twin.
     """
-    w = keras.ops.convert_to_numpy(old.kernel)
-    new.kernel_loc.assign(w)
-    if moped_delta is not None:
-        sigma = np.maximum(float(moped_delta) * np.abs(w), MOPED_SIGMA_FLOOR)
-        new.kernel_rho.assign(rho_from_sigma(sigma).astype(w.dtype))
-    if new.kernel_prior_loc is not None:
-        new.kernel_prior_loc.assign(w)
+    to_numpy = keras.ops.convert_to_numpy
+    if isinstance(new, keras.Sequential):  # a separable convolution's twin
+        depthwise, pointwise = new.layers
+        _init_kernel(depthwise, to_numpy(old.depthwise_kernel), moped_delta)
+        _init_kernel(pointwise, to_numpy(old.pointwise_kernel), moped_delta)
+        new = pointwise
+    else:
+        _init_kernel(new, to_numpy(old.kernel), moped_delta)
     if new.bias is not None:
-        new.bias.assign(keras.ops.convert_to_numpy(old.bias))
+        new.bias.assign(to_numpy(old.bias))
 
 
 def to_bayesian(
@@ -839,11 +898,21 @@ def to_bayesian(
 ) -> keras.Model:
     """Convert a trained deterministic Keras model into a Bayesian one.
 
-    Every layer whose type is exactly ``keras.layers.Conv1D``, ``Conv2D``,
-    ``Conv3D`` or ``Dense`` becomes the Bayesian layer of the same rank and
-    ``estimator`` (``tfp_bcnn.layers.layer_class``) with the same filters /
-    units, kernel_size, strides, padding, data_format, dilation_rate,
-    activation, use_bias, name and dtype policy. Its posterior starts at the
+    Every layer whose type is exactly ``keras.layers.Dense``, ``Conv1D``,
+    ``Conv2D``, ``Conv3D``, ``DepthwiseConv1D``, ``DepthwiseConv2D``,
+    ``Conv1DTranspose``, ``Conv2DTranspose`` or ``Conv3DTranspose`` becomes
+    the Bayesian layer of the same kind, rank and ``estimator``
+    (``tfp_bcnn.layers.layer_class(rank, estimator, kind)``) with the same
+    filters / units / depth_multiplier, kernel_size, strides, padding,
+    output_padding, data_format, dilation_rate, activation, use_bias, name
+    and dtype policy. A ``SeparableConv1D`` / ``SeparableConv2D`` becomes a
+    nested ``keras.Sequential`` with its name holding a Bayesian depthwise
+    convolution (``<name>_depthwise``, no bias) and a Bayesian 1x1
+    convolution (``<name>_pointwise``, the bias and activation): the same
+    function, a posterior on each of its two kernels. Normalisation,
+    activations (``ReLU(max_value=6)`` included), ``Add``, pooling and
+    padding layers are cloned as they are, so ``keras.applications``
+    networks such as ``MobileNetV2(weights=None)`` convert whole. Its posterior starts at the
     trained weights:
 
     * mean ``kernel_loc = w`` (the trained kernel); the bias stays a
@@ -898,9 +967,9 @@ def to_bayesian(
             ``num_train_examples``, an invalid ``moped_delta`` or estimator, a
             ``skip`` name that is not a layer of the model (a ``skip`` entry
             that is neither a str nor a layer class is a TypeError), or layers that
-            cannot be converted (grouped or causal convolutions, transposed,
-            depthwise and separable convolutions, EinsumDense, subclasses of
-            Dense / ConvND, quantized or LoRA layers) and are not in ``skip``;
+            cannot be converted (grouped or causal convolutions,
+            EinsumDense, subclasses of the converted classes, quantized or
+            LoRA layers) and are not in ``skip``;
             the message names all of them.
 
     The conversion runs in three steps: `_check_convertible` (arguments and

@@ -10,7 +10,8 @@ numbers per sample instead of one Gaussian per activation per sample).
 Rules (``(*)`` a matrix product or a convolution, ``Phi`` / ``phi`` the normal
 cdf / pdf):
 
-* Bayesian Dense / Conv (any estimator: all three have the same moments),
+* Bayesian Dense / Conv / DepthwiseConv / ConvTranspose (any estimator: all
+  three have the same moments; ``(*)`` is the layer's own linear map),
   weights ``N(M, S^2)`` (masked: a pruned weight is 0 in ``M`` and ``S``) on
   inputs ``N(mu, v)``::
 
@@ -28,6 +29,17 @@ cdf / pdf):
   ``Phi(z) ~ sigmoid(1.5976 z + 0.07056 z^3)`` (max abs error 1.4e-4) and
   the exact ``phi``: TFLite has no builtin ``erf`` (it needs the Flex
   delegate); see `normal_cdf_pdf` for the cheaper form and its error.
+  Checked against numerical integration in ``tests/test_moments.py``.
+* Clipped ReLU ``y = min(max(x, 0), U)`` (``ReLU(max_value=U)``, ReLU6 of
+  MobileNet, the ``relu6`` activation), with ``a = -mu / s``,
+  ``b = (U - mu) / s``, ``P = Phi(b) - Phi(a)``, written around ``mu`` so
+  that a Gaussian well inside ``(0, U)`` has no cancellation::
+
+      d    = E[y] - mu = s (phi(a) - phi(b)) - mu Phi(a) + (U - mu) (1 - Phi(b))
+      e2   = E[(y - mu)^2] = v (P + a phi(a) - b phi(b)) + mu^2 Phi(a)
+                             + (U - mu)^2 (1 - Phi(b))
+      mean = mu + d,   var = max(e2 - d^2, 0)
+
   Checked against numerical integration in ``tests/test_moments.py``.
 * Max pooling: the max commutes with a monotone activation
   (``max_i relu(x_i) = relu(max_i x_i)``), so a ReLU that feeds a max pool is
@@ -93,6 +105,7 @@ __all__ = [
     "max_moments",
     "normal_cdf_pdf",
     "propagate",
+    "clipped_relu_moments",
     "relu_moments",
 ]
 
@@ -185,6 +198,41 @@ def relu_moments(mean, var):
     return m, v
 
 
+def clipped_relu_moments(mean, var, upper):
+    """Mean and variance of ``min(max(x, 0), upper)``, ``x ~ N(mean, var)`` (``var > 0``).
+
+    With ``s = sqrt(var)``, ``a = -mean / s``, ``b = (upper - mean) / s`` and
+    ``Phi`` / ``phi`` from `normal_cdf_pdf` (the module docstring has the
+    derivation's result)::
+
+        d  = s (phi(a) - phi(b)) - mean Phi(a) + (upper - mean) (1 - Phi(b))
+        e2 = var (Phi(b) - Phi(a) + a phi(a) - b phi(b))
+             + mean^2 Phi(a) + (upper - mean)^2 (1 - Phi(b))
+        m  = mean + d,   v = max(e2 - d^2, 0)
+
+    (moments of ``y - mean``: both terms are small when the Gaussian sits
+    inside ``(0, upper)``, so ``v`` keeps its relative accuracy there).
+
+    Args:
+        mean, var: tensors of one shape; ``var`` must be > 0.
+        upper: the clip value (> 0), e.g. 6 for ReLU6.
+
+    Returns:
+        ``(m, v)``, tensors of that shape.
+    """
+    s = ops.sqrt(var)
+    a = -mean / s
+    b = (upper - mean) / s
+    cdf_a, pdf_a = normal_cdf_pdf(a)
+    cdf_b, pdf_b = normal_cdf_pdf(b)
+    above = upper - mean
+    tail = 1.0 - cdf_b
+    d = s * (pdf_a - pdf_b) - mean * cdf_a + above * tail
+    e2 = (var * (cdf_b - cdf_a + a * pdf_a - b * pdf_b)
+          + ops.square(mean) * cdf_a + ops.square(above) * tail)
+    return mean + d, ops.relu(e2 - ops.square(d))
+
+
 def max_moments(mean1, var1, mean2, var2):
     """Clark's moments of ``max(x1, x2)``, independent ``x_i ~ N(mean_i, var_i)``.
 
@@ -234,21 +282,26 @@ def _unsupported(layer, why: str) -> ValueError:
 def _activation_name(layer, activation) -> str:
     if activation is None or activation is keras.activations.linear:
         return "linear"
-    for name in ("relu", "softmax"):
+    for name in ("relu", "relu6", "softmax"):
         if activation is getattr(keras.activations, name):
             return name
     label = getattr(activation, "__name__", repr(activation))
     raise _unsupported(
-        layer, f"activation {label!r} is not supported (only relu, linear, and softmax "
-        "as the output)"
+        layer, f"activation {label!r} is not supported (only relu, relu6, linear, and "
+        "softmax as the output)"
     )
 
 
+_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+_TRANSPOSE = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
+              keras.layers.Conv3DTranspose)
 _DENSE_CONV = (
     keras.layers.Dense,
     keras.layers.Conv1D,
     keras.layers.Conv2D,
     keras.layers.Conv3D,
+    *_DEPTHWISE,
+    *_TRANSPOSE,
 )
 _SHAPE_LAYERS = (
     keras.layers.Flatten,
@@ -369,7 +422,16 @@ class _Propagator:
             if not final:
                 raise _unsupported(layer, "softmax is supported only as the model output")
             return dataclasses.replace(g, pending="softmax")
+        if name == "relu6":
+            return self._clipped_relu(self._apply_pending(g), 6.0)
         return dataclasses.replace(g, pending="relu")
+
+    def _clipped_relu(self, g: _Gaussian, upper: float) -> _Gaussian:
+        if g.var is None:
+            return _Gaussian(ops.clip(g.mean, 0.0, upper))
+        var = g.var if g.positive else ops.maximum(g.var, VAR_FLOOR)
+        mean, var = clipped_relu_moments(g.mean, var, upper)
+        return _Gaussian(mean, var)
 
     @staticmethod
     def _run(layer, x, **kwargs):
@@ -407,8 +469,10 @@ class _Propagator:
         if isinstance(layer, keras.layers.Activation):
             return self._activate(layer, g, layer.activation, final)
         if isinstance(layer, keras.layers.ReLU):
-            if layer.max_value is not None or layer.negative_slope or layer.threshold:
-                raise _unsupported(layer, "only the plain ReLU (no max_value, slope, threshold)")
+            if layer.negative_slope or layer.threshold:
+                raise _unsupported(layer, "only ReLU and clipped ReLU (no slope, threshold)")
+            if layer.max_value is not None:
+                return self._clipped_relu(g, float(layer.max_value))
             return dataclasses.replace(g, pending="relu")
         if isinstance(layer, keras.layers.Softmax):
             return self._activate(layer, g, keras.activations.softmax, final)
@@ -456,6 +520,15 @@ class _Propagator:
                 return ops.matmul(x, k)
             if isinstance(layer, BayesianLayer):
                 return layer.linear(x, k)
+            if isinstance(layer, _DEPTHWISE):
+                return ops.depthwise_conv(x, k, strides=layer.strides, padding=layer.padding,
+                                          data_format=layer.data_format,
+                                          dilation_rate=layer.dilation_rate)
+            if isinstance(layer, _TRANSPOSE):
+                return ops.conv_transpose(x, k, strides=layer.strides, padding=layer.padding,
+                                          output_padding=layer.output_padding,
+                                          data_format=layer.data_format,
+                                          dilation_rate=layer.dilation_rate)
             return layer.convolution_op(x, k)
 
         def per_unit(b):
@@ -683,7 +756,11 @@ class MomentsSampler:
         if backend == "tensorflow":
             import tensorflow as tf
 
-            fn = tf.function(moments, reduce_retracing=True)
+            # autograph=False: the propagation is Python over layers (no tensor-dependent
+            # control flow); autograph re-parsed bound methods from source and, after a
+            # Monte Carlo predict on the same MobileNetV2, returned None from
+            # kernel_posterior ("closure mismatch" warning).
+            fn = tf.function(moments, reduce_retracing=True, autograph=False)
             return lambda x: fn(tf.convert_to_tensor(x))
         if backend == "jax":
             import jax

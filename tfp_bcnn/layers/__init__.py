@@ -1,4 +1,5 @@
-"""Bayesian Keras 3 layers: {Conv1D, Conv2D, Conv3D, Dense} x three estimators.
+"""Bayesian Keras 3 layers: {Conv1D, Conv2D, Conv3D, Dense, DepthwiseConv1D/2D,
+Conv1D/2D/3DTranspose} x three estimators.
 
 Also `GaussianHead` (regression output) and `MCDropout` (dropout that stays
 on at inference, the Monte Carlo dropout baseline).
@@ -12,6 +13,25 @@ from ._dropout import MCDropout
 from ._head import GaussianHead, gaussian_nll
 from ._public import (
     LAYER_CLASSES,
+    DepthwiseConv1DReparameterization,
+    DepthwiseConv1DFlipout,
+    DepthwiseConv1DLocalReparameterization,
+    DepthwiseConv2DReparameterization,
+    DepthwiseConv2DFlipout,
+    DepthwiseConv2DLocalReparameterization,
+    Conv1DTransposeReparameterization,
+    Conv1DTransposeFlipout,
+    Conv1DTransposeLocalReparameterization,
+    Conv2DTransposeReparameterization,
+    Conv2DTransposeFlipout,
+    Conv2DTransposeLocalReparameterization,
+    Conv3DTransposeReparameterization,
+    Conv3DTransposeFlipout,
+    Conv3DTransposeLocalReparameterization,
+    BayesianDepthwiseConv,
+    BayesianConvTranspose,
+    DEPTHWISE_CLASSES,
+    TRANSPOSE_CLASSES,
     BayesianConv,
     BayesianDense,
     Conv1DFlipout,
@@ -32,6 +52,25 @@ from ._public import (
 __all__ = [
     "ESTIMATORS",
     "LAYER_CLASSES",
+    "DepthwiseConv1DReparameterization",
+    "DepthwiseConv1DFlipout",
+    "DepthwiseConv1DLocalReparameterization",
+    "DepthwiseConv2DReparameterization",
+    "DepthwiseConv2DFlipout",
+    "DepthwiseConv2DLocalReparameterization",
+    "Conv1DTransposeReparameterization",
+    "Conv1DTransposeFlipout",
+    "Conv1DTransposeLocalReparameterization",
+    "Conv2DTransposeReparameterization",
+    "Conv2DTransposeFlipout",
+    "Conv2DTransposeLocalReparameterization",
+    "Conv3DTransposeReparameterization",
+    "Conv3DTransposeFlipout",
+    "Conv3DTransposeLocalReparameterization",
+    "BayesianDepthwiseConv",
+    "BayesianConvTranspose",
+    "DEPTHWISE_CLASSES",
+    "TRANSPOSE_CLASSES",
     "BayesianLayer",
     "BayesianConv",
     "BayesianDense",

@@ -2,7 +2,10 @@
 
 All twelve public layer classes (``{Conv1D, Conv2D, Conv3D, Dense} x
 {Reparameterization, Flipout, LocalReparameterization}``) are this class with a
-rank and an estimator fixed; nothing else differs between them.
+rank and an estimator fixed; nothing else differs between them. The
+depthwise and transposed convolutions (``_public.py``) also override the two
+seams ``_kernel_shape`` (the kernel layout) and ``linear`` (the linear map),
+and set ``_kernel_in_axis`` (which kernel axis Flipout's input signs run over).
 """
 
 from __future__ import annotations
@@ -243,10 +246,7 @@ class BayesianLayer(keras.layers.Layer):
                 f"The channel dimension of the inputs of {type(self).__name__} must be known. "
                 f"Received: input_shape={tuple(input_shape)}"
             )
-        if self.rank == 0:
-            kernel_shape = (in_channels, self.units)
-        else:
-            kernel_shape = self.kernel_size + (in_channels, self.units)
+        kernel_shape = self._kernel_shape(in_channels)
         rho0 = float(rho_from_sigma(self.posterior_std_init))
         # Variables are read in float32 even under a mixed-precision policy
         # (autocast=False): the KL is a sum over every weight and must not be
@@ -284,6 +284,21 @@ class BayesianLayer(keras.layers.Layer):
             ndim=None if self.rank == 0 else self.rank + 2,
             axes=axes,
         )
+
+    #: Axis of the kernel that runs over the input channels (Flipout's input
+    #: signs): -2 for ``(..., in, out)`` kernels; the transposed convolutions'
+    #: ``(..., out, in)`` kernels set -1.
+    _kernel_in_axis = -2
+
+    def _kernel_shape(self, in_channels):
+        """Shape of the kernel (and of its ``rho``, mask, prior loc) for ``in_channels``.
+
+        ``(in, units)`` for Dense, ``kernel_size + (in, units)`` for a
+        convolution; subclasses with another kernel layout override it.
+        """
+        if self.rank == 0:
+            return (in_channels, self.units)
+        return self.kernel_size + (in_channels, self.units)
 
     # --------------------------------------------------------------- moments
     @property
@@ -412,7 +427,7 @@ class BayesianLayer(keras.layers.Layer):
             eps = self._normal(ops.shape(loc), dtype)
             eps = ops.cast(eps, loc.dtype)
             kernel_sample = loc + sigma * eps
-            in_channels = ops.shape(loc)[-2]
+            in_channels = ops.shape(loc)[self._kernel_in_axis]
             sign_in = self._sign(self._sign_shape(inputs, in_channels))
             sign_out = self._sign(self._sign_shape(inputs, self.units))
             outputs = self.linear(inputs, ops.cast(loc * mask, dtype))
