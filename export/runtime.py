@@ -22,8 +22,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import sys
 
 import numpy as np
 from ai_edge_litert import interpreter as _litert
@@ -35,6 +37,28 @@ _INPUT = "images"
 _SAMPLES = "samples"
 #: Default cap on tiled rows per invocation (examples per chunk x samples).
 _MAX_TILED_ROWS = 2048
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """File descriptor 2 to /dev/null within the block, unless ``TFP_BCNN_VERBOSE=1``.
+
+    LiteRT's C++ writes an INFO line there when it creates its CPU delegate.
+    (``tfp_bcnn._quiet`` has the package's copy; this file imports nothing
+    from tfp_bcnn, so it keeps its own.)
+    """
+    if os.environ.get("TFP_BCNN_VERBOSE", "").strip() not in ("", "0"):
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -199,8 +223,10 @@ class TFLiteBayesianModel:
         self._fixed_batch = shape[0] if shape[0] > 0 else None
         self.num_samples = int(out["shape_signature"][0])
         self.num_classes = int(out["shape_signature"][2])
-        # Prepare the graph once, so a delegate that cannot take it fails here.
-        self._invoke(np.zeros((self._fixed_batch or 1, *shape[1:]), np.float32))
+        # Prepare the graph once, so a delegate that cannot take it fails here
+        # (quietly: LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate").
+        with _native_stderr_silenced():
+            self._invoke(np.zeros((self._fixed_batch or 1, *shape[1:]), np.float32))
 
     def __repr__(self):
         return (

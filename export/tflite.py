@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from tfp_bcnn import _validation as check
 from tfp_bcnn._io import write_bytes_atomic
+from tfp_bcnn._quiet import native_stderr_silenced
 from ._inference import InferenceGraph
 
 __all__ = ["QUANTIZATIONS", "to_tflite", "convert"]
@@ -71,7 +72,9 @@ def convert(
         if sparse:
             optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
         converter.optimizations = optimizations
-        return _shorten_tensor_names(converter.convert())
+        with native_stderr_silenced():  # the converter's C++ progress lines
+            flatbuffer = converter.convert()
+        return _shorten_tensor_names(flatbuffer)
 
 
 #: Tensor names longer than this are cut at their first ``;``.
