@@ -50,6 +50,9 @@ BENCHMARKS = {
     "export": ("export.py", [], ["--epochs", "1", "--finetune-epochs", "1", "--repeats", "3"],
                "Export to TFLite: sizes, agreement with Keras and latency",
                MNIST_5K + "; letters A-J for the out-of-distribution columns"),
+    "cli_startup": ("cli_startup.py", ["--repeats", "5"], ["--repeats", "2"],
+                    "Command line start-up: help and argument errors",
+                    "none (the commands stop after parsing)"),
 }
 
 
