@@ -39,24 +39,31 @@ def commands() -> dict[str, list[str]]:
 
 
 def run(repeats: int = 5) -> dict:
-    """``{command label: [seconds per run]}``, the commands interleaved."""
+    """``{command label: [seconds per run]}``, the commands interleaved, and the
+    machine's 1-minute load average before and after (``"load"``)."""
     env = {k: v for k, v in os.environ.items() if k != "TFP_BCNN_VERBOSE"}
     times = {label: [] for label in commands()}
+    load = [os.getloadavg()[0]]
     for _ in range(repeats):
         for label, argv in commands().items():
             start = time.perf_counter()
             subprocess.run(argv, capture_output=True, env=env, check=False)
             times[label].append(time.perf_counter() - start)
-    return times
+    load.append(os.getloadavg()[0])
+    return {"times": times, "load": load}
 
 
-def markdown(times: dict) -> str:
+def markdown(results: dict) -> str:
+    times = results["times"]
     labels = list(times)
     base = statistics.median(times[labels[0]])
     repeats = len(times[labels[0]])
-    lines = [f"Median wall time of {repeats} fresh processes each, run interleaved "
-             "(the machine's load moves every figure; the ratio is the result).", "",
-             "| command | median (s) | min - max (s) | time / baseline |", "|---|---|---|---|"]
+    before, after = results["load"]
+    lines = [f"Median wall time of {repeats} fresh processes each, run interleaved, on a "
+             f"machine shared with other jobs (load average {before:.1f} before, {after:.1f} "
+             "after, on 2 cores): the load inflates every figure, the ratio is the result.",
+             "", "| command | median (s) | min - max (s) | time / baseline |",
+             "|---|---|---|---|"]
     for label in labels:
         t = times[label]
         lines.append(f"| {label} | {statistics.median(t):.2f} | {min(t):.2f} - {max(t):.2f} | "

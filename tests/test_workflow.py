@@ -166,3 +166,22 @@ def test_accuracy_change_in_words():
     assert "unchanged" in workflow.accuracy_change(0.9, 0.9, "x")
     assert "fine-tune" not in workflow.accuracy_change(0.90, 0.895, "x")  # half a point
     assert workflow.fmt(None) == "n/a"
+
+
+def test_console_script_module_imports_the_package_only_inside_commands():
+    """``_tfp_bcnn_cli`` (the console script's parser, outside the package) imports
+    tfp_bcnn only inside functions, and only workflow and demo: parsing and
+    argument errors never run tfp_bcnn/__init__ (TensorFlow)."""
+    source = PACKAGE.parent / "_tfp_bcnn_cli.py"
+    tree = ast.parse(source.read_text())
+    top_level = {alias.name for node in tree.body if isinstance(node, ast.Import)
+                 for alias in node.names}
+    top_level |= {node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
+    assert not any(m and m.split(".")[0] in ("tfp_bcnn", "keras", "tensorflow")
+                   for m in top_level), top_level
+    inner = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(
+                "tfp_bcnn"):
+            inner |= {f"{node.module}.{a.name}" for a in node.names}
+    assert inner == {"tfp_bcnn.workflow", "tfp_bcnn.demo.run_demo"}
