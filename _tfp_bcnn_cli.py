@@ -31,6 +31,8 @@ __all__ = ["build_parser", "main"]
 # tests/test_workflow.py checks them against workflow.MODELS and layers.ESTIMATORS.
 MODELS = ("lenet5", "alexnet", "three_conv_three_fc")
 ESTIMATORS = ("flipout", "reparameterization", "local_reparameterization")
+METHODS = ("mc", "moments")
+SAMPLINGS = ("lrt", "weights", "moments")
 #: Named data sets of ``tfp_bcnn.datasets.get``; anything else must be a path.
 DATASETS = ("mnist_5k", "digits")
 
@@ -130,7 +132,8 @@ def cmd_evaluate(args):
     from tfp_bcnn import workflow
 
     return workflow.run_evaluate(model=args.model, dataset=args.dataset,
-                                 samples=args.samples, out_dir=args.out_dir)
+                                 samples=args.samples, out_dir=args.out_dir,
+                                 method=args.method)
 
 
 def cmd_prune(args):
@@ -205,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("model", type=_model_file)
     e.add_argument("--dataset", type=_dataset, default="mnist_5k")
     e.add_argument("--samples", type=POSITIVE_INT, default=32)
+    e.add_argument("--method", choices=METHODS, default="mc",
+                   help="mc: Monte Carlo; moments: one sampling-free pass, logits sampled")
     e.add_argument("--out-dir", default="evaluation")
     e.set_defaults(func=cmd_evaluate)
 
@@ -230,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--saved-model", default=None)
     x.add_argument("--tflite", type=TFLITE_FILE, default=None)
     x.add_argument("--samples", type=POSITIVE_INT, default=32)
-    x.add_argument("--sampling", choices=("lrt", "weights"), default="lrt")
+    x.add_argument("--sampling", choices=SAMPLINGS, default="lrt",
+                   help="moments: one pass of propagated moments, logits sampled (fastest)")
     x.add_argument("--quantize", choices=("dynamic",), default=None)
     x.add_argument("--dataset", type=_dataset, default="mnist_5k")
     x.add_argument("--check-images", type=POSITIVE_INT, default=200)
@@ -269,7 +275,7 @@ def main(argv=None) -> int:
     _quiet_tensorflow(args.tf_logs)
     try:
         return args.func(args)
-    except ValueError as err:
+    except (ValueError, OSError) as err:  # bad input, or a read-only / full target
         print(f"tfp-bcnn {args.command}: error: {err}", file=sys.stderr)
         return 2
 

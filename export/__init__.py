@@ -3,7 +3,9 @@
 Each Bayesian layer is exported in an inference form with static kernels
 (``sampling="lrt"``: constant ``mu`` and ``sigma^2`` kernels, sampled
 pre-activations; ``sampling="weights"``: kernels sampled at run time), and the
-Monte Carlo samples are drawn inside one call by tiling the batch. The graphs
+Monte Carlo samples are drawn inside one call by tiling the batch
+(``sampling="moments"`` instead propagates means and variances in one pass
+and samples only the logits: see `tfp_bcnn.moments`). The graphs
 use TensorFlow / TFLite builtin ops only: the stock LiteRT interpreter runs the
 ``.tflite`` file, plain ``tf.saved_model.load`` the SavedModel. No random seed
 is stored: every call draws fresh samples.

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import collections
 import gzip
+import json
 import os
 
 import numpy as np
 
 __all__ = ["describe"]
+
+#: TFLite metadata name / SavedModel ``assets.extra`` file stem written by the
+#: exporters (`tfp_bcnn.export.tflite.METADATA_NAME`; repeated here so that
+#: describing a file does not import the converter).
+_METADATA_NAME = "tfp_bcnn"
 
 #: TFLite tensor types counted as weights (float and int8 kernels; not int32
 #: shapes or indices).
@@ -39,7 +45,11 @@ def describe(path) -> dict:
           zeros of sparse tensors included);
         * ``sparse_tensors``: tensors stored in TFLite's sparse format;
         * ``int8_tensors``: int8 weight tensors (dynamic-range quantization);
-        * ``signatures``: ``{name: {"inputs": [...], "outputs": [...]}}``.
+        * ``signatures``: ``{name: {"inputs": [...], "outputs": [...]}}``;
+        * ``sampling``: ``"lrt"``, ``"weights"`` or ``"moments"`` as recorded
+          by `to_tflite` / `save_saved_model` (None for files written
+          otherwise); ``num_samples``: S per call (None likewise);
+          ``max_pool``: the max-pooling approximation of ``"moments"``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -101,6 +111,12 @@ def _describe_tflite(path):
                 zeros += int(np.count_nonzero(values == 0)) + (
                     dense - values.size if is_sparse else 0
                 )
+        info = {}
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            if entry.Name() == _METADATA_NAME.encode():
+                raw = _buffer(model, entry.Buffer(), data)
+                info = json.loads(raw.decode()) if raw else {}
         signatures = {}
         for i in range(model.SignatureDefsLength()):
             sig = model.SignatureDefs(i)
@@ -125,6 +141,15 @@ def _describe_tflite(path):
         "sparse_tensors": sparse,
         "int8_tensors": int8,
         "signatures": signatures,
+        **_sampling(info),
+    }
+
+
+def _sampling(info: dict) -> dict:
+    return {
+        "sampling": info.get("sampling"),
+        "num_samples": info.get("num_samples"),
+        "max_pool": info.get("max_pool"),
     }
 
 
@@ -171,6 +196,16 @@ def _describe_saved_model(path):
         for key, sig in meta.signature_def.items()
         if not key.startswith("__")
     }
+    info = {}
+    info_path = os.path.join(path, "assets.extra", f"{_METADATA_NAME}.json")
+    if os.path.isfile(info_path):
+        try:
+            with open(info_path) as f:
+                info = json.load(f)
+        except (OSError, ValueError) as err:
+            raise ValueError(
+                f"Corrupt {info_path!r} ({type(err).__name__}: {err}). Received: path={path!r}"
+            ) from err
     weights = zeros = 0
     prefix = os.path.join(path, "variables", "variables")
     if os.path.exists(prefix + ".index"):
@@ -201,4 +236,5 @@ def _describe_saved_model(path):
         "sparse_tensors": 0,
         "int8_tensors": 0,
         "signatures": signatures,
+        **_sampling(info),
     }

@@ -34,6 +34,12 @@ Sampling of a Bayesian layer with posterior ``q(W) = N(mu, sigma^2)`` and mask
   ``mu_m`` and ``sigma_m`` feed a multiply-add, not a convolution, so the
   TFLite converter stores them dense.
 
+* ``"moments"``: no sampling inside the network; one pass propagates the mean
+  and variance of every activation (`tfp_bcnn.moments`, diagonal Gaussian)
+  with the ``"lrt"`` constant kernels, and the S samples are drawn from the
+  Gaussian of the logits only (module `tfp_bcnn.export._moments`). Cost: one
+  pass of about three times the deterministic arithmetic, whatever S.
+
 Monte Carlo samples are drawn inside one call by tiling the batch S times
 (sample-major: row ``s * N + n`` is sample ``s`` of example ``n``); there are no
 ``tf.map_fn`` or while loops, which would need Flex. Random draws use
@@ -58,10 +64,11 @@ from tfp_bcnn import _validation as check
 from tfp_bcnn._compat import all_layers
 from tfp_bcnn.layers import BayesianLayer, GaussianHead
 from tfp_bcnn.kl import bayesian_layers
+from tfp_bcnn.moments import MAX_POOLS
 
-__all__ = ["SAMPLINGS", "OUTPUT_NAMES", "InferenceGraph", "summaries"]
+__all__ = ["SAMPLINGS", "OUTPUT_NAMES", "InferenceGraph", "export_info", "summaries"]
 
-SAMPLINGS = ("lrt", "weights")
+SAMPLINGS = ("lrt", "weights", "moments")
 #: Outputs of the ``serving_default`` signature, in this order.
 OUTPUT_NAMES = ("mean", "std", "predictive_entropy", "aleatoric", "epistemic")
 #: probabilities are clipped below at this value inside the log of an entropy
@@ -306,9 +313,10 @@ def _substitute(model, sampling, num_samples, store, sparse=False):
         raise
 
 
-def _check_args(num_samples, sampling):
+def _check_args(num_samples, sampling, max_pool="separate"):
     check.positive_int("num_samples", num_samples)
     check.choice("sampling", sampling, SAMPLINGS)
+    check.choice("max_pool", max_pool, MAX_POOLS)
 
 
 class InferenceGraph:
@@ -320,11 +328,15 @@ class InferenceGraph:
             ``from_logits=True``). Deterministic models are accepted (their
             samples coincide: epistemic 0).
         num_samples: Monte Carlo samples S per call (the batch is tiled S times).
-        sampling: ``"lrt"`` or ``"weights"`` (see the module docstring).
+        sampling: ``"lrt"``, ``"weights"`` or ``"moments"`` (see the module
+            docstring).
         from_logits: the model outputs logits; softmax is applied per sample.
         sparse: with ``"weights"``, store only the unpruned kernel entries
-            (see `_PosteriorConstants`); ignored by ``"lrt"``, whose constant
-            kernels the TFLite converter can store sparse itself.
+            (see `_PosteriorConstants`); ignored by ``"lrt"`` and
+            ``"moments"``, whose constant kernels the TFLite converter can
+            store sparse itself.
+        max_pool: with ``"moments"``, the max-pooling approximation
+            (``"separate"`` or ``"clark"``, see `tfp_bcnn.moments`).
 
     Raises:
         ValueError: a non-TensorFlow Keras backend, an unbuilt, multi-input or
@@ -338,8 +350,9 @@ class InferenceGraph:
         sampling: str = "lrt",
         from_logits: bool = False,
         sparse: bool = False,
+        max_pool: str = "separate",
     ):
-        _check_args(num_samples, sampling)
+        _check_args(num_samples, sampling, max_pool)
         if keras.backend.backend() != "tensorflow":
             raise ValueError(
                 "Export traces the model into TensorFlow ops and needs the TensorFlow "
@@ -387,10 +400,21 @@ class InferenceGraph:
         self.from_logits = bool(from_logits)
         self.input_shape = (None, *(int(d) for d in input_shape[1:]))
         self.num_classes = int(output_shape[-1])
+        self.max_pool = max_pool
+        if sampling == "moments":
+            from ._moments import MomentsForm
+
+            self._moments = MomentsForm(
+                model, self.input_shape, self.from_logits, max_pool,
+                lambda layer: _PosteriorConstants(layer, "lrt"),
+            )
+            self._trackables = self._moments.trackables
+            return
         store = {}
+        self._moments = None
         self._tiled = _substitute(model, sampling, self.num_samples, store, sparse)
         self._single = _substitute(model, sampling, 1, store, sparse)
-        self._constants = list(store.values())
+        self._trackables = [self._tiled, self._single, *store.values()]
 
     @property
     def input_signature(self):
@@ -399,7 +423,7 @@ class InferenceGraph:
     @property
     def trackables(self):
         """Models and layers whose variables the functions read."""
-        return [self._tiled, self._single, *self._constants]
+        return list(self._trackables)
 
     @property
     def variables(self):
@@ -417,12 +441,35 @@ class InferenceGraph:
 
     def sample(self, images):
         """One stochastic forward pass: ``{"probabilities": (N, C)}``."""
+        if self._moments is not None:
+            return {"probabilities": self._moments.probabilities(images, 1)[0]}
         return {"probabilities": self._probabilities(self._single, images)}
 
     def predict(self, images, include_samples: bool = False):
         """S samples in one call; see `summaries` (``samples`` is ``(S, N, C)``)."""
         s = self.num_samples
+        if self._moments is not None:
+            probs = self._moments.probabilities(images, s)
+            return summaries(probs, include_samples=include_samples)
         tiled = tf.tile(images, [s] + [1] * (len(self.input_shape) - 1))
         probs = self._probabilities(self._tiled, tiled)
         probs = tf.reshape(probs, [s, -1, self.num_classes])
         return summaries(probs, include_samples=include_samples)
+
+
+def export_info(graph: InferenceGraph) -> dict:
+    """What an exported file holds, stored in it for `describe`.
+
+    Returns:
+        ``{"format_version": 1, "sampling": ..., "num_samples": S,
+        "max_pool": ... (``"moments"`` only), "num_classes": C}``.
+    """
+    info = {
+        "format_version": 1,
+        "sampling": graph.sampling,
+        "num_samples": graph.num_samples,
+        "num_classes": graph.num_classes,
+    }
+    if graph.sampling == "moments":
+        info["max_pool"] = graph.max_pool
+    return info

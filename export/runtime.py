@@ -26,6 +26,8 @@ import contextlib
 import dataclasses
 import os
 import sys
+import threading
+import warnings
 
 import numpy as np
 from ai_edge_litert import interpreter as _litert
@@ -37,6 +39,11 @@ _INPUT = "images"
 _SAMPLES = "samples"
 #: Default cap on tiled rows per invocation (examples per chunk x samples).
 _MAX_TILED_ROWS = 2048
+#: Default bound on interpreters (concurrent invocations); see the class docstring.
+_MAX_INTERPRETERS = 1
+#: Largest ``|x|`` that does not look like unscaled (0-255) pixels, as in
+#: ``tfp_bcnn._validation.UNSCALED_LIMIT`` (repeated: this file is self-contained).
+_UNSCALED_LIMIT = 20.0
 
 
 @contextlib.contextmanager
@@ -50,15 +57,21 @@ def _native_stderr_silenced():
     if os.environ.get("TFP_BCNN_VERBOSE", "").strip() not in ("", "0"):
         yield
         return
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    with _STDERR_LOCK:  # interpreters of the pool open in several threads
+        sys.stderr.flush()
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+
+
+#: Held while file descriptor 2 is redirected, so that two threads never swap it
+#: at once (the second would save /dev/null as the stderr to restore).
+_STDERR_LOCK = threading.RLock()
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -124,6 +137,53 @@ def summarize(samples, return_samples: bool = False) -> Prediction:
     )
 
 
+def _concatenate(parts):
+    """Join per-chunk `Prediction`s along the example axis (axis 1 for samples)."""
+    if len(parts) == 1:
+        return parts[0]
+    values = {}
+    for f in dataclasses.fields(Prediction):
+        first = getattr(parts[0], f.name)
+        if first is None:
+            values[f.name] = None
+        else:
+            axis = 1 if f.name == "samples" else 0
+            values[f.name] = np.concatenate([getattr(p, f.name) for p in parts], axis=axis)
+    return Prediction(**values)
+
+
+def _check_images(x) -> None:
+    """Refuses NaN/inf images (naming the first five by index); warns if unscaled.
+
+    The rules of ``tfp_bcnn._validation.images``, repeated here so that
+    this file imports nothing from tfp_bcnn: a ``ValueError`` when any image
+    holds NaN or +-inf, a ``UserWarning`` when ``max |x| > 20`` (images that
+    look like raw 0-255 pixels; the models are trained on ``[0, 1]``).
+    """
+    if x.size == 0:
+        return
+    flat = x.reshape(len(x), -1)
+    finite = np.isfinite(flat).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        shown = ", ".join(str(i) for i in bad[:5])
+        more = f", ... ({len(bad)} in all)" if len(bad) > 5 else ""
+        raise ValueError(
+            f"Inputs contain NaN or infinity in {len(bad)} image(s): a model would return a "
+            f"confident-looking answer for them. Fix or drop these images. "
+            f"Received: non-finite x at indices [{shown}{more}]"
+        )
+    peak = max(abs(float(flat.max())), abs(float(flat.min())))
+    if peak > _UNSCALED_LIMIT:
+        warnings.warn(
+            f"Inputs look unscaled: max |x| = {peak:g} > {_UNSCALED_LIMIT:g}. The models are "
+            f"trained on images scaled to [0, 1]; divide by 255 unless the model scales its "
+            f"inputs itself.",
+            UserWarning,
+            stacklevel=4,  # _check_images <- _validate <- predict/sample <- the caller
+        )
+
+
 def _positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
@@ -138,27 +198,56 @@ class TFLiteBayesianModel:
     sparse int8 kernels) it falls back to the builtin kernels without default
     delegates. ``op_resolver`` says which one runs.
 
+    Threads: one object may be shared by any number of threads. A LiteRT
+    interpreter is not thread-safe (two threads resizing and invoking one
+    interpreter raise, or silently mix their batches), so the object keeps a
+    small pool: each chunk of a call checks out an idle interpreter, creating
+    a new one when none is idle and fewer than ``max_interpreters`` exist
+    (else it waits for one), and returns it after. ``max_interpreters=1``,
+    the default, is a lock around one interpreter. Measured on this
+    project's shared 2-core machine (8 threads x 4-5 calls of 1-50 MNIST
+    images, S = 32, LeNet-5, medians of 3-4 interleaved rounds, two runs): a
+    pool of 2 gave 0.97-1.04x the throughput of the lock and a pool of 4
+    0.85-0.87x (BENCHMARKS.md, "Reliability"): with every core busy, more
+    interpreters only add memory and contention. Each interpreter runs
+    LiteRT's default of one thread, so on a machine with idle cores a
+    ``max_interpreters`` up to the number of cores lets that many calls run
+    at once.
+
+    Memory: the graph tiles each chunk of ``batch_size`` examples ``S``
+    times, so at most ``max_interpreters * batch_size * S`` rows are in
+    flight (one invocation per interpreter), plus ``O(N * C)`` for the
+    results (and ``S * N * C`` with ``return_samples=True``), whatever ``N``.
+
     Args:
         path: the ``.tflite`` file.
-        num_threads: interpreter threads (None: LiteRT's default).
+        num_threads: threads of each interpreter (None: LiteRT's default).
+        max_interpreters: the most interpreters (and concurrent invocations)
+            this object creates, lazily (at most one per concurrent call).
+            Default 1: a lock.
 
     Attributes:
         input_shape: ``(None, *example_shape)``.
         num_classes: C.
         num_samples: Monte Carlo samples S drawn per invocation.
         op_resolver: ``"auto"`` or ``"builtin_without_default_delegates"``.
+        max_interpreters: the bound above.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ValueError: ``path`` is a directory, not a TFLite flatbuffer, corrupt
-            or truncated, or not a model written by ``to_tflite``.
+            or truncated, or not a model written by ``to_tflite``; invalid
+            ``num_threads`` or ``max_interpreters``.
     """
 
-    def __init__(self, path, num_threads: int | None = None):
+    def __init__(self, path, num_threads: int | None = None, max_interpreters: int | None = None):
         self.path = os.fspath(path)
         if num_threads is not None:
             num_threads = _positive_int("num_threads", num_threads)
         self.num_threads = num_threads
+        if max_interpreters is None:
+            max_interpreters = _MAX_INTERPRETERS
+        self.max_interpreters = _positive_int("max_interpreters", max_interpreters)
         if os.path.isdir(self.path):
             raise ValueError(
                 "Expected a .tflite file, got a directory (a SavedModel? load it with "
@@ -174,7 +263,7 @@ class TFLiteBayesianModel:
         errors = []
         for resolver in ("auto", "builtin_without_default_delegates"):
             try:
-                self._open(resolver)
+                runner = self._open(resolver)
                 self.op_resolver = resolver
                 break
             except _InvalidModel as err:
@@ -186,8 +275,12 @@ class TFLiteBayesianModel:
                 f"LiteRT could not prepare the model ({'; '.join(errors)}). "
                 f"Received: path={self.path!r}"
             )
+        self._pool = threading.Condition()
+        self._idle = [runner]  # signature runners not in use
+        self._created = 1
 
     def _open(self, resolver):
+        """A new interpreter's signature runner, checked and prepared."""
         resolvers = _litert.OpResolverType
         kind = {
             "auto": resolvers.AUTO,
@@ -217,8 +310,6 @@ class TFLiteBayesianModel:
                 f"Unexpected signature: input {inp['dtype']} {shape}, samples "
                 f"{list(out['shape_signature'])}."
             )
-        self._interpreter = interpreter
-        self._runner = runner
         self.input_shape = (None, *shape[1:])
         self._fixed_batch = shape[0] if shape[0] > 0 else None
         self.num_samples = int(out["shape_signature"][0])
@@ -226,7 +317,33 @@ class TFLiteBayesianModel:
         # Prepare the graph once, so a delegate that cannot take it fails here
         # (quietly: LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate").
         with _native_stderr_silenced():
-            self._invoke(np.zeros((self._fixed_batch or 1, *shape[1:]), np.float32))
+            runner(**{_INPUT: np.zeros((self._fixed_batch or 1, *shape[1:]), np.float32)})
+        return runner
+
+    @contextlib.contextmanager
+    def _checkout(self):
+        """An interpreter's runner for this thread alone, returned to the pool after."""
+        with self._pool:
+            while not self._idle and self._created >= self.max_interpreters:
+                self._pool.wait()
+            runner = self._idle.pop() if self._idle else None
+            if runner is None:
+                self._created += 1
+        try:
+            if runner is None:
+                runner = self._open(self.op_resolver)
+            yield runner
+        except BaseException:
+            if runner is None:  # creation failed: free its place
+                with self._pool:
+                    self._created -= 1
+                    self._pool.notify()
+            raise
+        finally:
+            if runner is not None:
+                with self._pool:
+                    self._idle.append(runner)
+                    self._pool.notify()
 
     def __repr__(self):
         return (
@@ -235,7 +352,8 @@ class TFLiteBayesianModel:
         )
 
     def _invoke(self, x):
-        return self._runner(**{_INPUT: x})[_SAMPLES]
+        with self._checkout() as runner:
+            return runner(**{_INPUT: x})[_SAMPLES]
 
     def _validate(self, x):
         x = np.asarray(x)
@@ -243,7 +361,7 @@ class TFLiteBayesianModel:
         if not (np.issubdtype(x.dtype, np.floating)):
             raise ValueError(
                 "Inputs must be floating point (float32, scaled as in training, e.g. to "
-                f"[0, 1]). Received: x.dtype={x.dtype}"
+                f"[0, 1]; divide uint8 images by 255). Received: x.dtype={x.dtype}"
             )
         if x.ndim == len(example) and x.shape == example:
             raise ValueError(
@@ -255,13 +373,14 @@ class TFLiteBayesianModel:
                 f"Expected inputs of shape (batch, {', '.join(map(str, example))}). "
                 f"Received: x.shape={x.shape}"
             )
-        if not np.all(np.isfinite(x)):
-            raise ValueError("Inputs contain NaN or infinity. Received: x with non-finite values")
+        _check_images(x)
         return np.ascontiguousarray(x, dtype=np.float32)
 
-    def sample(self, x, num_invocations: int = 1, batch_size: int | None = None) -> np.ndarray:
-        """Per-sample probabilities ``(S * num_invocations, N, C)`` (see `predict`)."""
-        x = self._validate(x)
+    def _draws(self, x, num_invocations, batch_size):
+        """Yields ``(S * num_invocations, b, C)`` samples per chunk of ``b`` examples.
+
+        ``x`` has been through `_validate`.
+        """
         num_invocations = _positive_int("num_invocations", num_invocations)
         if batch_size is None:
             batch_size = self._fixed_batch or max(1, _MAX_TILED_ROWS // self.num_samples)
@@ -271,19 +390,21 @@ class TFLiteBayesianModel:
                 f"This model has a fixed batch size of {self._fixed_batch}. "
                 f"Received: batch_size={batch_size}"
             )
-        n = x.shape[0]
-        chunks = []
-        for start in range(0, n, batch_size):
+        if len(x) == 0:
+            yield np.zeros((self.num_samples * num_invocations, 0, self.num_classes), np.float32)
+        for start in range(0, len(x), batch_size):
             chunk = x[start : start + batch_size]
             rows = chunk.shape[0]
             if self._fixed_batch is not None and rows < self._fixed_batch:
                 pad = np.zeros((self._fixed_batch - rows, *chunk.shape[1:]), np.float32)
                 chunk = np.concatenate([chunk, pad])
             draws = [self._invoke(chunk)[:, :rows] for _ in range(num_invocations)]
-            chunks.append(np.concatenate(draws, axis=0))
-        if not chunks:
-            return np.zeros((self.num_samples * num_invocations, 0, self.num_classes), np.float32)
-        return np.concatenate(chunks, axis=1)
+            yield draws[0] if num_invocations == 1 else np.concatenate(draws, axis=0)
+
+    def sample(self, x, num_invocations: int = 1, batch_size: int | None = None) -> np.ndarray:
+        """Per-sample probabilities ``(S * num_invocations, N, C)`` (see `predict`)."""
+        draws = self._draws(self._validate(x), num_invocations, batch_size)
+        return np.concatenate(list(draws), axis=1)
 
     def predict(
         self,
@@ -294,8 +415,13 @@ class TFLiteBayesianModel:
     ) -> Prediction:
         """Monte Carlo prediction with the uncertainty decomposition.
 
+        Chunks of ``batch_size`` examples are run and summarised one at a
+        time, so memory does not grow with ``N * S`` (see the class
+        docstring). Safe to call from several threads.
+
         Args:
-            x: ``(N, *example_shape)`` floating-point inputs (cast to float32).
+            x: ``(N, *example_shape)`` floating-point inputs (cast to float32;
+                ``N = 0`` gives fields with ``N = 0``).
             num_invocations: invocations per chunk; their samples are pooled,
                 giving ``S * num_invocations`` samples per example (each
                 invocation draws fresh ones).
@@ -308,11 +434,18 @@ class TFLiteBayesianModel:
             `Prediction` (the fields of `tfp_bcnn.predict`).
 
         Raises:
-            ValueError: a wrong shape or dtype, non-finite inputs, or invalid
-                arguments; the message quotes the value received.
+            ValueError: a wrong shape or dtype (integer images: scale them to
+                float), NaN or infinity in some image (the message gives the
+                indices of the first five), or invalid arguments; the message
+                quotes the value received.
+
+        Warns:
+            UserWarning: ``max |x| > 20``: the images look unscaled (0-255).
         """
-        samples = self.sample(x, num_invocations=num_invocations, batch_size=batch_size)
-        return summarize(samples, return_samples=return_samples)
+        parts = []
+        for draws in self._draws(self._validate(x), num_invocations, batch_size):
+            parts.append(summarize(draws, return_samples=return_samples))
+        return _concatenate(parts)
 
 
 class _InvalidModel(Exception):

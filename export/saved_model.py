@@ -14,18 +14,57 @@ Signatures (batch dimension dynamic):
   forward pass (call it repeatedly for more samples).
 
 Every call draws fresh samples; no random seed is stored in the graph.
+
+Bad inputs: both signatures refuse images holding NaN or infinity inside the
+graph (an ``Assert`` op, so TF Serving and ``saved_model_cli`` refuse them
+too): the call raises ``tf.errors.InvalidArgumentError`` whose message says
+"images contain NaN or infinity at batch indices" and lists the first five.
+An empty batch returns outputs with a batch dimension of 0. Unscaled images
+cannot be detected inside the graph; the Python code that feeds a SavedModel
+(`tfp_bcnn.predict` on the Keras model, the CLI) checks them with
+``tfp_bcnn._validation.images``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import keras
+import tensorflow as tf
 
 from tfp_bcnn._io import atomic_directory
-from ._inference import InferenceGraph
+from ._inference import InferenceGraph, export_info
+from .tflite import METADATA_NAME
 
 __all__ = ["save_saved_model"]
+
+
+def _finite_only(fn):
+    """``fn(images)`` behind an in-graph check that refuses NaN or infinity.
+
+    The ``Assert`` names the first five offending images by batch index. An
+    empty batch runs ``fn`` on one zero image and returns its outputs cut to
+    0 rows (TensorFlow's graph optimizer breaks some convolutions on a
+    zero-size batch); every output of ``fn`` is batch-first.
+    """
+
+    def checked(images):
+        axes = list(range(1, images.shape.rank))
+        finite = tf.reduce_all(tf.math.is_finite(images), axis=axes)
+        bad = tf.where(tf.logical_not(finite))[:, 0]
+        check = tf.debugging.Assert(
+            tf.reduce_all(finite),
+            ["images contain NaN or infinity at batch indices (first 5):", bad[:5]],
+            summarize=5,
+        )
+        with tf.control_dependencies([check]):
+            n = tf.shape(images)[0]
+            one = tf.zeros([1, *images.shape[1:]], images.dtype)
+            outputs = fn(tf.cond(n > 0, lambda: tf.identity(images), lambda: one))
+            return {name: value[:n] for name, value in outputs.items()}
+
+    return checked
 
 
 def save_saved_model(
@@ -35,6 +74,7 @@ def save_saved_model(
     sampling: str = "lrt",
     *,
     from_logits: bool = False,
+    max_pool: str = "separate",
 ) -> str:
     """Writes a SavedModel of a Bayesian Keras classifier.
 
@@ -42,7 +82,9 @@ def save_saved_model(
     `tfp_bcnn.export.to_tflite` and module `tfp_bcnn.export._inference`):
     ``"lrt"`` samples pre-activations from constant ``mu * mask`` and
     ``(sigma * mask)^2`` kernels (ignoring the weight sharing of a convolution
-    across positions), ``"weights"`` samples one kernel per Monte Carlo sample.
+    across positions), ``"weights"`` samples one kernel per Monte Carlo sample,
+    ``"moments"`` propagates means and variances in one pass and samples the
+    logits only (`tfp_bcnn.moments`).
 
     Args:
         model: built Sequential or functional classifier, TensorFlow Keras
@@ -52,8 +94,13 @@ def save_saved_model(
             only once the new one is complete; a failed export leaves it as it
             was).
         num_samples: Monte Carlo samples S per ``serving_default`` call.
-        sampling: ``"lrt"`` or ``"weights"``.
+        sampling: ``"lrt"``, ``"weights"`` or ``"moments"``.
         from_logits: the model outputs logits.
+        max_pool: max-pooling approximation of ``"moments"`` (``"separate"``
+            or ``"clark"``).
+
+    The directory also holds ``assets.extra/tfp_bcnn.json`` (the sampling,
+    S; read by `describe`; ignored by TensorFlow).
 
     Returns:
         The absolute path written.
@@ -69,13 +116,22 @@ def save_saved_model(
     >>> loaded.signatures["serving_default"](images=x)["mean"]  # doctest: +SKIP
     """
     graph = InferenceGraph(
-        model, num_samples=num_samples, sampling=sampling, from_logits=from_logits
+        model,
+        num_samples=num_samples,
+        sampling=sampling,
+        from_logits=from_logits,
+        max_pool=max_pool,
     )
     archive = keras.export.ExportArchive()
     for obj in graph.trackables:
         archive.track(obj)
-    archive.add_endpoint("serving_default", graph.predict, input_signature=graph.input_signature)
-    archive.add_endpoint("sample", graph.sample, input_signature=graph.input_signature)
+    signature = graph.input_signature
+    archive.add_endpoint("serving_default", _finite_only(graph.predict), input_signature=signature)
+    archive.add_endpoint("sample", _finite_only(graph.sample), input_signature=signature)
     with atomic_directory(path) as tmp:
         archive.write_out(tmp, verbose=False)
+        extra = os.path.join(tmp, "assets.extra")
+        os.makedirs(extra, exist_ok=True)
+        with open(os.path.join(extra, f"{METADATA_NAME}.json"), "w") as f:
+            json.dump(export_info(graph), f, sort_keys=True)
     return os.path.abspath(os.fspath(path))

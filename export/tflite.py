@@ -16,6 +16,7 @@ samples; no seed is stored in the file.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 
@@ -25,7 +26,11 @@ import tensorflow as tf
 from tfp_bcnn import _validation as check
 from tfp_bcnn._io import write_bytes_atomic
 from tfp_bcnn._quiet import native_stderr_silenced
-from ._inference import InferenceGraph
+from ._inference import InferenceGraph, export_info
+
+#: Name of the TFLite metadata entry (and SavedModel ``assets.extra`` file
+#: stem) holding `export_info` as JSON.
+METADATA_NAME = "tfp_bcnn"
 
 __all__ = ["QUANTIZATIONS", "to_tflite", "convert"]
 
@@ -51,6 +56,7 @@ def convert(
     sparse: bool = True,
     quantize: str | None = None,
     from_logits: bool = False,
+    max_pool: str = "separate",
 ) -> bytes:
     """Converts ``model`` to TFLite flatbuffer bytes (see `to_tflite`)."""
     check.choice("quantize", quantize, QUANTIZATIONS)
@@ -60,6 +66,7 @@ def convert(
         sampling=sampling,
         from_logits=from_logits,
         sparse=sparse,
+        max_pool=max_pool,
     )
     with tempfile.TemporaryDirectory(prefix="tfp_bcnn_tflite_") as tmp:
         saved = os.path.join(tmp, "saved_model")
@@ -74,34 +81,40 @@ def convert(
         converter.optimizations = optimizations
         with native_stderr_silenced():  # the converter's C++ progress lines
             flatbuffer = converter.convert()
-        return _shorten_tensor_names(flatbuffer)
+        return _finish(flatbuffer, export_info(graph))
 
 
 #: Tensor names longer than this are cut at their first ``;``.
 _MAX_NAME = 128
 
 
-def _shorten_tensor_names(data: bytes) -> bytes:
-    """Cuts the fused names (``"a;b;c;..."``) the converter gives some tensors.
+def _finish(data: bytes, info: dict) -> bytes:
+    """Shortens tensor names and records ``info`` as metadata ``"tfp_bcnn"``.
 
     Unrolled sample loops make the converter name each unstacked tensor after
-    all S of its siblings: kilobytes per tensor, hundreds of kilobytes per
-    file. Names are not used to run the model (signatures map inputs and
-    outputs by index), so the first component is kept.
+    all S of its siblings (``"a;b;c;..."``): kilobytes per tensor, hundreds of
+    kilobytes per file. Names are not used to run the model (signatures map
+    inputs and outputs by index), so the first component is kept. ``info``
+    (the sampling, S; read back by `describe`) is stored as JSON in a
+    metadata buffer, which interpreters ignore.
     """
+    from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
-    changed = False
     for subgraph in model.subgraphs:
         for tensor in subgraph.tensors:
             name = tensor.name
             if name is not None and len(name) > _MAX_NAME:
                 tensor.name = name.split(b";")[0][:_MAX_NAME]
-                changed = True
-    if not changed:
-        return data
-    return flatbuffer_utils.convert_object_to_bytearray(model)
+    buffer = schema.BufferT()
+    buffer.data = list(json.dumps(info, sort_keys=True).encode())
+    model.buffers.append(buffer)
+    metadata = schema.MetadataT()
+    metadata.name = METADATA_NAME
+    metadata.buffer = len(model.buffers) - 1
+    model.metadata = [*(model.metadata or []), metadata]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def to_tflite(
@@ -113,6 +126,7 @@ def to_tflite(
     quantize: str | None = None,
     *,
     from_logits: bool = False,
+    max_pool: str = "separate",
 ) -> str:
     """Writes a Monte Carlo TFLite model of a Bayesian Keras classifier.
 
@@ -123,7 +137,12 @@ def to_tflite(
     sharing of a convolution across spatial positions (independent noise per
     position), which lowers the epistemic spread; ``weights`` is the exact
     posterior predictive but stores its kernels dense and runs S convolutions
-    per Bayesian conv layer.
+    per Bayesian conv layer. ``"moments"`` samples nothing inside the
+    network: one pass propagates means and variances (same constant kernels
+    as ``lrt``) and the S samples are drawn from the Gaussian of the logits
+    (`tfp_bcnn.moments`): the latency of about one deterministic pass of
+    three times the arithmetic, whatever S; epistemic values smaller than
+    Monte Carlo's (the diagonal approximation), rankings close.
 
     Args:
         model: built Sequential or functional classifier (probabilities out, or
@@ -132,12 +151,14 @@ def to_tflite(
             the same directory, then renamed: a failed export leaves an
             existing file untouched).
         num_samples: Monte Carlo samples S per invocation (batch tiled S times).
-        sampling: ``"lrt"`` or ``"weights"``.
+        sampling: ``"lrt"``, ``"weights"`` or ``"moments"``.
         sparse: ``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``: constant kernels
             with enough zeros (pruned) are stored in a sparse format.
         quantize: None (float32) or ``"dynamic"`` (dynamic-range int8 weights,
             float activations; runs in the stock interpreter).
         from_logits: the model outputs logits.
+        max_pool: max-pooling approximation of ``"moments"``: ``"separate"``
+            (default, two ops) or ``"clark"`` (see `tfp_bcnn.moments`).
 
     The file's ``serving_default`` signature takes ``images`` with a dynamic
     batch dimension (LiteRT resizes the input to each batch) and returns
@@ -168,5 +189,6 @@ def to_tflite(
         sparse=sparse,
         quantize=quantize,
         from_logits=from_logits,
+        max_pool=max_pool,
     )
     return write_bytes_atomic(path, data)

@@ -60,6 +60,35 @@ def test_demo_quick_end_to_end(tmp_path):
     assert "| n/a " in out.stdout
     assert re.search(r"pruning to 9\d% (lowered|raised|left) the test accuracy", out.stdout)
     assert "done in" in out.stdout
+    # the moments file beside the Monte Carlo one: against Keras moments, logit-draw error only
+    moments = summary["export"]["tflite_moments"]
+    assert moments["sampling"] == "moments" and moments["flex_ops"] == []
+    assert moments["argmax_agreement"] > 0.9
+    # (a one-epoch model: its AUROC is only checked to be one)
+    assert 0 <= moments["ood_auroc_epistemic"] <= 1 and moments["ms_per_image"] > 0
+    assert str(run / "bayesian_lenet5_moments.tflite") in out.stdout
+    assert "Monte Carlo (lrt)" in out.stdout
+    assert "OOD AUROC letters, epistemic (mutual information)" in out.stdout
+
+
+@pytest.mark.slow
+def test_evaluate_and_export_with_moments(tmp_path, capsys):
+    from tfp_bcnn import export, models, workflow
+
+    path = workflow.save_model(models.lenet5(num_train_examples=4000, seed=0),
+                               tmp_path / "m.keras")
+    assert cli.main(["evaluate", str(path), "--method", "moments", "--samples", "8",
+                     "--out-dir", str(tmp_path / "eval")]) == 0
+    out = capsys.readouterr().out
+    assert "moments, 8 samples" in out and (tmp_path / "eval" / "m_report.json").exists()
+    report = json.loads((tmp_path / "eval" / "m_report.json").read_text())
+    assert report["method"] == "moments"
+    lite = tmp_path / "m.tflite"
+    assert cli.main(["export", str(path), "--tflite", str(lite), "--sampling", "moments",
+                     "--samples", "8", "--check-images", "50"]) == 0
+    info = export.describe(lite)
+    assert info["sampling"] == "moments" and info["num_samples"] == 8
+    assert "argmax_agreement" in capsys.readouterr().out
 
 
 def test_errors_are_clear(tmp_path, capsys):

@@ -325,13 +325,9 @@ def test_regression_gaussian_head():
         ({"num_samples": True}, "num_samples=True"),
         ({"batch_size": 0}, "batch_size=0"),
         ({"batch_size": "8"}, "batch_size='8'"),
-        ({"x": np.zeros((0, 8, 8, 1))}, "x.shape=(0, 8, 8, 1)"),
+        ({"x": np.zeros((0, 9, 9, 1))}, "x.shape=(0, 9, 9, 1)"),  # empty is fine, not this
         ({"x": np.zeros((8, 8, 1))}, "x.shape=(8, 8, 1)"),
         ({"x": np.zeros((2, 9, 9, 1))}, "x.shape=(2, 9, 9, 1)"),
-        (
-            {"x": tf.data.Dataset.from_tensor_slices(np.zeros((0, 8, 8, 1)))},
-            "no elements",
-        ),
     ],
 )
 def test_predict_rejects_bad_arguments(kwargs, message):

@@ -64,6 +64,9 @@ def test_no_import_cycle_and_one_caller_of_export():
 def test_cli_choices_match_the_library():
     assert cli.MODELS == workflow.MODELS
     assert set(cli.ESTIMATORS) == set(layers.ESTIMATORS)
+    from tfp_bcnn import export, uncertainty
+
+    assert cli.SAMPLINGS == export.SAMPLINGS and cli.METHODS == uncertainty.METHODS
 
 
 def test_save_is_atomic_and_checks_suffix(tmp_path):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 
 __all__ = ["native_stderr_silenced", "verbose"]
 
@@ -38,25 +39,33 @@ def native_stderr_silenced():
     """Within the block, writes to file descriptor 2 go to ``/dev/null``.
 
     Python's ``sys.stderr`` is flushed first, so nothing written before the
-    block is lost. Does nothing when `verbose` is True or descriptor 2 cannot
-    be duplicated (e.g. a process started without one).
+    block is lost. One thread at a time (a lock): others wait. Does nothing
+    when `verbose` is True or descriptor 2 cannot be duplicated (e.g. a
+    process started without one).
     """
     if verbose():
         yield
         return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        with contextlib.suppress(OSError, ValueError, AttributeError):
+    with _LOCK:
+        try:
             sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):
+            yield
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+
+
+#: Held while descriptor 2 is redirected: two threads swapping it at once would
+#: leave it pointing at /dev/null (the second saves /dev/null as "stderr").
+#: Re-entrant, so a silenced block may call another.
+_LOCK = threading.RLock()

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import sys
 
-from _tfp_bcnn_cli import ESTIMATORS, MODELS, build_parser, main
+from _tfp_bcnn_cli import ESTIMATORS, METHODS, MODELS, SAMPLINGS, build_parser, main
 
-__all__ = ["ESTIMATORS", "MODELS", "build_parser", "main"]
+__all__ = ["ESTIMATORS", "METHODS", "MODELS", "SAMPLINGS", "build_parser", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -476,8 +476,7 @@ def _as_images(x: np.ndarray, name: str) -> np.ndarray:
             f"Received: {name}.dtype={x.dtype}"
         )
     if x.size:
-        if not np.all(np.isfinite(x)):
-            raise ValueError(f"`{name}` holds NaN or infinite values. Received: {name}")
+        check.images(x, name=name, warn_unscaled=False)  # NaN/inf: names the images
         lo, hi = float(x.min()), float(x.max())
         if lo < 0.0 or hi > 1.0:
             raise ValueError(

@@ -48,6 +48,7 @@ def evaluate_classifier(
     angles: Sequence[float] | None = DEFAULT_ANGLES,
     num_bins: int = 15,
     verbose: int = 0,
+    method: str = "mc",
 ) -> dict:
     """Evaluate a (Bayesian or deterministic) Keras classifier.
 
@@ -59,6 +60,8 @@ def evaluate_classifier(
             and uniform noise when the images are 28x28x1.
         angles: rotation angles (degrees) for the distribution-shift curve, or
             None to skip it.
+        method: ``"mc"`` (Monte Carlo) or ``"moments"`` (one moment pass,
+            ``num_samples`` logit draws); see `tfp_bcnn.predict`.
         verbose: with ``verbose >= 1``, a progress bar over the test set and a
             line per stage (test set, each OOD set, the rotations) with its
             elapsed time.
@@ -75,7 +78,7 @@ def evaluate_classifier(
     """
     t0 = time.time()
     pred = predict(model, x_test, num_samples=num_samples, batch_size=batch_size,
-                   verbose=verbose)
+                   verbose=verbose, method=method)
     deterministic = is_deterministic(pred)
 
     def epistemic(value):
@@ -87,6 +90,7 @@ def evaluate_classifier(
 
     stage(f"test set, {len(x_test)} images x {num_samples} samples", t0)
     report = {
+        "method": method,
         "num_samples": num_samples,
         "num_test": int(len(x_test)),
         "deterministic": deterministic,
@@ -102,7 +106,8 @@ def evaluate_classifier(
     report["ood"] = {}
     for name, x_ood in (ood or {}).items():
         t0 = time.time()
-        p_ood = predict(model, x_ood, num_samples=num_samples, batch_size=batch_size)
+        p_ood = predict(model, x_ood, num_samples=num_samples, batch_size=batch_size,
+                        method=method)
         predictions[name] = p_ood
         report["ood"][name] = {
             "auroc_epistemic": epistemic(metrics.ood_auroc(pred.epistemic, p_ood.epistemic)),
@@ -118,7 +123,7 @@ def evaluate_classifier(
     t0 = time.time()
     for angle in angles or ():
         p_rot = predict(model, datasets.rotated(x_test, angle), num_samples=num_samples,
-                        batch_size=batch_size)
+                        batch_size=batch_size, method=method)
         report["rotation"].append({
             "angle": float(angle),
             "accuracy": metrics.accuracy(p_rot.mean, y_test),

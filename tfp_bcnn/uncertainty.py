@@ -33,13 +33,19 @@ The compiled forward call is a ``tf.function`` on TensorFlow and a
 threaded through the calls and written back to the model at the end, so two
 ``predict`` calls draw different samples); other backends call the model
 eagerly.
+
+``method="moments"`` replaces the S forward passes by one pass of
+propagated means and variances (`tfp_bcnn.moments.MomentsSampler`) and S
+draws of the logits; the summaries are the same.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import sys
+import threading
 import weakref
 from collections.abc import Iterable, Iterator
 
@@ -51,7 +57,10 @@ from . import _validation as check
 from .kl import bayesian_layers
 from .layers import GaussianHead
 
-__all__ = ["Prediction", "RegressionPrediction", "decompose", "predict"]
+__all__ = ["METHODS", "Prediction", "RegressionPrediction", "decompose", "predict"]
+
+#: ``predict(method=...)``: Monte Carlo, or one pass of propagated moments.
+METHODS = ("mc", "moments")
 
 
 # --------------------------------------------------------------------- results
@@ -264,6 +273,30 @@ def _is_regression(model) -> bool:
     return isinstance(_output_layer(model), GaussianHead)
 
 
+def _scales_inputs(model) -> bool:
+    """True when the model rescales its own inputs (no unscaled-input warning)."""
+    scalers = (keras.layers.Rescaling, keras.layers.Normalization)
+    return any(isinstance(layer, scalers) for layer in getattr(model, "layers", ()))
+
+
+def _empty_result(model, num_samples, regression, return_samples):
+    """The result of ``predict`` on no examples: every field with N = 0."""
+    try:
+        width = model.outputs[0].shape[-1]
+    except (AttributeError, IndexError, TypeError, ValueError):
+        width = None
+    if width is None:
+        raise ValueError(
+            "`x` is empty and the model's output shape is unknown (give the model an "
+            "Input), so no empty result of the right shape can be made. Received: x with 0 "
+            "examples"
+        )
+    samples = np.zeros((num_samples, 0, width), np.float32)
+    if regression:
+        return _decompose_gaussian(samples, return_samples)
+    return _decompose(samples, return_samples)
+
+
 def _input_spec(model):
     """``(shape, dtype)`` of the model's single input, or ``(None, None)``."""
     try:
@@ -280,8 +313,8 @@ def _input_spec(model):
 
 
 def _check_batch(x: np.ndarray, shape) -> None:
-    if x.ndim == 0 or x.shape[0] == 0:
-        raise ValueError(f"`x` is empty. Received: x.shape={x.shape}")
+    if x.ndim == 0:
+        raise ValueError(f"`x` must be a batch (N, ...). Received: x.shape={x.shape}")
     if shape is None:
         return
     if x.ndim != len(shape):
@@ -329,17 +362,22 @@ def _dataset_arrays(ds, shape, batch_size) -> Iterator[np.ndarray]:
         yield np.asarray(batch)
 
 
-def _chunks(arrays: Iterable[np.ndarray], batch_size: int, shape, dtype):
+def _chunks(arrays: Iterable[np.ndarray], batch_size: int, shape, dtype, warn_unscaled=True):
     """Re-batch a stream of arrays into ``(chunk, num_valid)`` of one shape.
 
     Chunks hold ``batch_size`` rows; the last one is padded by repeating its
     last row (so the compiled call sees one shape and does not retrace),
     except when all the data fit in one chunk, which is then left unpadded.
+    Every array is checked by `_validation.images` (NaN/inf refused, named by their
+    index in the whole stream) before any of it is run. Yields nothing for
+    empty data.
     """
-    buffer, count, emitted = [], 0, False
+    buffer, count, emitted, seen = [], 0, False, 0
     for array in arrays:
         array = np.asarray(array)
         _check_batch(array, shape)
+        check.images(array, offset=seen, warn_unscaled=warn_unscaled, stacklevel=5)
+        seen += len(array)
         if dtype is not None:
             array = array.astype(dtype, copy=False)
         buffer.append(array)
@@ -354,8 +392,6 @@ def _chunks(arrays: Iterable[np.ndarray], batch_size: int, shape, dtype):
             pad = np.repeat(joined[-1:], batch_size - count, axis=0)
             joined = np.concatenate([joined, pad])
         yield joined, count
-    elif not emitted:
-        raise ValueError("`x` is empty. Received: a dataset with no elements")
 
 
 # ----------------------------------------------------- compiled forward call
@@ -432,10 +468,12 @@ class _JAXForward(_Forward):
         return jax.jit(pure)
 
     def start(self):
+        # A copy per predict() call: concurrent calls must not share the state.
+        run = copy.copy(self)
         model = self._ref()
-        self._trainable = [v.value for v in model.trainable_variables]
-        self._non_trainable = [v.value for v in model.non_trainable_variables]
-        return self
+        run._trainable = [v.value for v in model.trainable_variables]
+        run._non_trainable = [v.value for v in model.non_trainable_variables]
+        return run
 
     def __call__(self, x):
         y, self._non_trainable = self._fn(self._trainable, self._non_trainable, x)
@@ -448,23 +486,27 @@ class _JAXForward(_Forward):
 
 
 _FORWARD_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_FORWARD_CACHE_LOCK = threading.Lock()  # predict() may run in several threads
 
 
 def _forward(model, reps: int, from_logits: bool) -> _Forward:
     backend = keras.backend.backend()
     cls = {"tensorflow": _TFForward, "jax": _JAXForward}.get(backend, _Forward)
     try:
-        per_model = _FORWARD_CACHE.setdefault(model, {})
+        with _FORWARD_CACHE_LOCK:
+            per_model = _FORWARD_CACHE.setdefault(model, {})
     except TypeError:  # not weak-referenceable: no cache
         per_model = {}
     key = (backend, reps, from_logits)
-    if key not in per_model:
-        per_model[key] = cls(model, reps, from_logits)
-    return per_model[key]
+    with _FORWARD_CACHE_LOCK:
+        if key not in per_model:
+            per_model[key] = cls(model, reps, from_logits)
+        return per_model[key]
 
 
 # ------------------------------------------------------------------ predict
-def _monte_carlo(model, x, num_samples, batch_size, return_samples, from_logits, tile, verbose):
+def _monte_carlo(model, x, num_samples, batch_size, return_samples, from_logits, tile, verbose,
+                 method="mc"):
     regression = _is_regression(model)
     if regression and from_logits:
         raise ValueError(
@@ -478,7 +520,7 @@ def _monte_carlo(model, x, num_samples, batch_size, return_samples, from_logits,
         x = np.asarray(x)
         _check_batch(x, shape)
         arrays, steps = [x], math.ceil(len(x) / batch_size)
-    chunks = _chunks(arrays, batch_size, shape, dtype)
+    chunks = _chunks(arrays, batch_size, shape, dtype, warn_unscaled=not _scales_inputs(model))
     calls_per_chunk = 1 if tile else num_samples
     progbar = None
     if verbose:
@@ -490,7 +532,12 @@ def _monte_carlo(model, x, num_samples, batch_size, return_samples, from_logits,
         if forward is None:
             if not model.built:  # build eagerly, outside any compiled function
                 model(chunk[:1], training=False)
-            forward = _forward(model, num_samples if tile else 1, from_logits).start()
+            if method == "moments":  # one moment pass per chunk; S logit draws
+                from .moments import MomentsSampler
+
+                forward = MomentsSampler(model, chunk, num_samples, from_logits).start()
+            else:
+                forward = _forward(model, num_samples if tile else 1, from_logits).start()
         draws = []
         for _ in range(calls_per_chunk):
             draws.append(forward(chunk))
@@ -520,6 +567,8 @@ def _monte_carlo(model, x, num_samples, batch_size, return_samples, from_logits,
         forward.finish()
     if progbar is not None and steps is None:
         progbar.update(done, finalize=True)
+    if not parts:
+        return _empty_result(model, num_samples, regression, return_samples)
     return _concatenate(parts)
 
 
@@ -531,6 +580,7 @@ def predict(
     return_samples: bool = False,
     from_logits: bool = False,
     *,
+    method: str = "mc",
     verbose: bool | int = 0,
 ) -> Prediction | RegressionPrediction:
     """Monte Carlo prediction of a Bayesian (or any Keras) model, with uncertainty.
@@ -565,6 +615,23 @@ def predict(
     tight. The last batch is padded to ``batch_size`` (and the padding
     dropped) so the compiled call is traced once.
 
+    Memory bound: besides ``x`` (and one float32 copy of it), at most one
+    forward call of ``batch_size * num_samples`` rows is in flight, and the
+    results grow as ``O(N * C)`` (plus ``S * N * C`` with
+    ``return_samples=True``), whatever ``N``. 20,000 MNIST-sized images with
+    64 samples through LeNet-5 Flipout peaked at 1.8 GiB resident (0.7 GiB
+    above the process before the call) with ``batch_size=256`` and 1.1 GiB
+    (+0.04 GiB) with 64, where the 1.28 million tiled rows at once would need
+    22 GiB for the first convolution's output alone (BENCHMARKS.md,
+    "Reliability"). ``predict`` may be
+    called from several threads at once (on TensorFlow the compiled call is
+    shared; results are as from one thread).
+
+    Inputs: NaN or infinity is refused (``ValueError`` naming the first
+    images by index); images whose ``max |x|`` exceeds 20 (raw 0-255 pixels)
+    get a ``UserWarning`` unless the model has a ``Rescaling`` or
+    ``Normalization`` layer; an empty ``x`` returns fields with ``N = 0``.
+
     Args:
         model: a Keras model with one input and one output.
         x: inputs ``(N, *input_shape)`` (NumPy or array-like), or a
@@ -576,6 +643,14 @@ def predict(
             or ``(S, N, 2K)`` (regressor, ``[mean, std]``).
         from_logits: the model outputs logits; a softmax is applied to each
             sample (before averaging).
+        method: ``"mc"`` (Monte Carlo, above) or ``"moments"``: one
+            sampling-free pass propagating the mean and variance of every
+            activation (`tfp_bcnn.moments`; diagonal Gaussian approximation),
+            then ``num_samples`` draws of the output pre-activations only
+            (logits of a softmax classifier, or a GaussianHead's outputs),
+            summarised as above. Much faster; its error against Monte Carlo
+            is measured in ``benchmarks/moments.py`` (epistemic values are
+            smaller, rankings close).
         verbose: show a ``keras.utils.Progbar`` over the forward calls.
 
     Returns:
@@ -584,10 +659,12 @@ def predict(
 
     Raises:
         ValueError: ``num_samples`` or ``batch_size`` not an integer >= 1;
-            ``x`` empty, or of a rank or shape other than the model input's;
+            ``x`` holding NaN or infinity, or of a rank or shape other than
+            the model input's;
             outputs that are not probabilities (logits without
             ``from_logits=True``); ``from_logits=True`` with a regressor; a
-            model with several inputs or outputs.
+            model with several inputs or outputs; an unknown ``method``; with
+            ``method="moments"``, a layer without a moment rule (named).
 
     Example:
 
@@ -603,6 +680,7 @@ def predict(
     """
     num_samples = check.integer("num_samples", num_samples, minimum=1)
     batch_size = check.integer("batch_size", batch_size, minimum=1)
+    check.choice("method", method, METHODS)
     return _monte_carlo(
         model,
         x,
@@ -610,6 +688,7 @@ def predict(
         batch_size,
         bool(return_samples),
         bool(from_logits),
-        tile=_can_tile(model),
+        tile=method == "moments" or _can_tile(model),
         verbose=verbose,
+        method=method,
     )

@@ -198,8 +198,11 @@ def mc_accuracy(model, x, y, num_samples: int = 16) -> float:
 
 # ---------------------------------------------------------------- evaluation
 def evaluate_and_report(model, x_test, y_test, out_dir, *, num_samples, name="model",
-                        verbose=1) -> dict:
+                        verbose=1, method="mc") -> dict:
     """``evaluation.evaluate_classifier`` plus its plots and a JSON report.
+
+    ``method``: ``"mc"`` (Monte Carlo) or ``"moments"`` (one sampling-free
+    pass, ``num_samples`` logit draws), as in ``tfp_bcnn.predict``.
 
     Writes ``<name>_reliability.png``, ``<name>_samples.png``,
     ``<name>_ood_histograms.png`` (when the letters set applies),
@@ -214,7 +217,7 @@ def evaluate_and_report(model, x_test, y_test, out_dir, *, num_samples, name="mo
     from .evaluation import evaluate_classifier, json_ready
 
     report = evaluate_classifier(model, x_test, y_test, num_samples=num_samples,
-                                 verbose=verbose)
+                                 verbose=verbose, method=method)
     t0 = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -362,15 +365,23 @@ def prune_and_finetune(model, x, y, *, final_sparsity, criterion, epochs, batch_
 
 
 # -------------------------------------------------------------------- export
-def tflite_agreement(model, tflite_path, x, y, *, num_samples) -> dict:
+def tflite_agreement(model, tflite_path, x, y, *, num_samples, method="mc",
+                     x_ood=None) -> dict:
     """Run the TFLite file with LiteRT and the Keras model on ``(x, y)``.
+
+    Args:
+        method: how the Keras reference predicts (``"moments"`` for a file
+            exported with ``sampling="moments"``).
+        x_ood: out-of-distribution images; when given, the TFLite file's OOD
+            AUROC by mutual information (``x`` in, ``x_ood`` out) is added.
 
     Returns:
         ``accuracy`` (TFLite), ``keras_accuracy``, ``argmax_agreement`` (the
         fraction of images whose predicted class is the same),
         ``mean_abs_diff`` (mean ``|p_tflite - p_keras|`` over images and
         classes; both are Monte Carlo means, so it is Monte Carlo error when
-        the export is right) and ``ms_per_image`` of the TFLite runner.
+        the export is right), ``ms_per_image`` of the TFLite runner and, with
+        ``x_ood``, ``ood_auroc_epistemic``.
     """
     import numpy as np
 
@@ -381,24 +392,31 @@ def tflite_agreement(model, tflite_path, x, y, *, num_samples) -> dict:
     t0 = time.time()
     lite = runner.predict(x)
     secs = time.time() - t0
-    keras_pred = predict(model, x, num_samples=num_samples)
-    return {
+    keras_pred = predict(model, x, num_samples=num_samples, method=method)
+    out = {
         "accuracy": metrics.accuracy(lite.mean, y),
         "keras_accuracy": metrics.accuracy(keras_pred.mean, y),
         "argmax_agreement": float(np.mean(lite.mean.argmax(1) == keras_pred.mean.argmax(1))),
         "mean_abs_diff": float(np.mean(np.abs(lite.mean - keras_pred.mean))),
         "ms_per_image": 1000 * secs / len(x),
     }
+    if x_ood is not None:
+        lite_ood = runner.predict(x_ood)
+        out["ood_auroc_epistemic"] = metrics.ood_auroc(lite.epistemic, lite_ood.epistemic)
+    return out
 
 
 def export_all(model, *, saved_model=None, tflite=None, samples=32, sampling="lrt",
-               quantize=None, check_data=None, verbose=0) -> dict:
+               quantize=None, check_data=None, x_ood=None, verbose=0) -> dict:
     """Export a SavedModel and/or a sparse TFLite file and describe them.
 
     Args:
         saved_model, tflite: output paths (None: skip that format).
-        samples, sampling, quantize: as in ``export.to_tflite``.
-        check_data: ``(x, y)`` for `tflite_agreement`, or None.
+        samples, sampling, quantize: as in ``export.to_tflite`` (``sampling``
+            ``"lrt"``, ``"weights"`` or ``"moments"``).
+        check_data: ``(x, y)`` for `tflite_agreement` (against Keras
+            ``predict`` with ``method="moments"`` for a moments file), or None.
+        x_ood: OOD images for `tflite_agreement`'s AUROC, or None.
         verbose: with ``verbose >= 1``, a line per stage with its elapsed time.
 
     Returns:
@@ -429,7 +447,9 @@ def export_all(model, *, saved_model=None, tflite=None, samples=32, sampling="lr
         if check_data is not None:
             t0 = time.time()
             x, y = check_data
-            out["tflite"].update(tflite_agreement(model, tflite, x, y, num_samples=samples))
+            method = "moments" if sampling == "moments" else "mc"
+            out["tflite"].update(tflite_agreement(model, tflite, x, y, num_samples=samples,
+                                                  method=method, x_ood=x_ood))
             stage(f"TFLite file against the Keras model on {len(x)} images", t0)
     return out
 
@@ -460,15 +480,18 @@ def run_train(*, model="lenet5", estimator="flipout", frequentist=False, dataset
     return 0
 
 
-def run_evaluate(*, model, dataset="mnist_5k", samples=32, out_dir="evaluation") -> int:
+def run_evaluate(*, model, dataset="mnist_5k", samples=32, out_dir="evaluation",
+                 method="mc") -> int:
     """``tfp-bcnn evaluate``: the report, its tables and the files written."""
     net = load_model(model)
     (_, _), (x_test, y_test) = load_data(dataset)
-    print(f"evaluating {model} on {len(x_test):,} test images ({samples} Monte Carlo "
-          "samples), letters and noise (out of distribution), rotated digits", flush=True)
+    how = "one moment pass, " if method == "moments" else ""
+    print(f"evaluating {model} on {len(x_test):,} test images ({how}{samples} samples), "
+          "letters and noise (out of distribution), rotated digits", flush=True)
     report = evaluate_and_report(net, x_test, y_test, out_dir, num_samples=samples,
-                                 name=Path(model).stem)
-    print_report(report, f"evaluation of {model} ({samples} samples)")
+                                 name=Path(model).stem, method=method)
+    how = "moments, " if method == "moments" else ""
+    print_report(report, f"evaluation of {model} ({how}{samples} samples)")
     print("\nwrote:")
     for k, v in report["files"].items():
         print(f"  {k}: {v}")

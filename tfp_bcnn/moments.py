@@ -1,0 +1,697 @@
+"""Sampling-free prediction: one forward pass of means and variances.
+
+Every activation of the network is treated as an independent Gaussian
+``N(mean, var)`` (a diagonal, assumed-density-filtering approximation: Wu et
+al. 2019, "Deterministic Variational Inference", https://arxiv.org/abs/1810.03958;
+Gast & Roth 2018, https://arxiv.org/abs/1805.11327). One pass propagates the
+pair through the layers; only the logits at the end are sampled (``C``
+numbers per sample instead of one Gaussian per activation per sample).
+
+Rules (``(*)`` a matrix product or a convolution, ``Phi`` / ``phi`` the normal
+cdf / pdf):
+
+* Bayesian Dense / Conv (any estimator: all three have the same moments),
+  weights ``N(M, S^2)`` (masked: a pruned weight is 0 in ``M`` and ``S``) on
+  inputs ``N(mu, v)``::
+
+      mean = mu (*) M + b
+      var  = (v + mu^2) (*) S^2 + v (*) M^2 + var(b)
+
+  exact for independent inputs and weights. A deterministic Keras Dense /
+  Conv is the case ``S = 0``: ``var = v (*) W^2``. A deterministic input
+  (``v = 0``, e.g. the image) gives ``var = mu^2 (*) S^2``.
+* ReLU, the rectified Gaussian, with ``s = sqrt(v)``, ``z = mu / s``::
+
+      mean = mu Phi(z) + s phi(z)
+      var  = mean (mu - mean) + v Phi(z)     (= E[relu^2] - mean^2, no cancellation)
+
+  ``Phi(z) ~ sigmoid(1.5976 z + 0.07056 z^3)`` (max abs error 1.4e-4) and
+  the exact ``phi``: TFLite has no builtin ``erf`` (it needs the Flex
+  delegate); see `normal_cdf_pdf` for the cheaper form and its error.
+  Checked against numerical integration in ``tests/test_moments.py``.
+* Max pooling: the max commutes with a monotone activation
+  (``max_i relu(x_i) = relu(max_i x_i)``), so a ReLU that feeds a max pool is
+  applied after it, to the max of the (Gaussian) pre-activations. Two forms:
+
+  - ``"separate"`` (default): max-pool the means and the variances
+    separately. Crude (on a 2x2 window of independent Gaussians: mean 0.4
+    sd low on average, variance up to 3x too high), but two builtin ops
+    instead of about 75; compared with ``"clark"`` on the whole network in
+    ``benchmarks/moments.py``.
+  - ``"clark"``: Clark's (1961) moments of the max of two independent
+    Gaussians, ``d = mu1 - mu2``, ``t = sqrt(v1 + v2)``, ``a = d / t``::
+
+        e    = d Phi(a) + t phi(a)            (E[max] - mu2)
+        mean = mu2 + e
+        var  = e (d - e) + v2 + (v1 - v2) Phi(a)
+
+    applied pairwise over the window (exact for a window of two; the max
+    is re-approximated by a Gaussian after each pair: on a 2x2 window
+    0.014 sd in the mean, 13 % in the variance). ``"valid"`` padding,
+    channels_last only.
+* Average pooling: ``mean = avg(mu)``, ``var = avg(v) / n`` (``n`` inputs
+  per window). Flatten, Reshape, Permute, padding, cropping: applied to both.
+  Add / Subtract / Concatenate / Average: exact for independent inputs.
+* BatchNormalization (inference): ``y = g x + h`` so ``var = g^2 v``.
+  Dropout and other noise layers: the identity (as at inference). MCDropout
+  (always on), mask ``m ~ Bernoulli(1 - p)``:
+  ``mean = mu``, ``var = (v + p mu^2) / (1 - p)``.
+* The output: a final softmax is taken off (``Dense(..., activation="softmax")``
+  or a ``Softmax`` / ``Activation("softmax")`` layer): the result is the
+  Gaussian of the logits. A ``GaussianHead`` regressor gives the Gaussian of
+  its ``[mean, pre-softplus std]`` pre-activations.
+
+What the diagonal form misses: one kernel draw is shared by every position
+of a convolution and every example feature, which correlates activations;
+dropping the correlations makes the logit variance, hence the mutual
+information, smaller than Monte Carlo's, while its ranking of inputs holds
+(measured in ``benchmarks/moments.py``).
+
+Any other layer or activation raises a ``ValueError`` that names it and
+points to ``method="mc"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import weakref
+from collections.abc import Callable
+
+import keras
+import numpy as np
+from keras import ops
+
+from . import _validation as check
+from . import layers as layers_lib
+from .layers import BayesianLayer, GaussianHead
+
+__all__ = [
+    "MAX_POOLS",
+    "MomentsSampler",
+    "OutputMoments",
+    "default_kernel_moments",
+    "max_moments",
+    "normal_cdf_pdf",
+    "propagate",
+    "relu_moments",
+]
+
+#: Max-pooling approximations; the first is the default.
+MAX_POOLS = ("separate", "clark")
+#: ``Phi(z) ~ sigmoid(z (_CDF_LINEAR + _CDF_CUBIC z^2))`` (Bowling et al. 2009,
+#: "A logistic approximation to the cumulative normal distribution").
+_CDF_LINEAR, _CDF_CUBIC = 1.5976, 0.07056
+_LOG_SQRT_2PI = 0.9189385332046727
+#: Added to the variance of every linear layer's output, so that ``sqrt(var)``
+#: and ``mean / sqrt(var)`` stay finite (a pruned or zero-input unit has
+#: variance 0). Folded into the bias of the variance convolution in TFLite.
+VAR_FLOOR = 1e-12
+
+
+@dataclasses.dataclass(frozen=True)
+class _Gaussian:
+    """Moments of one tensor. ``var`` None: deterministic (variance exactly 0).
+
+    ``positive``: ``var`` is known to be > 0 (so ``sqrt`` and division are
+    safe without a floor). ``pending``: an activation still to apply
+    (``"relu"``), kept so that a max pool can act on the pre-activations.
+    """
+
+    mean: object
+    var: object = None
+    positive: bool = False
+    pending: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputMoments:
+    """Gaussian moments of a model's output pre-activations.
+
+    Attributes:
+        mean: ``(N, K)`` means (logits of a classifier).
+        variance: ``(N, K)`` variances (zeros for a deterministic model).
+        output: ``"softmax"`` (a final softmax was taken off: ``mean`` are
+            logits), ``"linear"`` (the model output itself) or
+            ``"gaussian_head"`` (the ``2 * units`` pre-activations of a
+            ``GaussianHead``: mean and pre-softplus std).
+        head: the ``GaussianHead`` layer when ``output == "gaussian_head"``.
+    """
+
+    mean: object
+    variance: object
+    output: str
+    head: object = None
+
+
+# ------------------------------------------------------------------ the maths
+def normal_cdf_pdf(z):
+    """``(Phi(z), phi(z))`` with TFLite builtin ops only (no ``erf``).
+
+    ``Phi(z) ~ sigmoid(1.5976 z + 0.07056 z^3)`` (Bowling et al. 2009, max
+    abs error 1.4e-4) and the exact ``phi(z) = exp(-z^2 / 2) / sqrt(2 pi)``
+    (sharing ``z^2``). The cheaper ``sigmoid(1.702 z)`` with
+    ``phi ~ 1.702 Phi (1 - Phi)`` saves three ops per activation but errs by
+    0.0095 in ``Phi`` and 0.027 in ``phi`` (6.7 % of ``phi(0)``): 0.027 s in
+    the mean of a ReLU at ``z = 0`` (measured in ``tests/test_moments.py``).
+    """
+    z2 = ops.square(z)
+    cdf = ops.sigmoid(z * (_CDF_LINEAR + _CDF_CUBIC * z2))
+    pdf = ops.exp(-0.5 * z2 - _LOG_SQRT_2PI)
+    return cdf, pdf
+
+
+def relu_moments(mean, var):
+    """Mean and variance of ``relu(x)``, ``x ~ N(mean, var)`` (``var > 0``).
+
+    ``s = sqrt(var)``, ``z = mean / s``, ``Phi`` / ``phi`` from
+    `normal_cdf_pdf`::
+
+        m = mean Phi(z) + s phi(z)
+        v = max(m (mean - m) + var Phi(z), 0)
+
+    (``v = E[relu(x)^2] - m^2`` rewritten with
+    ``E[relu(x)^2] = mean m + var Phi``, which has no cancellation).
+
+    Args:
+        mean, var: tensors of one shape; ``var`` must be > 0.
+
+    Returns:
+        ``(m, v)``, tensors of that shape.
+    """
+    s = ops.sqrt(var)
+    cdf, pdf = normal_cdf_pdf(mean / s)
+    m = mean * cdf + s * pdf
+    v = ops.relu(m * (mean - m) + var * cdf)
+    return m, v
+
+
+def max_moments(mean1, var1, mean2, var2):
+    """Clark's moments of ``max(x1, x2)``, independent ``x_i ~ N(mean_i, var_i)``.
+
+    ``d = mean1 - mean2``, ``t = sqrt(var1 + var2)`` (> 0), ``a = d / t``::
+
+        e = d Phi(a) + t phi(a),   mean = mean2 + e,
+        var = max(e (d - e) + var2 + (var1 - var2) Phi(a), 0)
+
+    (Clark 1961; ``relu`` is the case ``mean2 = var2 = 0``).
+
+    Returns:
+        ``(mean, var)`` of the max (the Gaussian matching its two moments).
+    """
+    d = mean1 - mean2
+    t = ops.sqrt(var1 + var2)
+    cdf, pdf = normal_cdf_pdf(d / t)
+    e = d * cdf + t * pdf
+    var = ops.relu(e * (d - e) + var2 + (var1 - var2) * cdf)
+    return mean2 + e, var
+
+
+# ----------------------------------------------------------- layer parameters
+def default_kernel_moments(layer):
+    """``(kernel mean, kernel variance or None, bias mean or None, bias variance or None)``.
+
+    From the layer's variables: a Bayesian layer's masked posterior mean and
+    variance ``(mu * mask, (sigma * mask)^2)`` (and its bias posterior); a
+    Keras Dense / Conv layer's ``kernel`` with no variance.
+    """
+    if isinstance(layer, BayesianLayer):
+        loc, sigma = layer.kernel_posterior()
+        if layer.bias_loc is not None:
+            return loc, ops.square(sigma), layer.bias_loc, ops.square(layer.bias_sigma)
+        return loc, ops.square(sigma), layer.bias, None
+    bias = layer.bias if getattr(layer, "use_bias", False) else None
+    return layer.kernel, None, bias, None
+
+
+def _unsupported(layer, why: str) -> ValueError:
+    return ValueError(
+        f"method='moments' cannot propagate moments through layer {layer.name!r} "
+        f"({type(layer).__name__}): {why}. Use method='mc' (Monte Carlo) for this model. "
+        f"Received: layer={layer.name!r}"
+    )
+
+
+def _activation_name(layer, activation) -> str:
+    if activation is None or activation is keras.activations.linear:
+        return "linear"
+    for name in ("relu", "softmax"):
+        if activation is getattr(keras.activations, name):
+            return name
+    label = getattr(activation, "__name__", repr(activation))
+    raise _unsupported(
+        layer, f"activation {label!r} is not supported (only relu, linear, and softmax "
+        "as the output)"
+    )
+
+
+_DENSE_CONV = (
+    keras.layers.Dense,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+)
+_SHAPE_LAYERS = (
+    keras.layers.Flatten,
+    keras.layers.Reshape,
+    keras.layers.Permute,
+    keras.layers.ZeroPadding1D,
+    keras.layers.ZeroPadding2D,
+    keras.layers.ZeroPadding3D,
+    keras.layers.Cropping1D,
+    keras.layers.Cropping2D,
+    keras.layers.Cropping3D,
+    keras.layers.Identity,
+)
+_MAX_POOLS = (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D)
+_GLOBAL_MAX = (
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.GlobalMaxPooling3D,
+)
+_AVG_POOLS = (
+    keras.layers.AveragePooling1D,
+    keras.layers.AveragePooling2D,
+    keras.layers.AveragePooling3D,
+)
+_GLOBAL_AVG = (
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalAveragePooling3D,
+)
+#: Non-Bayesian layers whose weights a moment rule reads.
+PARAMETRIC_LAYERS = (*_DENSE_CONV, keras.layers.BatchNormalization)
+#: Layers that are the identity at inference (``training=False``).
+_INFERENCE_IDENTITY = (
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+    keras.layers.ActivityRegularization,
+)
+
+
+def _window_counts(pool, spatial_shape):
+    """Inputs per window of an average pool, ``(*out_spatial, 1)`` (channels_last)."""
+    counts = np.ones((), np.float32)
+    for size, k, s in zip(spatial_shape, pool.pool_size, pool.strides):
+        if pool.padding == "valid":
+            out = (size - k) // s + 1
+            per_dim = np.full(out, k, np.float32)
+        else:
+            out = -(-size // s)
+            pad = max((out - 1) * s + k - size, 0) // 2
+            start = np.arange(out) * s - pad
+            per_dim = (np.minimum(start + k, size) - np.maximum(start, 0)).astype(np.float32)
+        counts = np.multiply.outer(counts, per_dim)
+    return counts[..., None]
+
+
+# --------------------------------------------------------------- propagation
+class _Propagator:
+    """Walks a Sequential or functional model, applying the rule of each layer."""
+
+    def __init__(self, max_pool: str, kernel_moments: Callable):
+        self.max_pool = max_pool
+        self.kernel_moments = kernel_moments
+
+    # ---------------------------------------------------------------- walking
+    def model(self, model, inputs: list[_Gaussian], final: bool) -> _Gaussian:
+        if isinstance(model, keras.Sequential):
+            g = inputs[0]
+            layers = [
+                layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)
+            ]
+            for i, layer in enumerate(layers):
+                g = self.layer(layer, [g], final and i == len(layers) - 1)
+            return g
+        try:
+            nodes_by_depth = model._nodes_by_depth
+            model_inputs, model_outputs = model.inputs, model.outputs
+        except AttributeError:
+            nodes_by_depth = None
+        if nodes_by_depth is None or not model_inputs:
+            raise _unsupported(model, "a subclassed model has no layer graph to walk")
+        if len(model_outputs) != 1:
+            raise _unsupported(model, f"it has {len(model_outputs)} outputs, not one")
+        values = {id(t): g for t, g in zip(model_inputs, inputs)}
+        output_id = id(model_outputs[0])
+        for depth in sorted(nodes_by_depth, reverse=True):
+            for node in nodes_by_depth[depth]:
+                if node.is_input or not node.operation:
+                    continue
+                if any(id(t) not in values for t in node.input_tensors):
+                    continue
+                if len(node.outputs) != 1:
+                    raise _unsupported(node.operation, "it has several outputs")
+                is_final = final and id(node.outputs[0]) == output_id
+                ins = [values[id(t)] for t in node.input_tensors]
+                values[id(node.outputs[0])] = self.layer(node.operation, ins, is_final)
+        return values[output_id]
+
+    # ---------------------------------------------------------------- helpers
+    def _apply_pending(self, g: _Gaussian) -> _Gaussian:
+        if g.pending is None:
+            return g
+        if g.var is None:
+            return _Gaussian(ops.relu(g.mean))
+        var = g.var if g.positive else ops.maximum(g.var, VAR_FLOOR)
+        mean, var = relu_moments(g.mean, var)
+        return _Gaussian(mean, var)
+
+    def _activate(self, layer, g: _Gaussian, activation, final: bool) -> _Gaussian:
+        name = _activation_name(layer, activation)
+        if name == "linear":
+            return g
+        if name == "softmax":
+            if not final:
+                raise _unsupported(layer, "softmax is supported only as the model output")
+            return dataclasses.replace(g, pending="softmax")
+        return dataclasses.replace(g, pending="relu")
+
+    @staticmethod
+    def _both(fn, g: _Gaussian, positive=None, var_fn=None) -> _Gaussian:
+        var = None if g.var is None else (var_fn or fn)(g.var)
+        return _Gaussian(fn(g.mean), var, g.positive if positive is None else positive)
+
+    # ------------------------------------------------------------------ rules
+    def layer(self, layer, inputs: list[_Gaussian], final: bool) -> _Gaussian:
+        if isinstance(layer, keras.Model):
+            return self.model(layer, [self._apply_pending(g) for g in inputs], final)
+        if isinstance(layer, keras.layers.InputLayer):
+            return inputs[0]
+        if isinstance(layer, _MAX_POOLS + _GLOBAL_MAX):
+            return self._max_pool(layer, inputs[0])
+        gs = [self._apply_pending(g) for g in inputs]
+        g = gs[0]
+        if isinstance(layer, (BayesianLayer, *_DENSE_CONV)):
+            return self._linear(layer, g, final)
+        if isinstance(layer, GaussianHead):
+            if not final:
+                raise _unsupported(layer, "a GaussianHead is supported only as the model output")
+            out = self._linear(layer.dense, g, final=False)
+            return dataclasses.replace(out, pending="gaussian_head")
+        if isinstance(layer, keras.layers.Activation):
+            return self._activate(layer, g, layer.activation, final)
+        if isinstance(layer, keras.layers.ReLU):
+            if layer.max_value is not None or layer.negative_slope or layer.threshold:
+                raise _unsupported(layer, "only the plain ReLU (no max_value, slope, threshold)")
+            return dataclasses.replace(g, pending="relu")
+        if isinstance(layer, keras.layers.Softmax):
+            return self._activate(layer, g, keras.activations.softmax, final)
+        if isinstance(layer, _SHAPE_LAYERS):
+            return self._both(layer, g)
+        if isinstance(layer, _AVG_POOLS):
+            return self._avg_pool(layer, g)
+        if isinstance(layer, _GLOBAL_AVG):
+            n = float(np.prod(g.mean.shape[1:-1] if layer.data_format == "channels_last"
+                              else g.mean.shape[2:]))
+            return self._both(layer, g, var_fn=lambda v: layer(v) / n)
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return self._batch_norm(layer, g)
+        if isinstance(layer, keras.layers.Rescaling):
+            scale = ops.convert_to_tensor(layer.scale, dtype=g.mean.dtype)
+            return self._both(layer, g, var_fn=lambda v: v * ops.square(scale))
+        mc_dropout = getattr(layers_lib, "MCDropout", None)
+        if mc_dropout is not None and isinstance(layer, mc_dropout):
+            p = float(layer.rate)
+            var = ops.square(g.mean) * p if g.var is None else g.var + p * ops.square(g.mean)
+            return _Gaussian(g.mean, var / (1.0 - p), g.positive)
+        if isinstance(layer, _INFERENCE_IDENTITY):
+            return g
+        if isinstance(layer, (keras.layers.Add, keras.layers.Subtract, keras.layers.Average)):
+            return self._sum(layer, gs)
+        if isinstance(layer, keras.layers.Concatenate):
+            var = None
+            if any(x.var is not None for x in gs):
+                var = layer([ops.zeros_like(x.mean) if x.var is None else x.var for x in gs])
+            return _Gaussian(layer([x.mean for x in gs]), var)
+        raise _unsupported(layer, "no moment rule for this layer")
+
+    def _linear(self, layer, g: _Gaussian, final: bool) -> _Gaussian:
+        kernel, kernel_var, bias, bias_var = self.kernel_moments(layer)
+        rank = getattr(layer, "rank", 0)
+        if isinstance(layer, keras.layers.Dense):
+            rank = 0
+        channels_first = rank > 0 and layer.data_format == "channels_first"
+
+        def linear(x, k):
+            if rank == 0:
+                return ops.matmul(x, k)
+            if isinstance(layer, BayesianLayer):
+                return layer.linear(x, k)
+            return layer.convolution_op(x, k)
+
+        def per_unit(b):
+            return ops.reshape(b, (-1,) + (1,) * rank) if channels_first else b
+
+        mean = linear(g.mean, kernel)
+        if bias is not None:
+            mean = mean + per_unit(bias)
+        var = None
+        if g.var is not None:
+            var = linear(g.var, ops.square(kernel))
+        if kernel_var is not None:
+            second = ops.square(g.mean) if g.var is None else g.var + ops.square(g.mean)
+            term = linear(second, kernel_var)
+            var = term if var is None else var + term
+        if var is not None:
+            units = int(mean.shape[1 if channels_first else -1])
+            floor = ops.full((units,), VAR_FLOOR, dtype=var.dtype)
+            if bias_var is not None:
+                floor = floor + ops.cast(bias_var, var.dtype)
+            var = var + per_unit(floor)
+        out = _Gaussian(mean, var, positive=var is not None)
+        return self._activate(layer, out, layer.activation, final)
+
+    def _max_pool(self, layer, g: _Gaussian) -> _Gaussian:
+        # max_i f(x_i) = f(max_i x_i) for the monotone pending activation.
+        pending = g.pending if g.pending == "relu" else None
+        if g.pending not in (None, "relu"):
+            g = self._apply_pending(g)
+        if g.var is None:
+            out = _Gaussian(layer(g.mean))
+        elif self.max_pool == "separate" or isinstance(layer, _GLOBAL_MAX):
+            out = _Gaussian(layer(g.mean), layer(g.var), g.positive)
+        else:
+            out = self._clark_pool(layer, g)
+        return dataclasses.replace(out, pending=pending)
+
+    def _clark_pool(self, layer, g: _Gaussian) -> _Gaussian:
+        if layer.padding != "valid" or layer.data_format != "channels_last":
+            raise _unsupported(
+                layer, "max_pool='clark' supports padding='valid', channels_last only "
+                "(use max_pool='separate')"
+            )
+        spatial = tuple(int(d) for d in g.mean.shape[1:-1])
+        sizes, strides = layer.pool_size, layer.strides
+        out = [(n - k) // s + 1 for n, k, s in zip(spatial, sizes, strides)]
+        var = g.var if g.positive else ops.maximum(g.var, VAR_FLOOR)
+        mean = None
+        for offset in np.ndindex(*sizes):
+            index = (slice(None),) + tuple(
+                slice(o, o + (n - 1) * s + 1, s) for o, n, s in zip(offset, out, strides)
+            ) + (slice(None),)
+            m_i, v_i = g.mean[index], var[index]
+            if mean is None:
+                mean, var_max = m_i, v_i
+            else:
+                mean, var_max = max_moments(mean, var_max, m_i, v_i)
+        return _Gaussian(mean, var_max, positive=False)
+
+    def _avg_pool(self, layer, g: _Gaussian) -> _Gaussian:
+        if layer.data_format != "channels_last":
+            raise _unsupported(layer, "average pooling moments need channels_last")
+        spatial = tuple(int(d) for d in g.mean.shape[1:-1])
+        counts = _window_counts(layer, spatial)
+        return self._both(layer, g, var_fn=lambda v: layer(v) / counts)
+
+    def _batch_norm(self, layer, g: _Gaussian) -> _Gaussian:
+        scale = ops.rsqrt(ops.convert_to_tensor(layer.moving_variance) + layer.epsilon)
+        if layer.scale:
+            scale = scale * ops.convert_to_tensor(layer.gamma)
+        axis = layer.axis % len(g.mean.shape)
+        shape = [1] * len(g.mean.shape)
+        shape[axis] = -1
+        factor = ops.reshape(ops.square(scale), shape[1:])
+        mean = layer(g.mean, training=False)
+        var = None if g.var is None else g.var * factor
+        return _Gaussian(mean, var)
+
+    def _sum(self, layer, gs) -> _Gaussian:
+        mean = layer([x.mean for x in gs])
+        vars_ = [x.var for x in gs if x.var is not None]
+        if not vars_:
+            return _Gaussian(mean)
+        var = vars_[0]
+        for v in vars_[1:]:
+            var = var + v
+        if isinstance(layer, keras.layers.Average):
+            var = var / float(len(gs) ** 2)
+        return _Gaussian(mean, var, all(x.positive for x in gs if x.var is not None))
+
+
+def _check_max_pool(max_pool):
+    return check.choice("max_pool", max_pool, MAX_POOLS)
+
+
+def propagate(
+    model: keras.Model,
+    x,
+    *,
+    max_pool: str = "separate",
+    kernel_moments: Callable | None = None,
+) -> OutputMoments:
+    """One forward pass of means and variances through ``model``.
+
+    Args:
+        model: a built Sequential or functional Keras model with one input and
+            one output (nested models allowed); see the module docstring for
+            the layers supported.
+        x: a batch of inputs (deterministic: variance 0), a backend tensor or
+            array; traced or eager.
+        max_pool: ``"separate"`` or ``"clark"`` (module docstring).
+        kernel_moments: optional ``layer -> (kernel_mean, kernel_variance or
+            None, bias or None, bias_variance or None)`` (used by the export
+            to read constant kernels); default: from the layer's variables
+            (Bayesian: masked ``mu``, ``sigma^2``; Keras Dense/Conv:
+            ``kernel``, None).
+
+    Returns:
+        `OutputMoments` of the output pre-activations (logits when the model
+        ends in a softmax).
+
+    Raises:
+        ValueError: an unsupported layer or activation (named, with a pointer
+            to ``method="mc"``), a softmax or GaussianHead anywhere but at the
+            output, or an invalid ``max_pool``.
+    """
+    _check_max_pool(max_pool)
+    propagator = _Propagator(max_pool, kernel_moments or default_kernel_moments)
+    x = ops.convert_to_tensor(x)
+    inputs = getattr(model, "inputs", None)
+    if inputs and len(inputs) == 1:
+        x = ops.cast(x, inputs[0].dtype)
+    g = propagator.model(model, [_Gaussian(x)], final=True)
+    output, head = "linear", None
+    if g.pending == "softmax":
+        output = "softmax"
+    elif g.pending == "gaussian_head":
+        output, head = "gaussian_head", _output_layer(model)
+    else:
+        g = propagator._apply_pending(g)
+    var = ops.zeros_like(g.mean) if g.var is None else g.var
+    return OutputMoments(g.mean, var, output, head)
+
+
+def _output_layer(model):
+    layer = model
+    while getattr(layer, "layers", None):
+        layer = layer.layers[-1]
+    return layer
+
+
+def head_outputs(head, pre_activations):
+    """``[mean, std]`` of a ``GaussianHead`` from samples of its ``2K`` pre-activations."""
+    k = head.units
+    mean = pre_activations[..., :k]
+    std = np.logaddexp(0.0, pre_activations[..., k:]) + head.min_std
+    return np.concatenate([mean, std], axis=-1)
+
+
+# ------------------------------------------------------------------ sampling
+def _softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+#: model -> {(backend, max_pool): compiled moment pass}; weak, holds no model.
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class MomentsSampler:
+    """``chunk (b, ...) -> samples (S, b, K)`` drawn from the output Gaussian.
+
+    The forward call of ``tfp_bcnn.predict(..., method="moments")``: one
+    compiled moment pass per chunk (``tf.function`` on TensorFlow, ``jax.jit``
+    of a stateless pass on JAX, eager otherwise), then ``S`` draws of the
+    output pre-activations ``z_s = mean + sqrt(var) * eps_s`` in NumPy (global
+    NumPy generator, seeded by ``keras.utils.set_random_seed``), returned as
+    ``softmax(z_s)`` for a classifier or ``[mean, softplus(.) + min_std]``
+    for a ``GaussianHead``. Same protocol as the Monte Carlo forward calls
+    of `tfp_bcnn.uncertainty` (``start``, call, ``finish``).
+
+    Args:
+        model: a built model; ``x_example`` one batch of inputs, used to check
+            the model (every layer supported, a usable output) eagerly.
+        num_samples: ``S``.
+        from_logits: the model outputs logits (no final softmax).
+        max_pool: see `propagate`.
+
+    Raises:
+        ValueError: an unsupported layer, or an output that is neither a
+            softmax, a GaussianHead, nor logits with ``from_logits=True``.
+    """
+
+    def __init__(self, model, x_example, num_samples: int, from_logits: bool,
+                 max_pool: str = "separate"):
+        _check_max_pool(max_pool)
+        probe = propagate(model, x_example[:1], max_pool=max_pool)
+        if probe.output == "linear" and not from_logits:
+            raise ValueError(
+                "method='moments' needs a classifier whose output is a softmax (or logits, "
+                "with from_logits=True) or a GaussianHead regressor; the last layer of "
+                f"{model.name!r} has no softmax. Received: from_logits={from_logits!r}"
+            )
+        self.output = probe.output
+        self.head = probe.head
+        self.num_samples = int(num_samples)
+        key = (keras.backend.backend(), max_pool)
+        try:
+            per_model = _COMPILED.setdefault(model, {})
+        except TypeError:  # not weak-referenceable: no cache
+            per_model = {}
+        if key not in per_model:
+            per_model[key] = self._compile(weakref.ref(model), max_pool)
+        self._fn = per_model[key]
+
+    @staticmethod
+    def _compile(ref, max_pool):
+        def moments(x):
+            out = propagate(ref(), x, max_pool=max_pool)
+            return out.mean, out.variance
+
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            fn = tf.function(moments, reduce_retracing=True)
+            return lambda x: fn(tf.convert_to_tensor(x))
+        if backend == "jax":
+            import jax
+
+            def pure(values, x):
+                mapping = list(zip(ref().variables, values))
+                with keras.StatelessScope(state_mapping=mapping):
+                    return moments(x)
+
+            jitted = jax.jit(pure)
+            return lambda x: jitted([v.value for v in ref().variables], x)
+        return moments
+
+    def start(self):
+        return self
+
+    def finish(self):
+        pass
+
+    def __call__(self, x):
+        mean, var = (np.asarray(ops.convert_to_numpy(t), np.float64) for t in self._fn(x))
+        eps = np.random.standard_normal((self.num_samples, *mean.shape))
+        z = mean[None] + np.sqrt(np.maximum(var, 0.0))[None] * eps
+        if self.output == "gaussian_head":
+            return head_outputs(self.head, z).astype(np.float32)
+        return _softmax(z).astype(np.float32)
