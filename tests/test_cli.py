@@ -212,3 +212,26 @@ def test_help_answers_quickly(tmp_path):
     elapsed = time.perf_counter() - start
     assert out.returncode == 0 and "usage: tfp-bcnn" in out.stdout
     assert elapsed < 3.0, f"tfp-bcnn --help took {elapsed:.2f} s"
+
+
+def test_tf_logs_switch(monkeypatch):
+    """--tf-logs (or TFP_BCNN_VERBOSE=1) keeps every log line; by default the C++
+    level is set to warnings-off before TensorFlow loads (unless the user set it)."""
+    import logging
+
+    import _tfp_bcnn_cli
+
+    for logger in ("tensorflow", "absl"):  # restored after the test
+        monkeypatch.setattr(logging.getLogger(logger), "level", logging.getLogger(logger).level)
+    for name in ("TFP_BCNN_VERBOSE", "TF_CPP_MIN_LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    _tfp_bcnn_cli._quiet_tensorflow(show_logs=True)
+    assert os.environ["TFP_BCNN_VERBOSE"] == "1" and "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    monkeypatch.delenv("TFP_BCNN_VERBOSE")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    _tfp_bcnn_cli._quiet_tensorflow(show_logs=False)
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"  # the user's choice wins
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
+    _tfp_bcnn_cli._quiet_tensorflow(show_logs=False)
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    assert cli.build_parser().parse_args(["--tf-logs", "train"]).tf_logs is True
