@@ -221,17 +221,22 @@ def test_tf_logs_switch(monkeypatch):
 
     import _tfp_bcnn_cli
 
-    for logger in ("tensorflow", "absl"):  # restored after the test
-        monkeypatch.setattr(logging.getLogger(logger), "level", logging.getLogger(logger).level)
+    levels = {name: logging.getLogger(name).level for name in ("tensorflow", "absl")}
     for name in ("TFP_BCNN_VERBOSE", "TF_CPP_MIN_LOG_LEVEL"):
         monkeypatch.delenv(name, raising=False)
-    _tfp_bcnn_cli._quiet_tensorflow(show_logs=True)
-    assert os.environ["TFP_BCNN_VERBOSE"] == "1" and "TF_CPP_MIN_LOG_LEVEL" not in os.environ
-    monkeypatch.delenv("TFP_BCNN_VERBOSE")
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
-    _tfp_bcnn_cli._quiet_tensorflow(show_logs=False)
-    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"  # the user's choice wins
-    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
-    _tfp_bcnn_cli._quiet_tensorflow(show_logs=False)
-    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    try:
+        _tfp_bcnn_cli._quiet_tensorflow(show_logs=True)
+        assert os.environ["TFP_BCNN_VERBOSE"] == "1"
+        assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+        monkeypatch.delenv("TFP_BCNN_VERBOSE")
+        monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+        _tfp_bcnn_cli._quiet_tensorflow(show_logs=False)
+        assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"  # the user's choice wins
+        monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
+        _tfp_bcnn_cli._quiet_tensorflow(show_logs=False)
+        assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+        assert logging.getLogger("tensorflow").level == logging.ERROR
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
     assert cli.build_parser().parse_args(["--tf-logs", "train"]).tf_logs is True
