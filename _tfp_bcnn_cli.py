@@ -112,6 +112,7 @@ POSITIVE_INT = _integer(1)
 NON_NEGATIVE_INT = _integer(0)
 POSITIVE_REAL = _real(0.0, low_open=True, what="a finite number > 0")
 SPARSITY = _real(0.0, low_open=False, high=1.0, high_open=True, what="a number in [0, 1)")
+DROPOUT_RATE = _real(0.0, low_open=True, high=1.0, high_open=True, what="a number in (0, 1)")
 KERAS_FILE = _path_ending(".keras")
 TFLITE_FILE = _path_ending(".tflite")
 
@@ -124,14 +125,15 @@ def cmd_train(args):
         model=args.model, estimator=args.estimator, frequentist=args.frequentist,
         dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, kl_schedule=args.kl_schedule,
-        warmup_epochs=args.warmup_epochs, output=args.output, seed=args.seed,
-        verbose=args.verbose)
+        warmup_epochs=args.warmup_epochs, dropout=args.dropout, members=args.members,
+        output=args.output, seed=args.seed, verbose=args.verbose)
 
 
 def cmd_evaluate(args):
     from tfp_bcnn import workflow
 
-    return workflow.run_evaluate(model=args.model, dataset=args.dataset,
+    model = args.model[0] if len(args.model) == 1 else args.model
+    return workflow.run_evaluate(model=model, dataset=args.dataset,
                                  samples=args.samples, out_dir=args.out_dir,
                                  method=args.method)
 
@@ -192,12 +194,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--frequentist", action="store_true", help="the deterministic twin")
     t.add_argument("--dataset", type=_dataset, default="mnist_5k",
                    help="mnist_5k, digits, or a .npz path")
-    t.add_argument("--epochs", type=POSITIVE_INT, default=10)
-    t.add_argument("--batch-size", type=POSITIVE_INT, default=64)
-    t.add_argument("--learning-rate", type=POSITIVE_REAL, default=1e-3)
+    # None: the tuned recipe, tfp_bcnn.models.RECIPE (20 epochs, batch 64, Adam 2e-3)
+    t.add_argument("--epochs", type=POSITIVE_INT, default=None,
+                   help="default: models.RECIPE (20)")
+    t.add_argument("--batch-size", type=POSITIVE_INT, default=None,
+                   help="default: models.RECIPE (64)")
+    t.add_argument("--learning-rate", type=POSITIVE_REAL, default=None,
+                   help="default: models.RECIPE (2e-3)")
     t.add_argument("--kl-schedule", choices=("constant", "linear", "blundell"),
                    default="constant")
     t.add_argument("--warmup-epochs", type=POSITIVE_INT, default=3)
+    t.add_argument("--dropout", type=DROPOUT_RATE, default=None,
+                   help="add MCDropout at this rate before every dense layer (with "
+                   "--frequentist: the Monte Carlo dropout baseline)")
+    t.add_argument("--members", type=POSITIVE_INT, default=1,
+                   help="train a deep ensemble of this many members (seeds seed, seed+1, "
+                   "...), written as <output stem>_<m>.keras")
     t.add_argument("--output", type=KERAS_FILE, default="model.keras")
     t.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
     t.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
@@ -205,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="accuracy, calibration, uncertainty, OOD, shift")
-    e.add_argument("model", type=_model_file)
+    e.add_argument("model", type=_model_file, nargs="+",
+                   help="a .keras file, or several: a deep ensemble (members are samples)")
     e.add_argument("--dataset", type=_dataset, default="mnist_5k")
     e.add_argument("--samples", type=POSITIVE_INT, default=32)
     e.add_argument("--method", choices=METHODS, default="mc",

@@ -7,14 +7,20 @@ one run, same data and batch size:
 * median epoch time (epochs after the first, which compiles) of the
   frequentist LeNet-5 and of the Bayesian LeNet-5 with each estimator, as
   ratios to the frequentist model;
-* images per second of ``tfp_bcnn.predict`` with 32 Monte Carlo samples.
+* images per second of ``tfp_bcnn.predict`` with 32 Monte Carlo samples;
+
+for each Keras dtype policy asked for (``--policies``, default ``float32`` and
+``mixed_float16``: float16 compute, float32 variables and KL), with each
+model's epoch time also as a ratio to the same model in float32.
 
 Meant for a GPU machine where TensorFlow is not installed: only keras, jax,
 numpy, scikit-learn and the tfp_bcnn package are needed::
 
     KERAS_BACKEND=jax python benchmarks/gpu.py --json gpu.json
 
-Works on the CPU too (use ``--copies 2 --epochs 2`` for a smoke run).
+Works on the CPU too, where float16 is emulated and slow (a smoke run, as
+``tests/test_gpu_benchmark.py`` does: ``--copies 1 --train-images 512
+--epochs 2 --predict-images 32``).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import numpy as np  # noqa: E402
 
 import tfp_bcnn  # noqa: E402
 from tfp_bcnn import datasets, layers, models  # noqa: E402
+from tfp_bcnn._io import write_bytes_atomic  # noqa: E402
 
 
 def augmented_mnist(copies: int, seed: int = 0):
@@ -75,27 +82,50 @@ def set_seed(seed):
     np.random.seed(seed)
 
 
-def run(copies=15, epochs=3, batch_size=128, seed=0):
+POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def run(copies=15, epochs=3, batch_size=128, seed=0, policies=("float32", "mixed_float16"),
+        predict_images=None, train_images=None):
+    for policy in policies:
+        if policy not in POLICIES:
+            raise ValueError(f"`policies` must be among {POLICIES}. Received: policy={policy!r}")
     (x, y), (x_test, _) = augmented_mnist(copies, seed)
+    x, y, x_test = x[:train_images], y[:train_images], x_test[:predict_images]
     out = {"backend": keras.backend.backend(), "train_images": int(len(x)),
            "batch_size": batch_size, "epochs": epochs, "devices": _devices(),
-           "tensorflow_imported": "tensorflow" in sys.modules}
+           "predict_images": int(len(x_test))}
+    rows = []
+    try:
+        for policy in policies:
+            keras.mixed_precision.set_global_policy(policy)
+            rows += _policy_rows(policy, x, y, x_test, epochs, batch_size, seed)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    float32 = {r["model"]: r["epoch_s"] for r in rows if r["policy"] == "float32"}
+    for row in rows:
+        if row["model"] in float32:
+            row["x_float32"] = row["epoch_s"] / float32[row["model"]]
+    out["rows"] = rows
+    out["tensorflow_imported"] = "tensorflow" in sys.modules
+    return out
+
+
+def _policy_rows(policy, x, y, x_test, epochs, batch_size, seed):
     set_seed(seed)
     base, _ = epoch_time(models.lenet5(bayesian=False, seed=seed), x, y, epochs, batch_size)
-    rows = [{"model": "frequentist", "epoch_s": base, "ratio": 1.0}]
+    rows = [{"policy": policy, "model": "frequentist", "epoch_s": base, "ratio": 1.0}]
     for est in layers.ESTIMATORS:
         set_seed(seed)
         model = models.lenet5(estimator=est, num_train_examples=len(x), seed=seed)
         secs, model = epoch_time(model, x, y, epochs, batch_size)
-        row = {"model": est, "epoch_s": secs, "ratio": secs / base}
+        row = {"policy": policy, "model": est, "epoch_s": secs, "ratio": secs / base}
         tfp_bcnn.predict(model, x_test[:256], num_samples=32)  # compile
         t0 = time.perf_counter()
         tfp_bcnn.predict(model, x_test, num_samples=32)
         row["predict_images_per_s"] = len(x_test) / (time.perf_counter() - t0)
         rows.append(row)
-    out["rows"] = rows
-    out["tensorflow_imported"] = "tensorflow" in sys.modules
-    return out
+    return rows
 
 
 def _devices():
@@ -110,14 +140,18 @@ def _devices():
 def markdown(r):
     lines = [f"Backend {r['backend']}, devices {', '.join(r['devices'])}; "
              f"{r['train_images']} training images, batch {r['batch_size']}, "
-             f"median of epochs 2..{r['epochs']}; TensorFlow imported: "
+             f"median of epochs 2..{r['epochs']}; predict timed on "
+             f"{r.get('predict_images', 1000)} test images; TensorFlow imported: "
              f"{r['tensorflow_imported']}.", "",
-             "| model | epoch (s) | x frequentist | predict, 32 samples (images/s) |",
-             "|---|---|---|---|"]
+             "| policy | model | epoch (s) | x frequentist | x float32 "
+             "| predict, 32 samples (images/s) |",
+             "|---|---|---|---|---|---|"]
     for row in r["rows"]:
         ips = row.get("predict_images_per_s")
-        lines.append(f"| {row['model']} | {row['epoch_s']:.2f} | {row['ratio']:.2f} | "
-                     f"{'-' if ips is None else f'{ips:.0f}'} |")
+        x32 = row.get("x_float32")
+        lines.append(f"| {row.get('policy', 'float32')} | {row['model']} | {row['epoch_s']:.2f} "
+                     f"| {row['ratio']:.2f} | {'-' if x32 is None else f'{x32:.2f}'} "
+                     f"| {'-' if ips is None else f'{ips:.0f}'} |")
     return "\n".join(lines)
 
 
@@ -127,13 +161,23 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json")
+    p.add_argument("--policies", default="float32,mixed_float16",
+                   help=f"comma-separated Keras dtype policies among {', '.join(POLICIES)}")
+    p.add_argument("--predict-images", type=int, default=None,
+                   help="test images timed by predict (default: all 1,000)")
+    p.add_argument("--train-images", type=int, default=None,
+                   help="cap on the training images (a smoke run; default: all)")
+    p.add_argument("--json", help="write the report to this file")
+    p.add_argument("--markdown", help="write the markdown block to this file")
     args = p.parse_args(argv)
-    r = run(args.copies, args.epochs, args.batch_size, args.seed)
-    print(markdown(r))
+    r = run(args.copies, args.epochs, args.batch_size, args.seed,
+            tuple(args.policies.split(",")), args.predict_images, args.train_images)
+    block = markdown(r)
+    print(block)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(r, f, indent=2)
+        write_bytes_atomic(args.json, json.dumps(r, indent=2).encode())
+    if args.markdown:
+        write_bytes_atomic(args.markdown, (block + "\n").encode())
     return r
 
 

@@ -7,7 +7,12 @@ interpreter lacks. Instead every `tfp_bcnn.layers.BayesianLayer` is replaced
 connections and nested models included, keep their graph) with an export-only
 layer whose call is written with ``tf.nn`` ops on static kernels, and the other
 layers are reused as they are (called with ``training=False``: dropout is the
-identity, batch normalisation uses its moving statistics).
+identity, batch normalisation uses its moving statistics), except that a
+layer of a mixed-precision model is rebuilt in float32 (every exported graph
+computes in float32 whatever policy the model was trained with), and
+`tfp_bcnn.layers.MCDropout`, which stays on: it becomes ``_DropoutInference``,
+the same mask drawn with builtin ops, ``y = x * (u < 1 - rate) / (1 - rate)``
+with ``u ~ U[0, 1)`` from ``RandomUniform`` (no seed in the graph).
 
 Sampling of a Bayesian layer with posterior ``q(W) = N(mu, sigma^2)`` and mask
 ``m`` (``mu_m = mu * m``, ``sigma_m = sigma * m``; a pruned weight is 0 in both):
@@ -62,7 +67,7 @@ import tensorflow as tf
 
 from tfp_bcnn import _validation as check
 from tfp_bcnn._compat import all_layers
-from tfp_bcnn.layers import BayesianLayer, GaussianHead
+from tfp_bcnn.layers import BayesianLayer, GaussianHead, MCDropout
 from tfp_bcnn.kl import bayesian_layers
 from tfp_bcnn.moments import MAX_POOLS
 
@@ -79,6 +84,11 @@ _TINY = float(np.finfo(np.float32).tiny)
 def standard_normal(shape):
     """``N(0, 1)`` float32 draw with no seed in the graph (``seed = seed2 = 0``)."""
     return tf.raw_ops.RandomStandardNormal(shape=shape, dtype=tf.float32, seed=0, seed2=0)
+
+
+def uniform(shape):
+    """``U[0, 1)`` float32 draw with no seed in the graph (``seed = seed2 = 0``)."""
+    return tf.raw_ops.RandomUniform(shape=shape, dtype=tf.float32, seed=0, seed2=0)
 
 
 def _entropy(p):
@@ -278,27 +288,97 @@ class _BayesianInference(keras.layers.Layer):
         return out
 
 
+class _DropoutInference(keras.layers.Layer):
+    """Export-only stand-in for `MCDropout`: ``x * (u < keep) / keep``, builtin ops.
+
+    ``keep = 1 - rate``; ``u ~ U[0, 1)`` has the shape of ``noise_shape`` (its
+    None entries, and all of it when None, take the input's size), so every
+    row of the tiled batch gets its own mask, as in Keras. TFLite ops:
+    RANDOM_UNIFORM, LESS, CAST, MUL.
+    """
+
+    def __init__(self, source: MCDropout, **kwargs):
+        super().__init__(name=f"{source.name}_inference", dtype="float32", **kwargs)
+        self.keep = 1.0 - float(source.rate)
+        self.noise_shape = source.noise_shape
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def call(self, inputs):
+        x = tf.cast(inputs, tf.float32)
+        if self.keep == 1.0:
+            return x
+        shape = tf.shape(x)
+        if self.noise_shape is not None:
+            shape = tf.stack(
+                [shape[i] if d is None else d for i, d in enumerate(self.noise_shape)]
+            )
+        mask = tf.cast(uniform(shape) < self.keep, tf.float32)
+        return x * (mask * (1.0 / self.keep))
+
+
 # ------------------------------------------------------------ model rewrite
 def _has_bayesian(layer) -> bool:
-    return any(True for _ in bayesian_layers(layer))
+    """Whether ``layer`` is or holds a layer that export replaces."""
+    if any(True for _ in bayesian_layers(layer)):
+        return True
+    return any(isinstance(sub, MCDropout) for sub in all_layers(layer, include_self=True))
+
+
+def _is_reduced_precision(layer) -> bool:
+    """Any layer (``layer`` or one nested in it) computing in a 16-bit float."""
+    sublayers = all_layers(layer, include_self=True)
+    return any(sub.compute_dtype in ("float16", "bfloat16") for sub in sublayers)
+
+
+def _float32_copy(layer):
+    """A float32 twin of a layer of a mixed-precision model, sharing nothing.
+
+    The exported graphs compute in float32 whatever the training policy was
+    (TFLite has no float16 MaxPool, and SavedModel outputs stay float32): the
+    layer is rebuilt from its config with ``dtype="float32"``, built from its
+    build config and given the (float32) weights of the original.
+    """
+    config = layer.get_config()
+    config["dtype"] = "float32"
+    copy = type(layer).from_config(config)
+    build_config = layer.get_build_config()
+    if build_config is not None:
+        copy.build_from_config(build_config)
+    copy.set_weights(layer.get_weights())
+    return copy
 
 
 def _substitute(model, sampling, num_samples, store, sparse=False):
-    """Clone ``model`` with every Bayesian layer replaced; other layers are shared."""
+    """Clone ``model`` with every Bayesian layer replaced; other layers are shared.
+
+    ``store`` (id of a source layer -> its export form) lets the tiled and the
+    single-sample graphs share constants and float32 copies.
+    """
 
     def clone_function(layer):
         if isinstance(layer, BayesianLayer):
             if id(layer) not in store:
                 store[id(layer)] = _PosteriorConstants(layer, sampling, sparse)
             return _BayesianInference(layer, store[id(layer)], sampling, num_samples)
-        if isinstance(layer, keras.Model) and _has_bayesian(layer):
+        if isinstance(layer, MCDropout):
+            return _DropoutInference(layer)
+        if isinstance(layer, keras.Model) and (
+            _has_bayesian(layer) or _is_reduced_precision(layer)
+        ):
             return _substitute(layer, sampling, num_samples, store, sparse)
         if _has_bayesian(layer):
             raise ValueError(
-                "Export can replace Bayesian layers inside Sequential and functional "
-                "models only, not inside a custom layer. "
+                "Export can replace Bayesian and MCDropout layers inside Sequential and "
+                "functional models only, not inside a custom layer. "
                 f"Received: layer={layer.name!r} ({type(layer).__name__})"
             )
+        if _is_reduced_precision(layer):
+            if id(layer) not in store:
+                store[id(layer)] = _float32_copy(layer)
+            return store[id(layer)]
         return layer
 
     try:

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_bcnn import moments
+from tfp_bcnn._compat import all_layers
 from tfp_bcnn.kl import bayesian_layers
 from tfp_bcnn.layers import BayesianLayer
 
@@ -70,7 +71,7 @@ class MomentsForm:
         """
         plain = [
             layer
-            for layer in self.model._flatten_layers(include_self=False, recursive=True)
+            for layer in all_layers(self.model)
             if isinstance(layer, moments.PARAMETRIC_LAYERS)
         ]
         return [*self._constants.values(), *plain]

@@ -395,3 +395,48 @@ def test_get_errors(tmp_path):
         datasets.get("cifar10")
     with pytest.raises(FileNotFoundError, match="nothing.npz"):
         datasets.get(str(tmp_path / "nothing.npz"))
+
+
+# --------------------------------------------------------------------------
+# shifted_digits
+# --------------------------------------------------------------------------
+
+
+def _centre_of_mass(x):
+    m = x[..., 0].astype(np.float64)
+    mass = m.sum(axis=(1, 2))
+    rows = (m.sum(axis=2) @ np.arange(m.shape[1])) / mass
+    cols = (m.sum(axis=1) @ np.arange(m.shape[2])) / mass
+    return rows, cols
+
+
+def test_shifted_digits_are_deterministic_and_mnist_like():
+    x, y = datasets.shifted_digits()
+    _check_images(x)
+    _check_labels(y, 1797)
+    assert np.bincount(y).min() >= 170  # every class, as in scikit-learn's set
+    x2, y2 = datasets.shifted_digits()
+    np.testing.assert_array_equal(x, x2)
+    np.testing.assert_array_equal(y, y2)
+    x2[0] = 1.0  # fresh copies: the cache is not shared
+    assert datasets.shifted_digits()[0][0].max() <= 1.0 and x[0].max() < 1.0 + 1e-6
+    # MNIST's layout: the centre of mass within half a pixel of (13.5, 13.5)
+    # (placement is rounded to whole pixels), ink inside a 20x20 box whose
+    # longest side is 20 px, and the same for the real MNIST digits (whose
+    # centring tolerance is looser: they were centred at 28x28 by LeCun).
+    rows, cols = _centre_of_mass(x)
+    assert np.all(np.abs(rows - 13.5) <= 0.5) and np.all(np.abs(cols - 13.5) <= 0.5)
+    ink = x[..., 0] > 0
+    height = ink.any(axis=2).sum(axis=1)
+    width = ink.any(axis=1).sum(axis=1)
+    assert np.all(np.maximum(height, width) == 20)
+    (xm, _), _ = datasets.mnist_5k()
+    mrows, mcols = _centre_of_mass(xm)
+    assert np.median(np.abs(mrows - 13.5)) < 1.0 and np.median(np.abs(mcols - 13.5)) < 1.0
+    # the first images keep scikit-learn's order and labels
+    from sklearn.datasets import load_digits
+
+    np.testing.assert_array_equal(y, load_digits().target)
+    # a different rendering from `digits` (which stretches the whole 8x8 frame)
+    (xd, _), _ = datasets.digits()
+    assert not any(np.allclose(x[0], d) for d in xd)

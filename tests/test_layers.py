@@ -386,3 +386,24 @@ def test_jax_backend_subprocess():
         assert last < first
         assert spread > 0  # stochastic on JAX too
         assert n_losses == 2
+
+
+@pytest.mark.parametrize("rank", [0, 2])
+def test_flipout_bayesian_bias_is_drawn_per_example(rank):
+    """Rows of a tiled batch must be independent samples (predict tiles Flipout)."""
+    cls = layers.layer_class(rank, "flipout")
+    layer = make(cls, units=3, bayesian_bias=True, seed=0)
+    shape = INPUTS[rank][0]
+    layer.build((None,) + shape)
+    layer.kernel_rho.assign(np.full(layer.kernel_rho.shape, -30.0, "float32"))  # sigma ~ 0
+    layer.bias_rho.assign(np.full(layer.bias_rho.shape, 0.5, "float32"))  # sigma ~ 0.97
+    x = np.repeat(rand((1,) + shape), 64, axis=0)
+    y = ops.convert_to_numpy(layer(x)).reshape(64, -1, 3)
+    # the same input: rows differ only through their bias draws; within a row
+    # (conv) every position shares the draw, so the offset from the mean is constant
+    offsets = y - ops.convert_to_numpy(layer.linear(x, layer.kernel_loc)).reshape(64, -1, 3)
+    np.testing.assert_allclose(offsets, np.broadcast_to(offsets[:, :1], offsets.shape), atol=1e-4)
+    # 64 draws of N(0, 0.97^2): the sample std is within 0.75..1.2 with
+    # probability > 0.999 (chi-square with 63 d.o.f.)
+    std = offsets[:, 0].std(axis=0)
+    assert np.all((std > 0.75) & (std < 1.2)), std

@@ -320,3 +320,90 @@ def test_bad_eps_raises():
 def test_bad_scores_raise(fn, scores_in, scores_out, match):
     with pytest.raises(ValueError, match=match):
         fn(scores_in, scores_out)
+
+
+# --------------------------------------------------------------------------- #
+# Temperature scaling
+# --------------------------------------------------------------------------- #
+def _overconfident_toy(n, seed, sharpen=3.0, num_classes=5):
+    """Labels drawn from softmax(z); the 'model' reports softmax(sharpen * z)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0.0, 1.5, (n, num_classes))
+    p_true = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(num_classes, p=p) for p in p_true])
+    return sharpen * z, labels
+
+
+def test_fit_temperature_recovers_the_sharpening_and_lowers_held_out_nll():
+    val_logits, val_labels = _overconfident_toy(3000, seed=0)
+    test_logits, test_labels = _overconfident_toy(3000, seed=1)
+    t = metrics.fit_temperature(val_logits, val_labels, from_logits=True)
+    assert isinstance(t, float) and t > 0
+    # the data were generated at T = 3; with 3,000 examples the maximum
+    # likelihood estimate is within about 5 % of it (its std is ~2 %)
+    assert abs(t - 3.0) < 0.15
+    # independent reference: a brute-force grid of the NLL over T
+    grid = np.linspace(1.0, 6.0, 2001)
+    nll = [metrics.negative_log_likelihood(
+        metrics.apply_temperature(val_logits, g, from_logits=True), val_labels) for g in grid]
+    assert abs(t - grid[int(np.argmin(nll))]) < 5e-3
+    # fitted on the validation half, it lowers the NLL of the held-out half
+    before = metrics.negative_log_likelihood(
+        metrics.apply_temperature(test_logits, 1.0, from_logits=True), test_labels)
+    after = metrics.negative_log_likelihood(
+        metrics.apply_temperature(test_logits, t, from_logits=True), test_labels)
+    assert after < before - 0.1
+    # the same from probabilities (log p differs from z by a per-row constant)
+    probs = metrics.apply_temperature(val_logits, 1.0, from_logits=True)
+    assert abs(metrics.fit_temperature(probs, val_labels) - t) < 1e-3
+
+
+def test_apply_temperature_identity_argmax_and_dtype():
+    probs = np.random.default_rng(0).dirichlet(np.ones(4), size=50).astype("float32")
+    out = metrics.apply_temperature(probs, 1.0)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, probs, rtol=1e-5, atol=1e-7)
+    for t in (0.3, 2.5):
+        scaled = metrics.apply_temperature(probs, t)
+        np.testing.assert_array_equal(scaled.argmax(1), probs.argmax(1))
+        np.testing.assert_allclose(scaled.sum(1), 1.0, rtol=1e-5)
+    # T > 1 flattens: the confidence never rises
+    assert np.all(metrics.apply_temperature(probs, 2.5).max(1) <= probs.max(1) + 1e-6)
+    # zero probabilities stay finite and at the bottom
+    hard = np.array([[1.0, 0.0], [0.3, 0.7]])
+    np.testing.assert_allclose(metrics.apply_temperature(hard, 1.0), hard, atol=1e-12)
+
+
+def test_fit_temperature_on_separable_data_goes_to_the_lower_bound():
+    # every example correct: the NLL falls monotonically as T -> 0, so the
+    # search ends near the lower bound, where the NLL is 0 to rounding
+    logits = np.array([[2.0, 0.0], [0.0, 3.0]])
+    t = metrics.fit_temperature(logits, np.array([0, 1]), from_logits=True)
+    assert metrics.TEMPERATURE_BOUNDS[0] <= t < 0.1
+    scaled = metrics.apply_temperature(logits, t, from_logits=True)
+    assert metrics.negative_log_likelihood(scaled, np.array([0, 1])) < 1e-10
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, match",
+    [
+        pytest.param((PROBS[0], LABELS), {}, r"probs\.shape=", id="1d"),
+        pytest.param((PROBS, LABELS[:-1]), {}, r"labels\.shape=", id="length"),
+        pytest.param((np.array([[0.5, np.nan]]), [0]), {}, r"probs\[0, 1\]=nan", id="nan"),
+        pytest.param((np.array([[2.0, -1.0]]), [0]), {}, r"probs\[0, 1\]=-1", id="logits"),
+        pytest.param((np.array([[1.0, np.inf]]), [0]), {"from_logits": True},
+                     r"logits\[0, 1\]=inf", id="inf-logits"),
+        pytest.param((PROBS, LABELS), {"from_logits": "yes"}, "from_logits='yes'",
+                     id="from-logits"),
+        pytest.param((PROBS, LABELS + 10), {}, "labels", id="label-range"),
+    ],
+)
+def test_fit_temperature_rejects_bad_input(args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        metrics.fit_temperature(*args, **kwargs)
+
+
+@pytest.mark.parametrize("t", [0.0, -1.0, float("nan"), float("inf"), True, "2", None])
+def test_apply_temperature_rejects_bad_temperature(t):
+    with pytest.raises(ValueError, match=r"temperature="):
+        metrics.apply_temperature(PROBS, t)

@@ -446,3 +446,14 @@ def test_center_prior_is_a_deprecated_alias():
     with pytest.warns(DeprecationWarning, match="centered_prior"):
         bnn = models.to_bayesian(model, num_train_examples=10, center_prior=True)
     assert bnn.get_layer("fc").centered_prior
+
+
+def test_output_bias_std_gives_the_output_layer_a_wide_bayesian_bias():
+    model = models.lenet5(num_train_examples=100, output_bias_std=0.7, seed=0)
+    out = model.get_layer("fc3")
+    assert out.bayesian_bias and not model.get_layer("fc2").bayesian_bias
+    np.testing.assert_allclose(np.asarray(out.bias_sigma), 0.7, rtol=1e-5)
+    twin = models.lenet5(bayesian=False, output_bias_std=0.7)  # ignored by the twin
+    assert twin.get_layer("fc3").bias is not None
+    with pytest.raises(ValueError, match="output_bias_std=0"):
+        models.lenet5(num_train_examples=100, output_bias_std=0)

@@ -188,3 +188,54 @@ def test_console_script_module_imports_the_package_only_inside_commands():
                 "tfp_bcnn"):
             inner |= {f"{node.module}.{a.name}" for a in node.names}
     assert inner == {"tfp_bcnn.workflow", "tfp_bcnn.demo.run_demo"}
+
+
+# --------------------------------------------------------- issue 13 wiring
+@pytest.fixture
+def tiny_npz(tmp_path):
+    """40 images 12x12 of two classes (a bright left or right half), as a .npz."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 20)
+    x = rng.uniform(0.0, 0.2, (40, 12, 12)).astype("float32")
+    x[y == 0, :, :6] += 0.7
+    x[y == 1, :, 6:] += 0.7
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x=x, y=y)
+    return str(path)
+
+
+@pytest.mark.slow  # trains 20 epochs (about 10 s)
+def test_train_defaults_are_the_recipe(tiny_npz, tmp_path, capsys):
+    from tfp_bcnn.models import RECIPE
+
+    args = cli.build_parser().parse_args(["train"])
+    assert (args.epochs, args.batch_size, args.learning_rate) == (None, None, None)
+    workflow.run_train(frequentist=True, dataset=tiny_npz, output=str(tmp_path / "f.keras"),
+                       verbose=2)
+    out = capsys.readouterr().out
+    assert f"Epoch {RECIPE['epochs']}/{RECIPE['epochs']}" in out
+    assert f"Epoch {RECIPE['epochs'] + 1}/" not in out
+
+
+@pytest.mark.slow  # trains two models and writes a full evaluation (about 20 s)
+def test_train_mc_dropout_ensemble_and_evaluate_it(tiny_npz, tmp_path, capsys):
+    import keras
+
+    output = tmp_path / "ens.keras"
+    code = cli.main(["train", "--frequentist", "--dropout", "0.25", "--members", "2",
+                     "--epochs", "2", "--dataset", tiny_npz, "--output", str(output),
+                     "--verbose", "0"])
+    assert code == 0
+    paths = workflow.member_paths(output, 2)
+    assert [p.name for p in paths] == ["ens_0.keras", "ens_1.keras"]
+    nets = [keras.saving.load_model(p) for p in paths]
+    assert all(any(isinstance(la, layers.MCDropout) for la in n.layers) for n in nets)
+    assert not all(
+        (a == b).all() for a, b in zip(nets[0].get_weights(), nets[1].get_weights()))
+    code = cli.main(["evaluate", *map(str, paths), "--dataset", tiny_npz, "--samples", "4",
+                     "--out-dir", str(tmp_path / "ev")])
+    assert code == 0
+    assert "an ensemble of 2 models" in capsys.readouterr().out
+    assert (tmp_path / "ev" / "ens_0_ensemble_report.json").exists()

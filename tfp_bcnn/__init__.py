@@ -18,8 +18,8 @@ from ._quiet import native_stderr_silenced as _native_stderr_silenced
 # TensorFlow's C++ start-up notices (and the cuInit line of its device
 # discovery on a machine without a GPU driver) go to /dev/null; see _quiet.py.
 with _native_stderr_silenced():
-    from . import (datasets, kl, layers, metrics, models, moments, plots, priors, pruning,
-                   uncertainty)
+    from . import (datasets, ensemble, kl, layers, metrics, models, moments, plots, priors,
+                   pruning, uncertainty)
     from ._annealing import KLAnnealing
     from .kl import KLDivergence, bayesian_layers, get_kl_weight, kl_divergence, set_kl_weight
     from .layers import GaussianHead, gaussian_nll
@@ -40,6 +40,7 @@ __all__ = [
     "KLDivergence",
     "bayesian_layers",
     "datasets",
+    "ensemble",
     "gaussian_nll",
     "get_kl_weight",
     "kl",

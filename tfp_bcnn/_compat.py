@@ -4,9 +4,10 @@ Keras 3 has no public way to list every layer of a model recursively, to
 tell a graph (Sequential / functional) model from a subclassed one, to name
 the layer behind a symbolic tensor, or to share one clone cache across nested
 ``clone_model`` calls. Each use below is one line over a private name; when a
-Keras upgrade moves one, this is the only file to change (the tests of
-``to_bayesian``, ``bayesian_layers`` and export exercise every function).
-Checked on Keras 3.15.
+Keras upgrade moves one, this is the only file to change, and
+``tests/test_compat.py`` fails first, naming the API that broke (one test per
+API; it also checks ``keras.src.testing``, which the tests use to run Keras'
+own layer harness). Checked on Keras 3.15.
 """
 
 from __future__ import annotations

@@ -23,8 +23,10 @@ from pathlib import Path
 
 __all__ = ["run_demo"]
 
-# defaults measured to fit in < 10 min on 2 CPU cores (see BENCHMARKS.md)
-FULL = dict(epochs=20, prune_epochs=4, samples=32, batch_size=64, learning_rate=2e-3,
+# defaults measured to fit in < 10 min on 2 CPU cores (see BENCHMARKS.md); None takes
+# the value of the tuned training recipe, tfp_bcnn.models.RECIPE (20 epochs, batch 64,
+# Adam 2e-3), which `tfp-bcnn train` uses too
+FULL = dict(epochs=None, prune_epochs=4, samples=32, batch_size=None, learning_rate=None,
             n_train=None, n_test=None)
 QUICK = dict(epochs=1, prune_epochs=1, samples=8, batch_size=64, learning_rate=2e-3,
              n_train=1000, n_test=200)
@@ -144,7 +146,11 @@ def run_demo(out_dir=None, quick: bool = False, epochs: int | None = None,
     from ._io import atomic_file
     from .evaluation import evaluate_classifier, json_ready
 
-    cfg = dict(QUICK if quick else FULL, quick=bool(quick))
+    from .models import RECIPE
+
+    cfg = {k: RECIPE[k] if v is None and k in RECIPE else v
+           for k, v in (QUICK if quick else FULL).items()}
+    cfg["quick"] = bool(quick)
     if epochs is not None:
         cfg["epochs"] = epochs
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -83,8 +83,14 @@ class KLDivergence(keras.metrics.Mean):
     compiled step passes the weights as arguments that a metric cannot see,
     so there ``tfp_bcnn.kl_divergence(model)`` after ``fit`` gives the value.
 
+    A metric restored from a file (``keras.saving.load_model`` of a compiled
+    model) has no model: a config cannot hold one. It then refuses to log
+    rather than log 0; compile the loaded model again with
+    ``tfp_bcnn.KLDivergence(model)``.
+
     Raises:
-        ValueError: on the JAX backend.
+        ValueError: on the JAX backend; in ``update_state`` (first ``fit``,
+            ``evaluate``) when the metric has no model.
 
     Args:
         model: the model whose Bayesian layers are summed.
@@ -103,7 +109,12 @@ class KLDivergence(keras.metrics.Mean):
 
     def update_state(self, y_true=None, y_pred=None, sample_weight=None):
         if self._model_ref is None:
-            return super().update_state(0.0)
+            raise ValueError(
+                f"The KLDivergence metric {self.name!r} has no model to read the KL from "
+                "(a metric restored by keras.saving.load_model loses it: a config cannot "
+                "hold a model). Compile the model again with "
+                "metrics=[tfp_bcnn.KLDivergence(model)]. Received: model=None"
+            )
         return super().update_state(kl_divergence(self._model_ref))
 
     def get_config(self):

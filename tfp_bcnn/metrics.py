@@ -32,6 +32,9 @@ Formulas:
   out-of-distribution examples are the positive class. AUROC is the
   probability that a random OOD example scores above a random in-distribution
   one (ties count 1/2); AUPR is the average precision with OOD as positive.
+- temperature scaling (Guo et al. 2017): ``softmax(z / T)`` with ``z`` the
+  logits (``log probs``); `fit_temperature` finds the ``T`` minimising the
+  NLL on a validation split, `apply_temperature` applies it.
 
 Example:
 
@@ -55,10 +58,13 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from . import _validation as check
 
 __all__ = [
+    "TEMPERATURE_BOUNDS",
     "ReliabilityCurve",
     "accuracy",
+    "apply_temperature",
     "brier_score",
     "expected_calibration_error",
+    "fit_temperature",
     "negative_log_likelihood",
     "ood_aupr",
     "ood_auroc",
@@ -76,26 +82,37 @@ def _check_probs_labels(
     probs: ArrayLike, labels: ArrayLike
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validates a (probs, labels) pair and returns float64 / int64 copies."""
+    probs = _check_matrix(probs)
+    labels = _check_labels(labels, probs.shape)
+    return _check_probability_values(probs), labels
+
+
+def _check_matrix(probs: ArrayLike, name: str = "probs") -> np.ndarray:
+    """A non-empty 2-D real array ``(N, C)``, as float64."""
     probs = np.asarray(probs)
-    labels = np.asarray(labels)
     if probs.ndim != 2:
         raise ValueError(
-            "`probs` must be 2-D with shape (num_examples, num_classes). "
-            f"Received: probs.shape={probs.shape}"
+            f"`{name}` must be 2-D with shape (num_examples, num_classes). "
+            f"Received: {name}.shape={probs.shape}"
         )
     if probs.shape[0] == 0 or probs.shape[1] == 0:
         raise ValueError(
-            "`probs` must have at least one example and one class. "
-            f"Received: probs.shape={probs.shape}"
+            f"`{name}` must have at least one example and one class. "
+            f"Received: {name}.shape={probs.shape}"
         )
     if not (
         np.issubdtype(probs.dtype, np.floating)
         or np.issubdtype(probs.dtype, np.integer)
     ):
         raise ValueError(
-            f"`probs` must be real numbers. Received: probs.dtype={probs.dtype}"
+            f"`{name}` must be real numbers. Received: {name}.dtype={probs.dtype}"
         )
-    probs = probs.astype(np.float64)
+    return probs.astype(np.float64)
+
+
+def _check_labels(labels: ArrayLike, shape: tuple[int, int]) -> np.ndarray:
+    """1-D integer labels in ``[0, C)`` for an ``(N, C)`` matrix, as int64."""
+    labels = np.asarray(labels)
     if labels.ndim != 1:
         raise ValueError(
             "`labels` must be 1-D integer class indices with shape (num_examples,) "
@@ -107,25 +124,35 @@ def _check_probs_labels(
             "`labels` must be integer class indices "
             f"(convert with labels.astype(int)). Received: labels.dtype={labels.dtype}"
         )
-    if labels.shape[0] != probs.shape[0]:
+    if labels.shape[0] != shape[0]:
         raise ValueError(
             "`probs` and `labels` must have the same number of examples. "
-            f"Received: probs.shape={probs.shape}, labels.shape={labels.shape}"
+            f"Received: probs.shape={shape}, labels.shape={labels.shape}"
         )
-    num_classes = probs.shape[1]
+    num_classes = shape[1]
     if labels.min() < 0 or labels.max() >= num_classes:
         bad = labels[(labels < 0) | (labels >= num_classes)]
         raise ValueError(
             f"`labels` must lie in [0, {num_classes}) for probs with {num_classes} "
             f"classes. Received: labels with values {sorted(set(bad.tolist()))[:10]}"
         )
-    finite = np.isfinite(probs)
+    return labels.astype(np.int64)
+
+
+def _check_finite(values: np.ndarray, name: str) -> np.ndarray:
+    finite = np.isfinite(values)
     if not finite.all():
         row, col = np.argwhere(~finite)[0]
         raise ValueError(
-            f"`probs` must be finite; found {int((~finite).sum())} NaN/inf entries. "
-            f"Received: probs[{row}, {col}]={probs[row, col]}"
+            f"`{name}` must be finite; found {int((~finite).sum())} NaN/inf entries. "
+            f"Received: {name}[{row}, {col}]={values[row, col]}"
         )
+    return values
+
+
+def _check_probability_values(probs: np.ndarray) -> np.ndarray:
+    """Finite, non-negative rows summing to 1 (within ``_SUM_TOLERANCE``)."""
+    _check_finite(probs, "probs")
     if (probs < 0).any():
         row, col = np.unravel_index(np.argmin(probs), probs.shape)
         raise ValueError(
@@ -141,7 +168,7 @@ def _check_probs_labels(
             f"{int((deviation > _SUM_TOLERANCE).sum())} rows do not (pass softmax "
             f"outputs, not logits). Received: probs[{worst}].sum()={float(sums[worst])!r}"
         )
-    return probs, labels.astype(np.int64)
+    return probs
 
 
 def _check_scores(name: str, scores: ArrayLike) -> np.ndarray:
@@ -417,3 +444,137 @@ def summary(
         "brier": brier_score(probs, labels),
         "ece": expected_calibration_error(probs, labels, num_bins),
     }
+
+
+# --------------------------------------------------------------------------- #
+# Temperature scaling
+# --------------------------------------------------------------------------- #
+#: Search interval of `fit_temperature`, ``T`` in ``[1e-2, 1e2]``.
+TEMPERATURE_BOUNDS = (1e-2, 1e2)
+
+
+def _check_from_logits(from_logits: object) -> bool:
+    if not isinstance(from_logits, (bool, np.bool_)):
+        raise ValueError(
+            f"`from_logits` must be True or False. Received: from_logits={from_logits!r}"
+        )
+    return bool(from_logits)
+
+
+def _as_logits(values: ArrayLike, from_logits: bool, name: str) -> np.ndarray:
+    """``(N, C)`` float64 logits: the input itself, or ``log(max(probs, tiny))``."""
+    values = _check_matrix(values, name)
+    if from_logits:
+        return _check_finite(values, name)
+    probs = _check_probability_values(values)
+    # A zero probability becomes log(tiny) ~ -708: finite, so T can still scale it.
+    return np.log(np.maximum(probs, np.finfo(np.float64).tiny))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _tempered_nll(log_t: float, logits: np.ndarray, labels: np.ndarray) -> float:
+    """``mean_n logsumexp(z_n / T) - z_{n, y_n} / T`` with ``T = exp(log_t)``."""
+    z = logits * np.exp(-log_t)
+    top = z.max(axis=1)
+    lse = top + np.log(np.exp(z - top[:, None]).sum(axis=1))
+    return float(np.mean(lse - z[np.arange(len(labels)), labels]))
+
+
+def fit_temperature(
+    probs: ArrayLike, labels: ArrayLike, *, from_logits: bool = False
+) -> float:
+    """The temperature ``T > 0`` that minimises the NLL of ``softmax(z / T)``.
+
+    Temperature scaling (Guo et al. 2017, arXiv:1706.04599) divides the logits
+    ``z`` of a trained classifier by one scalar ``T`` fitted on held-out data:
+    ``T > 1`` softens over-confident predictions, ``T < 1`` sharpens
+    under-confident ones; the argmax (so the accuracy) never changes. With
+    probabilities as input, ``z = log p`` (zeros clipped to the smallest
+    float64), which is the logit vector up to a per-row constant that the
+    softmax ignores.
+
+    The NLL ``L(b) = mean_n [logsumexp(b z_n) - b z_{n, y_n}]`` is convex in
+    ``b = 1 / T`` (a log-sum-exp of linear functions minus a linear one), so
+    as a function of ``log T`` it has a single minimum, found by bounded
+    Brent search (``scipy.optimize.minimize_scalar``) over
+    ``log T in log(TEMPERATURE_BOUNDS)``. When the NLL still decreases
+    towards a bound (e.g. every example correct: sharper is always better),
+    the result is near that bound, where the NLL is flat to rounding.
+
+    Fit ``T`` on a validation split that the model was not trained on, never
+    on the test set that it is then evaluated on.
+
+    Args:
+        probs: ``(N, C)`` predictive probabilities (rows summing to 1), or
+            logits with ``from_logits=True``.
+        labels: ``(N,)`` integer classes in ``[0, C)``.
+        from_logits: ``probs`` holds logits (keyword-only).
+
+    Returns:
+        ``T`` as a Python float in ``[1e-2, 1e2]``.
+
+    Raises:
+        ValueError: malformed ``probs`` / ``labels`` (see the module
+            docstring; logits need only be finite), or a non-bool
+            ``from_logits``.
+
+    Example:
+    >>> import numpy as np
+    >>> logits = np.array([[4.0, 0.0], [4.0, 0.0], [0.0, 4.0], [4.0, 0.0]])
+    >>> labels = np.array([0, 1, 1, 0])   # one confident mistake in four
+    >>> t = fit_temperature(logits, labels, from_logits=True)
+    >>> t > 1.0
+    True
+    """
+    from scipy.optimize import minimize_scalar
+
+    from_logits = _check_from_logits(from_logits)
+    name = "logits" if from_logits else "probs"
+    logits = _as_logits(probs, from_logits, name)
+    labels = _check_labels(labels, logits.shape)
+    lo, hi = np.log(TEMPERATURE_BOUNDS)
+    result = minimize_scalar(
+        _tempered_nll, bounds=(lo, hi), args=(logits, labels), method="bounded",
+        options={"xatol": 1e-5},
+    )
+    best = min((result.x, lo, hi), key=lambda t: _tempered_nll(t, logits, labels))
+    return float(np.exp(best))
+
+
+def apply_temperature(
+    probs: ArrayLike, temperature: float, *, from_logits: bool = False
+) -> np.ndarray:
+    """Temperature-scaled probabilities ``softmax(z / T)``.
+
+    ``z = log p`` for probabilities (so ``T = 1`` returns ``probs`` up to
+    rounding), or the logits themselves with ``from_logits=True``.
+
+    Args:
+        probs: ``(N, C)`` probabilities (rows summing to 1), or logits with
+            ``from_logits=True``.
+        temperature: ``T``, a finite number > 0 (e.g. from `fit_temperature`).
+        from_logits: ``probs`` holds logits (keyword-only).
+
+    Returns:
+        ``(N, C)`` probabilities, the input's float dtype (float64 for
+        integer input).
+
+    Raises:
+        ValueError: a ``temperature`` that is not a finite number > 0, a
+            non-bool ``from_logits``, or malformed ``probs``.
+
+    Example:
+    >>> import numpy as np
+    >>> apply_temperature(np.array([[0.8, 0.2]]), 2.0).round(4)
+    array([[0.6667, 0.3333]])
+    """
+    from_logits = _check_from_logits(from_logits)
+    temperature = check.positive_float("temperature", temperature)
+    dtype = np.asarray(probs).dtype
+    logits = _as_logits(probs, from_logits, "logits" if from_logits else "probs")
+    out = _softmax(logits / float(temperature))
+    return out.astype(dtype if np.issubdtype(dtype, np.floating) else np.float64)

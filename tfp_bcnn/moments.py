@@ -372,6 +372,17 @@ class _Propagator:
         return dataclasses.replace(g, pending="relu")
 
     @staticmethod
+    def _run(layer, x, **kwargs):
+        """``layer.call(x)`` in the dtype of the moments (that of the model input).
+
+        ``layer(x)`` would cast ``x`` to the layer's compute dtype, float16
+        under mixed precision, where activation variances of 1e-6 are
+        subnormal; a layer whose ``call`` casts by itself is cast back.
+        """
+        dtype = (x[0] if isinstance(x, (list, tuple)) else x).dtype
+        return ops.cast(layer.call(x, **kwargs), dtype)
+
+    @staticmethod
     def _both(fn, g: _Gaussian, positive=None, var_fn=None) -> _Gaussian:
         var = None if g.var is None else (var_fn or fn)(g.var)
         return _Gaussian(fn(g.mean), var, g.positive if positive is None else positive)
@@ -402,18 +413,20 @@ class _Propagator:
         if isinstance(layer, keras.layers.Softmax):
             return self._activate(layer, g, keras.activations.softmax, final)
         if isinstance(layer, _SHAPE_LAYERS):
-            return self._both(layer, g)
+            return self._both(lambda t: self._run(layer, t), g)
         if isinstance(layer, _AVG_POOLS):
             return self._avg_pool(layer, g)
         if isinstance(layer, _GLOBAL_AVG):
             n = float(np.prod(g.mean.shape[1:-1] if layer.data_format == "channels_last"
                               else g.mean.shape[2:]))
-            return self._both(layer, g, var_fn=lambda v: layer(v) / n)
+            return self._both(lambda t: self._run(layer, t), g,
+                              var_fn=lambda v: self._run(layer, v) / n)
         if isinstance(layer, keras.layers.BatchNormalization):
             return self._batch_norm(layer, g)
         if isinstance(layer, keras.layers.Rescaling):
             scale = ops.convert_to_tensor(layer.scale, dtype=g.mean.dtype)
-            return self._both(layer, g, var_fn=lambda v: v * ops.square(scale))
+            return self._both(lambda t: self._run(layer, t), g,
+                              var_fn=lambda v: v * ops.square(scale))
         mc_dropout = getattr(layers_lib, "MCDropout", None)
         if mc_dropout is not None and isinstance(layer, mc_dropout):
             p = float(layer.rate)
@@ -426,8 +439,9 @@ class _Propagator:
         if isinstance(layer, keras.layers.Concatenate):
             var = None
             if any(x.var is not None for x in gs):
-                var = layer([ops.zeros_like(x.mean) if x.var is None else x.var for x in gs])
-            return _Gaussian(layer([x.mean for x in gs]), var)
+                var = self._run(
+                    layer, [ops.zeros_like(x.mean) if x.var is None else x.var for x in gs])
+            return _Gaussian(self._run(layer, [x.mean for x in gs]), var)
         raise _unsupported(layer, "no moment rule for this layer")
 
     def _linear(self, layer, g: _Gaussian, final: bool) -> _Gaussian:
@@ -472,9 +486,9 @@ class _Propagator:
         if g.pending not in (None, "relu"):
             g = self._apply_pending(g)
         if g.var is None:
-            out = _Gaussian(layer(g.mean))
+            out = _Gaussian(self._run(layer, g.mean))
         elif self.max_pool == "separate" or isinstance(layer, _GLOBAL_MAX):
-            out = _Gaussian(layer(g.mean), layer(g.var), g.positive)
+            out = _Gaussian(self._run(layer, g.mean), self._run(layer, g.var), g.positive)
         else:
             out = self._clark_pool(layer, g)
         return dataclasses.replace(out, pending=pending)
@@ -506,7 +520,8 @@ class _Propagator:
             raise _unsupported(layer, "average pooling moments need channels_last")
         spatial = tuple(int(d) for d in g.mean.shape[1:-1])
         counts = _window_counts(layer, spatial)
-        return self._both(layer, g, var_fn=lambda v: layer(v) / counts)
+        return self._both(lambda t: self._run(layer, t), g,
+                          var_fn=lambda v: self._run(layer, v) / counts)
 
     def _batch_norm(self, layer, g: _Gaussian) -> _Gaussian:
         scale = ops.rsqrt(ops.convert_to_tensor(layer.moving_variance) + layer.epsilon)
@@ -516,12 +531,12 @@ class _Propagator:
         shape = [1] * len(g.mean.shape)
         shape[axis] = -1
         factor = ops.reshape(ops.square(scale), shape[1:])
-        mean = layer(g.mean, training=False)
+        mean = self._run(layer, g.mean, training=False)
         var = None if g.var is None else g.var * factor
         return _Gaussian(mean, var)
 
     def _sum(self, layer, gs) -> _Gaussian:
-        mean = layer([x.mean for x in gs])
+        mean = self._run(layer, [x.mean for x in gs])
         vars_ = [x.var for x in gs if x.var is not None]
         if not vars_:
             return _Gaussian(mean)

@@ -47,15 +47,16 @@ import math
 import sys
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import keras
 import numpy as np
 from keras import ops
 
 from . import _validation as check
+from ._compat import all_layers
 from .kl import bayesian_layers
-from .layers import GaussianHead
+from .layers import GaussianHead, MCDropout
 
 __all__ = ["METHODS", "Prediction", "RegressionPrediction", "decompose", "predict"]
 
@@ -257,8 +258,14 @@ def _can_tile(model) -> bool:
     That is when no Bayesian layer uses the ``"reparameterization"``
     estimator (one kernel per call, shared by the whole batch). Other layers
     are assumed to draw their noise per example (Flipout, local
-    reparameterization, an always-on ``Dropout``) or to be deterministic.
+    reparameterization, an ``MCDropout`` with a mask per example) or to be
+    deterministic.
     """
+    if any(
+        isinstance(layer, MCDropout) and layer.shares_mask_across_batch
+        for layer in all_layers(model)
+    ):
+        return False
     return all(layer.estimator != "reparameterization" for layer in bayesian_layers(model))
 
 
@@ -572,8 +579,77 @@ def _monte_carlo(model, x, num_samples, batch_size, return_samples, from_logits,
     return _concatenate(parts)
 
 
+# ------------------------------------------------------------------ ensembles
+def _is_stochastic(model) -> bool:
+    """Whether two forward passes can differ (Bayesian or ``MCDropout`` layers)."""
+    if any(True for _ in bayesian_layers(model)):
+        return True
+    return any(
+        isinstance(layer, MCDropout) and layer.rate > 0
+        for layer in all_layers(model)
+    )
+
+
+def _known_output_shape(model):
+    try:
+        shape = model.output_shape
+    except (AttributeError, ValueError):
+        return None
+    return tuple(shape) if isinstance(shape, (tuple, list)) else None
+
+
+def _check_members(members) -> list:
+    members = list(members)
+    if not members:
+        raise ValueError(
+            "An ensemble needs at least one model. Received: model=[] (an empty list)"
+        )
+    for i, member in enumerate(members):
+        if not isinstance(member, keras.Model):
+            raise ValueError(
+                f"Every ensemble member must be a keras.Model. Received: model[{i}] of type "
+                f"{type(member).__name__}"
+            )
+    shapes = [_known_output_shape(m) for m in members]
+    known = [(i, s) for i, s in enumerate(shapes) if s is not None]
+    if any(s[1:] != known[0][1][1:] for _, s in known):
+        listed = ", ".join(f"model[{i}] ({members[i].name}): {s}" for i, s in known)
+        raise ValueError(
+            "Every ensemble member must have the same output shape. Received: " + listed
+        )
+    return members
+
+
+def _ensemble(members, x, num_samples, batch_size, return_samples, from_logits, verbose,
+              method="mc"):
+    """Pools the samples of every member: ``(M * S, N, C)``, or ``(M, N, C)``."""
+    members = _check_members(members)
+    stochastic = [_is_stochastic(m) for m in members]
+    draws = num_samples if any(stochastic) else 1
+    pooled, first = [], None
+    for i, (member, random) in enumerate(zip(members, stochastic)):
+        p = _monte_carlo(member, x, num_samples if random else 1, batch_size, True,
+                         from_logits, tile=method == "moments" or _can_tile(member),
+                         verbose=verbose, method=method)
+        kind = (type(p), p.samples.shape[1:])
+        if first is None:
+            first = kind
+        elif kind != first:
+            raise ValueError(
+                "Every ensemble member must have the same kind of output and output shape. "
+                f"Received: model[0] gives {first[0].__name__} samples of shape "
+                f"(S, {', '.join(map(str, first[1]))}), model[{i}] ({member.name}) gives "
+                f"{kind[0].__name__} samples of shape (S, {', '.join(map(str, kind[1]))})"
+            )
+        pooled.append(np.broadcast_to(p.samples, (draws, *p.samples.shape[1:])))
+    samples = np.concatenate(pooled, axis=0)
+    if first[0] is RegressionPrediction:
+        return _decompose_gaussian(samples, return_samples)
+    return _decompose(samples, return_samples)
+
+
 def predict(
-    model: keras.Model,
+    model: keras.Model | Sequence[keras.Model],
     x,
     num_samples: int = 32,
     batch_size: int = 256,
@@ -615,6 +691,21 @@ def predict(
     tight. The last batch is padded to ``batch_size`` (and the padding
     dropped) so the compiled call is traced once.
 
+    Deep ensembles (Lakshminarayanan et al. 2017,
+    https://arxiv.org/abs/1612.01474): pass a list or tuple of ``M`` models
+    (each trained from its own seed, e.g. by
+    ``tfp_bcnn.ensemble.train_ensemble``) and every member counts as samples
+    of one equal-weight mixture. Deterministic members give one sample each
+    (``S_total = M``); if any member is stochastic (Bayesian layers or
+    ``MCDropout``), every member gives ``num_samples`` samples (a deterministic
+    member's one output repeated), so ``S_total = M * num_samples`` and each
+    member weighs ``1 / M``. The pooled samples are decomposed as above:
+    ``pbar`` is the ensemble mean, ``epistemic`` the mutual information
+    between the label and the member (and its weights), the disagreement of
+    the members. With ``return_samples=True``, ``samples`` is member-major:
+    rows ``m * S .. (m + 1) * S - 1`` belong to ``model[m]``. An ensemble
+    keeps every member's samples until the end, ``S_total * N * C`` values.
+
     Memory bound: besides ``x`` (and one float32 copy of it), at most one
     forward call of ``batch_size * num_samples`` rows is in flight, and the
     results grow as ``O(N * C)`` (plus ``S * N * C`` with
@@ -633,7 +724,8 @@ def predict(
     ``Normalization`` layer; an empty ``x`` returns fields with ``N = 0``.
 
     Args:
-        model: a Keras model with one input and one output.
+        model: a Keras model with one input and one output, or a list / tuple
+            of such models with the same output shape (an ensemble).
         x: inputs ``(N, *input_shape)`` (NumPy or array-like), or a
             ``tf.data.Dataset`` whose elements are ``x``, ``(x, y)`` or
             ``(x, y, sample_weight)`` (batched or not; only ``x`` is used).
@@ -659,6 +751,8 @@ def predict(
 
     Raises:
         ValueError: ``num_samples`` or ``batch_size`` not an integer >= 1;
+            an empty ensemble, a member that is not a ``keras.Model``, or
+            members with different output shapes (all are listed);
             ``x`` holding NaN or infinity, or of a rank or shape other than
             the model input's;
             outputs that are not probabilities (logits without
@@ -681,6 +775,9 @@ def predict(
     num_samples = check.integer("num_samples", num_samples, minimum=1)
     batch_size = check.integer("batch_size", batch_size, minimum=1)
     check.choice("method", method, METHODS)
+    if isinstance(model, (list, tuple)):
+        return _ensemble(model, x, num_samples, batch_size, bool(return_samples),
+                         bool(from_logits), verbose, method)
     return _monte_carlo(
         model,
         x,

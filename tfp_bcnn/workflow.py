@@ -5,7 +5,10 @@ Each step is a function with its policy written here once, so that
 (``demo.py``) compute every number the same way:
 
 * training: ``compile_model`` (Adam, sparse cross-entropy, the ``kl`` metric)
-  then ``fit`` (``TerminateOnNaN``, optional KL annealing);
+  then ``fit`` (``TerminateOnNaN``, the KL weighting of ``models.RECIPE``,
+  optional KL annealing); ``run_train``'s epochs, batch size and learning
+  rate default to ``models.RECIPE`` too, so ``tfp-bcnn train`` and the main
+  job train with exactly the recipe the benchmarks measured;
 * evaluation: ``evaluate_and_report`` (metrics, OOD, rotation, plots, JSON);
 * pruning: ``finetune_schedule`` (a polynomial schedule that reaches the target
   sparsity one epoch before the end of fine-tuning, pruning four times an
@@ -39,9 +42,11 @@ __all__ = [
     "export_all",
     "finetune_schedule",
     "fit",
+    "fit_callbacks",
     "fmt",
     "load_data",
     "load_model",
+    "member_paths",
     "mc_accuracy",
     "metric_rows",
     "print_report",
@@ -157,12 +162,17 @@ def compile_model(model, learning_rate: float):
 
 
 def build_model(name: str, input_shape, num_classes: int, num_train: int, *,
-                estimator: str = "flipout", bayesian: bool = True):
-    """A model of the zoo by builder name, Bayesian (``kl_weight = 1/num_train``) or not."""
+                estimator: str = "flipout", bayesian: bool = True, dropout=None, seed=None):
+    """A model of the zoo by builder name, Bayesian (``kl_weight = 1/num_train``) or not.
+
+    ``dropout`` (a rate, or None) adds the builder's ``MCDropout`` layers:
+    with ``bayesian=False`` that is the Monte Carlo dropout baseline.
+    """
     from . import models
 
     builder = getattr(models, name)
-    kwargs = dict(input_shape=input_shape, num_classes=num_classes, bayesian=bayesian)
+    kwargs = dict(input_shape=input_shape, num_classes=num_classes, bayesian=bayesian,
+                  dropout=dropout, seed=seed)
     if bayesian:
         kwargs.update(estimator=estimator, num_train_examples=num_train)
     return builder(**kwargs)
@@ -170,26 +180,45 @@ def build_model(name: str, input_shape, num_classes: int, num_train: int, *,
 
 def fit(model, x, y, *, epochs, batch_size, kl_schedule="constant", warmup_epochs=1,
         verbose=1, extra_callbacks=(), validation=None):
-    """``model.fit`` with ``TerminateOnNaN`` and, for a Bayesian model and a
-    non-constant ``kl_schedule``, ``KLAnnealing(kl_schedule, warmup_epochs)``.
+    """``model.fit`` with ``TerminateOnNaN`` and, for a Bayesian model, the KL
+    weighting of ``models.RECIPE``: ``models.recipe_callbacks()`` with the
+    constant schedule, else ``KLAnnealing(kl_schedule, warmup_epochs,
+    beta=RECIPE["kl_beta"])``.
 
     Returns:
         The Keras ``History``.
     """
-    import keras
-
-    from ._annealing import KLAnnealing
     from .kl import bayesian_layers
 
-    callbacks = [keras.callbacks.TerminateOnNaN(), *extra_callbacks]
-    if any(True for _ in bayesian_layers(model)) and kl_schedule != "constant":
-        callbacks.append(KLAnnealing(schedule=kl_schedule, warmup_epochs=warmup_epochs))
+    bayesian = any(True for _ in bayesian_layers(model))
+    callbacks = fit_callbacks(bayesian, kl_schedule, warmup_epochs, extra_callbacks)
     return model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=verbose,
                      callbacks=callbacks, validation_data=validation)
 
 
+def fit_callbacks(bayesian: bool, kl_schedule="constant", warmup_epochs=1,
+                  extra_callbacks=()) -> list:
+    """The callbacks of `fit`: ``TerminateOnNaN``, the extras, and for a
+    Bayesian model the recipe's KL weighting (see `fit`)."""
+    import keras
+
+    from ._annealing import KLAnnealing
+    from .models import RECIPE, recipe_callbacks
+
+    callbacks = [keras.callbacks.TerminateOnNaN(), *extra_callbacks]
+    if bayesian and kl_schedule == "constant":
+        callbacks += recipe_callbacks(RECIPE)
+    elif bayesian:
+        callbacks.append(KLAnnealing(schedule=kl_schedule, warmup_epochs=warmup_epochs,
+                                     beta=RECIPE["kl_beta"]))
+    return callbacks
+
+
 def mc_accuracy(model, x, y, num_samples: int = 16) -> float:
-    """Accuracy of the Monte Carlo predictive mean (``num_samples`` samples)."""
+    """Accuracy of the Monte Carlo predictive mean (``num_samples`` samples).
+
+    ``model`` may be a list of models (a deep ensemble, see ``predict``).
+    """
     from . import metrics
     from .uncertainty import predict
 
@@ -455,43 +484,87 @@ def export_all(model, *, saved_model=None, tflite=None, samples=32, sampling="lr
 
 
 # ------------------------------------------------------------------ commands
-def run_train(*, model="lenet5", estimator="flipout", frequentist=False, dataset="mnist_5k",
-              epochs=10, batch_size=64, learning_rate=1e-3, kl_schedule="constant",
-              warmup_epochs=3, output="model.keras", seed=0, verbose=1) -> int:
-    """``tfp-bcnn train``: build, fit, report the MC accuracy, save."""
-    import keras
+def member_paths(output, members: int) -> list[Path]:
+    """Where ``run_train`` writes ``members`` ensemble members: ``<stem>_<m>.keras``."""
+    output = Path(output)
+    if members == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}_{m}{output.suffix}") for m in range(members)]
 
-    keras.utils.set_random_seed(seed)
+
+def run_train(*, model="lenet5", estimator="flipout", frequentist=False, dataset="mnist_5k",
+              epochs=None, batch_size=None, learning_rate=None, kl_schedule="constant",
+              warmup_epochs=3, dropout=None, members=1, output="model.keras", seed=0,
+              verbose=1) -> int:
+    """``tfp-bcnn train``: build, fit, report the MC accuracy, save.
+
+    ``epochs``, ``batch_size`` and ``learning_rate`` default (None) to
+    ``models.RECIPE``. ``dropout`` adds ``MCDropout`` layers (with
+    ``frequentist`` the MC-dropout baseline). ``members > 1`` trains a deep
+    ensemble (``ensemble.train_ensemble``, member ``m`` from seed
+    ``seed + m``) and writes ``member_paths(output, members)``; evaluate them
+    together with ``tfp-bcnn evaluate m_0.keras m_1.keras ...``.
+    """
+    from . import _validation as check
+    from .ensemble import train_ensemble
+    from .models import RECIPE
+
+    members = check.positive_int("members", members)
+    epochs = RECIPE["epochs"] if epochs is None else epochs
+    batch_size = RECIPE["batch_size"] if batch_size is None else batch_size
+    learning_rate = RECIPE["learning_rate"] if learning_rate is None else learning_rate
+    paths = member_paths(output, members)
+    for path in paths:
+        if path.suffix != ".keras":
+            raise ValueError(f"The output must end in .keras. Received: output={str(path)!r}")
     (x, y), (x_test, y_test) = load_data(dataset)
     num_classes = int(max(y.max(), y_test.max()) + 1)
-    net = build_model(model, x.shape[1:], num_classes, len(x), estimator=estimator,
-                      bayesian=not frequentist)
-    compile_model(net, learning_rate)
-    print(f"training {model} ({'frequentist' if frequentist else estimator}) on "
-          f"{len(x):,} images for {epochs} epoch(s)", flush=True)
+
+    def build(member_seed):
+        net = build_model(model, x.shape[1:], num_classes, len(x), estimator=estimator,
+                          bayesian=not frequentist, dropout=dropout, seed=member_seed)
+        return compile_model(net, learning_rate)
+
+    kind = "frequentist" if frequentist else estimator
+    if dropout:
+        kind += f", MC dropout {dropout:g}"
+    if members > 1:
+        kind += f", ensemble of {members}"
+    print(f"training {model} ({kind}) on {len(x):,} images for {epochs} epoch(s)",
+          flush=True)
     t0 = time.time()
-    fit(net, x, y, epochs=epochs, batch_size=batch_size, kl_schedule=kl_schedule,
-        warmup_epochs=warmup_epochs, verbose=verbose, validation=(x_test, y_test))
+    nets = train_ensemble(
+        build, x, y, num_members=members, seed=seed, epochs=epochs, batch_size=batch_size,
+        verbose=verbose, validation_data=(x_test, y_test),
+        callbacks=fit_callbacks(not frequentist, kl_schedule, warmup_epochs))
     secs = time.time() - t0
-    acc = mc_accuracy(net, x_test, y_test)
-    path = save_model(net, output)
-    print(f"trained {model} ({'frequentist' if frequentist else estimator}) "
-          f"in {secs:.1f} s; test accuracy {acc:.4f}; wrote {path}")
+    acc = mc_accuracy(nets if members > 1 else nets[0], x_test, y_test)
+    written = [save_model(net, path) for net, path in zip(nets, paths)]
+    print(f"trained {model} ({kind}) in {secs:.1f} s; test accuracy {acc:.4f}; wrote "
+          f"{', '.join(str(p) for p in written)}")
     return 0
 
 
 def run_evaluate(*, model, dataset="mnist_5k", samples=32, out_dir="evaluation",
                  method="mc") -> int:
-    """``tfp-bcnn evaluate``: the report, its tables and the files written."""
-    net = load_model(model)
+    """``tfp-bcnn evaluate``: the report, its tables and the files written.
+
+    ``model`` is one ``.keras`` path, or a list of them: a deep ensemble whose
+    members count as samples of one predictive distribution
+    (``tfp_bcnn.predict`` on the list).
+    """
+    paths = [model] if isinstance(model, (str, Path)) else list(model)
+    nets = [load_model(p) for p in paths]
     (_, _), (x_test, y_test) = load_data(dataset)
+    what = paths[0] if len(paths) == 1 else f"an ensemble of {len(paths)} models"
     how = "one moment pass, " if method == "moments" else ""
-    print(f"evaluating {model} on {len(x_test):,} test images ({how}{samples} samples), "
+    print(f"evaluating {what} on {len(x_test):,} test images ({how}{samples} samples), "
           "letters and noise (out of distribution), rotated digits", flush=True)
-    report = evaluate_and_report(net, x_test, y_test, out_dir, num_samples=samples,
-                                 name=Path(model).stem, method=method)
+    name = Path(paths[0]).stem + ("_ensemble" if len(nets) > 1 else "")
+    report = evaluate_and_report(nets[0] if len(nets) == 1 else nets, x_test, y_test, out_dir,
+                                 num_samples=samples, name=name, method=method)
     how = "moments, " if method == "moments" else ""
-    print_report(report, f"evaluation of {model} ({how}{samples} samples)")
+    print_report(report, f"evaluation of {what} ({how}{samples} samples)")
     print("\nwrote:")
     for k, v in report["files"].items():
         print(f"  {k}: {v}")

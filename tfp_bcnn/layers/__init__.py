@@ -1,10 +1,14 @@
 """Bayesian Keras 3 layers: {Conv1D, Conv2D, Conv3D, Dense} x three estimators.
 
+Also `GaussianHead` (regression output) and `MCDropout` (dropout that stays
+on at inference, the Monte Carlo dropout baseline).
+
 Every class is ``BayesianLayer`` with a rank and an estimator fixed; see its
 docstring for the posterior, the estimators and the KL term.
 """
 
 from ._base import ESTIMATORS, BayesianLayer
+from ._dropout import MCDropout
 from ._head import GaussianHead, gaussian_nll
 from ._public import (
     LAYER_CLASSES,
@@ -44,6 +48,7 @@ __all__ = [
     "DenseLocalReparameterization",
     "DenseReparameterization",
     "GaussianHead",
+    "MCDropout",
     "gaussian_nll",
     "layer_class",
 ]

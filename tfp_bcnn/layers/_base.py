@@ -7,6 +7,8 @@ rank and an estimator fixed; nothing else differs between them.
 
 from __future__ import annotations
 
+import functools
+import itertools
 
 import keras
 import numpy as np
@@ -46,6 +48,12 @@ def rho_from_sigma(sigma):
     return np.where(s > 20.0, s, np.log(np.expm1(np.minimum(s, 20.0))))
 
 
+#: Name scope of every random draw of a layer. Keras' seeded draws are
+#: stateless random ops, which TFLite runs only with the Flex delegate;
+#: ``tf.lite.TFLiteConverter.from_keras_model`` reports every op it cannot
+#: convert by its scoped name, so its error names the exporter that can.
+DRAW_SCOPE = "random_draws_need_flex_use_tfp_bcnn.export.to_tflite"
+
 _SQRT_EPS = 1e-16
 
 
@@ -71,6 +79,15 @@ class _ReplicaSeedGenerator(keras.random.SeedGenerator):
     (the stream), the second (the counter) is left alone; one replica, or any
     other backend, draws exactly what a plain ``SeedGenerator`` draws.
     """
+
+    _count = itertools.count()
+
+    def __init__(self, seed=None, name=None, **kwargs):
+        # SeedGenerator names itself after its class ("__replica_seed_generator_N"
+        # here), which TensorFlow rejects as a root name scope in model.export().
+        if name is None:
+            name = f"replica_seed_generator_{next(self._count)}"
+        super().__init__(seed, name=name, **kwargs)
 
     def next(self, ordered=True):
         seed = super().next(ordered)
@@ -107,13 +124,22 @@ class BayesianLayer(keras.layers.Layer):
       https://arxiv.org/abs/1505.05424).
     * ``"flipout"``: ``y = x (*) mu + ((x o s) (*) (sigma o eps)) o r`` with
       random signs ``s``, ``r`` per example, so each example sees its own
-      pseudo-independent kernel (Wen et al. 2018, https://arxiv.org/abs/1803.04386).
+      pseudo-independent kernel (Wen et al. 2018, https://arxiv.org/abs/1803.04386);
+      a Bayesian bias is drawn per example too.
     * ``"local_reparameterization"``: pre-activations drawn from
       ``N(x (*) mu, x^2 (*) sigma^2)``, independently per output element: two
       convolutions (Kingma et al. 2015, https://arxiv.org/abs/1506.02557;
       Shridhar et al. 2019, https://arxiv.org/abs/1901.02731).
 
     All three have the same mean ``x (*) mu``.
+
+    Mixed precision (``mixed_float16`` / ``mixed_bfloat16`` policies): the
+    variables are float32 and read without autocasting; ``sigma``, the
+    sampled kernels and the KL are float32; the noise ``eps``, the signs and
+    the linear maps are in the compute dtype, the float32 kernels being cast
+    right before a linear map. Under float16 the local-reparameterization
+    variance ``x^2 (*) sigma^2`` is computed in float32 (``sigma^2`` is
+    subnormal in float16 for sigma below 8e-3).
 
     This base is not used directly: the public classes fix ``rank`` (0 for
     Dense, 1-3 for convolutions) and the estimator.
@@ -170,12 +196,15 @@ class BayesianLayer(keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.centered_prior = bool(centered_prior)
         self.seed = seed
-        self.seed_generator = _ReplicaSeedGenerator(seed)
+        # Named after the layer, so that its state variable reads
+        # "<layer>_seed_generator/seed_generator_state" in a SavedModel.
+        self.seed_generator = _ReplicaSeedGenerator(seed, name=f"{self.name}_seed_generator")
         self.kl_weight = self.add_weight(
             name="kl_weight",
             shape=(),
             initializer=keras.initializers.Constant(kl_value),
             trainable=False,
+            autocast=False,
         )
         # Checked in build() with a message that quotes the shape received.
         self.input_spec = None
@@ -213,32 +242,35 @@ class BayesianLayer(keras.layers.Layer):
         else:
             kernel_shape = self.kernel_size + (in_channels, self.units)
         rho0 = float(rho_from_sigma(self.posterior_std_init))
-        self.kernel_loc = self.add_weight(
+        # Variables are read in float32 even under a mixed-precision policy
+        # (autocast=False): the KL is a sum over every weight and must not be
+        # formed in float16; `call` casts explicitly where it computes in the
+        # compute dtype.
+        weight = functools.partial(self.add_weight, autocast=False)
+        self.kernel_loc = weight(
             name="kernel_loc", shape=kernel_shape, initializer=self.kernel_initializer
         )
-        self.kernel_rho = self.add_weight(
+        self.kernel_rho = weight(
             name="kernel_rho", shape=kernel_shape, initializer=keras.initializers.Constant(rho0)
         )
-        self.kernel_mask = self.add_weight(
+        self.kernel_mask = weight(
             name="kernel_mask", shape=kernel_shape, initializer="ones", trainable=False
         )
         self.kernel_prior_loc = None
         if self.centered_prior:
-            self.kernel_prior_loc = self.add_weight(
+            self.kernel_prior_loc = weight(
                 name="kernel_prior_loc", shape=kernel_shape, initializer="zeros", trainable=False
             )
         self.bias = self.bias_loc = self.bias_rho = None
         if self.use_bias and self.bayesian_bias:
-            self.bias_loc = self.add_weight(
+            self.bias_loc = weight(
                 name="bias_loc", shape=(self.units,), initializer=self.bias_initializer
             )
-            self.bias_rho = self.add_weight(
+            self.bias_rho = weight(
                 name="bias_rho", shape=(self.units,), initializer=keras.initializers.Constant(rho0)
             )
         elif self.use_bias:
-            self.bias = self.add_weight(
-                name="bias", shape=(self.units,), initializer=self.bias_initializer
-            )
+            self.bias = weight(name="bias", shape=(self.units,), initializer=self.bias_initializer)
         axis = self._channel_axis()
         axes = {axis: in_channels} if self.rank else {-1: in_channels}
         self.input_spec = keras.layers.InputSpec(
@@ -306,7 +338,7 @@ class BayesianLayer(keras.layers.Layer):
         """`kl_divergence` with the kernel std ``sigma`` already computed by `call`."""
         loc = ops.convert_to_tensor(self.kernel_loc)
         if kernel_sample is None and self.prior.needs_sample:
-            eps = keras.random.normal(ops.shape(loc), seed=self.seed_generator)
+            eps = self._normal(ops.shape(loc), loc.dtype)
             kernel_sample = loc + sigma * eps
         prior_loc = None if self.kernel_prior_loc is None else self.kernel_prior_loc
         kl = self._kl_sum(loc, sigma, kernel_sample, self.kernel_mask, prior_loc)
@@ -314,15 +346,33 @@ class BayesianLayer(keras.layers.Layer):
             b_loc = ops.convert_to_tensor(self.bias_loc)
             b_sigma = self.bias_sigma
             if bias_sample is None and self.prior.needs_sample:
-                eps = keras.random.normal(ops.shape(b_loc), seed=self.seed_generator)
+                eps = self._normal(ops.shape(b_loc), b_loc.dtype)
                 bias_sample = b_loc + b_sigma * eps
             kl = kl + self._kl_sum(b_loc, b_sigma, bias_sample)
         return kl
 
     # ------------------------------------------------------------------ call
+    def _normal(self, shape, dtype):
+        """``N(0, 1)`` draw from the layer's seed generator (see `DRAW_SCOPE`)."""
+        with keras.name_scope(DRAW_SCOPE):
+            return keras.random.normal(shape, dtype=dtype, seed=self.seed_generator)
+
     def _sign(self, shape):
-        u = keras.random.uniform(shape, seed=self.seed_generator)
-        return ops.where(u < 0.5, -1.0, 1.0)
+        """Random signs +-1 in the compute dtype (drawn from a float32 uniform,
+        so that rounding to float16 cannot bias them)."""
+        dtype = self.compute_dtype
+        with keras.name_scope(DRAW_SCOPE):
+            u = keras.random.uniform(shape, seed=self.seed_generator)
+        return ops.where(u < 0.5, ops.cast(-1.0, dtype), ops.cast(1.0, dtype))
+
+    def _variance_dtype(self):
+        """Dtype of the local-reparameterization variance map.
+
+        float32 under float16 compute: ``sigma^2`` (1e-6 at the default
+        posterior std) is subnormal in float16 and ``x^2`` overflows above 256;
+        bfloat16 has float32's range and is used as it is.
+        """
+        return "float32" if self.compute_dtype == "float16" else self.compute_dtype
 
     def _sign_shape(self, x, channels):
         shape = ops.shape(x)
@@ -339,43 +389,65 @@ class BayesianLayer(keras.layers.Layer):
         return (self.units,)
 
     def call(self, inputs):
-        inputs = ops.convert_to_tensor(inputs, dtype=self.compute_dtype)
+        # Mixed precision: loc, sigma, the sampled kernels and the KL are
+        # float32; noise, signs and the linear maps are in the compute dtype
+        # (the float32 tensors are cast right before a linear map).
+        dtype = self.compute_dtype
+        inputs = ops.convert_to_tensor(inputs, dtype=dtype)
         loc = ops.convert_to_tensor(self.kernel_loc)
         mask = ops.convert_to_tensor(self.kernel_mask)
         sigma = self.kernel_sigma
-        eps = None
+        kernel_sample = None
         if self.estimator == "reparameterization":
-            eps = keras.random.normal(ops.shape(loc), seed=self.seed_generator)
-            outputs = self.linear(inputs, (loc + sigma * eps) * mask)
+            eps = self._normal(ops.shape(loc), dtype)
+            kernel_sample = loc + sigma * ops.cast(eps, loc.dtype)
+            outputs = self.linear(inputs, ops.cast(kernel_sample * mask, dtype))
         elif self.estimator == "flipout":
-            eps = keras.random.normal(ops.shape(loc), seed=self.seed_generator)
+            eps = self._normal(ops.shape(loc), dtype)
+            eps = ops.cast(eps, loc.dtype)
+            kernel_sample = loc + sigma * eps
             in_channels = ops.shape(loc)[-2]
             sign_in = self._sign(self._sign_shape(inputs, in_channels))
             sign_out = self._sign(self._sign_shape(inputs, self.units))
-            outputs = self.linear(inputs, loc * mask)
-            outputs = outputs + self.linear(inputs * sign_in, sigma * eps * mask) * sign_out
+            outputs = self.linear(inputs, ops.cast(loc * mask, dtype))
+            delta = ops.cast(sigma * eps * mask, dtype)
+            outputs = outputs + self.linear(inputs * sign_in, delta) * sign_out
         else:  # local reparameterization
-            s = sigma * mask
-            mean = self.linear(inputs, loc * mask)
-            var = self.linear(ops.square(inputs), ops.square(s))
-            noise = keras.random.normal(ops.shape(mean), seed=self.seed_generator)
+            mean = self.linear(inputs, ops.cast(loc * mask, dtype))
+            vtype = self._variance_dtype()
+            var = self.linear(
+                ops.square(ops.cast(inputs, vtype)), ops.cast(ops.square(sigma * mask), vtype)
+            )
+            noise = self._normal(ops.shape(mean), dtype)
             if self.bias_loc is not None:
-                var = var + ops.reshape(ops.square(self.bias_sigma), self._bias_shape())
-            outputs = mean + _safe_sqrt(var) * noise
+                b_var = ops.cast(ops.square(self.bias_sigma), vtype)
+                var = var + ops.reshape(b_var, self._bias_shape())
+            outputs = mean + ops.cast(_safe_sqrt(var), dtype) * noise
             if self.prior.needs_sample:
-                eps = keras.random.normal(ops.shape(loc), seed=self.seed_generator)
-        kernel_sample = None if eps is None else loc + sigma * eps
+                eps = self._normal(ops.shape(loc), dtype)
+                kernel_sample = loc + sigma * ops.cast(eps, loc.dtype)
 
         bias_sample = None
         if self.bias is not None:
-            outputs = outputs + ops.reshape(self.bias, self._bias_shape())
+            bias = self.bias
+        elif self.bias_loc is not None and self.estimator == "local_reparameterization":
+            bias = self.bias_loc
         elif self.bias_loc is not None:
-            if self.estimator == "local_reparameterization":
-                outputs = outputs + ops.reshape(self.bias_loc, self._bias_shape())
+            if self.estimator == "flipout":
+                # One bias draw per example, like the kernel's perturbation, so
+                # the rows of a tiled batch are independent samples.
+                b_eps = self._normal(self._sign_shape(inputs, self.units), dtype)
+                b_sigma = ops.reshape(ops.cast(self.bias_sigma, dtype), self._bias_shape())
+                outputs = outputs + b_sigma * b_eps
+                bias = self.bias_loc
             else:
-                b_eps = keras.random.normal((self.units,), seed=self.seed_generator)
-                bias_sample = self.bias_loc + self.bias_sigma * b_eps
-                outputs = outputs + ops.reshape(bias_sample, self._bias_shape())
+                b_eps = self._normal((self.units,), dtype)
+                b_eps = ops.cast(b_eps, self.bias_loc.dtype)
+                bias = bias_sample = self.bias_loc + self.bias_sigma * b_eps
+        else:
+            bias = None
+        if bias is not None:
+            outputs = outputs + ops.reshape(ops.cast(bias, dtype), self._bias_shape())
 
         kl = self._kl(kernel_sample, bias_sample, sigma)
         self.add_loss(ops.cast(self.kl_weight, kl.dtype) * kl)

@@ -36,7 +36,10 @@ class GaussianHead(keras.layers.Layer):
 
     def build(self, input_shape):
         self.dense = keras.layers.Dense(
-            2 * self.units, kernel_initializer=self.kernel_initializer, name="dense"
+            2 * self.units,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,  # the head's policy, mixed precision included
+            name="dense",
         )
         self.dense.build(input_shape)
 
@@ -69,8 +72,13 @@ def gaussian_nll(y_true, y_pred):
     Returns the per-example NLL summed over targets, shape ``(batch,)``::
 
         NLL = sum_k 0.5 * log(2 pi std_k^2) + (y_k - mean_k)^2 / (2 std_k^2)
+
+    A float16 / bfloat16 ``y_pred`` (mixed precision) is cast to float32 first:
+    the squared residual overflows float16 above 256 standard deviations.
     """
     y_pred = ops.convert_to_tensor(y_pred)
+    if keras.backend.standardize_dtype(y_pred.dtype) in ("float16", "bfloat16"):
+        y_pred = ops.cast(y_pred, "float32")
     units = y_pred.shape[-1] // 2
     mean, std = y_pred[..., :units], y_pred[..., units:]
     y_true = ops.reshape(ops.cast(y_true, mean.dtype), ops.shape(mean))

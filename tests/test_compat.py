@@ -1,0 +1,112 @@
+"""The private Keras APIs of ``tfp_bcnn._compat`` still behave as the package needs.
+
+One test per private API. Each fails with a message that names the API and
+says what a Keras upgrade changed, so that an upgrade breaks here, loudly,
+before it breaks ``to_bayesian``, ``bayesian_layers`` or export in a
+confusing way.
+"""
+
+import inspect
+
+import keras
+import pytest
+
+from tfp_bcnn import _compat
+
+
+def _nested_model():
+    inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="inner_dense")],
+                             name="inner")
+    x = keras.Input((4,), name="pixels")
+    out = keras.layers.Dense(2, name="head")(inner(x))
+    return keras.Model(x, out, name="outer")
+
+
+def _fail(api, what):
+    pytest.fail(f"Keras {keras.__version__} broke the private API {api}: {what}. "
+                "Update tfp_bcnn/_compat.py.")
+
+
+def test_all_layers_uses_flatten_layers():
+    api = "keras.layers.Layer._flatten_layers(include_self, recursive)"
+    if not hasattr(keras.layers.Layer, "_flatten_layers"):
+        _fail(api, "the method is gone")
+    try:
+        names = [layer.name for layer in _compat.all_layers(_nested_model())]
+        with_self = [layer.name for layer in _compat.all_layers(_nested_model(),
+                                                                include_self=True)]
+    except Exception as err:  # noqa: BLE001 - any failure is the API's
+        _fail(api, f"calling it raised {type(err).__name__}: {err}")
+    order = [names.index(n) if n in names else -1 for n in ("pixels", "inner", "inner_dense",
+                                                            "head")]
+    if with_self[0] != "outer" or "outer" in names or -1 in order or order != sorted(order):
+        _fail(api, f"it no longer lists nested layers in model order (got {with_self})")
+
+
+def test_is_graph_model_uses_functional_class():
+    api = "keras.src.models.functional.Functional"
+    try:
+        from keras.src.models.functional import Functional
+    except ImportError as err:
+        _fail(api, f"the import failed ({err})")
+
+    class Subclassed(keras.Model):
+        def call(self, x):
+            return x
+
+    model = _nested_model()
+    if not isinstance(model, Functional):
+        _fail(api, "keras.Model(inputs, outputs) is no longer an instance of it")
+    if not (_compat.is_graph_model(model) and _compat.is_graph_model(model.layers[1])
+            and not _compat.is_graph_model(Subclassed())):
+        _fail(api, "is_graph_model no longer tells graph models from subclassed ones")
+
+
+def test_input_layer_name_uses_keras_history():
+    api = "KerasTensor._keras_history.operation.name"
+    x = keras.Input((4,), name="pixels")
+    try:
+        name = _compat.input_layer_name(x)
+    except AttributeError as err:
+        _fail(api, f"the attribute is gone ({err})")
+    if name != "pixels":
+        _fail(api, f"it no longer names the input layer (got {name!r})")
+
+
+def test_clone_model_accepts_a_shared_cache():
+    api = "keras.models.clone_model(..., cache=dict)"
+    shared = keras.layers.Dense(2, name="shared")
+    x = keras.Input((2,), name="x")
+    inner = keras.Model(x, shared(x), name="inner")
+    y = keras.Input((2,), name="y")
+    outer = keras.Model(y, shared(inner(y)), name="outer")
+    cache = {}
+    clones = []
+
+    def clone_function(layer):
+        if isinstance(layer, keras.Model):
+            return _compat.clone_model(layer, input_tensors=None,
+                                       clone_function=clone_function, cache=cache)
+        clones.append(layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    try:
+        _compat.clone_model(outer, input_tensors=None, clone_function=clone_function,
+                            cache=cache)
+    except TypeError as err:
+        _fail(api, f"the argument is refused ({err})")
+    if "cache" not in inspect.signature(keras.models.clone_model).parameters and not cache:
+        _fail(api, "the cache is no longer filled")
+    if clones.count("shared") != 1:
+        _fail(api, f"a layer shared by nested models was cloned {clones.count('shared')} "
+                   "times (the cache is not shared across nested calls)")
+
+
+def test_layer_test_harness_is_importable():
+    # tests/test_keras_native.py runs Keras' own layer tests from keras.src.
+    try:
+        from keras.src.testing import TestCase
+    except ImportError as err:
+        _fail("keras.src.testing.TestCase", f"the import failed ({err})")
+    if "run_mixed_precision_check" not in inspect.signature(TestCase.run_layer_test).parameters:
+        _fail("keras.src.testing.TestCase.run_layer_test", "its mixed-precision check is gone")
