@@ -20,6 +20,7 @@ venv-dev: $(BIN)/python
 
 demo: venv-demo
 	$(BIN)/tfp-bcnn demo $(ARGS)
+	@echo "The tools are in $(VENV)/: run 'source $(VENV)/bin/activate', then 'tfp-bcnn --help'."
 
 test: venv-dev
 	$(BIN)/python -m pytest -q $(ARGS)

@@ -78,6 +78,9 @@ BENCHMARKS = {
                     "--finetune-epochs", "1", "--fractions", "0.5", "--repeats", "5"],
                    "Structured pruning: filters removed, accuracy, size and TFLite latency",
                    MNIST_5K),
+    "cli_startup": ("cli_startup.py", ["--repeats", "5"], ["--repeats", "2"],
+                    "Command line start-up: help and argument errors",
+                    "none (the commands stop after parsing)"),
 }
 
 

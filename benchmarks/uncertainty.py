@@ -87,7 +87,10 @@ def run(epochs=20, batch_size=64, learning_rate=2e-3, num_samples=32, seed=0):
 
 
 def _ms(values, digits=4) -> str:
-    """``mean +- std`` over seeds (sample std, ddof=1); the value alone for one seed."""
+    """``mean +- std`` over seeds (sample std, ddof=1); the value alone for one seed;
+    "n/a" for a figure that does not apply (None: a deterministic model's epistemic)."""
+    if any(v is None for v in values):
+        return "n/a"
     values = np.asarray(values, dtype=float)
     if values.size == 1:
         return f"{values[0]:.{digits}f}"
@@ -123,11 +126,11 @@ def markdown(runs) -> str:
         row("NLL", lambda r: r["nll"], "0.048 / 0.037"),
         row("Brier", lambda r: r["brier"]),
         row("ECE (15 bins)", lambda r: r["ece"], "0.010 / -"),
-        row("mean aleatoric (nats)", lambda r: r["aleatoric"]),
-        row("mean epistemic (nats)", lambda r: r["epistemic"]),
+        row("mean aleatoric (expected entropy), nats", lambda r: r["aleatoric"]),
+        row("mean epistemic (mutual information), nats", lambda r: r["epistemic"]),
     ]
     for name in first["bayesian"]["ood"]:
-        lines.append(row(f"OOD AUROC {name}, mutual information",
+        lines.append(row(f"OOD AUROC {name}, epistemic (mutual information)",
                          lambda r, n=name: r["ood"][n]["auroc_epistemic"]))
         lines.append(row(f"OOD AUROC {name}, predictive entropy",
                          lambda r, n=name: r["ood"][n]["auroc_entropy"]))
@@ -153,8 +156,9 @@ def markdown(runs) -> str:
 
 def seeds_markdown(runs) -> str:
     """One row per seed (B = Bayesian Flipout, F = frequentist)."""
-    lines = ["| seed | acc B / F | NLL B / F | ECE B / F | AUROC letters (MI) | "
-             "epistemic rises 0-90 | predict speed-up |", "|---|---|---|---|---|---|---|"]
+    lines = ["| seed | acc B / F | NLL B / F | ECE B / F | AUROC letters, epistemic (mutual "
+             "information) | epistemic rises 0-90 | predict speed-up |",
+             "|---|---|---|---|---|---|---|"]
     for seed, r in runs.items():
         b, f = r["bayesian"], r["frequentist"]
         lines.append(

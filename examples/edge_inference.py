@@ -21,9 +21,15 @@ Where the runtime comes from, first match wins:
    ``export/runtime.py`` beside ``tfp_bcnn/`` in a source checkout
    (editable install).
 
-Make a model on the training machine, then run it here::
+With no model given it uses ``example_outputs/prune_and_export/model_sparse.tflite``
+(what ``examples/prune_and_export.py`` writes), and runs that example first,
+in a separate process, when the file is not there yet. Step by step, from the
+repository root::
 
     python examples/prune_and_export.py            # writes .../model_sparse.tflite
+    python examples/edge_inference.py              # probe images: blank, bar, stripes, noise
+    python -c "import numpy as np, tfp_bcnn as b; (_, _), (x, y) = b.datasets.mnist_5k(); \\
+        np.savez('digits.npz', x=x[:200], y=y[:200])"   # 200 test digits, on the training machine
     python examples/edge_inference.py example_outputs/prune_and_export/model_sparse.tflite \\
         --images digits.npz --threshold 2e-4
 
@@ -41,6 +47,7 @@ import argparse
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -49,6 +56,8 @@ import numpy as np
 
 #: Packages a device does not need: none of them may be imported here.
 HEAVY = ("tensorflow", "keras", "tfp_bcnn")
+#: Where ``examples/prune_and_export.py`` writes its TFLite file (run from the same folder).
+DEFAULT_MODEL = os.path.join("example_outputs", "prune_and_export", "model_sparse.tflite")
 SCORES = ("epistemic", "predictive_entropy", "aleatoric")
 
 
@@ -115,7 +124,9 @@ def probe_images(example_shape) -> tuple[np.ndarray, list[str]]:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", help="the .tflite file written by tfp_bcnn.export.to_tflite")
+    parser.add_argument("model", nargs="?", default=None,
+                        help="the .tflite file written by tfp_bcnn.export.to_tflite; default "
+                        f"{DEFAULT_MODEL} (made by examples/prune_and_export.py if missing)")
     parser.add_argument("--images", help=".npz with images under x (and labels under y)")
     parser.add_argument("--limit", type=int, default=None, help="use the first N images only")
     parser.add_argument("--score", choices=SCORES, default="epistemic",
@@ -135,7 +146,33 @@ def parse_args(argv=None):
                         help="print the TensorFlow / Keras / tfp_bcnn modules loaded "
                         "(expected: none)")
     parser.add_argument("--out-dir", default=os.path.join("example_outputs", "edge_inference"))
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.images is not None and not os.path.isfile(args.images):
+        parser.error(f"--images: no such file (a .npz with images under x; the module "
+                     f"docstring shows how to make digits.npz). Received: {args.images!r}")
+    if args.model is not None and not os.path.isfile(args.model):
+        parser.error(f"model: no such .tflite file. Received: {args.model!r}")
+    return args
+
+
+def find_or_make_model(path: str | None) -> str:
+    """``path``, or the default model, made by ``prune_and_export.py`` if missing.
+
+    The example runs in a separate process: it needs TensorFlow, this one
+    must not import it.
+    """
+    if path is not None:
+        return path
+    if not os.path.isfile(DEFAULT_MODEL):
+        maker = Path(__file__).resolve().parent / "prune_and_export.py"
+        if not maker.is_file():
+            raise FileNotFoundError(
+                f"No model given and no {DEFAULT_MODEL}: pass the .tflite file to run. "
+                f"Received: model=None")
+        print(f"no model given and no {DEFAULT_MODEL} yet: making it with {maker.name} "
+              "(a separate process, with TensorFlow)", flush=True)
+        subprocess.run([sys.executable, str(maker)], check=True)
+    return DEFAULT_MODEL
 
 
 def main(argv=None) -> dict:
@@ -144,7 +181,8 @@ def main(argv=None) -> dict:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runtime = load_runtime(args.runtime)
-    model = runtime.TFLiteBayesianModel(args.model, num_threads=args.num_threads)
+    model = runtime.TFLiteBayesianModel(find_or_make_model(args.model),
+                                        num_threads=args.num_threads)
     print(f"{model}\nruntime: {runtime.__file__}")
 
     if args.images:

@@ -33,12 +33,15 @@ import os
 import time
 from pathlib import Path
 
+# TensorFlow logs: warnings and info off (TF_CPP_MIN_LOG_LEVEL=0 brings them back);
+# tfp_bcnn is imported first so that it hides TensorFlow's start-up lines
+# (TFP_BCNN_VERBOSE=1 shows them).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import tfp_bcnn as bcnn  # noqa: E402  (before keras)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import tfp_bcnn as bcnn  # noqa: E402
 from tfp_bcnn import datasets, export, metrics, models, pruning  # noqa: E402
 
 

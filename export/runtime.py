@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import sys
 import threading
 import warnings
 
@@ -43,6 +44,34 @@ _MAX_INTERPRETERS = 1
 #: Largest ``|x|`` that does not look like unscaled (0-255) pixels, as in
 #: ``tfp_bcnn._validation.UNSCALED_LIMIT`` (repeated: this file is self-contained).
 _UNSCALED_LIMIT = 20.0
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """File descriptor 2 to /dev/null within the block, unless ``TFP_BCNN_VERBOSE=1``.
+
+    LiteRT's C++ writes an INFO line there when it creates its CPU delegate.
+    (``tfp_bcnn._quiet`` has the package's copy; this file imports nothing
+    from tfp_bcnn, so it keeps its own.)
+    """
+    if os.environ.get("TFP_BCNN_VERBOSE", "").strip() not in ("", "0"):
+        yield
+        return
+    with _STDERR_LOCK:  # interpreters of the pool open in several threads
+        sys.stderr.flush()
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+
+
+#: Held while file descriptor 2 is redirected, so that two threads never swap it
+#: at once (the second would save /dev/null as the stderr to restore).
+_STDERR_LOCK = threading.RLock()
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -285,8 +314,10 @@ class TFLiteBayesianModel:
         self._fixed_batch = shape[0] if shape[0] > 0 else None
         self.num_samples = int(out["shape_signature"][0])
         self.num_classes = int(out["shape_signature"][2])
-        # Prepare the graph once, so a delegate that cannot take it fails here.
-        runner(**{_INPUT: np.zeros((self._fixed_batch or 1, *shape[1:]), np.float32)})
+        # Prepare the graph once, so a delegate that cannot take it fails here
+        # (quietly: LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate").
+        with _native_stderr_silenced():
+            runner(**{_INPUT: np.zeros((self._fixed_batch or 1, *shape[1:]), np.float32)})
         return runner
 
     @contextlib.contextmanager

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from tfp_bcnn import _validation as check
 from tfp_bcnn._io import write_bytes_atomic
+from tfp_bcnn._quiet import native_stderr_silenced
 from ._inference import InferenceGraph, export_info
 
 #: Name of the TFLite metadata entry (and SavedModel ``assets.extra`` file
@@ -78,7 +79,9 @@ def convert(
         if sparse:
             optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
         converter.optimizations = optimizations
-        return _finish(converter.convert(), export_info(graph))
+        with native_stderr_silenced():  # the converter's C++ progress lines
+            flatbuffer = converter.convert()
+        return _finish(flatbuffer, export_info(graph))
 
 
 #: Tensor names longer than this are cut at their first ``;``.

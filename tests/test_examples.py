@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -159,6 +160,47 @@ def test_edge_inference_copied_beside_runtime(edge_model, tmp_path):
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["heavy_modules"] == []
     assert results["num_inputs"] == 6 and results["num_flagged"] == 0
+
+
+def test_edge_inference_with_no_arguments_finds_its_model(edge_model, tmp_path):
+    """No arguments: the model prune_and_export.py writes, relative to the working folder
+    (when it is missing the script makes it with prune_and_export.py; not run here: a
+    full training). No TensorFlow / LiteRT log line on stderr."""
+    tflite, _, _ = edge_model
+    default = tmp_path / "example_outputs" / "prune_and_export" / "model_sparse.tflite"
+    default.parent.mkdir(parents=True)
+    shutil.copy(tflite, default)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_CPP_MIN_LOG_LEVEL", "TFP_BCNN_VERBOSE")}
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "edge_inference.py")], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr == ""  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK ..." is hidden
+    results = json.loads(
+        (tmp_path / "example_outputs" / "edge_inference" / "results.json").read_text())
+    assert results["num_inputs"] == 6
+
+
+def test_edge_inference_docstring_commands(edge_model, tmp_path):
+    """The docstring's commands: make digits.npz, then run with --images digits.npz; a
+    missing --images file is a usage error (exit 2), not a traceback."""
+    tflite, _, _ = edge_model
+    doc = load_example("edge_inference").__doc__
+    command = re.search(r"python (-c \"[^\"]+\")", doc.replace("\\\n", " ")).group(1)
+    proc = subprocess.run(f"{sys.executable} {command}", shell=True, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    with np.load(tmp_path / "digits.npz") as data:
+        assert data["x"].shape == (200, 28, 28, 1) and data["y"].shape == (200,)
+    stdout = run_edge([str(EXAMPLES / "edge_inference.py"), tflite, "--images", "digits.npz",
+                       "--threshold", "2e-4", "--out-dir", str(tmp_path / "out")], tmp_path)
+    assert "accuracy on the 200 labelled inputs" in stdout
+
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "edge_inference.py"), tflite,
+                           "--images", "missing.npz"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "--images: no such file" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_convert_pretrained(tmp_path):

@@ -247,3 +247,26 @@ class TestBadInputs:
         with pytest.raises(ValueError, match=r"sparsities\.shape=\(1, 2\)"):
             plots.sparsity_curve([[0.0, 0.5]], [0.9, 0.8], path)
         assert os.listdir(tmp_path) == []
+
+
+def test_uncertainty_histograms_deterministic_panel(tmp_path):
+    """A deterministic model: the epistemic panel says n/a, whatever its (noise) values."""
+    rng = np.random.default_rng(2)
+    in_dist = {"aleatoric": rng.gamma(1.0, 0.2, 50), "epistemic": np.full(50, 1e-16)}
+    out_dist = {"aleatoric": rng.gamma(3.0, 0.3, 40), "epistemic": np.full(40, 2e-16)}
+    out = plots.uncertainty_histograms(in_dist, out_dist, tmp_path / "unc.png",
+                                       names=("test digits", "letters"), deterministic=True)
+    _check_png(out, tmp_path, 1000, 420)
+
+
+def test_reliability_diagram_named_model(data, tmp_path):
+    out = plots.reliability_diagram({"Bayesian": data.probs}, data.labels, tmp_path / "r.png")
+    _check_png(out, tmp_path, 600, 650)
+
+
+def test_score_labels_are_the_documented_names():
+    assert plots.SCORE_LABELS == {
+        "predictive_entropy": "predictive entropy",
+        "aleatoric": "aleatoric (expected entropy)",
+        "epistemic": "epistemic (mutual information)",
+    }

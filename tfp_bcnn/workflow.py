@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
+    "accuracy_change",
     "compile_model",
     "build_model",
     "evaluate_and_report",
@@ -48,10 +49,12 @@ __all__ = [
     "load_model",
     "member_paths",
     "mc_accuracy",
+    "metric_rows",
     "print_report",
     "print_costs",
     "print_table",
     "prune_and_finetune",
+    "report_value",
     "run_evaluate",
     "run_export",
     "run_prune",
@@ -85,7 +88,13 @@ def print_table(rows: Sequence[Sequence], headers: Sequence[str], out=None) -> N
 
 
 def fmt(value, digits: int = 4) -> str:
-    """A float with ``digits`` decimals; anything else with ``str``."""
+    """A float with ``digits`` decimals, None as "n/a"; anything else with ``str``.
+
+    None is what a report holds for a figure that does not apply (the
+    epistemic scores of a deterministic model).
+    """
+    if value is None:
+        return "n/a"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
@@ -112,9 +121,12 @@ def load_model(path):
     """Load a ``.keras`` file with Keras' safe mode (tfp_bcnn layers registered).
 
     Raises:
-        ValueError: no such file, or a file Keras cannot load (the message
-            gives Keras' error and the path).
+        ValueError: no such file; a file that is not a ``.keras`` archive (a
+            ``.keras`` file is the zip archive that ``model.save`` writes); or
+            an archive Keras cannot load (the message gives Keras' error).
     """
+    import zipfile
+
     import keras
 
     import tfp_bcnn  # noqa: F401  (registers the layers)
@@ -122,12 +134,17 @@ def load_model(path):
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"No such model file. Received: model={str(path)!r}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            "Not a valid .keras file: a .keras file is the zip archive written by "
+            f"model.save(...), this one is not a zip archive. Received: model={str(path)!r}"
+        )
     try:
         return keras.saving.load_model(path, safe_mode=True)
-    except Exception as err:  # keras raises many types for a corrupt zip
+    except Exception as err:  # keras raises many types for a corrupt archive
         raise ValueError(
-            f"Could not load the Keras model ({type(err).__name__}: {err}). "
-            f"Received: model={str(path)!r}"
+            f"Not a valid .keras file, or one that holds layers this version cannot load "
+            f"({type(err).__name__}: {err}). Received: model={str(path)!r}"
         ) from err
 
 
@@ -232,45 +249,111 @@ def evaluate_and_report(model, x_test, y_test, out_dir, *, num_samples, name="mo
 
     report = evaluate_classifier(model, x_test, y_test, num_samples=num_samples,
                                  verbose=verbose, method=method)
+    t0 = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     preds = report["_predictions"]
+    deterministic = report["deterministic"]
     files = {
         "reliability": plots.reliability_diagram(
-            preds["test"].mean, y_test, out_dir / f"{name}_reliability.png"),
+            {name: preds["test"].mean}, y_test, out_dir / f"{name}_reliability.png"),
         "samples": plots.sample_predictions(
             x_test[:8], preds["test"].mean[:8], out_dir / f"{name}_samples.png",
-            labels=y_test[:8]),
+            labels=y_test[:8], title=f"Predictive distributions: {name}"),
     }
     if "letters" in preds:
         files["ood_histograms"] = plots.uncertainty_histograms(
-            preds["test"], preds["letters"], out_dir / f"{name}_ood_histograms.png")
+            preds["test"], preds["letters"], out_dir / f"{name}_ood_histograms.png",
+            names=("test digits", "letters A-J"),
+            title=f"Uncertainty of {name}: test digits vs letters A-J (out of distribution)",
+            deterministic=deterministic)
     if report["rotation"]:
+        label = f"mean {plots.SCORE_LABELS['epistemic']}, nats"
         files["rotation"] = plots.rotation_curve(
             [r["angle"] for r in report["rotation"]],
-            [r["accuracy"] for r in report["rotation"]],
-            [r["epistemic"] for r in report["rotation"]],
-            out_dir / f"{name}_rotation.png")
+            {name: [r["accuracy"] for r in report["rotation"]]},
+            None if deterministic else {name: [r["epistemic"] for r in report["rotation"]]},
+            out_dir / f"{name}_rotation.png", uncertainty_label=label,
+            title=f"{name} under rotation" + (
+                f" (epistemic: {plots.NOT_APPLICABLE}, deterministic model)"
+                if deterministic else ""))
     report["files"] = {k: str(v) for k, v in files.items()}
     with atomic_file(out_dir / f"{name}_report.json") as tmp:
         Path(tmp).write_text(json.dumps(json_ready(report), indent=2))
     report["files"]["report"] = str(out_dir / f"{name}_report.json")
+    if verbose:
+        print(f"  plots and report: {time.time() - t0:.1f} s", flush=True)
     return report
 
 
+def metric_rows(report: dict) -> list[tuple[str, str]]:
+    """The ``(label, key)`` rows of a report's table, in the order printed.
+
+    ``key`` is a top-level key of the report or ``"ood/<set>/<key>"``; the
+    labels use `tfp_bcnn.plots.SCORE_LABELS`, the one name of each score.
+    """
+    from .plots import SCORE_LABELS
+
+    rows = [("accuracy", "accuracy"), ("NLL", "nll"), ("Brier", "brier"), ("ECE", "ece"),
+            (f"mean {SCORE_LABELS['aleatoric']}, nats", "aleatoric"),
+            (f"mean {SCORE_LABELS['epistemic']}, nats", "epistemic")]
+    for name in report["ood"]:
+        rows.append((f"OOD AUROC {name}, {SCORE_LABELS['epistemic']}",
+                     f"ood/{name}/auroc_epistemic"))
+        rows.append((f"OOD AUROC {name}, {SCORE_LABELS['predictive_entropy']}",
+                     f"ood/{name}/auroc_entropy"))
+    return rows
+
+
+def report_value(report: dict, key: str):
+    """``report[key]``, or the nested value for an ``"ood/<set>/<key>"`` key."""
+    if key.startswith("ood/"):
+        _, name, field = key.split("/", 2)
+        return report["ood"][name][field]
+    return report[key]
+
+
 def print_report(report: dict, title: str) -> None:
-    """Print the metrics, OOD AUROCs and rotation curve of a report as tables."""
+    """Print the metrics, OOD AUROCs and rotation curve of a report as tables.
+
+    Figures that do not apply (the epistemic scores of a deterministic model)
+    read "n/a".
+    """
+    from .plots import SCORE_LABELS
+
     print(f"\n{title}")
-    rows = [(k, fmt(report[k])) for k in
-            ("accuracy", "nll", "brier", "ece", "aleatoric", "epistemic")]
-    for name, r in report["ood"].items():
-        rows.append((f"OOD AUROC {name} (epistemic)", fmt(r["auroc_epistemic"])))
-        rows.append((f"OOD AUROC {name} (entropy)", fmt(r["auroc_entropy"])))
-    print_table(rows, ["metric", "value"])
+    print_table([(label, fmt(report_value(report, key))) for label, key in metric_rows(report)],
+                ["metric", "value"])
+    if report.get("deterministic"):
+        print("(deterministic model: every Monte Carlo sample is the same, so its epistemic "
+              "figures are n/a)")
     if report["rotation"]:
         print("\nrotated test set")
         print_table([(int(r["angle"]), fmt(r["accuracy"]), fmt(r["epistemic"]))
-                     for r in report["rotation"]], ["angle", "accuracy", "epistemic"])
+                     for r in report["rotation"]],
+                    ["angle", "accuracy", f"mean {SCORE_LABELS['epistemic']}"])
+
+
+def accuracy_change(before: float, after: float, what: str) -> str:
+    """One sentence on how ``what`` changed the test accuracy, in points.
+
+    A drop of more than one point comes with the two ways to win it back.
+
+    >>> accuracy_change(0.940, 0.863, "pruning to 90%")  # doctest: +NORMALIZE_WHITESPACE
+    'pruning to 90% lowered the test accuracy by 7.7 points (0.9400 -> 0.8630); fine-tune
+    longer (prune --epochs) or prune less (--final-sparsity) to win it back'
+    """
+    points = 100 * (after - before)
+    change = f"({before:.4f} -> {after:.4f})"
+    if abs(points) < 0.05:
+        return f"{what} left the test accuracy unchanged {change}"
+    if points > 0:
+        return f"{what} raised the test accuracy by {points:.1f} points {change}"
+    sentence = f"{what} lowered the test accuracy by {-points:.1f} points {change}"
+    if points < -1:
+        sentence += ("; fine-tune longer (prune --epochs) or prune less (--final-sparsity) "
+                     "to win it back")
+    return sentence
 
 
 # ------------------------------------------------------------------- pruning
@@ -385,7 +468,7 @@ def tflite_agreement(model, tflite_path, x, y, *, num_samples, method="mc",
 
 
 def export_all(model, *, saved_model=None, tflite=None, samples=32, sampling="lrt",
-               quantize=None, check_data=None, x_ood=None) -> dict:
+               quantize=None, check_data=None, x_ood=None, verbose=0) -> dict:
     """Export a SavedModel and/or a sparse TFLite file and describe them.
 
     Args:
@@ -395,6 +478,7 @@ def export_all(model, *, saved_model=None, tflite=None, samples=32, sampling="lr
         check_data: ``(x, y)`` for `tflite_agreement` (against Keras
             ``predict`` with ``method="moments"`` for a moments file), or None.
         x_ood: OOD images for `tflite_agreement`'s AUROC, or None.
+        verbose: with ``verbose >= 1``, a line per stage with its elapsed time.
 
     Returns:
         ``{"saved_model": {...}, "tflite": {...}}`` for the formats written:
@@ -403,21 +487,31 @@ def export_all(model, *, saved_model=None, tflite=None, samples=32, sampling="lr
     """
     from . import export
 
+    def stage(label, start):
+        if verbose:
+            print(f"  {label}: {time.time() - start:.1f} s", flush=True)
+
     out = {}
     if saved_model:
+        t0 = time.time()
         export.save_saved_model(model, saved_model, num_samples=samples, sampling=sampling)
         info = export.describe(saved_model)
         info["ops"] = sum(info["ops"].values())  # TF op types of every function: just count
         out["saved_model"] = {"path": str(saved_model), **info}
+        stage(f"SavedModel {saved_model}", t0)
     if tflite:
+        t0 = time.time()
         export.to_tflite(model, tflite, num_samples=samples, sampling=sampling, sparse=True,
                          quantize=quantize)
         out["tflite"] = {"path": str(Path(tflite)), **export.describe(Path(tflite))}
+        stage(f"TFLite {tflite}", t0)
         if check_data is not None:
+            t0 = time.time()
             x, y = check_data
             method = "moments" if sampling == "moments" else "mc"
             out["tflite"].update(tflite_agreement(model, tflite, x, y, num_samples=samples,
                                                   method=method, x_ood=x_ood))
+            stage(f"TFLite file against the Keras model on {len(x)} images", t0)
     return out
 
 
@@ -463,6 +557,13 @@ def run_train(*, model="lenet5", estimator="flipout", frequentist=False, dataset
                           bayesian=not frequentist, dropout=dropout, seed=member_seed)
         return compile_model(net, learning_rate)
 
+    kind = "frequentist" if frequentist else estimator
+    if dropout:
+        kind += f", MC dropout {dropout:g}"
+    if members > 1:
+        kind += f", ensemble of {members}"
+    print(f"training {model} ({kind}) on {len(x):,} images for {epochs} epoch(s)",
+          flush=True)
     t0 = time.time()
     nets = train_ensemble(
         build, x, y, num_members=members, seed=seed, epochs=epochs, batch_size=batch_size,
@@ -471,12 +572,7 @@ def run_train(*, model="lenet5", estimator="flipout", frequentist=False, dataset
     secs = time.time() - t0
     acc = mc_accuracy(nets if members > 1 else nets[0], x_test, y_test)
     written = [save_model(net, path) for net, path in zip(nets, paths)]
-    kind = "frequentist" if frequentist else estimator
-    if dropout:
-        kind += f", MC dropout {dropout:g}"
-    if members > 1:
-        kind += f", ensemble of {members}"
-    print(f"trained {model} ({kind}) in {secs:.1f}s; test accuracy {acc:.4f}; wrote "
+    print(f"trained {model} ({kind}) in {secs:.1f} s; test accuracy {acc:.4f}; wrote "
           f"{', '.join(str(p) for p in written)}")
     return 0
 
@@ -492,10 +588,13 @@ def run_evaluate(*, model, dataset="mnist_5k", samples=32, out_dir="evaluation",
     paths = [model] if isinstance(model, (str, Path)) else list(model)
     nets = [load_model(p) for p in paths]
     (_, _), (x_test, y_test) = load_data(dataset)
+    what = paths[0] if len(paths) == 1 else f"an ensemble of {len(paths)} models"
+    how = "one moment pass, " if method == "moments" else ""
+    print(f"evaluating {what} on {len(x_test):,} test images ({how}{samples} samples), "
+          "letters and noise (out of distribution), rotated digits", flush=True)
     name = Path(paths[0]).stem + ("_ensemble" if len(nets) > 1 else "")
     report = evaluate_and_report(nets[0] if len(nets) == 1 else nets, x_test, y_test, out_dir,
                                  num_samples=samples, name=name, method=method)
-    what = paths[0] if len(paths) == 1 else f"an ensemble of {len(paths)} models"
     how = "moments, " if method == "moments" else ""
     print_report(report, f"evaluation of {what} ({how}{samples} samples)")
     print("\nwrote:")
@@ -525,6 +624,8 @@ def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global", ep
     (x, y), (x_test, y_test) = load_data(dataset)
     before = mc_accuracy(net, x_test, y_test)
     original = load_model(model) if structured else None
+    print(f"pruning {model} to {final_sparsity:.0%} by {criterion} while fine-tuning for "
+          f"{epochs} epoch(s); test accuracy before: {before:.4f}", flush=True)
     net = prune_and_finetune(net, x, y, final_sparsity=final_sparsity, criterion=criterion,
                              epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                              scope=scope, structure="filter" if structured else "weight",
@@ -539,7 +640,8 @@ def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global", ep
     after = mc_accuracy(net, x_test, y_test)
     output = output or str(Path(model).with_name(Path(model).stem + "_pruned.keras"))
     path = save_model(net, output)
-    print(f"\naccuracy before {before:.4f}, after {after:.4f}; wrote {path}")
+    print("\n" + accuracy_change(before, after, f"pruning to {final_sparsity:.0%}"))
+    print(f"wrote {path}")
     return 0
 
 
@@ -557,8 +659,10 @@ def run_export(*, model, saved_model=None, tflite=None, samples=32, sampling="lr
     if check:
         (_, _), (x_test, y_test) = load_data(dataset)
         check_data = (x_test[:check_images], y_test[:check_images])
+    print(f"exporting {model} ({samples} Monte Carlo samples inside, {sampling} sampling)",
+          flush=True)
     info = export_all(net, saved_model=saved_model, tflite=tflite, samples=samples,
-                      sampling=sampling, quantize=quantize, check_data=check_data)
+                      sampling=sampling, quantize=quantize, check_data=check_data, verbose=1)
     for kind, d in info.items():
         print(f"\n{kind}: {d['path']}")
         print(f"  size {d['size_bytes'] / 1024:.1f} KiB, gzip {d['gzip_bytes'] / 1024:.1f} KiB")
