@@ -9,8 +9,8 @@ The edge-network path of tfp_bcnn, on offline data:
    briefly as a deterministic network, then converted by
    ``models.to_bayesian`` (MOPED: ``sigma = delta * |w|``): every Conv2D,
    DepthwiseConv2D and Dense becomes a Flipout layer; BatchNormalization,
-   ReLU6, Add, ZeroPadding and pooling stay; one more epoch trains the
-   posterior (negative ELBO);
+   ReLU6, Add, ZeroPadding and pooling stay; two more epochs train the
+   posterior (negative ELBO, prior centred on the trained weights);
 3. uncertainty: ``tfp_bcnn.predict`` on test digits and letters
    (accuracy, mean epistemic uncertainty, OOD AUROC of the predictive entropy);
 4. one-shot unstructured pruning (``pruning.prune_now``, magnitude of the
@@ -19,18 +19,35 @@ The edge-network path of tfp_bcnn, on offline data:
    ``lrt`` Monte Carlo sampling and with ``moments`` (one pass), run by the
    TF-free ``TFLiteBayesianModel`` and compared with Keras.
 
-The defaults are a smoke-sized run, not a trained model: MobileNetV2 has
-about 400,000 weights and ``kl_weight = 1 / N`` with N = 2,000, so the KL
-term dominates the loss for the first epochs and accuracy after 2 + 1
-epochs stays low; raise ``--n-train`` and the epochs for a useful network.
-Most of the run time is Keras tracing the 150-layer graph: a few minutes on
-2 shared CPU cores (measured: about 5 minutes at load 9 with the test's
-tiny settings).
+Why the defaults train (measured numbers below). Converted with the usual
+prior ``N(0, 1)`` and ``kl_weight = 1 / N`` (N = 2,000), the roughly 400,000
+weights give a KL of about 1,000 nats per example; its gradient on each
+posterior mean points at 0, and Adam's normalised steps then shrink every
+trained weight by about ``lr`` per step, erasing the MOPED initialisation
+(predictive entropy log 10, epistemic 0). The example therefore converts with
+``centered_prior=True``: the prior ``N(w, 1)`` is centred on the trained
+kernel (empirical Bayes, as in MOPED), so the KL no longer pulls the means
+anywhere; it only widens the stds slowly, and the likelihood drives the
+means. The plain ELBO (``--kl-beta 1``) is kept; ``--kl-beta b < 1`` sets
+``kl_weight = b / N``, a tempered ("cold") posterior rather than the ELBO.
+Two more fixes for a short run: BatchNormalization momentum 0.9 instead of
+Keras Applications' 0.999 (whose moving statistics keep 94 % of their
+initial values after 64 steps, so inference mode lags training), and 10
+deterministic epochs (MobileNetV2 from scratch on 2,000 digits reaches only
+about 0.24 training accuracy after 2). Measured with the defaults on 2
+shared CPU cores (seed 0, 209 s): test accuracy 0.824, mean epistemic
+0.206 on test digits and 0.344 on letters, entropy AUROC 0.778 (the earlier
+defaults, prior ``N(0, 1)``, momentum 0.999 and 2 + 1 epochs, ended at
+predictive entropy log 10 and epistemic 0). One-shot pruning of 50 % of a
+network this small and this briefly trained drops accuracy to about 0.15
+(no fine-tuning after ``prune_now``); lower ``--sparsity`` or train longer
+to keep it.
+Most of the run time is Keras tracing the 150-layer graph.
 
 Run::
 
     python examples/mobilenet_uncertainty.py
-    python examples/mobilenet_uncertainty.py --n-train 4000 --epochs 4
+    python examples/mobilenet_uncertainty.py --n-train 4000 --epochs 15 --bayes-epochs 3
 
 Outputs in ``--out-dir``: ``mobilenet_lrt.tflite``, ``mobilenet_moments.tflite``.
 """
@@ -57,11 +74,16 @@ def parse_args(argv=None):
                         help="training digits taken from MNIST-5k (at most 4000)")
     parser.add_argument("--n-test", type=int, default=500, help="test digits (at most 1000)")
     parser.add_argument("--letters-per-class", type=int, default=30)
-    parser.add_argument("--epochs", type=int, default=2, help="deterministic training epochs")
-    parser.add_argument("--bayes-epochs", type=int, default=1,
+    parser.add_argument("--epochs", type=int, default=10, help="deterministic training epochs")
+    parser.add_argument("--bayes-epochs", type=int, default=2,
                         help="epochs of the converted Bayesian network")
     parser.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width")
     parser.add_argument("--moped-delta", type=float, default=0.1)
+    parser.add_argument("--kl-beta", type=float, default=1.0,
+                        help="KL temperature: kl_weight = beta / N (1: the plain ELBO; "
+                             "< 1: a tempered posterior)")
+    parser.add_argument("--bn-momentum", type=float, default=0.9,
+                        help="BatchNormalization momentum (Keras Applications: 0.999)")
     parser.add_argument("--sparsity", type=float, default=0.5)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-samples", type=int, default=16)
@@ -99,6 +121,9 @@ def main(argv=None) -> dict:
     print(f"== deterministic MobileNetV2 (alpha {args.alpha}) on {len(x_train)} digits")
     net = keras.applications.MobileNetV2(weights=None, alpha=args.alpha,
                                          input_shape=(32, 32, 3), classes=10)
+    for layer in net.layers:  # Keras Applications use 0.999: too slow for a short run
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = args.bn_momentum
     net.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy",
                 metrics=["accuracy"])
     net.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, verbose=2)
@@ -106,7 +131,10 @@ def main(argv=None) -> dict:
     print(f"\n== to_bayesian (Flipout, MOPED delta {args.moped_delta}), "
           f"{args.bayes_epochs} epoch(s) of the ELBO")
     model = models.to_bayesian(net, estimator="flipout", num_train_examples=len(x_train),
-                               moped_delta=args.moped_delta, seed=args.seed)
+                               moped_delta=args.moped_delta, centered_prior=True,
+                               seed=args.seed)
+    if args.kl_beta != 1.0:
+        bcnn.set_kl_weight(model, args.kl_beta / len(x_train))
     kinds = {}
     for layer in bcnn.bayesian_layers(model):
         kinds[type(layer).__name__] = kinds.get(type(layer).__name__, 0) + 1

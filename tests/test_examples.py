@@ -255,8 +255,8 @@ def test_mobilenet_uncertainty(tmp_path):
     assert result["sparsity"] == pytest.approx(0.5, abs=1e-3)
     for info in result["tflite_info"].values():
         assert not info["flex_ops"]
-    # At this size the network is not trained (256 digits, 1 + 1 epochs, the KL at
-    # 1/N dominates): predictions are near uniform, so no accuracy or uncertainty
-    # level is asserted, only that the pipeline runs and the files agree.
+    # At this size the network is barely trained (256 digits, 1 + 2 epochs; the
+    # default run is the one that learns): no accuracy or uncertainty level is
+    # asserted, only that the pipeline runs and the files agree.
     assert result["epistemic_test"] >= 0
     assert all(v >= 0.5 for v in result["agreement"].values())

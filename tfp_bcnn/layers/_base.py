@@ -334,7 +334,8 @@ class BayesianLayer(keras.layers.Layer):
     def _kl_sum(self, loc, sigma, sample, mask=None, prior_loc=None):
         if prior_loc is not None:
             loc = loc - prior_loc
-            sample = sample - prior_loc
+            if sample is not None:  # analytic priors (Normal) take no sample
+                sample = sample - prior_loc
         kl = self.prior.kl(loc, sigma, sample)
         if mask is not None:
             kl = kl * mask
