@@ -297,11 +297,8 @@ def test_relu_layer_matches_monte_carlo():
 
 
 def test_mc_dropout_bernoulli_moments():
-    cls = getattr(layers, "MCDropout", None)
-    if cls is None:
-        pytest.skip("layers.MCDropout is not in this build (issue 13)")
     rng = np.random.default_rng(6)
-    layer = cls(0.3, seed=1)
+    layer = layers.MCDropout(0.3, seed=1)
     mu, var = _gaussian_input((30,), rng)
     _assert_mc(*_layer_moments(layer, mu, var), _mc_layer(layer, mu, var, 40000, rng))
 
