@@ -12,10 +12,14 @@ parsed (exit status 2, the usage line, and nothing written).
 
 TensorFlow's native log lines are silenced (``tfp_bcnn._quiet``, and
 ``TF_CPP_MIN_LOG_LEVEL=2`` unless already set); ``tfp-bcnn --tf-logs ...`` or
-``TFP_BCNN_VERBOSE=1`` shows them all. Every command that writes a model or
-an artifact writes it to a temporary path beside the target and renames it
-into place, so an interrupted run never leaves a half-written file. Loading
-``.keras`` files keeps Keras' safe_mode.
+``TFP_BCNN_VERBOSE=1`` shows them all. Every command checks every output path
+before it starts work (``tfp_bcnn._io.check_output_path``: the folder exists,
+or ``--mkdir`` creates it, and accepts a new file; else exit status 2, the
+target named, nothing written), then writes each model or artifact to a
+temporary path beside the target and renames it into place, so an
+interrupted run never leaves a half-written file. Progress goes to a
+terminal as Keras' bars and to a file or pipe as one plain line per epoch
+(``tfp_bcnn._console``). Loading ``.keras`` files keeps Keras' safe_mode.
 """
 
 from __future__ import annotations
@@ -126,7 +130,7 @@ def cmd_train(args):
         dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, kl_schedule=args.kl_schedule,
         warmup_epochs=args.warmup_epochs, dropout=args.dropout, members=args.members,
-        output=args.output, seed=args.seed, verbose=args.verbose)
+        output=args.output, seed=args.seed, verbose=args.verbose, mkdir=args.mkdir)
 
 
 def cmd_evaluate(args):
@@ -135,7 +139,7 @@ def cmd_evaluate(args):
     model = args.model[0] if len(args.model) == 1 else args.model
     return workflow.run_evaluate(model=model, dataset=args.dataset,
                                  samples=args.samples, out_dir=args.out_dir,
-                                 method=args.method)
+                                 method=args.method, mkdir=args.mkdir)
 
 
 def cmd_prune(args):
@@ -145,7 +149,7 @@ def cmd_prune(args):
         model=args.model, final_sparsity=args.final_sparsity, criterion=args.criterion,
         scope=args.scope, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, dataset=args.dataset, output=args.output,
-        seed=args.seed, structured=args.structured, verbose=args.verbose)
+        seed=args.seed, structured=args.structured, verbose=args.verbose, mkdir=args.mkdir)
 
 
 def cmd_export(args):
@@ -154,13 +158,15 @@ def cmd_export(args):
     return workflow.run_export(
         model=args.model, saved_model=args.saved_model, tflite=args.tflite,
         samples=args.samples, sampling=args.sampling, quantize=args.quantize,
-        dataset=args.dataset, check_images=args.check_images, check=not args.no_check)
+        dataset=args.dataset, check_images=args.check_images, check=not args.no_check,
+        mkdir=args.mkdir)
 
 
 def cmd_demo(args):
     from tfp_bcnn.demo import run_demo
 
-    run_demo(out_dir=args.out_dir, quick=args.quick, epochs=args.epochs, seed=args.seed)
+    run_demo(out_dir=args.out_dir, quick=args.quick, epochs=args.epochs, seed=args.seed,
+             mkdir=args.mkdir)
     return 0
 
 
@@ -172,98 +178,178 @@ def check_export(args) -> str | None:
 
 
 # ----------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="tfp-bcnn", description=__doc__.splitlines()[0],
-        epilog="TensorFlow's own log lines are hidden; --tf-logs (or TFP_BCNN_VERBOSE=1) "
-               "shows them.")
-    p.add_argument("--tf-logs", action="store_true",
-                   help="show TensorFlow's and LiteRT's native log lines")
-    sub = p.add_subparsers(dest="command", required=True)
+#: The top-level description of ``tfp-bcnn --help``: plain text, no markup.
+DESCRIPTION = (
+    "Bayesian CNNs for Keras 3: train, evaluate, prune and export models whose weights are "
+    "distributions, and measure how sure they are (aleatoric and epistemic uncertainty). "
+    "'tfp-bcnn demo' runs every step on the bundled MNIST-5k.")
+EPILOG = (
+    "Every output path is checked before any work: its folder must exist and be writable "
+    "(--mkdir creates it). Progress: a bar on a terminal, one line per epoch when the output "
+    "goes to a file or a pipe. TensorFlow's own log lines are hidden; --tf-logs (or "
+    "TFP_BCNN_VERBOSE=1) shows them.")
+MKDIR_HELP = "create missing folders of the output paths (default: a missing folder is an error)"
+VERBOSE_HELP = ("Keras' fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch "
+                "(default: 1 on a terminal, 2 when the output goes to a file or a pipe)")
 
-    d = sub.add_parser("demo", help="train, evaluate, prune, export and run a Bayesian LeNet-5")
-    d.add_argument("--quick", action="store_true", help="a one-minute smoke version")
-    d.add_argument("--out-dir", default=None, help="default ./runs/<timestamp>/")
-    d.add_argument("--epochs", type=POSITIVE_INT, default=None)
-    d.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
+
+def _add_demo(sub) -> None:
+    d = sub.add_parser("demo", help="train, evaluate, prune, export and run a Bayesian LeNet-5",
+                       description="The main job: train, evaluate, prune, export and run a "
+                       "Bayesian LeNet-5 and its frequentist twin on MNIST-5k.")
+    d.add_argument("--quick", action="store_true",
+                   help="a one-minute smoke run (1,000 images, one epoch): checks that every "
+                   "step runs; its figures are not results")
+    d.add_argument("--out-dir", default=None,
+                   help="folder for the models, plots and summary (default: "
+                   "runs/<timestamp>/, created with runs/)")
+    d.add_argument("--mkdir", action="store_true", help=MKDIR_HELP)
+    d.add_argument("--epochs", type=POSITIVE_INT, default=None,
+                   help="training epochs (default: models.RECIPE, 20; 1 with --quick)")
+    d.add_argument("--seed", type=NON_NEGATIVE_INT, default=0,
+                   help="global random seed (default: %(default)s)")
     d.set_defaults(func=cmd_demo)
 
-    t = sub.add_parser("train", help="train a model and save it as .keras")
-    t.add_argument("--model", choices=MODELS, default="lenet5")
-    t.add_argument("--estimator", choices=ESTIMATORS, default="flipout")
-    t.add_argument("--frequentist", action="store_true", help="the deterministic twin")
+
+def _add_train(sub) -> None:
+    t = sub.add_parser("train", help="train a model and save it as .keras",
+                       description="Train a model of the zoo and save it as .keras.")
+    t.add_argument("--model", choices=MODELS, default="lenet5",
+                   help="architecture (default: %(default)s)")
+    t.add_argument("--estimator", choices=ESTIMATORS, default="flipout",
+                   help="gradient estimator of the Bayesian layers (default: %(default)s)")
+    t.add_argument("--frequentist", action="store_true",
+                   help="train the deterministic twin instead (default: Bayesian)")
     t.add_argument("--dataset", type=_dataset, default="mnist_5k",
-                   help="mnist_5k, digits, or a .npz path")
+                   help="mnist_5k, digits, a .npz file or a folder of class subfolders "
+                   "(default: %(default)s)")
     # None: the tuned recipe, tfp_bcnn.models.RECIPE (20 epochs, batch 64, Adam 2e-3)
     t.add_argument("--epochs", type=POSITIVE_INT, default=None,
-                   help="default: models.RECIPE (20)")
+                   help="training epochs (default: models.RECIPE, 20)")
     t.add_argument("--batch-size", type=POSITIVE_INT, default=None,
-                   help="default: models.RECIPE (64)")
+                   help="batch size (default: models.RECIPE, 64)")
     t.add_argument("--learning-rate", type=POSITIVE_REAL, default=None,
-                   help="default: models.RECIPE (2e-3)")
+                   help="Adam's learning rate (default: models.RECIPE, 2e-3)")
     t.add_argument("--kl-schedule", choices=("constant", "linear", "blundell"),
-                   default="constant")
-    t.add_argument("--warmup-epochs", type=POSITIVE_INT, default=3)
+                   default="constant",
+                   help="weight of the KL term over training (default: %(default)s, "
+                   "the recipe's)")
+    t.add_argument("--warmup-epochs", type=POSITIVE_INT, default=3,
+                   help="epochs of the linear KL warm-up (default: %(default)s)")
     t.add_argument("--dropout", type=DROPOUT_RATE, default=None,
                    help="add MCDropout at this rate before every dense layer (with "
-                   "--frequentist: the Monte Carlo dropout baseline)")
+                   "--frequentist: the Monte Carlo dropout baseline; default: none)")
     t.add_argument("--members", type=POSITIVE_INT, default=1,
                    help="train a deep ensemble of this many members (seeds seed, seed+1, "
-                   "...), written as <output stem>_<m>.keras")
-    t.add_argument("--output", type=KERAS_FILE, default="model.keras")
-    t.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
-    t.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
-                   help="Keras' fit verbosity")
+                   "...), written as <output stem>_<m>.keras (default: %(default)s)")
+    t.add_argument("--output", type=KERAS_FILE, default="model.keras",
+                   help="the .keras file to write (default: %(default)s)")
+    t.add_argument("--mkdir", action="store_true", help=MKDIR_HELP)
+    t.add_argument("--seed", type=NON_NEGATIVE_INT, default=0,
+                   help="random seed (default: %(default)s)")
+    t.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None, help=VERBOSE_HELP)
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="accuracy, calibration, uncertainty, OOD, shift")
+
+def _add_evaluate(sub) -> None:
+    e = sub.add_parser("evaluate", help="accuracy, calibration, uncertainty, OOD, shift",
+                       description="Evaluate a model: accuracy, NLL, Brier, ECE, uncertainty, "
+                       "OOD AUROC (letters, noise), rotated digits; tables, plots and a JSON "
+                       "report.")
     e.add_argument("model", type=_model_file, nargs="+",
                    help="a .keras file, or several: a deep ensemble (members are samples)")
-    e.add_argument("--dataset", type=_dataset, default="mnist_5k")
-    e.add_argument("--samples", type=POSITIVE_INT, default=32)
+    e.add_argument("--dataset", type=_dataset, default="mnist_5k",
+                   help="test set: mnist_5k, digits, a .npz file or a folder of class "
+                   "subfolders (default: %(default)s)")
+    e.add_argument("--samples", type=POSITIVE_INT, default=32,
+                   help="Monte Carlo samples per image (default: %(default)s)")
     e.add_argument("--method", choices=METHODS, default="mc",
-                   help="mc: Monte Carlo; moments: one sampling-free pass, logits sampled")
-    e.add_argument("--out-dir", default="evaluation")
+                   help="mc: Monte Carlo; moments: one sampling-free pass, logits sampled "
+                   "(default: %(default)s)")
+    e.add_argument("--out-dir", default="evaluation",
+                   help="folder for the plots and <model>_report.json (default: %(default)s)")
+    e.add_argument("--mkdir", action="store_true", help=MKDIR_HELP)
     e.set_defaults(func=cmd_evaluate)
 
-    r = sub.add_parser("prune", help="fine-tune with a pruning schedule, save stripped")
-    r.add_argument("model", type=_model_file)
+
+def _add_prune(sub) -> None:
+    r = sub.add_parser("prune", help="fine-tune with a pruning schedule, save stripped",
+                       description="Prune a model while fine-tuning it, and save it stripped.")
+    r.add_argument("model", type=_model_file, help="the .keras file to prune")
     r.add_argument("--structured", action="store_true",
                    help="prune whole filters / units and shrink the model; prints channels, "
                    "parameters and FLOPs per layer before and after. With --scope global "
                    "the cheapest filters by score go first, mostly dense units (fewer "
                    "parameters); --scope layer also thins the convolutions (faster inference)")
     r.add_argument("--final-sparsity", type=SPARSITY, default=None,
-                   help="fraction of weights (default 0.9), or of filters with --structured "
-                   "(default 0.5)")
+                   help="fraction of weights (default 0.9), or of filters / units with "
+                   "--structured (default 0.5)")
     r.add_argument("--criterion", choices=("magnitude", "snr", "l1"), default="snr",
                    help="|mu| (a filter's L2 norm), |mu|/sigma (a filter's mean SNR), or "
-                   "a filter's L1 norm")
+                   "a filter's L1 norm (default: %(default)s)")
     r.add_argument("--scope", choices=("global", "layer"), default="global",
-                   help="rank weights across all layers (default) or per layer; per layer, "
-                   "90%% of LeNet-5's 150-weight first convolution leaves 15 weights")
-    r.add_argument("--epochs", type=POSITIVE_INT, default=3)
-    r.add_argument("--batch-size", type=POSITIVE_INT, default=64)
-    r.add_argument("--learning-rate", type=POSITIVE_REAL, default=5e-4)
-    r.add_argument("--dataset", type=_dataset, default="mnist_5k")
-    r.add_argument("--output", type=KERAS_FILE, default=None)
-    r.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
-    r.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
-                   help="Keras' fit verbosity")
+                   help="rank weights across all layers or per layer; per layer, "
+                   "90%% of LeNet-5's 150-weight first convolution leaves 15 weights "
+                   "(default: %(default)s)")
+    r.add_argument("--epochs", type=POSITIVE_INT, default=3,
+                   help="fine-tuning epochs (default: %(default)s)")
+    r.add_argument("--batch-size", type=POSITIVE_INT, default=64,
+                   help="batch size (default: %(default)s)")
+    r.add_argument("--learning-rate", type=POSITIVE_REAL, default=5e-4,
+                   help="Adam's learning rate of fine-tuning (default: %(default)s)")
+    r.add_argument("--dataset", type=_dataset, default="mnist_5k",
+                   help="fine-tuning and test data (default: %(default)s)")
+    r.add_argument("--output", type=KERAS_FILE, default=None,
+                   help="the .keras file to write (default: <model stem>_pruned.keras "
+                   "beside the model)")
+    r.add_argument("--mkdir", action="store_true", help=MKDIR_HELP)
+    r.add_argument("--seed", type=NON_NEGATIVE_INT, default=0,
+                   help="random seed (default: %(default)s)")
+    r.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None, help=VERBOSE_HELP)
     r.set_defaults(func=cmd_prune)
 
-    x = sub.add_parser("export", help="SavedModel and/or TFLite with MC sampling inside")
-    x.add_argument("model", type=_model_file)
-    x.add_argument("--saved-model", default=None)
-    x.add_argument("--tflite", type=TFLITE_FILE, default=None)
-    x.add_argument("--samples", type=POSITIVE_INT, default=32)
+
+def _add_export(sub) -> None:
+    x = sub.add_parser("export", help="SavedModel and/or TFLite with MC sampling inside",
+                       description="Export a model as a SavedModel and/or a sparse TFLite "
+                       "file with the Monte Carlo sampling inside, and check the TFLite file "
+                       "against the Keras model.")
+    x.add_argument("model", type=_model_file, help="the .keras file to export")
+    x.add_argument("--saved-model", default=None,
+                   help="SavedModel folder to write (default: none; give it and/or --tflite)")
+    x.add_argument("--tflite", type=TFLITE_FILE, default=None,
+                   help="TFLite file to write (default: none; give it and/or --saved-model)")
+    x.add_argument("--mkdir", action="store_true", help=MKDIR_HELP)
+    x.add_argument("--samples", type=POSITIVE_INT, default=32,
+                   help="Monte Carlo samples drawn inside each call (default: %(default)s)")
     x.add_argument("--sampling", choices=SAMPLINGS, default="lrt",
-                   help="moments: one pass of propagated moments, logits sampled (fastest)")
-    x.add_argument("--quantize", choices=("dynamic",), default=None)
-    x.add_argument("--dataset", type=_dataset, default="mnist_5k")
-    x.add_argument("--check-images", type=POSITIVE_INT, default=200)
-    x.add_argument("--no-check", action="store_true", help="skip the agreement check")
+                   help="lrt: sampled activations; weights: sampled kernels; moments: one "
+                   "pass of propagated moments, logits sampled, fastest (default: %(default)s)")
+    x.add_argument("--quantize", choices=("dynamic",), default=None,
+                   help="dynamic: int8 weights (default: float32)")
+    x.add_argument("--dataset", type=_dataset, default="mnist_5k",
+                   help="test images of the agreement check (default: %(default)s)")
+    x.add_argument("--check-images", type=POSITIVE_INT, default=200,
+                   help="images of the agreement check (default: %(default)s)")
+    x.add_argument("--no-check", action="store_true",
+                   help="skip the agreement check of the TFLite file with the Keras model")
     x.set_defaults(func=cmd_export, validate=check_export, parser=x)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``tfp-bcnn`` parser: one subcommand per step, every option with help.
+
+    Returns:
+        An ``argparse.ArgumentParser``; ``parse_args`` gives ``func`` (the
+        command), and ``validate`` / ``parser`` for cross-option rules.
+    """
+    p = argparse.ArgumentParser(prog="tfp-bcnn", description=DESCRIPTION, epilog=EPILOG)
+    p.add_argument("--tf-logs", action="store_true",
+                   help="show TensorFlow's and LiteRT's native log lines (default: hidden)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           title="commands", help="tfp-bcnn COMMAND --help lists its options")
+    for add in (_add_demo, _add_train, _add_evaluate, _add_prune, _add_export):
+        add(sub)
     return p
 
 

@@ -36,7 +36,13 @@ import shutil
 import sys
 import tempfile
 
-__all__ = ["atomic_directory", "atomic_file", "remove_stale_temporaries", "write_bytes_atomic"]
+__all__ = [
+    "atomic_directory",
+    "atomic_file",
+    "check_output_path",
+    "remove_stale_temporaries",
+    "write_bytes_atomic",
+]
 
 #: errno -> what it means for the user, for the errors a target can cause.
 _TARGET_ERRORS = {
@@ -67,15 +73,34 @@ def _prefix(name: str) -> str:
     return f".{name}.{os.getpid()}-"
 
 
-def _clear_error(err: OSError, path: str) -> OSError:
-    """``err`` reworded for the user when the target caused it, else ``err`` itself."""
+def _names_target(err: OSError, path: str) -> bool:
+    """Whether ``err`` is about ``path`` or one of its temporary names (see `_prefix`)."""
+    name = os.path.basename(path)
+    for filename in (err.filename, err.filename2):
+        if filename is None:
+            continue
+        filename = os.path.abspath(os.fsdecode(filename))
+        if filename == path or os.path.basename(filename).startswith(f".{name}."):
+            return True
+    return False
+
+
+def _clear_error(err: OSError, path: str, label: str = "path") -> OSError:
+    """``err`` reworded for the user when the target caused it, else ``err`` itself.
+
+    The message names the target, never a temporary name: an error of an
+    unlisted kind about a temporary path (``/proc`` refuses new files with
+    "No such file or directory") keeps its errno and says the cause in words.
+    """
     cause = _TARGET_ERRORS.get(err.errno)
     if cause is None:
-        return err
+        if not _names_target(err, path):
+            return err
+        cause = f"the folder does not accept new files ({(err.strerror or str(err)).lower()})"
     return type(err)(
         err.errno,
         f"Could not write {path!r}: {cause}; what was there is unchanged. "
-        f"Received: path={path!r}",
+        f"Received: {label}={path!r}",
     )
 
 
@@ -305,3 +330,88 @@ def atomic_file(path):
             raise
     _fsync_dir(parent)
     remove_stale_temporaries(path)
+
+
+#: What `check_output_path` checks, by the kind of output.
+_KINDS = ("file", "folder", "files_in")
+
+
+def _folder_of(path: str, kind: str, label: str) -> str:
+    """The folder a write of ``path`` creates its temporary entries in (see `check_output_path`)."""
+    if kind == "file" and os.path.isdir(path):
+        raise ValueError(
+            f"The output is an existing folder, not a file. Received: {label}={path!r}")
+    if kind != "file" and os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(
+            f"The output exists and is not a folder. Received: {label}={path!r}")
+    if kind == "files_in" and os.path.isdir(path):
+        return path  # files are written into it
+    return os.path.dirname(path)
+
+
+def check_output_path(path, *, name: str = "path", kind: str = "file",
+                      mkdir: bool = False) -> str:
+    """Checks, before any work, that an output can be written at ``path``.
+
+    A command that trains for minutes and then cannot save has wasted them:
+    the commands call this for every output first. The folder the write
+    creates its temporary entry in (the target's parent; for
+    ``kind="files_in"``, ``path`` itself when it exists) must exist and accept
+    a new file: a probe file is created there under the temporary naming of
+    this module and removed at once. Nothing else is written, and nothing at
+    all when the check fails.
+
+    Args:
+        path: the output path (str or ``os.PathLike``).
+        name: the argument's name, for the message (``Received: name=...``).
+        kind: ``"file"`` (a file that replaces ``path``), ``"folder"`` (a
+            folder that replaces ``path`` whole, as a SavedModel) or
+            ``"files_in"`` (a folder that files are written into, created if
+            missing, as a report folder).
+        mkdir: create the missing parent folders (the only thing written).
+
+    Returns:
+        The absolute path.
+
+    Raises:
+        ValueError: ``path`` is empty or names no file; a file output is an
+            existing folder, or a folder output an existing file; the parent
+            folder is missing (and ``mkdir`` is False) or is not a folder;
+            ``kind`` is unknown.
+        OSError: the folder is not writable (read-only, a special file
+            system, full); the message names ``path``, never the probe.
+    """
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be one of {', '.join(_KINDS)}. Received: kind={kind!r}")
+    text = os.fspath(path) if path is not None else ""
+    if not text or not os.path.basename(os.path.abspath(text)):
+        raise ValueError(f"The output must name a file or folder. Received: {name}={path!r}")
+    full = os.path.abspath(text)
+    parent = os.path.dirname(full)
+    if not os.path.isdir(parent):
+        if os.path.exists(parent):
+            raise ValueError(f"The folder of the output, {parent!r}, is a file. "
+                             f"Received: {name}={text!r}")
+        if not mkdir:
+            raise ValueError(
+                f"The folder of the output, {parent!r}, does not exist: create it first, or "
+                f"ask for it to be created (--mkdir on the command line, mkdir=True in "
+                f"Python). Received: {name}={text!r}")
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as err:
+            raise _clear_error(err, full, name) from err
+    where = _folder_of(full, kind, name)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=_prefix(os.path.basename(full)), suffix=".tmp",
+                                     dir=where)
+    except OSError as err:
+        clear = _clear_error(err, full, name)
+        if clear is err:  # an error about something else: still name the target
+            clear = type(err)(err.errno, f"Could not write {full!r}: {err.strerror or err}. "
+                                         f"Received: {name}={text!r}")
+        raise clear from err
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.remove(probe)
+    return full

@@ -30,6 +30,8 @@ FULL = dict(epochs=None, prune_epochs=4, samples=32, batch_size=None, learning_r
             n_train=None, n_test=None)
 QUICK = dict(epochs=1, prune_epochs=1, samples=8, batch_size=64, learning_rate=2e-3,
              n_train=1000, n_test=200)
+#: How plots and tables name the two models (file names keep the short keys).
+DISPLAY_NAMES = {"bayesian": "Bayesian LeNet-5 (Flipout)", "frequentist": "frequentist LeNet-5"}
 
 
 def _step(title):
@@ -126,24 +128,32 @@ def _print_summary(title, bayes, freq, pruned, sparsity, lite, lite_moments, sam
 
 
 def run_demo(out_dir=None, quick: bool = False, epochs: int | None = None,
-             seed: int = 0) -> dict:
+             seed: int = 0, mkdir: bool = False) -> dict:
     """Run the main job; returns the summary dict (also written as JSON).
 
     Args:
-        out_dir: where plots and artifacts go; default ``./runs/<timestamp>/``.
+        out_dir: where plots and artifacts go; default ``./runs/<timestamp>/``
+            (``runs/`` is created if missing). A given folder is created if
+            missing, but its parent must exist unless ``mkdir``.
         quick: a one-minute smoke version (fewer images, epochs, samples).
         epochs: override the number of training epochs.
         seed: global seed of the run.
+        mkdir: create the missing parents of ``out_dir``.
 
     Returns:
         ``config, seconds, timings, bayesian, frequentist, pruned`` (the
         evaluation reports), ``sparsity`` and ``export`` (what
         ``workflow.export_all`` wrote and measured).
+
+    Raises:
+        ValueError, OSError: ``out_dir`` cannot be written (checked before any
+            work, ``_io.check_output_path``).
     """
     import keras
 
     from . import datasets, pruning, workflow
-    from ._io import atomic_file
+    from ._console import progress_verbosity
+    from ._io import atomic_file, check_output_path
     from .evaluation import evaluate_classifier, json_ready
 
     from .models import RECIPE
@@ -155,7 +165,8 @@ def run_demo(out_dir=None, quick: bool = False, epochs: int | None = None,
         cfg["epochs"] = epochs
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(out_dir) if out_dir else Path("runs") / stamp
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_path(out, name="out_dir", kind="files_in", mkdir=mkdir or not out_dir)
+    out.mkdir(exist_ok=True)
     keras.utils.set_random_seed(seed)
     t_start = time.time()
     timings = {}
@@ -177,9 +188,9 @@ def run_demo(out_dir=None, quick: bool = False, epochs: int | None = None,
     reports = {}
     for name, model in trained.items():
         t = _step(f"evaluate the {name} model ({cfg['samples']} Monte Carlo samples)")
-        reports[name] = workflow.evaluate_and_report(model, x_test, y_test, out,
-                                                     num_samples=cfg["samples"], name=name,
-                                                     verbose=1)
+        reports[name] = workflow.evaluate_and_report(
+            model, x_test, y_test, out, num_samples=cfg["samples"], name=name,
+            label=DISPLAY_NAMES[name], verbose=progress_verbosity())
         written += [Path(p) for p in reports[name]["files"].values()]
         _done(timings, f"evaluate_{name}", t)
 
@@ -189,7 +200,7 @@ def run_demo(out_dir=None, quick: bool = False, epochs: int | None = None,
     written.append(workflow.save_model(pruned, out / "bayesian_lenet5_pruned.keras"))
     print("evaluate the pruned model (test set, letters, noise)", flush=True)
     pruned_report = evaluate_classifier(pruned, x_test, y_test, num_samples=cfg["samples"],
-                                        angles=None, verbose=1)
+                                        angles=None, verbose=progress_verbosity())
     print(workflow.accuracy_change(reports["bayesian"]["accuracy"], pruned_report["accuracy"],
                                    "pruning to 90%"))
     _done(timings, "prune", t)

@@ -531,7 +531,9 @@ def _monte_carlo(model, x, num_samples, batch_size, return_samples, from_logits,
     calls_per_chunk = 1 if tile else num_samples
     progbar = None
     if verbose:
-        progbar = keras.utils.Progbar(None if steps is None else steps * calls_per_chunk)
+        # verbose=2: one plain line at the end (no \r, \b or colour codes), for logs
+        progbar = keras.utils.Progbar(None if steps is None else steps * calls_per_chunk,
+                                      verbose=2 if verbose == 2 else 1)
 
     parts, done = [], 0
     forward = None
@@ -743,7 +745,8 @@ def predict(
             summarised as above. Much faster; its error against Monte Carlo
             is measured in ``benchmarks/moments.py`` (epistemic values are
             smaller, rankings close).
-        verbose: show a ``keras.utils.Progbar`` over the forward calls.
+        verbose: show a ``keras.utils.Progbar`` over the forward calls
+            (``2``: one plain line when done, for logs and pipes).
 
     Returns:
         A ``Prediction`` (classifier) or a ``RegressionPrediction``

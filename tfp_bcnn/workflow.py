@@ -229,7 +229,7 @@ def mc_accuracy(model, x, y, num_samples: int = 16) -> float:
 
 # ---------------------------------------------------------------- evaluation
 def evaluate_and_report(model, x_test, y_test, out_dir, *, num_samples, name="model",
-                        verbose=1, method="mc") -> dict:
+                        verbose=1, method="mc", label=None) -> dict:
     """``evaluation.evaluate_classifier`` plus its plots and a JSON report.
 
     ``method``: ``"mc"`` (Monte Carlo) or ``"moments"`` (one sampling-free
@@ -238,7 +238,9 @@ def evaluate_and_report(model, x_test, y_test, out_dir, *, num_samples, name="mo
     Writes ``<name>_reliability.png``, ``<name>_samples.png``,
     ``<name>_ood_histograms.png`` (when the letters set applies),
     ``<name>_rotation.png`` (when rotations were evaluated) and
-    ``<name>_report.json`` into ``out_dir``.
+    ``<name>_report.json`` into ``out_dir``. The plots' titles and legends
+    name the model ``label`` (a display name such as "Bayesian LeNet-5
+    (Flipout)"; default ``name``).
 
     Returns:
         The report of ``evaluate_classifier`` with ``files``: ``{kind: path}``.
@@ -254,27 +256,28 @@ def evaluate_and_report(model, x_test, y_test, out_dir, *, num_samples, name="mo
     out_dir.mkdir(parents=True, exist_ok=True)
     preds = report["_predictions"]
     deterministic = report["deterministic"]
+    label = name if label is None else label
     files = {
         "reliability": plots.reliability_diagram(
-            {name: preds["test"].mean}, y_test, out_dir / f"{name}_reliability.png"),
+            {label: preds["test"].mean}, y_test, out_dir / f"{name}_reliability.png"),
         "samples": plots.sample_predictions(
             x_test[:8], preds["test"].mean[:8], out_dir / f"{name}_samples.png",
-            labels=y_test[:8], title=f"Predictive distributions: {name}"),
+            labels=y_test[:8], title=f"Predictive distributions: {label}"),
     }
     if "letters" in preds:
         files["ood_histograms"] = plots.uncertainty_histograms(
             preds["test"], preds["letters"], out_dir / f"{name}_ood_histograms.png",
             names=("test digits", "letters A-J"),
-            title=f"Uncertainty of {name}: test digits vs letters A-J (out of distribution)",
+            title=f"Uncertainty of {label}: test digits vs letters A-J (out of distribution)",
             deterministic=deterministic)
     if report["rotation"]:
-        label = f"mean {plots.SCORE_LABELS['epistemic']}, nats"
+        axis = f"mean {plots.SCORE_LABELS['epistemic']}, nats"
         files["rotation"] = plots.rotation_curve(
             [r["angle"] for r in report["rotation"]],
-            {name: [r["accuracy"] for r in report["rotation"]]},
-            None if deterministic else {name: [r["epistemic"] for r in report["rotation"]]},
-            out_dir / f"{name}_rotation.png", uncertainty_label=label,
-            title=f"{name} under rotation" + (
+            {label: [r["accuracy"] for r in report["rotation"]]},
+            None if deterministic else {label: [r["epistemic"] for r in report["rotation"]]},
+            out_dir / f"{name}_rotation.png", uncertainty_label=axis,
+            title=f"{label} under rotation" + (
                 f" (epistemic: {plots.NOT_APPLICABLE}, deterministic model)"
                 if deterministic else ""))
     report["files"] = {k: str(v) for k, v in files.items()}
@@ -527,7 +530,7 @@ def member_paths(output, members: int) -> list[Path]:
 def run_train(*, model="lenet5", estimator="flipout", frequentist=False, dataset="mnist_5k",
               epochs=None, batch_size=None, learning_rate=None, kl_schedule="constant",
               warmup_epochs=3, dropout=None, members=1, output="model.keras", seed=0,
-              verbose=1) -> int:
+              verbose=None, mkdir=False) -> int:
     """``tfp-bcnn train``: build, fit, report the MC accuracy, save.
 
     ``epochs``, ``batch_size`` and ``learning_rate`` default (None) to
@@ -535,9 +538,13 @@ def run_train(*, model="lenet5", estimator="flipout", frequentist=False, dataset
     ``frequentist`` the MC-dropout baseline). ``members > 1`` trains a deep
     ensemble (``ensemble.train_ensemble``, member ``m`` from seed
     ``seed + m``) and writes ``member_paths(output, members)``; evaluate them
-    together with ``tfp-bcnn evaluate m_0.keras m_1.keras ...``.
+    together with ``tfp-bcnn evaluate m_0.keras m_1.keras ...``. Outputs are
+    checked before any work (``_io.check_output_path``; ``mkdir`` creates
+    missing folders); ``verbose`` None: bars on a terminal, else a line an epoch.
     """
     from . import _validation as check
+    from ._console import progress_verbosity
+    from ._io import check_output_path
     from .ensemble import train_ensemble
     from .models import RECIPE
 
@@ -549,6 +556,8 @@ def run_train(*, model="lenet5", estimator="flipout", frequentist=False, dataset
     for path in paths:
         if path.suffix != ".keras":
             raise ValueError(f"The output must end in .keras. Received: output={str(path)!r}")
+        check_output_path(path, name="output", mkdir=mkdir)
+    verbose = progress_verbosity(verbose)
     (x, y), (x_test, y_test) = load_data(dataset)
     num_classes = int(max(y.max(), y_test.max()) + 1)
 
@@ -578,13 +587,16 @@ def run_train(*, model="lenet5", estimator="flipout", frequentist=False, dataset
 
 
 def run_evaluate(*, model, dataset="mnist_5k", samples=32, out_dir="evaluation",
-                 method="mc") -> int:
+                 method="mc", mkdir=False) -> int:
     """``tfp-bcnn evaluate``: the report, its tables and the files written.
 
     ``model`` is one ``.keras`` path, or a list of them: a deep ensemble whose
     members count as samples of one predictive distribution
-    (``tfp_bcnn.predict`` on the list).
+    (``tfp_bcnn.predict`` on the list). ``out_dir``, ``mkdir``: as in `run_train`.
     """
+    from ._console import progress_verbosity
+    from ._io import check_output_path
+    check_output_path(out_dir, name="out_dir", kind="files_in", mkdir=mkdir)
     paths = [model] if isinstance(model, (str, Path)) else list(model)
     nets = [load_model(p) for p in paths]
     (_, _), (x_test, y_test) = load_data(dataset)
@@ -594,7 +606,8 @@ def run_evaluate(*, model, dataset="mnist_5k", samples=32, out_dir="evaluation",
           "letters and noise (out of distribution), rotated digits", flush=True)
     name = Path(paths[0]).stem + ("_ensemble" if len(nets) > 1 else "")
     report = evaluate_and_report(nets[0] if len(nets) == 1 else nets, x_test, y_test, out_dir,
-                                 num_samples=samples, name=name, method=method)
+                                 num_samples=samples, name=name, method=method,
+                                 verbose=progress_verbosity())
     how = "moments, " if method == "moments" else ""
     print_report(report, f"evaluation of {what} ({how}{samples} samples)")
     print("\nwrote:")
@@ -605,26 +618,33 @@ def run_evaluate(*, model, dataset="mnist_5k", samples=32, out_dir="evaluation",
 
 def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global", epochs=3,
               batch_size=64, learning_rate=5e-4, dataset="mnist_5k", output=None, seed=0,
-              structured=False, verbose=1) -> int:
+              structured=False, verbose=None, mkdir=False) -> int:
     """``tfp-bcnn prune``: fine-tune with `finetune_schedule`, save stripped.
 
     With ``structured`` whole filters / units are pruned (``final_sparsity``,
     default 0.5, is the fraction of filters; default 0.9 of weights
     otherwise), the model is shrunk by ``pruning.shrink`` and the channels,
     parameters and FLOPs of each layer are printed before and after.
+    ``output`` (default ``<model stem>_pruned.keras``), ``verbose``, ``mkdir``: as in `run_train`.
     """
     import keras
 
     from . import pruning
-
+    from ._console import progress_verbosity
+    from ._io import check_output_path
     if final_sparsity is None:
         final_sparsity = 0.5 if structured else 0.9
+    output = output or str(Path(model).with_name(Path(model).stem + "_pruned.keras"))
+    check_output_path(output, name="output", mkdir=mkdir)
+    verbose = progress_verbosity(verbose)
+    what = (f"{final_sparsity:.0%} of the filters / units" if structured
+            else f"{final_sparsity:.0%} of the weights")
     keras.utils.set_random_seed(seed)
     net = load_model(model)
     (x, y), (x_test, y_test) = load_data(dataset)
     before = mc_accuracy(net, x_test, y_test)
     original = load_model(model) if structured else None
-    print(f"pruning {model} to {final_sparsity:.0%} by {criterion} while fine-tuning for "
+    print(f"pruning {what} of {model} by {criterion} while fine-tuning for "
           f"{epochs} epoch(s); test accuracy before: {before:.4f}", flush=True)
     net = prune_and_finetune(net, x, y, final_sparsity=final_sparsity, criterion=criterion,
                              epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
@@ -638,22 +658,30 @@ def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global", ep
         print("\nshrunk: filters removed")
         print_costs(original, net)
     after = mc_accuracy(net, x_test, y_test)
-    output = output or str(Path(model).with_name(Path(model).stem + "_pruned.keras"))
     path = save_model(net, output)
-    print("\n" + accuracy_change(before, after, f"pruning to {final_sparsity:.0%}"))
+    print("\n" + accuracy_change(before, after, f"pruning {what}"))
     print(f"wrote {path}")
     return 0
 
 
 def run_export(*, model, saved_model=None, tflite=None, samples=32, sampling="lrt",
-               quantize=None, dataset="mnist_5k", check_images=200, check=True) -> int:
+               quantize=None, dataset="mnist_5k", check_images=200, check=True,
+               mkdir=False) -> int:
     """``tfp-bcnn export``: write the artifacts, print sizes and the agreement check.
 
+    The outputs are checked first, as in `run_train`.
+
     Raises:
-        ValueError: neither ``saved_model`` nor ``tflite`` given.
+        ValueError: neither ``saved_model`` nor ``tflite`` given; a bad output
+            path (see ``_io.check_output_path``, also for ``OSError``).
     """
+    from ._io import check_output_path
     if not saved_model and not tflite:
         raise ValueError("Give --saved-model DIR and/or --tflite FILE. Received: neither")
+    if saved_model:
+        check_output_path(saved_model, name="saved_model", kind="folder", mkdir=mkdir)
+    if tflite:
+        check_output_path(tflite, name="tflite", mkdir=mkdir)
     net = load_model(model)
     check_data = None
     if check:
