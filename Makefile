@@ -22,8 +22,10 @@ demo: venv-demo
 	$(BIN)/tfp-bcnn demo $(ARGS)
 	@echo "The tools are in $(VENV)/: run 'source $(VENV)/bin/activate', then 'tfp-bcnn --help'."
 
+# One line per test file with its progress in percent (not a wall of dots), then the
+# ten slowest tests; ARGS='-m "not slow"' is the fast loop (README: "Development").
 test: venv-dev
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest --durations=10 $(ARGS)
 
 bench: venv-dev
 	$(BIN)/python benchmarks/run_all.py $(ARGS)
