@@ -1,11 +1,12 @@
 """Every code block of README.md runs as written, as a new user runs it.
 
-The tools live in the virtual environment that ``make demo`` / ``make test``
-create (``.venv``); the README says to activate it. So each bash block runs as
-one script in a temporary folder holding a ``.venv`` link to the environment
-running this suite, with ``source .venv/bin/activate`` first (blocks that
-contain that line run unchanged), and nothing of that environment on PATH
-before. Python blocks run as scripts with its interpreter. The two make
+The blocks run in README order in the top folder of a fresh clone (a copy of
+the working tree, committed), so the test also sees what they leave behind:
+``git status`` must stay empty. The tools live in the virtual environment that
+``make demo`` / ``make test`` create (``.venv``); the README says to activate
+it. So each bash block runs as one script with the effect of ``source
+.venv/bin/activate`` first, and nothing of that environment on PATH before.
+Python blocks run with its interpreter. The two make
 commands are checked with ``make -n`` (a dry run): running them here would
 install a second environment and run this suite from inside itself; CI runs
 ``make test`` for real and ``tests/test_cli.py`` runs the demo.
@@ -52,21 +53,35 @@ def test_readme_has_the_blocks():
     assert "DESIGN.md" not in (ROOT / "README.md").read_text()  # not in the repository
 
 
-@pytest.mark.parametrize("index", [i for i, (k, _) in enumerate(BLOCKS) if k == "python"])
-def test_python_block(index, tmp_path):
-    code = BLOCKS[index][1]
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(),
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-4000:]
-    assert not LOG_LINE.search(out.stderr + out.stdout), out.stderr[-4000:]
+def _clone(tmp_path) -> Path:
+    """A fresh clone of the working tree: its tracked and unignored files, committed.
+
+    Copied (not ``git clone``) so that uncommitted edits are tested too; the
+    git-ignored ``tfp_bcnn/export`` link of a source checkout is copied as a
+    link, as ``make`` leaves it.
+    """
+    import shutil
+
+    clone = tmp_path / "clone"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        source, target = ROOT / name, clone / name
+        if source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    link = ROOT / "tfp_bcnn" / "export"
+    if link.is_symlink():
+        (clone / "tfp_bcnn" / "export").symlink_to(os.readlink(link))
+    git = ["git", "-c", "user.name=readme", "-c", "user.email=readme@test"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "clone"]):
+        subprocess.run(git + args, cwd=clone, check=True, capture_output=True)
+    return clone
 
 
-@pytest.mark.parametrize("index", [i for i, (k, _) in enumerate(BLOCKS) if k == "bash"])
-def test_bash_block(index, tmp_path):
-    if sys.prefix == sys.base_prefix:
-        pytest.skip("the README's blocks run in the virtual environment of `make`")
-    lines = [line for line in BLOCKS[index][1].splitlines()
-             if line.split("#")[0].strip()]
+def _bash_script(code: str) -> list[str] | None:
+    """The lines a user types of a bash block, ``make`` dry-run checked; None if none."""
+    lines = [line for line in code.splitlines() if line.split("#")[0].strip()]
     for line in (x for x in lines if x.startswith("make ")):
         target = line.split()[1]
         out = subprocess.run(["make", "-n", "-C", str(ROOT), target], capture_output=True,
@@ -74,17 +89,67 @@ def test_bash_block(index, tmp_path):
         assert out.returncode == 0, f"{line}\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
     script = [x for x in lines if not x.startswith("make ")]
     if not script:
-        return
-    if not any(x.startswith(ACTIVATE) for x in script):
-        script.insert(0, ACTIVATE)  # the README: "in the activated environment"
+        return None
     # What `source .venv/bin/activate` does for a venv made in place by `make`; the
     # environment running this suite may be a copy whose activate script names the
-    # folder it was copied from, so the line is replaced by its effect.
+    # folder it was copied from, so the line is replaced by its effect (and added
+    # first where missing: the README says "in the activated environment").
     assert (VENV / "bin" / "activate").is_file()
     activate = f'export VIRTUAL_ENV="{VENV}"; export PATH="{VENV}/bin:$PATH"'
-    script = [activate if x.startswith(ACTIVATE) else x for x in script]
-    (tmp_path / ".venv").symlink_to(VENV, target_is_directory=True)
-    out = subprocess.run(["bash", "-e", "-c", "\n".join(script)], cwd=tmp_path, env=_env(),
-                         capture_output=True, text=True, timeout=1200)
-    assert out.returncode == 0, f"{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
-    assert not LOG_LINE.search(out.stderr + out.stdout), out.stderr[-4000:]
+    return [activate] + [x for x in script if not x.startswith(ACTIVATE)]
+
+
+def _files(root: Path) -> dict[str, int]:
+    """``{path: mtime_ns}`` of the files under ``root`` (``.git`` left out)."""
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")
+            if p.is_file() and ".git" not in p.relative_to(root).parts}
+
+
+def test_readme_blocks_in_a_clone(tmp_path):
+    """Every bash and python block, in README order, in the top folder of a fresh
+    clone, as a new user runs them: each succeeds without a TensorFlow log line,
+    none overwrites a file that an earlier block wrote, and afterwards
+    ``git status --porcelain`` is empty (every output is in a git-ignored folder)."""
+    if sys.prefix == sys.base_prefix:
+        pytest.skip("the README's blocks run in the virtual environment of `make`")
+    clone = _clone(tmp_path)
+    written: dict[str, tuple[int, int]] = {}  # path -> (block, mtime) of what blocks wrote
+    before = _files(clone)
+    for index, (kind, code) in enumerate(BLOCKS):
+        if kind == "python":
+            argv = [sys.executable, "-c", code]
+        elif kind == "bash" and (script := _bash_script(code)) is not None:
+            argv = ["bash", "-e", "-c", "\n".join(script)]
+        else:
+            continue
+        out = subprocess.run(argv, cwd=clone, env=_env(), capture_output=True, text=True,
+                             timeout=1200)
+        assert out.returncode == 0, f"block {index}:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
+        assert not LOG_LINE.search(out.stderr + out.stdout), out.stderr[-4000:]
+        after = _files(clone)
+        for path, mtime in after.items():
+            if path in written and written[path][1] != mtime:
+                raise AssertionError(f"block {index} overwrote {path}, written by block "
+                                     f"{written[path][0]}")
+            if before.get(path) != mtime:
+                written.setdefault(path, (index, mtime))
+        before = after
+    assert written, "the README's blocks wrote nothing"
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
+                            cwd=clone, capture_output=True, text=True, check=True).stdout
+    assert status == "", f"outputs outside git-ignored folders:\n{status}"
+
+
+def test_default_outputs_are_ignored():
+    """What the examples, the main job and the commands write by default is git-ignored."""
+    defaults = ["runs/20260101-000000/summary.json", "model.keras", "evaluation/m_report.json",
+                "lenet5_pruned.keras"]
+    for example in sorted((ROOT / "examples").glob("*.py")):
+        text = example.read_text()
+        defaults += [f"{folder}/{name}/x.png" for folder, name in re.findall(
+            r'"--out-dir",\s*default=os\.path\.join\("(\w+)",\s*"(\w+)"\)', text)]
+    assert sum("example_outputs" in d for d in defaults) >= 6, defaults
+    out = subprocess.run(["git", "check-ignore", "--no-index", "-v", *defaults], cwd=ROOT,
+                         capture_output=True, text=True)
+    ignored = {line.split("\t")[-1] for line in out.stdout.splitlines()}
+    assert ignored == set(defaults), set(defaults) - ignored
