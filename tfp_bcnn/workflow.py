@@ -650,7 +650,7 @@ def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global", ep
                              epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                              scope=scope, structure="filter" if structured else "weight",
                              verbose=verbose)
-    print("\nsparsity per layer")
+    print("\nsparsity per layer (the fraction of weights that are 0)")
     print_table([(k, f"{v:.3f}") for k, v in pruning.sparsity(net).items()],
                 ["layer", "sparsity"])
     if structured:
