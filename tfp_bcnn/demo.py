@@ -127,6 +127,25 @@ def _print_summary(title, bayes, freq, pruned, sparsity, lite, lite_moments, sam
     ], ["", "Monte Carlo (lrt)", "moments"])
 
 
+def _config_and_folder(out_dir, quick, epochs, mkdir) -> tuple[dict, Path]:
+    """The run's settings (`FULL` or `QUICK`, None from ``models.RECIPE``) and its
+    folder, checked and created before any work (``_io.check_output_path``;
+    the default ``runs/<timestamp>`` may create ``runs/``)."""
+    from ._io import check_output_path
+    from .models import RECIPE
+
+    cfg = {k: RECIPE[k] if v is None and k in RECIPE else v
+           for k, v in (QUICK if quick else FULL).items()}
+    cfg["quick"] = bool(quick)
+    if epochs is not None:
+        cfg["epochs"] = epochs
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(out_dir) if out_dir else Path("runs") / stamp
+    check_output_path(out, name="out_dir", kind="files_in", mkdir=mkdir or not out_dir)
+    out.mkdir(exist_ok=True)
+    return cfg, out
+
+
 def run_demo(out_dir=None, quick: bool = False, epochs: int | None = None,
              seed: int = 0, mkdir: bool = False) -> dict:
     """Run the main job; returns the summary dict (also written as JSON).
@@ -153,20 +172,10 @@ def run_demo(out_dir=None, quick: bool = False, epochs: int | None = None,
 
     from . import datasets, pruning, workflow
     from ._console import progress_verbosity
-    from ._io import atomic_file, check_output_path
+    from ._io import atomic_file
     from .evaluation import evaluate_classifier, json_ready
 
-    from .models import RECIPE
-
-    cfg = {k: RECIPE[k] if v is None and k in RECIPE else v
-           for k, v in (QUICK if quick else FULL).items()}
-    cfg["quick"] = bool(quick)
-    if epochs is not None:
-        cfg["epochs"] = epochs
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = Path(out_dir) if out_dir else Path("runs") / stamp
-    check_output_path(out, name="out_dir", kind="files_in", mkdir=mkdir or not out_dir)
-    out.mkdir(exist_ok=True)
+    cfg, out = _config_and_folder(out_dir, quick, epochs, mkdir)
     keras.utils.set_random_seed(seed)
     t_start = time.time()
     timings = {}
