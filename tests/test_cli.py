@@ -31,6 +31,8 @@ def test_demo_quick_end_to_end(tmp_path):
     assert out.returncode == 0, out.stderr[-4000:]
     # no TensorFlow / absl / CUDA / LiteRT log line, with no TF_CPP_MIN_LOG_LEVEL set
     assert not LOG_LINE.search(out.stderr + out.stdout), out.stderr[-4000:]
+    # stdout is a pipe here: plain lines, no progress-bar \r, \b or colour codes
+    assert not re.search(r"[\r\b\x1b]", out.stdout + out.stderr), out.stdout[-2000:]
     run = tmp_path / "run"
     summary = json.loads((run / "summary.json").read_text())
     for name in ("bayesian_lenet5.keras", "frequentist_lenet5.keras",
