@@ -22,7 +22,14 @@ What a writer killed at any point (even by SIGKILL) leaves behind:
 A failed write (an exception) removes its temporary path and leaves the
 target untouched. A target folder that is read-only, or a full disk, gives an
 ``OSError`` of the same type and errno whose message names the path and the
-cause in words ("the folder is not writable", "no space left on the device").
+cause in words ("the folder is not writable", "no space left on the device");
+an error about a temporary name names the target instead (``/proc`` refuses
+new files with "No such file or directory").
+
+`check_output_path` is the check before the work: the commands call it for
+every output before they load data or train, so a missing or read-only
+folder stops them at once (the writers above still create missing parent
+folders for library callers).
 """
 
 from __future__ import annotations
