@@ -14,7 +14,13 @@ fitting) and evaluated with the same code:
 * Bayesian Flipout and Bayesian LRT: ``models.lenet5()`` with the library's
   defaults (``models.RECIPE``), each estimator;
 * Bayesian + moments: the Flipout model with ``predict(method="moments")``,
-  when that method exists.
+  when that method exists;
+* rank-1 (K=4): ``models.lenet5(posterior="rank1", num_components=4)``, one
+  model whose posterior is a mixture of 4 modes (issue 23), Monte Carlo and
+  moments;
+* Bayesian Flipout ensemble (5): 5 mean-field Flipout models,
+  ``tfp_bcnn.predict([m1, ..., m5], x)``, ``num_samples // 5`` samples of
+  each member pooled (30 for 32), so it costs what one model's 32 cost.
 
 Every method trains with the same optimizer, batch size, learning rate and
 epochs (``models.RECIPE``). Columns: test accuracy, NLL, Brier, ECE (15
@@ -45,8 +51,11 @@ from tfp_bcnn import datasets, ensemble, metrics, models
 
 ANGLES = (0, 30, 60, 90)
 NUM_VAL = 400
+RANK1 = "rank-1 (K=4)"
+BAYES_ENSEMBLE = "Bayesian Flipout ensemble (5)"
 METHODS = ("frequentist", "frequentist + temperature", "MC dropout", "deep ensemble (5)",
-           "Bayesian Flipout", "Bayesian LRT", "Bayesian Flipout + moments")
+           "Bayesian Flipout", "Bayesian LRT", "Bayesian Flipout + moments",
+           RANK1, RANK1 + " + moments", BAYES_ENSEMBLE)
 HAS_MOMENTS = "method" in inspect.signature(tfp_bcnn.predict).parameters
 
 
@@ -158,7 +167,35 @@ def train_methods(seed, recipe, dropout, num_members, only=None):
             lambda z: _from_prediction(tfp_bcnn.predict(
                 flip, z, num_samples=recipe["num_samples"], method="moments")),
             out["Bayesian Flipout"][1])
+    out.update(_train_issue23(seed, recipe, x, y, wanted))
     out["_temperature"] = temperature
+    return out
+
+
+def _train_issue23(seed, recipe, x, y, wanted):
+    """The rows of issue 23: one rank-1 mixture model, an ensemble of mean-field models."""
+    out, n, s = {}, len(x), recipe["num_samples"]
+    if wanted(RANK1) or wanted(RANK1 + " + moments"):
+        keras.utils.set_random_seed(seed)
+        rank1 = models.lenet5(num_train_examples=n, seed=seed, posterior="rank1",
+                              num_components=4)
+        secs = _fit(rank1, x, y, recipe, models.recipe_callbacks(recipe))
+        out[RANK1] = (lambda z: _from_prediction(tfp_bcnn.predict(rank1, z, num_samples=s)),
+                      secs)
+        if HAS_MOMENTS:
+            out[RANK1 + " + moments"] = (
+                lambda z: _from_prediction(
+                    tfp_bcnn.predict(rank1, z, num_samples=s, method="moments")), secs)
+    if wanted(BAYES_ENSEMBLE):
+        members, secs = [], 0.0
+        for j in range(5):
+            keras.utils.set_random_seed(2000 + 10 * seed + j)
+            member = models.lenet5(num_train_examples=n, seed=2000 + 10 * seed + j)
+            secs += _fit(member, x, y, recipe, models.recipe_callbacks(recipe))
+            members.append(member)
+        out[BAYES_ENSEMBLE] = (
+            lambda z: _from_prediction(tfp_bcnn.predict(members, z, num_samples=s // 5 or 1)),
+            secs)
     return out
 
 
@@ -173,6 +210,8 @@ def evaluate(predict_fn, sets):
             s_in, s_out = getattr(test, attr), getattr(o, attr)
             r[f"auroc_{name}_{score}"] = metrics.ood_auroc(s_in, s_out)
             r[f"aupr_{name}_{score}"] = metrics.ood_aupr(s_in, s_out)
+        # Share of the predictive entropy that is epistemic: mean MI / mean H.
+        r[f"share_{name}"] = float(np.mean(o.mi) / max(np.mean(o.entropy), 1e-12))
     shifted = predict_fn(x_shift)
     r["shift_accuracy"] = metrics.accuracy(shifted.probs, y_shift)
     r["shift_nll"] = metrics.negative_log_likelihood(shifted.probs, y_shift)
@@ -286,6 +325,16 @@ def markdown(runs, seeds, recipe, seconds=None) -> str:
         lines.append(f"| {m} | {_cell(runs, m, 'shift_accuracy', 3)} | "
                      f"{_cell(runs, m, 'shift_nll', 3)} | {_cell(runs, m, 'shift_ece', 3)} | "
                      f"{rot} | {_mean(runs, m, 'rot90_entropy'):.3f} |")
+    lines += ["", "Share of the predictive entropy that is epistemic, mean MI / mean H (the "
+              "ensembles' share is the reference for \"unknown means epistemic\"):", "",
+              "| method | letters | noise |", "|---|---|---|"]
+    for m in methods:
+        lines.append(f"| {m} | {_cell(runs, m, 'share_letters', 3)} | "
+                     f"{_cell(runs, m, 'share_noise', 3)} |")
+    if RANK1 in methods:
+        lines += ["", RANK1_NOTE, ""] + [
+            f"- {what}: {numbers}" + ("" if ok is None else " — met" if ok else " — **missed**")
+            for what, ok, numbers in rank1_targets(runs)]
     needed = {"frequentist", "frequentist + temperature", "MC dropout", "Bayesian Flipout"}
     if not needed <= set(methods) or not any(m.startswith("deep ensemble") for m in methods):
         return "\n".join(lines)  # a run of some methods only (--methods)
@@ -298,6 +347,33 @@ def markdown(runs, seeds, recipe, seconds=None) -> str:
     if not all(ok for _, ok, _ in checks):
         lines += ["", WHY_MISSED]
     return "\n".join(lines)
+
+
+RANK1_NOTE = """Targets of issue 23 (rank-1 K=4 Monte Carlo, seed means; \
+the mean-field reference is the Bayesian Flipout row of the same run):"""
+
+
+def rank1_targets(runs) -> list[tuple[str, bool | None, str]]:
+    """Issue 23's targets for the rank-1 row: (what, met or None for a reference, numbers)."""
+    r, mf, f = RANK1, "Bayesian Flipout", "frequentist"
+    have = set(runs[0])
+
+    def m(method, key):
+        return _mean(runs, method, key)
+
+    out = [("MI AUROC vs letters >= 0.93", m(r, "auroc_letters_MI") >= 0.93,
+            f"{m(r, 'auroc_letters_MI'):.3f}"),
+           ("MI AUROC vs noise >= 0.95", m(r, "auroc_noise_MI") >= 0.95,
+            f"{m(r, 'auroc_noise_MI'):.3f}"),
+           ("accuracy >= the frequentist's", m(r, "accuracy") >= m(f, "accuracy"),
+            f"{m(r, 'accuracy'):.4f} vs {m(f, 'accuracy'):.4f}"),
+           ("ECE <= 0.012", m(r, "ece") <= 0.012, f"{m(r, 'ece'):.4f}"),
+           ("training time <= 3x the frequentist per epoch (same epochs)",
+            m(r, "train_ratio") <= 3.0, f"{m(r, 'train_ratio'):.2f}x")]
+    if mf in have:
+        out.insert(4, ("NLL <= the mean-field model's", m(r, "nll") <= m(mf, "nll"),
+                       f"{m(r, 'nll'):.4f} vs {m(mf, 'nll'):.4f}"))
+    return out
 
 
 WHY_MISSED = """\

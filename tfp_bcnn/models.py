@@ -607,7 +607,7 @@ def compile_bayesian(
     """
     metrics = list(metrics)
     # The kl metric reads the weights inside the step, which JAX's compiled step hides.
-    if any(True for _ in kl_lib.bayesian_layers(model)) and keras.backend.backend() != "jax":
+    if any(True for _ in kl_lib.variational_layers(model)) and keras.backend.backend() != "jax":
         metrics.append(kl_lib.KLDivergence(model))
         if regularizers.has_regularizer(model):
             metrics.append(regularizers.RegularizationLoss(model))

@@ -38,7 +38,8 @@ joint convexity of the KL this average bounds the KL of the mixture
 posterior from above, so the Keras loss (``kl_weight = 1 / N``) stays an upper
 bound of the per-example negative ELBO. The prior ``p`` is any
 `tfp_bcnn.priors` prior (default ``Normal(1, 1)``: centred on the identity
-factor, wide enough that a sign-flipped mode costs about 2 nats a factor);
+factor, wide enough that a sign-flipped mode costs about 2 nats a factor;
+``Cauchy(1, 1)`` for Cauchy factors, whose KL to any normal prior is infinite);
 Normal posteriors use the prior's ``kl`` (closed form for ``Normal``), Cauchy
 ones the one-sample estimate ``log q(z) - log p(z)``. The shared kernel gets
 no KL (it is a point estimate, as in the paper); ``kernel_regularizer``
@@ -108,6 +109,25 @@ class RandomSign(keras.initializers.Initializer):
         return {"p": self.p, "seed": self.seed}
 
 
+def _factor_prior(prior, posterior):
+    """The prior of the factors: given, or ``Normal(1, 1)`` / ``Cauchy(1, 1)``.
+
+    Raises:
+        ValueError: a Cauchy posterior with a normal (or scale-mixture) prior:
+            their KL is infinite (``E_q[w^2]`` diverges under a Cauchy ``q``).
+    """
+    if prior is None:
+        return priors_lib.Cauchy(1.0, 1.0) if posterior == "cauchy" else priors_lib.Normal(1.0, 1.0)
+    prior = priors_lib.get(prior)
+    if posterior == "cauchy" and isinstance(prior, (priors_lib.Normal,
+                                                    priors_lib.ScaleMixtureNormal)):
+        raise ValueError(
+            "KL(Cauchy posterior || normal prior) is infinite: give Cauchy factors a "
+            "heavy-tailed prior, e.g. tfp_bcnn.priors.Cauchy(1.0, 1.0). "
+            f"Received: prior={prior!r}")
+    return prior
+
+
 def factor_initializer(random_sign_init: float, seed=None):
     """``RandomSign(p)`` for ``p > 0``, else ``RandomNormal(1, |p|)`` (edward2's convention)."""
     if random_sign_init > 0:
@@ -150,11 +170,7 @@ class Rank1Layer(keras.layers.Layer):
                 "data_format", data_format or keras.config.image_data_format(),
                 ("channels_last", "channels_first"))
         self.posterior = check.choice("posterior", posterior, POSTERIORS)
-        self.prior = priors_lib.Normal(1.0, 1.0) if prior is None else priors_lib.get(prior)
-        if self.posterior == "cauchy" and not hasattr(self.prior, "log_prob"):
-            raise ValueError(
-                "posterior='cauchy' estimates the KL with the prior's log_prob, which this "
-                f"prior lacks. Received: prior={self.prior!r}")
+        self.prior = _factor_prior(prior, self.posterior)
         self.posterior_std_init = check.positive_float("posterior_std_init", posterior_std_init)
         self.random_sign_init = check.finite_float("random_sign_init", random_sign_init)
         if self.random_sign_init > 1.0:
@@ -292,7 +308,10 @@ class Rank1Layer(keras.layers.Layer):
             else:
                 z = loc + sigma * self._noise(ops.shape(loc), loc.dtype)
                 log_q = -ops.log(math.pi * sigma) - ops.log1p(ops.square((z - loc) / sigma))
-                kl = log_q - self.prior.log_prob(z)
+                log_p = getattr(self.prior, "log_prob", None)
+                if log_p is None:  # a TFPPrior
+                    log_p = self.prior.distribution.log_prob
+                kl = log_q - log_p(z)
             total = total + ops.sum(kl)
         return total / float(self.num_components)
 
@@ -407,7 +426,8 @@ _ARGS_DOC = """
         num_components: K, the mixture components, >= 1 (keyword).
         posterior: ``"normal"`` or ``"cauchy"`` factor posteriors.
         prior: a `tfp_bcnn.priors` prior of every factor entry (default
-            ``Normal(1, 1)``); Cauchy posteriors need one with ``log_prob``.
+            ``Normal(1, 1)``, or ``Cauchy(1, 1)`` for Cauchy factors, which
+            refuse normal priors: infinite KL).
         posterior_std_init: initial factor scale ``sigma``, > 0 (default 0.05).
         random_sign_init: > 0: factor means start at +1 with this
             probability, else -1 (default 0.5, random signs); <= 0: at
