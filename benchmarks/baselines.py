@@ -429,11 +429,59 @@ def figure(raw, y_test, path):
     return path
 
 
+def latency(num_samples=32, k=4, repeats=50):
+    """TFLite latency of LeNet-5 files, timed interleaved (``benchmarks/_latency.py``).
+
+    Untrained models (latency does not depend on the weight values without
+    pruning): the frequentist twin, the mean-field Flipout model and the
+    rank-1 K model, each as ``moments`` and Monte Carlo ``lrt`` files of
+    ``num_samples`` samples; batch 1, one thread. Returns markdown lines and
+    the issue-23 target check.
+    """
+    from _latency import format_ops, ratios, time_tflite_files
+
+    from tfp_bcnn import export
+
+    built = {"frequentist": models.lenet5(bayesian=False, seed=0),
+             "mean-field": models.lenet5(num_train_examples=3600, seed=0),
+             f"rank-1 K={k}": models.lenet5(num_train_examples=3600, seed=0,
+                                            posterior="rank1", num_components=k)}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {"frequentist": export.to_tflite(built["frequentist"], f"{tmp}/f.tflite",
+                                                 num_samples=1)}
+        for name in ("mean-field", f"rank-1 K={k}"):
+            for sampling in ("moments", "lrt"):
+                files[f"{name} {sampling}"] = export.to_tflite(
+                    built[name], f"{tmp}/{name}-{sampling}.tflite".replace(" ", "_"),
+                    num_samples=num_samples, sampling=sampling)
+        res = time_tflite_files(files, repeats=repeats)
+    rel = ratios(res, "frequentist")
+    lines = ["", f"TFLite latency, LeNet-5, batch 1, one thread, {num_samples} samples, all "
+             f"files timed interleaved in one loop ({repeats} rounds; median, p10-p90):", "",
+             "| file | ms | p10-p90 | x frequentist | ops | partitions |",
+             "|---|---|---|---|---|---|"]
+    for name, r in res.items():
+        lines.append(f"| {name} | {r['ms']:.3f} | {r['ms_p10']:.3f}-{r['ms_p90']:.3f} | "
+                     f"{rel[name]:.1f}x | {format_ops(r)} | {r['partitions']} |")
+    ratio = res[f"rank-1 K={k} moments"]["ms"] / res["mean-field moments"]["ms"]
+    check = ("TFLite moments latency <= K x the mean-field moments file", ratio <= k,
+             f"{ratio:.2f}x (K = {k})")
+    return lines, check
+
+
 def _emit(block, path):
     print(block)
     if path:
         with open(path, "w") as f:
             f.write(block + "\n")
+
+
+def _latency_block(args) -> str:
+    """The latency table and its issue-23 target, unless ``--no-latency``."""
+    if args.no_latency:
+        return ""
+    lines, (what, ok, numbers) = latency(args.num_samples)
+    return "\n".join(lines + ["", f"- {what}: {numbers} — " + ("met" if ok else "**missed**")])
 
 
 def main(argv=None):
@@ -449,6 +497,8 @@ def main(argv=None):
     p.add_argument("--methods", nargs="+", choices=METHODS, default=None,
                    help="train and score only these (the frequentist and its temperature "
                    "always run: they are the baseline of the ratios)")
+    p.add_argument("--no-latency", action="store_true",
+                   help="skip the interleaved TFLite latency table (issue 23)")
     p.add_argument("--from-json", nargs="+", help="only print the tables of per-seed results "
                    "saved with --json by earlier runs (e.g. seeds run in parallel)")
     args = p.parse_args(argv)
@@ -461,8 +511,8 @@ def main(argv=None):
         recipe = dict(models.RECIPE, num_samples=args.num_samples, dropout=args.dropout)
         if args.epochs:
             recipe["epochs"] = args.epochs
-        _emit(markdown([saved[s] for s in seeds], [int(s) for s in seeds], recipe),
-              args.markdown)
+        _emit(markdown([saved[s] for s in seeds], [int(s) for s in seeds], recipe)
+              + _latency_block(args), args.markdown)
         return None
     recipe = dict(models.RECIPE, num_samples=args.num_samples, dropout=args.dropout)
     if args.epochs:
@@ -474,7 +524,8 @@ def main(argv=None):
         runs.append(results)
         if i == 0 and args.figure:
             figure(raw, y_test, args.figure)
-    _emit(markdown(runs, args.seeds, recipe, time.time() - t0), args.markdown)
+    _emit(markdown(runs, args.seeds, recipe, time.time() - t0) + _latency_block(args),
+          args.markdown)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({str(s): r for s, r in zip(args.seeds, runs)}, f, indent=2)
