@@ -701,6 +701,15 @@ def predict(
     tight. The last batch is padded to ``batch_size`` (and the padding
     dropped) so the compiled call is traced once.
 
+    Rank-1 mixture models (`tfp_bcnn.layers.Rank1Dense` / ``Rank1ConvND``,
+    ``models.lenet5(posterior="rank1")``): the samples are spread evenly over
+    the K components, sample ``s`` from component ``floor(s * K / S)`` (the
+    layers map the tiled rows to components in blocks; `tfp_bcnn._mixture`),
+    so ``num_samples`` must be a multiple of K (``ValueError`` otherwise) and
+    the predictive is the equal-weight mixture; with ``method="moments"`` one
+    moment pass per component (the batch tiled K times) and the S logit draws
+    from the mixture of the K Gaussians, S / K from each.
+
     Deep ensembles (Lakshminarayanan et al. 2017,
     https://arxiv.org/abs/1612.01474): pass a list or tuple of ``M`` models
     (each trained from its own seed, e.g. by
@@ -760,7 +769,8 @@ def predict(
         (``GaussianHead`` output layer).
 
     Raises:
-        ValueError: ``num_samples`` or ``batch_size`` not an integer >= 1;
+        ValueError: ``num_samples`` or ``batch_size`` not an integer >= 1, or
+            for a rank-1 mixture model not a multiple of its K;
             an empty ensemble, a member that is not a ``keras.Model``, or
             members with different output shapes (all are listed);
             ``x`` holding NaN or infinity, or of a rank or shape other than
