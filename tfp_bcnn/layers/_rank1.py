@@ -65,7 +65,14 @@ from keras import ops
 
 from .. import _validation as check
 from .. import priors as priors_lib
-from ._base import DRAW_SCOPE, SIGMA_FLOOR, _normalize_tuple, _ReplicaSeedGenerator, rho_from_sigma
+from ._base import (
+    DRAW_SCOPE,
+    SIGMA_FLOOR,
+    BayesianLayer,
+    _normalize_tuple,
+    _ReplicaSeedGenerator,
+    rho_from_sigma,
+)
 
 POSTERIORS = ("normal", "cauchy")
 
@@ -371,20 +378,9 @@ class Rank1Layer(keras.layers.Layer):
 
     # ----------------------------------------------------------------- shape
     def compute_output_shape(self, input_shape):
-        self._check_input_rank(input_shape)
-        if self.rank == 0:
-            return tuple(input_shape[:-1]) + (self.units,)
-        last = self.data_format == "channels_last"
-        spatial = input_shape[1:-1] if last else input_shape[2:]
-        out = []
-        for n, k, s, d in zip(spatial, self.kernel_size, self.strides, self.dilation_rate):
-            if n is None:
-                out.append(None)
-            elif self.padding == "same":
-                out.append(-(-n // s))
-            else:
-                out.append((n - d * (k - 1) - 1) // s + 1)
-        return (input_shape[0], *out, self.units) if last else (input_shape[0], self.units, *out)
+        # The attributes it reads (rank, units, kernel_size, strides, padding,
+        # dilation_rate, data_format) mean the same here: one formula.
+        return BayesianLayer.compute_output_shape(self, input_shape)
 
     # ---------------------------------------------------------------- config
     def get_config(self):
