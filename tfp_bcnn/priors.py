@@ -263,7 +263,7 @@ class TFPPrior(Prior):
         return cls(dist_cls(**config["parameters"]))
 
 
-_BY_NAME = {"normal": Normal, "scale_mixture_normal": ScaleMixtureNormal, "cauchy": Cauchy}
+_BY_NAME = {"normal": Normal, "scale_mixture_normal": ScaleMixtureNormal}
 
 
 def get(identifier) -> Prior:
