@@ -52,10 +52,11 @@ from tfp_bcnn import datasets, ensemble, metrics, models
 ANGLES = (0, 30, 60, 90)
 NUM_VAL = 400
 RANK1 = "rank-1 (K=4)"
+RANK1_NORMAL_INIT = "rank-1 (K=4), factor means N(1, 0.5^2)"
 BAYES_ENSEMBLE = "Bayesian Flipout ensemble (5)"
 METHODS = ("frequentist", "frequentist + temperature", "MC dropout", "deep ensemble (5)",
            "Bayesian Flipout", "Bayesian LRT", "Bayesian Flipout + moments",
-           RANK1, RANK1 + " + moments", BAYES_ENSEMBLE)
+           RANK1, RANK1 + " + moments", BAYES_ENSEMBLE, RANK1_NORMAL_INIT)
 HAS_MOMENTS = "method" in inspect.signature(tfp_bcnn.predict).parameters
 
 
@@ -167,14 +168,20 @@ def train_methods(seed, recipe, dropout, num_members, only=None):
             lambda z: _from_prediction(tfp_bcnn.predict(
                 flip, z, num_samples=recipe["num_samples"], method="moments")),
             out["Bayesian Flipout"][1])
-    out.update(_train_issue23(seed, recipe, x, y, wanted))
+    out.update(_train_issue23(seed, recipe, x, y, only))
     out["_temperature"] = temperature
     return out
 
 
-def _train_issue23(seed, recipe, x, y, wanted):
+def _train_issue23(seed, recipe, x, y, only):
     """The rows of issue 23: one rank-1 mixture model, an ensemble of mean-field models."""
+
+    def wanted(name, default=True):  # default=False: only when named in --methods
+        return name in only if only is not None else default
+
     out, n, s = {}, len(x), recipe["num_samples"]
+    # Initialisation screen: means N(1, 0.5^2), uncertainty-baselines' default
+    # (random_sign_init=-0.5), against the random signs +-1 of the default.
     if wanted(RANK1) or wanted(RANK1 + " + moments"):
         keras.utils.set_random_seed(seed)
         rank1 = models.lenet5(num_train_examples=n, seed=seed, posterior="rank1",
@@ -186,6 +193,19 @@ def _train_issue23(seed, recipe, x, y, wanted):
             out[RANK1 + " + moments"] = (
                 lambda z: _from_prediction(
                     tfp_bcnn.predict(rank1, z, num_samples=s, method="moments")), secs)
+    if wanted(RANK1_NORMAL_INIT, default=False):  # screening only, on request (--methods)
+        keras.utils.set_random_seed(seed)
+        alt = models.lenet5(num_train_examples=n, seed=seed, posterior="rank1",
+                            num_components=4)
+        rng = np.random.default_rng(seed)
+        for layer in alt.layers:
+            for name in ("in_factor_loc", "out_factor_loc"):
+                if hasattr(layer, name):
+                    v = getattr(layer, name)
+                    v.assign(rng.normal(1.0, 0.5, v.shape).astype("float32"))
+        secs = _fit(alt, x, y, recipe, models.recipe_callbacks(recipe))
+        out[RANK1_NORMAL_INIT] = (
+            lambda z: _from_prediction(tfp_bcnn.predict(alt, z, num_samples=s)), secs)
     if wanted(BAYES_ENSEMBLE):
         members, secs = [], 0.0
         for j in range(5):
