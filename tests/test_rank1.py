@@ -71,13 +71,13 @@ def test_rows_map_to_contiguous_component_blocks():
 
 
 def test_components_see_distinct_factors():
-    layer = layers.Rank1Dense(4, num_components=4, seed=0)
+    layer = layers.Rank1Dense(4, num_components=4, seed=0, random_sign_init=0.5)
     x = np.ones((8, 6), "float32")
     layer(x)
     for v in (layer.in_factor_rho, layer.out_factor_rho):
         v.assign(np.full(v.shape, RHO_ZERO, "float32"))
     y = keras.ops.convert_to_numpy(layer(x))
-    # Random-sign means: each component has its own signs.
+    # Random-sign means (random_sign_init=0.5): each component has its own signs.
     signs = np.sign(keras.ops.convert_to_numpy(layer.in_factor_loc))
     assert len({tuple(row) for row in signs}) == 4
     np.testing.assert_allclose(y[0::2], y[1::2], atol=1e-6)  # same block: same output

@@ -17,10 +17,14 @@ extra numbers per component instead of ``in * out``.
 Posterior: a mixture with equal weights of the K components; in component
 ``k`` every factor entry is independent, ``N(mu, sigma^2)`` (``posterior=
 "normal"``) or ``Cauchy(mu, sigma)`` (``posterior="cauchy"``, heavier tails),
-``sigma = softplus(rho) + 1e-8``. The means start at random signs (each entry
-+1 with probability ``random_sign_init``, else -1; a value <= 0 starts them at
-``N(1, random_sign_init^2)`` instead), so the components begin in different
-modes of the posterior.
+``sigma = softplus(rho) + 1e-8``. The means start apart, so the components
+begin in different modes of the posterior: at ``N(1, 0.5^2)`` by default
+(``random_sign_init=-0.5``, the default of uncertainty-baselines' recipe), or
+at random signs, +1 with probability ``random_sign_init`` > 0 and else -1.
+Screened on LeNet-5 / MNIST-5k (3 seeds, BENCHMARKS.md): random signs +-1
+cost accuracy (0.965 vs 0.970) and calibration (ECE 0.03 vs 0.017) for the
+same OOD detection, since the shared kernel must then serve K sign-flipped
+networks.
 
 Which row uses which component: a call on ``B`` rows splits them into K
 contiguous blocks, row ``i`` (0-based) belongs to component
@@ -161,7 +165,7 @@ class Rank1Layer(keras.layers.Layer):
     def __init__(self, *, rank, units, num_components=4, kernel_size=None, strides=1,
                  padding="valid", data_format=None, dilation_rate=1, activation=None,
                  use_bias=True, posterior="normal", prior=None, posterior_std_init=0.05,
-                 random_sign_init=0.5, kernel_initializer="glorot_uniform",
+                 random_sign_init=-0.5, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kl_weight=1.0, seed=None, kernel_regularizer=None,
                  **kwargs):
         super().__init__(**kwargs)
@@ -425,9 +429,9 @@ _ARGS_DOC = """
             ``Normal(1, 1)``, or ``Cauchy(1, 1)`` for Cauchy factors, which
             refuse normal priors: infinite KL).
         posterior_std_init: initial factor scale ``sigma``, > 0 (default 0.05).
-        random_sign_init: > 0: factor means start at +1 with this
-            probability, else -1 (default 0.5, random signs); <= 0: at
-            ``N(1, random_sign_init^2)``.
+        random_sign_init: <= 0: factor means start at
+            ``N(1, random_sign_init^2)`` (default -0.5); > 0: at +1 with this
+            probability, else -1 (0.5: random signs).
         kl_weight: initial scale of the KL added to the loss (``1 / N``).
         seed: int seed of the factor noise and of the sign initialisation.
         activation, use_bias, kernel_initializer, bias_initializer,
