@@ -18,6 +18,8 @@ fitting) and evaluated with the same code:
 * rank-1 (K=4): ``models.lenet5(posterior="rank1", num_components=4)``, one
   model whose posterior is a mixture of 4 modes (issue 23), Monte Carlo and
   moments;
+* rank-1 (K=4), random-sign factor means (only when named in ``--methods``):
+  the issue's initialisation (means +-1), screened against the default;
 * Bayesian Flipout ensemble (5): 5 mean-field Flipout models,
   ``tfp_bcnn.predict([m1, ..., m5], x)``, ``num_samples // 5`` samples of
   each member pooled (30 for 32), so it costs what one model's 32 cost.
@@ -355,6 +357,8 @@ def markdown(runs, seeds, recipe, seconds=None) -> str:
         lines += ["", RANK1_NOTE, ""] + [
             f"- {what}: {numbers}" + ("" if ok is None else " — met" if ok else " — **missed**")
             for what, ok, numbers in rank1_targets(runs)]
+        if not all(ok for _, ok, _ in rank1_targets(runs)):
+            lines += ["", RANK1_WHY]
     needed = {"frequentist", "frequentist + temperature", "MC dropout", "Bayesian Flipout"}
     if not needed <= set(methods) or not any(m.startswith("deep ensemble") for m in methods):
         return "\n".join(lines)  # a run of some methods only (--methods)
@@ -371,6 +375,27 @@ def markdown(runs, seeds, recipe, seconds=None) -> str:
 
 RANK1_NOTE = """Targets of issue 23 (rank-1 K=4 Monte Carlo, seed means; \
 the mean-field reference is the Bayesian Flipout row of the same run):"""
+
+
+RANK1_WHY = """\
+Why rank-1 K=4 misses its OOD and quality targets here (measured, not
+tuned to letters or noise): (1) its modes are cheap and close. Each component
+differs from the others only by ``K (in + out)`` multiplicative factors on
+one shared kernel, so far from the data (noise, where LeNet-5's activations are
+small) the components collapse together as the mean-field samples do: the
+epistemic share of the entropy on noise is about half the ensembles'; near the
+data (letters) the share matches the ensembles', but (2) the components also
+disagree on the test digits, so mutual information separates letters from
+digits no better than the mean-field model's. (3) With the batch split over
+the components (training at the frequentist's cost per epoch, not K times
+it), each component's factors see a quarter of the examples per epoch, and
+the shared kernel serves K networks: accuracy is about 0.5 pt below the
+frequentist's at the same 20 epochs, and the NLL above the mean-field
+model's. The random-sign initialisation of the issue (row "random-sign factor
+means") costs more accuracy and calibration for no OOD gain, hence the
+default N(1, 0.5^2). Not measured here: K = 8 (the throwaway probe of
+DESIGN.md saw the noise AUROC rise from 0.90 to 0.96 with K = 8), Cauchy
+factors, the batch tiled K times in training (K times the cost per epoch)."""
 
 
 def rank1_targets(runs) -> list[tuple[str, bool | None, str]]:
