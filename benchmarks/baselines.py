@@ -526,7 +526,8 @@ def _latency_block(args) -> str:
     if args.no_latency:
         return ""
     lines, (what, ok, numbers) = latency(args.num_samples)
-    return "\n".join(lines + ["", f"- {what}: {numbers} — " + ("met" if ok else "**missed**")])
+    return "\n" + "\n".join(lines + ["", f"- {what}: {numbers} — "
+                                     + ("met" if ok else "**missed**")])
 
 
 def main(argv=None):
