@@ -51,9 +51,10 @@ applies to it.
 
 Moments (`propagate_moments`): for independent inputs ``x ~ N(m, v)``,
 ``z = (x o r) (*) W`` has mean ``(m mu_r) (*) W`` and variance
-``[(v + m^2)(sigma_r^2 + mu_r^2) - m^2 mu_r^2] (*) W^2``, and ``y = z o s + b``
-has mean ``E[z] mu_s + b`` and variance ``Var[z](sigma_s^2 + mu_s^2) + E[z]^2
-sigma_s^2`` (exact per output element; the usual diagonal approximation
+``[v (sigma_r^2 + mu_r^2) + m^2 sigma_r^2] (*) W^2`` (that is
+``(v + m^2)(sigma_r^2 + mu_r^2) - m^2 mu_r^2``, without the cancellation),
+and ``y = z o s + b`` has mean ``E[z] mu_s + b`` and variance
+``Var[z](sigma_s^2 + mu_s^2) + E[z]^2 sigma_s^2`` (exact per output element; the usual diagonal approximation
 drops the correlations between outputs). Cauchy factors have no variance:
 their layers refuse moments.
 """
@@ -370,10 +371,13 @@ class Rank1Layer(keras.layers.Layer):
 
         r_mu, r_var = rows(self.in_factor_loc), ops.square(rows(self.in_factor_sigma))
         s_mu, s_var = rows(self.out_factor_loc), ops.square(rows(self.out_factor_sigma))
-        second = ops.square(mean) if var is None else var + ops.square(mean)
+        # Var[x r] = (v + m^2)(s_r^2 + mu_r^2) - m^2 mu_r^2, written without the
+        # cancellation: v (s_r^2 + mu_r^2) + m^2 s_r^2.
+        xr_var = ops.square(mean) * r_var
+        if var is not None:
+            xr_var = xr_var + var * (r_var + ops.square(r_mu))
         z_mean = self.linear(mean * r_mu, w)
-        z_var = self.linear(second * (r_var + ops.square(r_mu)) - ops.square(mean * r_mu),
-                            ops.square(w))
+        z_var = self.linear(xr_var, ops.square(w))
         out_var = z_var * (s_var + ops.square(s_mu)) + ops.square(z_mean) * s_var
         out_mean = z_mean * s_mu
         if self.bias is not None:
