@@ -396,8 +396,8 @@ epistemic share of the entropy on noise is about half the ensembles'; near the
 data (letters) the share matches the ensembles', but (2) the components also
 disagree on the test digits, so mutual information separates letters from
 digits no better than the mean-field model's. (3) With the batch split over
-the components (training at the frequentist's cost per epoch, not K times
-it), each component's factors see a quarter of the examples per epoch, and
+the components (one pass per example, not K: about 2.3x the frequentist's
+time per epoch), each component's factors see a quarter of the examples per epoch, and
 the shared kernel serves K networks: accuracy is about 0.5 pt below the
 frequentist's at the same 20 epochs, and the NLL above the mean-field
 model's. The random-sign initialisation of the issue (row "random-sign factor

@@ -284,6 +284,12 @@ def test_lenet5_rank1_builder_and_mixture_predict():
     kinds = {type(layer).__name__ for layer in model.layers}
     assert {"Rank1Conv2D", "Rank1Dense"} <= kinds and model.name == "lenet5_rank1"
     assert tfp_bcnn.get_kl_weight(model) == pytest.approx(1 / 100)
+    tfp_bcnn.set_kl_weight(model, 0.5)  # KLAnnealing and the kl metric use the same walk
+    assert all(float(keras.ops.convert_to_numpy(layer.kl_weight)) == 0.5
+               for layer in model.layers if isinstance(layer, layers.Rank1Layer))
+    unscaled = float(keras.ops.convert_to_numpy(tfp_bcnn.kl_divergence(model, scaled=False)))
+    scaled = float(keras.ops.convert_to_numpy(tfp_bcnn.kl_divergence(model)))
+    assert unscaled > 0 and scaled == pytest.approx(0.5 * unscaled, rel=1e-5)
     x = np.random.default_rng(0).random((3, 28, 28, 1)).astype("float32")
     p = tfp_bcnn.predict(model, x, num_samples=8, return_samples=True)
     assert p.samples.shape == (8, 3, 10) and np.all(p.epistemic >= 0)
