@@ -221,7 +221,7 @@ def _tiny_model(k=2, **kwargs):
 
 
 @pytest.mark.slow
-def test_keras_round_trip_and_mixed_precision(tmp_path):
+def test_keras_round_trip_export_and_mixed_precision(tmp_path):
     model = _tiny_model(posterior_std_init=0.1)
     x = np.random.default_rng(0).random((8, 6, 6, 1)).astype("float32")
     path = str(tmp_path / "m.keras")
@@ -233,6 +233,13 @@ def test_keras_round_trip_and_mixed_precision(tmp_path):
     p2 = tfp_bcnn.predict(loaded, x, num_samples=4, method="moments")
     np.testing.assert_allclose(p1.epistemic.shape, p2.epistemic.shape)
     assert loaded.layers[0].num_components == 2 and loaded.layers[0].posterior == "normal"
+    # Keras' own SavedModel export serves the stochastic model (two calls differ).
+    import tensorflow as tf
+
+    model.export(str(tmp_path / "exported"), verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "exported"))
+    a, b = (served.serve(tf.constant(x)).numpy() for _ in range(2))
+    assert a.shape == (8, 3) and np.abs(a - b).max() > 1e-4
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         mp = _tiny_model()
