@@ -65,6 +65,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfp_bcnn import _mixture
 from tfp_bcnn import _validation as check
 from tfp_bcnn._compat import all_layers
 from tfp_bcnn.layers import (
@@ -73,6 +74,7 @@ from tfp_bcnn.layers import (
     BayesianLayer,
     GaussianHead,
     MCDropout,
+    Rank1Layer,
 )
 from tfp_bcnn.kl import bayesian_layers
 from tfp_bcnn.moments import MAX_POOLS
@@ -347,6 +349,8 @@ def _has_bayesian(layer) -> bool:
     """Whether ``layer`` is or holds a layer that export replaces."""
     if any(True for _ in bayesian_layers(layer)):
         return True
+    if any(isinstance(sub, Rank1Layer) for sub in all_layers(layer, include_self=True)):
+        return True
     return any(isinstance(sub, MCDropout) for sub in all_layers(layer, include_self=True))
 
 
@@ -382,6 +386,12 @@ def _substitute(model, sampling, num_samples, store, sparse=False):
     """
 
     def clone_function(layer):
+        if isinstance(layer, Rank1Layer):  # rank-1 mixture layers: export/_rank1.py
+            from ._rank1 import Rank1Inference
+
+            if id(layer) not in store:
+                store[id(layer)] = Rank1Inference(layer)
+            return store[id(layer)]
         if isinstance(layer, BayesianLayer):
             if id(layer) not in store:
                 store[id(layer)] = _PosteriorConstants(layer, sampling, sparse)
@@ -504,12 +514,15 @@ class InferenceGraph:
         self.input_shape = (None, *(int(d) for d in input_shape[1:]))
         self.num_classes = int(output_shape[-1])
         self.max_pool = max_pool
+        components = _mixture.check_num_samples(model, self.num_samples)
         if sampling == "moments":
             from ._moments import MomentsForm
+            from ._rank1 import MixtureMomentsForm
 
-            self._moments = MomentsForm(
+            extra = () if components is None else (components,)
+            self._moments = (MixtureMomentsForm if extra else MomentsForm)(
                 model, self.input_shape, self.from_logits, max_pool,
-                lambda layer: _PosteriorConstants(layer, "lrt"),
+                lambda layer: _PosteriorConstants(layer, "lrt"), *extra,
             )
             self._trackables = self._moments.trackables
             return

@@ -11,7 +11,7 @@ import keras
 from keras import ops
 
 from . import _validation as check
-from .kl import bayesian_layers
+from .kl import variational_layers
 
 __all__ = ["KLAnnealing", "SCHEDULES", "blundell_weight", "linear_beta"]
 
@@ -172,7 +172,7 @@ class KLAnnealing(keras.callbacks.Callback):
             layer.kl_weight.assign(factor * self._base[id(layer)])
 
     def on_train_begin(self, logs=None):
-        self._layers = list(bayesian_layers(self.model))
+        self._layers = list(variational_layers(self.model))
         if not self._layers:
             raise ValueError(
                 "KLAnnealing needs a model with Bayesian layers. "

@@ -19,9 +19,10 @@ from keras import ops
 
 from . import _validation as check
 from ._compat import all_layers
-from .layers import BayesianLayer
+from .layers import BayesianLayer, Rank1Layer
 
-__all__ = ["bayesian_layers", "set_kl_weight", "get_kl_weight", "kl_divergence", "KLDivergence"]
+__all__ = ["bayesian_layers", "variational_layers", "set_kl_weight", "get_kl_weight",
+           "kl_divergence", "KLDivergence"]
 
 
 def bayesian_layers(model) -> Iterator[BayesianLayer]:
@@ -29,6 +30,18 @@ def bayesian_layers(model) -> Iterator[BayesianLayer]:
     seen = set()
     for layer in all_layers(model, include_self=True):
         if isinstance(layer, BayesianLayer) and id(layer) not in seen:
+            seen.add(id(layer))
+            yield layer
+
+
+def variational_layers(model) -> Iterator[BayesianLayer | Rank1Layer]:
+    """Every layer that adds a weighted KL: ``BayesianLayer`` and rank-1 mixture layers.
+
+    Both have ``kl_weight`` (a non-trainable scalar) and ``kl_divergence()``.
+    """
+    seen = set()
+    for layer in all_layers(model, include_self=True):
+        if isinstance(layer, (BayesianLayer, Rank1Layer)) and id(layer) not in seen:
             seen.add(id(layer))
             yield layer
 
@@ -41,7 +54,7 @@ def set_kl_weight(model, value: float) -> None:
             Bayesian layer.
     """
     v = check.finite_float("value", value, minimum=0.0)
-    layers = list(bayesian_layers(model))
+    layers = list(variational_layers(model))
     if not layers:
         raise ValueError(f"The model has no Bayesian layer. Received: model={model.name!r}")
     for layer in layers:
@@ -50,7 +63,7 @@ def set_kl_weight(model, value: float) -> None:
 
 def get_kl_weight(model) -> float:
     """The ``kl_weight`` of the first Bayesian layer (they are usually all equal)."""
-    for layer in bayesian_layers(model):
+    for layer in variational_layers(model):
         return float(ops.convert_to_numpy(layer.kl_weight))
     raise ValueError(f"The model has no Bayesian layer. Received: model={model.name!r}")
 
@@ -62,7 +75,7 @@ def kl_divergence(model, scaled: bool = True):
     Monte Carlo sample), i.e. the KL term that the next training step adds.
     """
     total = 0.0
-    for layer in bayesian_layers(model):
+    for layer in variational_layers(model):
         kl = layer.kl_divergence()
         total = total + (ops.cast(layer.kl_weight, kl.dtype) * kl if scaled else kl)
     return total

@@ -49,7 +49,7 @@ from . import kl as kl_lib
 from . import regularizers
 from ._annealing import KLAnnealing
 from ._compat import all_layers, clone_model, input_layer_name, is_graph_model
-from .layers import ESTIMATORS, MCDropout, layer_class
+from .layers import ESTIMATORS, MCDropout, layer_class, rank1_class
 from .layers._base import rho_from_sigma
 
 __all__ = [
@@ -159,8 +159,11 @@ class _LayerFactory:
     """
 
     def __init__(self, bayesian, estimator, prior, posterior_std_init, kl_weight, seed,
-                 dropout=None, output_bias_std=None, kernel_regularizer=None):
+                 dropout=None, output_bias_std=None, kernel_regularizer=None,
+                 num_components=None):
         self.bayesian = bayesian
+        #: None: mean-field layers; K: rank-1 mixture layers with K components.
+        self.num_components = num_components
         self.dropout_rate = dropout
         self.output_bias_std = output_bias_std
         self.kernel_regularizer = kernel_regularizer
@@ -186,6 +189,8 @@ class _LayerFactory:
         if not self.bayesian:
             cls = {0: keras.layers.Dense, 2: keras.layers.Conv2D}[rank]
             return cls(size, **kwargs)
+        if self.num_components is not None:
+            return _rank1_layer(rank, size, self, seed, **kwargs)
         if output and self.output_bias_std:
             kwargs["bayesian_bias"] = True
         layer = layer_class(rank, self.estimator)(
@@ -227,6 +232,36 @@ class _LayerFactory:
         return [MCDropout(self.dropout_rate, seed=seed, name=f"dropout{j + 1}")]
 
 
+#: Posterior families of the builders: mean-field Gaussian weights, or rank-1
+#: mixture layers (`tfp_bcnn.layers.Rank1Dense` / `Rank1Conv2D`).
+POSTERIOR_FAMILIES = ("mean_field", "rank1")
+#: Initial factor scale of rank-1 layers when ``posterior_std_init`` is left at
+#: the mean-field default (the layers' own default).
+RANK1_FACTOR_STD_INIT = 0.05
+
+
+def _rank1_layer(rank, size, factory, seed, **kwargs):
+    """A rank-1 mixture layer of the factory's K; the prior, if given, on the factors."""
+    std = factory.posterior_std_init
+    if std == DEFAULT_POSTERIOR_STD_INIT:
+        std = RANK1_FACTOR_STD_INIT
+    return rank1_class(rank)(
+        size, num_components=factory.num_components, prior=factory.prior,
+        posterior_std_init=std, kl_weight=factory.kl_weight, seed=seed, **kwargs)
+
+
+def _check_posterior(posterior, num_components, bayesian, output_bias_std):
+    """K for ``posterior="rank1"`` (None for mean-field), checked."""
+    check.choice("posterior", posterior, POSTERIOR_FAMILIES)
+    k = check.positive_int("num_components", num_components)
+    if posterior != "rank1" or not bayesian:
+        return None
+    if output_bias_std is not None:
+        raise ValueError("output_bias_std applies to mean-field models; rank-1 layers have a "
+                         f"bias per component. Received: output_bias_std={output_bias_std!r}")
+    return k
+
+
 def _check_dropout(dropout):
     """None, or a rate in ``[0, 1)`` (0 means no dropout layer: None)."""
     return None if dropout is None else (check.fraction("dropout", dropout) or None)
@@ -244,8 +279,10 @@ _OUTPUT_DTYPE = "float32"
 
 def _build(body, name, input_shape, num_classes, estimator, num_train_examples, bayesian,
            prior, posterior_std_init, seed, dropout=None, output_bias_std=None,
-           kernel_regularizer=None, **body_kwargs):
+           kernel_regularizer=None, posterior="mean_field", num_components=4,
+           **body_kwargs):
     input_shape = _check_image_shape(input_shape)
+    k = _check_posterior(posterior, num_components, bayesian, output_bias_std)
     dropout = _check_dropout(dropout)
     output_bias_std = _check_output_bias_std(output_bias_std)
     num_classes = _check_num_classes(num_classes)
@@ -256,11 +293,12 @@ def _build(body, name, input_shape, num_classes, estimator, num_train_examples, 
         kl_weight = 1.0 / n
     factory = _LayerFactory(
         bool(bayesian), estimator, prior, posterior_std_init, kl_weight, seed, dropout,
-        output_bias_std, keras.regularizers.get(kernel_regularizer),
+        output_bias_std, keras.regularizers.get(kernel_regularizer), k,
     )
     layers = [keras.Input(shape=input_shape, name="image")]
     layers += body(factory, input_shape, num_classes, **body_kwargs)
-    suffix = "" if bayesian else ("_mc_dropout" if dropout else "_deterministic")
+    suffix = "_rank1" if k else ""
+    suffix = suffix if bayesian else ("_mc_dropout" if dropout else "_deterministic")
     model = keras.Sequential(layers, name=name + suffix)
     factory.init_output_bias()
     return model
@@ -365,6 +403,15 @@ _COMMON_ARGS = """
             kernel (the posterior means when Bayesian), e.g.
             ``tfp_bcnn.regularizers.GroupL1(1e-3)`` for filter pruning; the
             output layer is left unregularized (keyword-only).
+        posterior: ``"mean_field"`` (the layers above) or ``"rank1"``: rank-1
+            mixture layers (`tfp_bcnn.layers.Rank1Conv2D` / `Rank1Dense`, one
+            shared kernel and ``num_components`` components of rank-1
+            factors); ``prior`` and ``posterior_std_init`` then apply to the
+            factors (the mean-field default std becomes 0.05, a None prior
+            the layers' ``Normal(1, 1)``). ``tfp_bcnn.predict`` spreads its
+            samples over the components (``num_samples`` a multiple of K).
+            Keyword-only; Bayesian models only.
+        num_components: K of ``posterior="rank1"``, >= 1 (keyword-only).
         name: model name (``"_deterministic"``, or ``"_mc_dropout"`` with
             dropout, is appended when not Bayesian).
 
@@ -394,12 +441,14 @@ def lenet5(
     output_bias_std: float | None = None,
     seed: int | None = None,
     kernel_regularizer=None,
+    posterior: str = "mean_field",
+    num_components: int = 4,
     name: str = "lenet5",
 ) -> keras.Model:
     return _build(
         _lenet5_body, name, input_shape, num_classes, estimator, num_train_examples,
         bayesian, prior, posterior_std_init, seed, dropout, output_bias_std,
-        kernel_regularizer,
+        kernel_regularizer, posterior, num_components,
         activation=activation,
     )
 
@@ -466,12 +515,14 @@ def alexnet(
     output_bias_std: float | None = None,
     seed: int | None = None,
     kernel_regularizer=None,
+    posterior: str = "mean_field",
+    num_components: int = 4,
     name: str = "alexnet",
 ) -> keras.Model:
     return _build(
         _alexnet_body, name, input_shape, num_classes, estimator, num_train_examples,
         bayesian, prior, posterior_std_init, seed, dropout, output_bias_std,
-        kernel_regularizer,
+        kernel_regularizer, posterior, num_components,
         activation=activation,
     )
 
@@ -505,12 +556,15 @@ def three_conv_three_fc(
     output_bias_std: float | None = None,
     seed: int | None = None,
     kernel_regularizer=None,
+    posterior: str = "mean_field",
+    num_components: int = 4,
     name: str = "three_conv_three_fc",
 ) -> keras.Model:
     return _build(
         _three_conv_three_fc_body, name, input_shape, num_classes, estimator,
         num_train_examples, bayesian, prior, posterior_std_init, seed, dropout,
-        output_bias_std, kernel_regularizer, activation=activation,
+        output_bias_std, kernel_regularizer, posterior, num_components,
+        activation=activation,
     )
 
 
@@ -553,7 +607,7 @@ def compile_bayesian(
     """
     metrics = list(metrics)
     # The kl metric reads the weights inside the step, which JAX's compiled step hides.
-    if any(True for _ in kl_lib.bayesian_layers(model)) and keras.backend.backend() != "jax":
+    if any(True for _ in kl_lib.variational_layers(model)) and keras.backend.backend() != "jax":
         metrics.append(kl_lib.KLDivergence(model))
         if regularizers.has_regularizer(model):
             metrics.append(regularizers.RegularizationLoss(model))

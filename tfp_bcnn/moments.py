@@ -459,6 +459,11 @@ class _Propagator:
             return self._max_pool(layer, inputs[0])
         gs = [self._apply_pending(g) for g in inputs]
         g = gs[0]
+        rule = getattr(layer, "propagate_moments", None)
+        if rule is not None:  # a layer with its own rule (rank-1 mixture layers)
+            mean, var = rule(g.mean, g.var)
+            return self._activate(layer, _Gaussian(mean, var, positive=True), layer.activation,
+                                  final)
         if isinstance(layer, (BayesianLayer, *_DENSE_CONV)):
             return self._linear(layer, g, final)
         if isinstance(layer, GaussianHead):

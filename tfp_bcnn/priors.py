@@ -16,6 +16,8 @@ sum it. The direction is always KL(posterior || prior):
 * ``ScaleMixtureNormal`` (Blundell et al. 2015, https://arxiv.org/abs/1505.05424)
   has no closed form; the single-sample Monte Carlo estimate
   ``log q(w) - log p(w)`` at the drawn ``w`` is unbiased.
+* ``Cauchy`` (heavy tails, for Cauchy posteriors) has no closed form either:
+  the same single-sample estimate.
 * ``TFPPrior`` wraps any ``tfp.distributions`` distribution (TensorFlow backend):
   analytic KL through TFP's registry where one is registered, else the Monte
   Carlo estimate with the distribution's ``log_prob``.
@@ -31,7 +33,7 @@ from keras import ops
 
 from . import _validation as check
 
-__all__ = ["Prior", "Normal", "ScaleMixtureNormal", "TFPPrior", "get"]
+__all__ = ["Prior", "Normal", "ScaleMixtureNormal", "Cauchy", "TFPPrior", "get"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -142,6 +144,36 @@ class ScaleMixtureNormal(Prior):
 
     def get_config(self):
         return {"mix": self.mix, "scale1": self.scale1, "scale2": self.scale2}
+
+
+@keras.saving.register_keras_serializable(package="tfp_bcnn")
+class Cauchy(Prior):
+    """Cauchy prior ``p(w) = 1 / (pi scale (1 + ((w - loc) / scale)^2))``.
+
+    Heavy-tailed: the prior for Cauchy posteriors (rank-1 mixture layers with
+    ``posterior="cauchy"``), whose KL to a normal prior is infinite. No closed
+    form: the single-sample estimate ``log q(w) - log p(w)`` at the drawn ``w``.
+
+    Args:
+        loc: location (the median).
+        scale: half width at half maximum, > 0.
+    """
+
+    needs_sample = True
+
+    def __init__(self, loc: float = 0.0, scale: float = 1.0):
+        self.loc = float(loc)
+        self.scale = check.positive_float("scale", scale)
+
+    def log_prob(self, x):
+        z = (x - self.loc) / self.scale
+        return -ops.log1p(ops.square(z)) - math.log(math.pi * self.scale)
+
+    def kl(self, loc, scale, sample):
+        return _normal_log_prob(sample, loc, scale) - self.log_prob(sample)
+
+    def get_config(self):
+        return {"loc": self.loc, "scale": self.scale}
 
 
 def _to_list(value):

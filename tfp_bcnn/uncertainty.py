@@ -53,6 +53,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from . import _mixture
 from . import _validation as check
 from ._compat import all_layers
 from .kl import bayesian_layers
@@ -528,6 +529,12 @@ def _monte_carlo(model, x, num_samples, batch_size, return_samples, from_logits,
         _check_batch(x, shape)
         arrays, steps = [x], math.ceil(len(x) / batch_size)
     chunks = _chunks(arrays, batch_size, shape, dtype, warn_unscaled=not _scales_inputs(model))
+    components = _mixture.check_num_samples(model, num_samples)
+    if components and not tile:
+        raise ValueError(
+            "A rank-1 mixture model needs tiled sampling (its rows map to components), but a "
+            "layer of it draws one kernel per call (estimator='reparameterization'). "
+            f"Received: model={model.name!r}")
     calls_per_chunk = 1 if tile else num_samples
     progbar = None
     if verbose:
@@ -541,7 +548,10 @@ def _monte_carlo(model, x, num_samples, batch_size, return_samples, from_logits,
         if forward is None:
             if not model.built:  # build eagerly, outside any compiled function
                 model(chunk[:1], training=False)
-            if method == "moments":  # one moment pass per chunk; S logit draws
+            if method == "moments" and components:  # K moment passes, mixed draws
+                forward = _mixture.MixtureMomentsSampler(
+                    model, chunk, num_samples, from_logits, components).start()
+            elif method == "moments":  # one moment pass per chunk; S logit draws
                 from .moments import MomentsSampler
 
                 forward = MomentsSampler(model, chunk, num_samples, from_logits).start()
@@ -584,7 +594,7 @@ def _monte_carlo(model, x, num_samples, batch_size, return_samples, from_logits,
 # ------------------------------------------------------------------ ensembles
 def _is_stochastic(model) -> bool:
     """Whether two forward passes can differ (Bayesian or ``MCDropout`` layers)."""
-    if any(True for _ in bayesian_layers(model)):
+    if any(True for _ in bayesian_layers(model)) or _mixture.num_components(model):
         return True
     return any(
         isinstance(layer, MCDropout) and layer.rate > 0
@@ -693,6 +703,15 @@ def predict(
     tight. The last batch is padded to ``batch_size`` (and the padding
     dropped) so the compiled call is traced once.
 
+    Rank-1 mixture models (`tfp_bcnn.layers.Rank1Dense` / ``Rank1ConvND``,
+    ``models.lenet5(posterior="rank1")``): the samples are spread evenly over
+    the K components, sample ``s`` from component ``floor(s * K / S)`` (the
+    layers map the tiled rows to components in blocks; `tfp_bcnn._mixture`),
+    so ``num_samples`` must be a multiple of K (``ValueError`` otherwise) and
+    the predictive is the equal-weight mixture; with ``method="moments"`` one
+    moment pass per component (the batch tiled K times) and the S logit draws
+    from the mixture of the K Gaussians, S / K from each.
+
     Deep ensembles (Lakshminarayanan et al. 2017,
     https://arxiv.org/abs/1612.01474): pass a list or tuple of ``M`` models
     (each trained from its own seed, e.g. by
@@ -753,7 +772,8 @@ def predict(
         (``GaussianHead`` output layer).
 
     Raises:
-        ValueError: ``num_samples`` or ``batch_size`` not an integer >= 1;
+        ValueError: ``num_samples`` or ``batch_size`` not an integer >= 1, or
+            for a rank-1 mixture model not a multiple of its K;
             an empty ensemble, a member that is not a ``keras.Model``, or
             members with different output shapes (all are listed);
             ``x`` holding NaN or infinity, or of a rank or shape other than

@@ -190,9 +190,9 @@ def fit(model, x, y, *, epochs, batch_size, kl_schedule="constant", warmup_epoch
     Returns:
         The Keras ``History``.
     """
-    from .kl import bayesian_layers
+    from .kl import variational_layers
 
-    bayesian = any(True for _ in bayesian_layers(model))
+    bayesian = any(True for _ in variational_layers(model))
     callbacks = fit_callbacks(bayesian, kl_schedule, warmup_epochs, extra_callbacks)
     return model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=verbose,
                      callbacks=callbacks, validation_data=validation)

@@ -1,7 +1,9 @@
 """Bayesian Keras 3 layers: {Conv1D, Conv2D, Conv3D, Dense, DepthwiseConv1D/2D,
 Conv1D/2D/3DTranspose} x three estimators.
 
-Also `GaussianHead` (regression output) and `MCDropout` (dropout that stays
+Also the rank-1 mixture layers ``Rank1Dense`` / ``Rank1Conv1D/2D/3D``
+(``_rank1.py``: one shared kernel, K components of rank-1 factors),
+`GaussianHead` (regression output) and `MCDropout` (dropout that stays
 on at inference, the Monte Carlo dropout baseline).
 
 Every class is ``BayesianLayer`` with a rank and an estimator fixed; see its
@@ -11,6 +13,17 @@ docstring for the posterior, the estimators and the KL term.
 from ._base import ESTIMATORS, BayesianLayer
 from ._dropout import MCDropout
 from ._head import GaussianHead, gaussian_nll
+from ._rank1 import (
+    POSTERIORS,
+    RANK1_CLASSES,
+    Rank1Conv,
+    Rank1Conv1D,
+    Rank1Conv2D,
+    Rank1Conv3D,
+    Rank1Dense,
+    Rank1Layer,
+    rank1_class,
+)
 from ._public import (
     LAYER_CLASSES,
     DepthwiseConv1DReparameterization,
@@ -90,4 +103,13 @@ __all__ = [
     "MCDropout",
     "gaussian_nll",
     "layer_class",
+    "POSTERIORS",
+    "RANK1_CLASSES",
+    "Rank1Conv",
+    "Rank1Conv1D",
+    "Rank1Conv2D",
+    "Rank1Conv3D",
+    "Rank1Dense",
+    "Rank1Layer",
+    "rank1_class",
 ]
