@@ -77,6 +77,8 @@ from tfp_bcnn.layers import (
 from tfp_bcnn.kl import bayesian_layers
 from tfp_bcnn.moments import MAX_POOLS
 
+from ._random import standard_normal, uniform
+
 __all__ = ["SAMPLINGS", "OUTPUT_NAMES", "InferenceGraph", "export_info", "summaries"]
 
 SAMPLINGS = ("lrt", "weights", "moments")
@@ -85,16 +87,6 @@ OUTPUT_NAMES = ("mean", "std", "predictive_entropy", "aleatoric", "epistemic")
 #: probabilities are clipped below at this value inside the log of an entropy
 #: (``0 * log(0)`` is 0; float32's smallest normal number keeps log finite).
 _TINY = float(np.finfo(np.float32).tiny)
-
-
-def standard_normal(shape):
-    """``N(0, 1)`` float32 draw with no seed in the graph (``seed = seed2 = 0``)."""
-    return tf.raw_ops.RandomStandardNormal(shape=shape, dtype=tf.float32, seed=0, seed2=0)
-
-
-def uniform(shape):
-    """``U[0, 1)`` float32 draw with no seed in the graph (``seed = seed2 = 0``)."""
-    return tf.raw_ops.RandomUniform(shape=shape, dtype=tf.float32, seed=0, seed2=0)
 
 
 def _entropy(p):
