@@ -29,8 +29,9 @@ or ``SHAPE``, splits the graph and runs in LiteRT's reference kernels).
 So ``partitions`` = number of ``DELEGATE`` nodes, ``ops`` / ``op_counts`` =
 the other nodes (the file's own ops), and ``undelegated`` = the ops left
 outside every partition, found from the tensors that cross partition
-boundaries (see `_undelegated`). ``partitions`` is None when the
-interpreter exposes no node list.
+boundaries. The counting lives in `tfp_bcnn.export._delegate` (shared with
+`tfp_bcnn.export.describe`). ``partitions`` is None when the interpreter
+exposes no node list.
 
 Usage::
 
@@ -41,7 +42,6 @@ Usage::
 
 from __future__ import annotations
 
-import collections
 import os
 import random
 import time
@@ -49,6 +49,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from tfp_bcnn.export._delegate import graph_stats
 
 __all__ = ["time_tflite_files", "ratios", "graph_stats", "format_ops"]
 
@@ -88,75 +90,6 @@ def _random_inputs(interp, rng: np.random.Generator) -> None:
         else:
             value = np.zeros(shape, dtype)
         interp.set_tensor(detail["index"], value)
-
-
-def _undelegated(nodes: list[dict], graph_outputs) -> list[dict]:
-    """The nodes that run outside every delegate partition.
-
-    A node runs in a partition iff its outputs are delegate outputs or are
-    consumed only inside that partition; a node outside feeds delegate
-    inputs, graph outputs no delegate produces, or other outside nodes.
-    Tensors that are not on a partition boundary connect nodes of the same
-    kind, so we label the boundary producers and spread the labels along the
-    remaining (internal) tensors until nothing changes.
-    """
-    delegates = [n for n in nodes if n["op_name"] == "DELEGATE"]
-    ops = [n for n in nodes if n["op_name"] != "DELEGATE"]
-    d_in = {int(t) for n in delegates for t in n["inputs"]}
-    d_out = {int(t) for n in delegates for t in n["outputs"]}
-    producer = {int(t): i for i, n in enumerate(ops) for t in n["outputs"]}
-    consumers = collections.defaultdict(list)
-    for i, n in enumerate(ops):
-        for t in n["inputs"]:
-            consumers[int(t)].append(i)
-    label: dict[int, bool] = {}  # op index -> delegated?
-    for t, i in producer.items():
-        if t in d_out:
-            label[i] = True
-        elif t in d_in or (t in graph_outputs and t not in d_out):
-            label[i] = False
-    changed = True
-    while changed:
-        changed = False
-        for t, i in producer.items():
-            if t in d_in or t in d_out:
-                continue
-            group = [i, *consumers[t]]
-            known = {label[j] for j in group if j in label}
-            if len(known) == 1:
-                value = known.pop()
-                for j in group:
-                    if j not in label:
-                        label[j], changed = value, True
-    return [n for i, n in enumerate(ops) if not label.get(i, not delegates)]
-
-
-def graph_stats(interp) -> dict:
-    """Op counts and delegate partitions of an allocated interpreter.
-
-    Args:
-        interp: an ``ai_edge_litert`` ``Interpreter`` after ``allocate_tensors()``.
-
-    Returns:
-        dict with ``ops`` (int: the file's ops, DELEGATE nodes excluded),
-        ``op_counts`` ({op name: count}, most frequent first),
-        ``partitions`` (int: XNNPack delegate partitions, or None when the
-        node list is unavailable) and ``undelegated`` ({op name: count} of
-        the ops outside every partition, or None likewise).
-    """
-    try:
-        nodes = interp._get_ops_details()  # noqa: SLF001 - the only view of the execution plan
-    except Exception:  # an interpreter build without the node API
-        return {"ops": None, "op_counts": {}, "partitions": None, "undelegated": None}
-    counts = collections.Counter(n["op_name"] for n in nodes if n["op_name"] != "DELEGATE")
-    outputs = {int(d["index"]) for d in interp.get_output_details()}
-    outside = collections.Counter(n["op_name"] for n in _undelegated(nodes, outputs))
-    return {
-        "ops": sum(counts.values()),
-        "op_counts": dict(counts.most_common()),
-        "partitions": sum(n["op_name"] == "DELEGATE" for n in nodes),
-        "undelegated": dict(outside.most_common()),
-    }
 
 
 def time_tflite_files(
