@@ -77,7 +77,7 @@ from tfp_bcnn.layers import (
 from tfp_bcnn.kl import bayesian_layers
 from tfp_bcnn.moments import MAX_POOLS
 
-from ._random import standard_normal, uniform
+from ._random import sign_flip_normal, standard_normal, uniform
 
 __all__ = ["SAMPLINGS", "OUTPUT_NAMES", "InferenceGraph", "export_info", "summaries"]
 
@@ -259,15 +259,17 @@ class _BayesianInference(keras.layers.Layer):
         if self.rank and self.channels_first:
             x = tf.transpose(x, [0, *range(2, self.rank + 2), 1])
         if self.sampling == "lrt":
+            # biases added to the convolutions' outputs first: the converter
+            # folds them into the CONV_2D bias (no full-tensor ADD per layer)
             mean = self._linear(x, c.kernel_mean)
+            if c.bias is not None:
+                mean = mean + c.bias
+            elif c.bias_loc is not None:
+                mean = mean + c.bias_loc
             var = self._linear(tf.square(x), c.kernel_variance)
             if c.bias_std is not None:
                 var = var + tf.square(c.bias_std)
-            out = mean + tf.sqrt(var) * standard_normal(tf.shape(mean))
-            if c.bias is not None:
-                out = out + c.bias
-            elif c.bias_loc is not None:
-                out = out + c.bias_loc
+            out = mean + tf.sqrt(var) * sign_flip_normal(mean, self.num_samples)
         else:
             s = self.num_samples
             kernels = self._draw_kernels()  # (*kernel_shape, S)
