@@ -58,8 +58,13 @@ def sign_flip_normal(like, num_samples: int):
     averages stay unbiased and only their spread over calls can differ
     (measured against Keras in ``tests/test_export.py``). Cost: a normal
     draw of ``1/S`` the size, a uniform draw of ``1/C`` the size and one
-    broadcast multiply. A Dense output, fewer than `MIN_POSITIONS`
-    positions (a pattern of few signs would repeat across samples) or
+    broadcast multiply. With fewer than `MIN_POSITIONS` positions (the
+    late, wide layers of a MobileNet: 3x3 or 6x6 with hundreds of
+    channels, where drawing every normal cost as much as all the large
+    layers together) each sample also flips signs per channel,
+    ``eps[s, n, p, c] = e[n, p, c] a[s, n, c] b[s, n, p]`` (same argument).
+    A Dense output, fewer than `MIN_POSITIONS` positions and channels
+    together (a pattern of few signs would repeat across samples) or
     ``S = 1`` draws all the normals directly (they are few).
 
     Args:
@@ -72,10 +77,14 @@ def sign_flip_normal(like, num_samples: int):
     """
     inner = [int(d) for d in like.shape[1:]]  # static: only the batch varies
     positions = int(np.prod(inner[:-1])) if len(inner) > 1 else 0
-    if num_samples == 1 or positions < MIN_POSITIONS:
+    if num_samples == 1 or positions + inner[-1] < MIN_POSITIONS or positions == 0:
         return standard_normal(tf.shape(like))
     rows = tf.shape(like)[0]  # S * N
     signs = _signs(tf.stack([rows, *inner[:-1], 1]))
+    if positions < MIN_POSITIONS:  # few positions, many channels: a sign per channel too
+        signs = signs * _signs(tf.stack([rows, *[1] * (len(inner) - 1), inner[-1]]))
+        signs = tf.reshape(signs, [num_samples, -1, *inner])
+    else:
+        signs = tf.reshape(signs, [num_samples, -1, *inner[:-1], 1])
     base = standard_normal(tf.stack([rows // num_samples, *inner]))  # (N, *spatial, C)
-    eps = tf.reshape(signs, [num_samples, -1, *inner[:-1], 1]) * base
-    return tf.reshape(eps, [-1, *inner])
+    return tf.reshape(signs * base, [-1, *inner])

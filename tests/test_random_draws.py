@@ -50,3 +50,19 @@ def test_small_or_dense_shapes_draw_every_normal():
     for shape in [(S * N, 5), (S * N, 4, 4, 3)]:  # no spatial axes; 16 < MIN_POSITIONS
         eps = _random.sign_flip_normal(tf.zeros(shape), S).numpy().reshape(S, -1)
         assert len(np.unique(np.abs(eps))) == eps.size
+
+
+def test_few_positions_many_channels_flip_per_position_and_channel():
+    shape = (S * N, 3, 3, 64)  # 9 positions < MIN_POSITIONS <= 9 + 64
+    eps = _random.sign_flip_normal(tf.zeros(shape), S).numpy().reshape(S, N, 9, 64)
+    np.testing.assert_allclose(np.abs(eps), np.broadcast_to(np.abs(eps[:1]), eps.shape),
+                               rtol=1e-6)
+    # sign of sample s relative to sample 0: a rank-1 pattern u[p] v[c], not constant
+    rel = np.sign(eps[1:] * eps[:1])
+    assert np.all(rel * rel[..., :1, :] * rel[..., :, :1] * rel[..., :1, :1] == 1)
+    assert np.all(rel.reshape(S - 1, N, -1).std(axis=-1) > 0)
+    flat = eps.reshape(S, -1)
+    n = flat.shape[1]
+    for s in range(S):  # each sample N(0, 1); samples uncorrelated (5 standard errors)
+        assert abs(flat[s].var() - 1) < 5 * np.sqrt(2 / n)
+        assert s == 0 or abs(np.mean(flat[0] * flat[s])) < 5 * np.sqrt(3 / n)
