@@ -21,7 +21,10 @@ Sampling of a Bayesian layer with posterior ``q(W) = N(mu, sigma^2)`` and mask
   ``sigma_m^2`` are constant kernels and the pre-activations are drawn as
   ``y = x (*) mu_m + sqrt(x^2 (*) sigma_m^2) * eps``, ``eps ~ N(0, 1)`` per
   output element. Two convolutions with static kernels, so pruned kernels are
-  stored sparse. Caveat: for a convolution this ignores the weight sharing
+  stored sparse. The S tiled samples share one normal per pre-activation
+  with random signs per sample and position (`_random.sign_flip_normal`:
+  every sample exactly N(0, I), 1/S of the normal draws that cost most of
+  the file's time). Caveat: for a convolution this ignores the weight sharing
   across spatial positions -- in the posterior one kernel draw is shared by
   every position of an image, here each position gets independent noise. The
   marginal of each pre-activation is exact, their correlations across
