@@ -36,6 +36,14 @@ def describe(path) -> dict:
         * ``gzip_bytes``: bytes after gzip (level 9; per file, summed);
         * ``ops``: ``{op name: count}`` (TFLite builtin names, or TensorFlow
           op types of every function of the SavedModel);
+        * ``op_count``: total number of ops (TFLite: over all subgraphs);
+        * ``delegate_partitions`` (TFLite): partitions the XNNPack delegate
+          makes of the graph when LiteRT loads the file (1 = the whole graph
+          delegated; every op XNNPack lacks, e.g. ``RANDOM_STANDARD_NORMAL``,
+          splits it; see `tfp_bcnn.export._delegate`), None without
+          ``ai_edge_litert`` or for a SavedModel;
+        * ``undelegated_ops`` (TFLite): ``{op name: count}`` of the ops left
+          outside every partition (None likewise);
         * ``flex_ops``: TFLite custom ops named ``Flex*`` (empty for our files);
         * ``weights``: dense-equivalent element count of the stored weights
           (TFLite constant float/int8 tensors; SavedModel float variables);
@@ -134,6 +142,8 @@ def _describe_tflite(path):
         "size_bytes": len(data),
         "gzip_bytes": _gzip_size(data),
         "ops": dict(sorted(ops.items())),
+        "op_count": sum(ops.values()),
+        **_delegation(path),
         "flex_ops": sorted(name for name in ops if name.startswith("Flex")),
         "weights": weights,
         "weights_stored": stored,
@@ -143,6 +153,14 @@ def _describe_tflite(path):
         "signatures": signatures,
         **_sampling(info),
     }
+
+
+def _delegation(path: str) -> dict:
+    """``delegate_partitions`` and ``undelegated_ops`` of a TFLite file (LiteRT's plan)."""
+    from ._delegate import delegate_stats
+
+    stats = delegate_stats(path)
+    return {"delegate_partitions": stats["partitions"], "undelegated_ops": stats["undelegated"]}
 
 
 def _sampling(info: dict) -> dict:
@@ -229,6 +247,9 @@ def _describe_saved_model(path):
         "size_bytes": size,
         "gzip_bytes": gz,
         "ops": dict(sorted(ops.items())),
+        "op_count": sum(ops.values()),
+        "delegate_partitions": None,
+        "undelegated_ops": None,
         "flex_ops": [],
         "weights": weights,
         "weights_stored": weights,

@@ -21,7 +21,10 @@ Sampling of a Bayesian layer with posterior ``q(W) = N(mu, sigma^2)`` and mask
   ``sigma_m^2`` are constant kernels and the pre-activations are drawn as
   ``y = x (*) mu_m + sqrt(x^2 (*) sigma_m^2) * eps``, ``eps ~ N(0, 1)`` per
   output element. Two convolutions with static kernels, so pruned kernels are
-  stored sparse. Caveat: for a convolution this ignores the weight sharing
+  stored sparse. The S tiled samples share one normal per pre-activation
+  with random signs per sample and position (`_random.sign_flip_normal`:
+  every sample exactly N(0, I), 1/S of the normal draws that cost most of
+  the file's time). Caveat: for a convolution this ignores the weight sharing
   across spatial positions -- in the posterior one kernel draw is shared by
   every position of an image, here each position gets independent noise. The
   marginal of each pre-activation is exact, their correlations across
@@ -79,6 +82,8 @@ from tfp_bcnn.layers import (
 from tfp_bcnn.kl import bayesian_layers
 from tfp_bcnn.moments import MAX_POOLS
 
+from ._random import sign_flip_normal, standard_normal, uniform
+
 __all__ = ["SAMPLINGS", "OUTPUT_NAMES", "InferenceGraph", "export_info", "summaries"]
 
 SAMPLINGS = ("lrt", "weights", "moments")
@@ -87,16 +92,6 @@ OUTPUT_NAMES = ("mean", "std", "predictive_entropy", "aleatoric", "epistemic")
 #: probabilities are clipped below at this value inside the log of an entropy
 #: (``0 * log(0)`` is 0; float32's smallest normal number keeps log finite).
 _TINY = float(np.finfo(np.float32).tiny)
-
-
-def standard_normal(shape):
-    """``N(0, 1)`` float32 draw with no seed in the graph (``seed = seed2 = 0``)."""
-    return tf.raw_ops.RandomStandardNormal(shape=shape, dtype=tf.float32, seed=0, seed2=0)
-
-
-def uniform(shape):
-    """``U[0, 1)`` float32 draw with no seed in the graph (``seed = seed2 = 0``)."""
-    return tf.raw_ops.RandomUniform(shape=shape, dtype=tf.float32, seed=0, seed2=0)
 
 
 def _entropy(p):
@@ -269,15 +264,17 @@ class _BayesianInference(keras.layers.Layer):
         if self.rank and self.channels_first:
             x = tf.transpose(x, [0, *range(2, self.rank + 2), 1])
         if self.sampling == "lrt":
+            # biases added to the convolutions' outputs first: the converter
+            # folds them into the CONV_2D bias (no full-tensor ADD per layer)
             mean = self._linear(x, c.kernel_mean)
+            if c.bias is not None:
+                mean = mean + c.bias
+            elif c.bias_loc is not None:
+                mean = mean + c.bias_loc
             var = self._linear(tf.square(x), c.kernel_variance)
             if c.bias_std is not None:
                 var = var + tf.square(c.bias_std)
-            out = mean + tf.sqrt(var) * standard_normal(tf.shape(mean))
-            if c.bias is not None:
-                out = out + c.bias
-            elif c.bias_loc is not None:
-                out = out + c.bias_loc
+            out = mean + tf.sqrt(var) * sign_flip_normal(mean, self.num_samples)
         else:
             s = self.num_samples
             kernels = self._draw_kernels()  # (*kernel_shape, S)

@@ -27,7 +27,7 @@ from tfp_bcnn._compat import all_layers
 from tfp_bcnn.kl import bayesian_layers
 from tfp_bcnn.layers import BayesianLayer
 
-from ._inference import standard_normal
+from ._random import standard_normal
 
 __all__ = ["MomentsForm"]
 

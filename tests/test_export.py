@@ -252,10 +252,11 @@ def test_inference_form_equals_model_when_sigma_vanishes(kind, sampling):
     np.testing.assert_allclose(one, expected, atol=1e-5)
 
 
-def _one_by_one_conv(sampling):
-    """1x1 conv, mu = 0, sigma = 1, on a 3x3 image of ones: output = kernel draw."""
+def _one_by_one_conv(sampling, size=3):
+    """1x1 conv, mu = 0, sigma = 1, on a size x size image of ones: output = kernel draw."""
     model = keras.Sequential(
-        [keras.Input((3, 3, 1)), layers.Conv2DFlipout(1, 1, use_bias=False), keras.layers.Flatten()]
+        [keras.Input((size, size, 1)), layers.Conv2DFlipout(1, 1, use_bias=False),
+         keras.layers.Flatten()]
     )
     layer = model.layers[0]
     layer.kernel_loc.assign(np.zeros((1, 1, 1, 1), np.float32))
@@ -272,7 +273,16 @@ def test_weights_sampling_shares_a_kernel_across_positions_lrt_does_not():
     assert np.std(s[:, 0]) > 0.1  # the samples differ from each other
     lrt = tf.function(_one_by_one_conv("lrt").predict)(x, include_samples=True)
     s = lrt["samples"].numpy()[:, 0]
-    assert len(np.unique(s)) == s.size  # every position its own draw
+    assert len(np.unique(s)) == s.size  # every position its own draw (9 < MIN_POSITIONS)
+    # from 64 positions on, sign-flip noise (export/_random.py): one |draw| per
+    # position shared by the samples, independent signs per sample and position
+    graph = _one_by_one_conv("lrt", size=8)
+    s = tf.function(graph.predict)(tf.ones((1, 8, 8, 1)), include_samples=True)["samples"]
+    s = s.numpy()[:, 0]  # (4, 64)
+    for row in s:
+        assert len(np.unique(row)) == row.size
+    np.testing.assert_allclose(np.abs(s), np.broadcast_to(np.abs(s[:1]), s.shape), rtol=1e-6)
+    assert np.all(np.any(s != s[:1], axis=1)[1:])  # P(two equal sign patterns) = 2^-64
 
 
 def test_random_ops_carry_no_seed_after_set_random_seed():
@@ -397,7 +407,8 @@ def test_saved_model_random_ops_unseeded_and_fresh(saved_models):
         proto.ParseFromString(f.read())
     nodes = [n for fn in proto.meta_graphs[0].graph_def.library.function for n in fn.node_def]
     random = [n for n in nodes if n.op.startswith(("Random", "StatelessRandom"))]
-    assert random and all(n.op == "RandomStandardNormal" for n in random)
+    # normals, and the uniforms of the sign-flip noise (export/_random.py)
+    assert random and all(n.op in ("RandomStandardNormal", "RandomUniform") for n in random)
     assert all(n.attr["seed"].i == 0 and n.attr["seed2"].i == 0 for n in random)
     x = tf.ones((2, 28, 28, 1)) * 0.5
     a = tf.saved_model.load(saved_models["lrt"]).signatures["sample"](images=x)["probabilities"]
