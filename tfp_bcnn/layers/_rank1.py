@@ -54,9 +54,9 @@ Moments (`propagate_moments`): for independent inputs ``x ~ N(m, v)``,
 ``[v (sigma_r^2 + mu_r^2) + m^2 sigma_r^2] (*) W^2`` (that is
 ``(v + m^2)(sigma_r^2 + mu_r^2) - m^2 mu_r^2``, without the cancellation),
 and ``y = z o s + b`` has mean ``E[z] mu_s + b`` and variance
-``Var[z](sigma_s^2 + mu_s^2) + E[z]^2 sigma_s^2`` (exact per output element; the usual diagonal approximation
-drops the correlations between outputs). Cauchy factors have no variance:
-their layers refuse moments.
+``Var[z](sigma_s^2 + mu_s^2) + E[z]^2 sigma_s^2`` (exact per output element; the
+usual diagonal approximation drops the correlations between outputs). Cauchy factors have no
+variance: their layers refuse moments.
 """
 
 from __future__ import annotations
