@@ -10,6 +10,7 @@ tests/test_fuzz.py and benchmarks/fuzz.py.
 from __future__ import annotations
 
 import stat
+import zipfile
 from pathlib import Path
 
 import keras
@@ -175,3 +176,188 @@ def test_check_file_arguments(tmp_path):
         runtime.check_file(tmp_path / "missing.tflite")
     with pytest.raises(ValueError, match="Received: timeout=0"):
         runtime.check_file(tmp_path / "missing.tflite", timeout=0)
+
+
+# -------------------------------------------------------------------- .npz
+def _npy(array, shape=None) -> bytes:
+    """``.npy`` bytes of ``array``, its header declaring ``shape`` if given (a lie)."""
+    import io
+
+    buf = io.BytesIO()
+    header = {"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False,
+              "shape": tuple(array.shape if shape is None else shape)}
+    np.lib.format.write_array_header_1_0(buf, header)
+    buf.write(array.tobytes())
+    return buf.getvalue()
+
+
+def _zip(path, members: dict[str, bytes]):
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return path
+
+
+def _lie_about_size(path, member: str, size: int):
+    """Rewrites ``member``'s uncompressed size in the central directory."""
+    data = bytearray(Path(path).read_bytes())
+    name = member.encode()
+    at = data.index(b"PK\x01\x02" + bytes(0), 0)
+    while data[at + 46 : at + 46 + len(name)] != name:
+        at = data.index(b"PK\x01\x02", at + 4)
+    data[at + 24 : at + 28] = size.to_bytes(4, "little")
+    Path(path).write_bytes(bytes(data))
+    return path
+
+
+X = np.zeros((4, 5, 5), np.uint8)
+Y = np.arange(4)
+
+
+@pytest.mark.parametrize("damage, match", [
+    ("object_array", "Python objects"),
+    ("unsafe_name", "unsafe name"),
+    ("shape_lie", "declares shape"),
+    ("huge_shape", "declares shape"),
+    ("size_lie_small", "x.npy"),
+    ("size_lie_huge", "declares"),
+    ("not_npy", "not a .npy array"),
+    ("truncated", "Could not read"),
+])
+def test_crafted_npz_refused(tmp_path, damage, match):
+    from tfp_bcnn import datasets
+
+    path = tmp_path / f"{damage}.npz"
+    members = {"x.npy": _npy(X), "y.npy": _npy(Y)}
+    if damage == "object_array":
+        np.savez(path, x=X, y=np.array([{"a": 1}, None, 2, 3], dtype=object))
+    elif damage == "unsafe_name":
+        members["../../x.npy"] = members.pop("x.npy")
+    elif damage == "shape_lie":
+        members["x.npy"] = _npy(X, shape=(40, 5, 5))
+    elif damage == "huge_shape":
+        members["x.npy"] = _npy(X, shape=(2**40, 2**20, 5))
+    elif damage == "not_npy":
+        members["x.txt"] = b"hello"
+    if damage != "object_array":
+        _zip(path, members)
+    if damage == "size_lie_small":
+        _lie_about_size(path, "x.npy", 10)
+    elif damage == "size_lie_huge":
+        _lie_about_size(path, "x.npy", 2**32 - 1)
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:60])
+    _refused(path, datasets.load_npz, match)
+
+
+def test_npz_checks_accept_what_numpy_writes(tmp_path):
+    from tfp_bcnn import datasets
+
+    np.savez_compressed(tmp_path / "c.npz", x=X, y=Y)
+    np.savez(tmp_path / "u.npz", x=X.astype(np.float32), y=Y)
+    for name in ("c.npz", "u.npz"):
+        x, y = datasets.load_npz(tmp_path / name)
+        assert x.shape == (4, 5, 5, 1) and y.tolist() == [0, 1, 2, 3]
+
+
+# ------------------------------------------------------------------ .keras
+@pytest.fixture(scope="module")
+def keras_bytes(tmp_path_factory):
+    keras.utils.set_random_seed(3)
+    path = tmp_path_factory.mktemp("untrusted") / "good.keras"
+    _classifier().save(path)
+    return path.read_bytes()
+
+
+def _keras_members(data: bytes) -> dict[str, bytes]:
+    import io
+
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        return {name: z.read(name) for name in z.namelist()}
+
+
+@pytest.mark.parametrize("damage, match", [
+    ("renamed_config", "no 'config.json'"),
+    ("unsafe_name", "unsafe name"),
+    ("weights_not_hdf5", "not an HDF5 file"),
+    ("config_not_json", "corrupt: JSONDecodeError"),
+    ("size_lie", "Not a valid .keras file"),
+    ("truncated", "not a zip archive"),
+])
+def test_crafted_keras_refused(tmp_path, keras_bytes, damage, match):
+    from tfp_bcnn import workflow
+
+    members = _keras_members(keras_bytes)
+    if damage == "renamed_config":
+        members["c0nfig.json"] = members.pop("config.json")
+    elif damage == "unsafe_name":
+        members["/etc/evil"] = b"x"
+    elif damage == "weights_not_hdf5":
+        members["model.weights.h5"] = b"x" * 64
+    elif damage == "config_not_json":
+        members["config.json"] = members["config.json"][:-5]
+    path = _zip(tmp_path / f"{damage}.keras", members)
+    if damage == "size_lie":
+        _lie_about_size(path, "config.json", 3)
+    elif damage == "truncated":
+        path.write_bytes(keras_bytes[: len(keras_bytes) // 2])
+    _refused(path, workflow.load_model, match)
+
+
+def test_keras_with_nan_weights_refused(tmp_path):
+    from tfp_bcnn import workflow
+
+    keras.utils.set_random_seed(3)
+    model = _classifier()
+    weight = model.layers[-1].weights[0]
+    weight.assign(np.full(weight.shape, np.nan, np.float32))
+    model.save(tmp_path / "nan.keras")
+    message = _refused(tmp_path / "nan.keras", workflow.load_model, "NaN or infinite")
+    assert weight.path.split("/", 1)[1] in message  # the layer and variable
+
+
+def test_cli_refuses_a_damaged_model_with_one_line(tmp_path, keras_bytes, capsys):
+    from _tfp_bcnn_cli import main
+
+    members = _keras_members(keras_bytes)
+    members["model.weights.h5"] = b"\x89HDF\r\n\x1a\n" + b"\0" * 100
+    path = _zip(tmp_path / "broken.keras", members)
+    status = main(["export", str(path), "--tflite", str(tmp_path / "out.tflite"), "--no-check"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and str(path) in err[0], err
+    assert not (tmp_path / "out.tflite").exists()
+
+
+# ------------------------------------------------------------------ images
+def _png(width, height) -> bytes:
+    """A PNG whose header declares ``width x height`` (valid CRC), with one tiny IDAT."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\0" * (width + 1) * (height if height <= 64 else 1))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("damage, match", [
+    ("huge", "oversized image"),
+    ("above_our_limit", "more than 67108864"),
+    ("truncated", "Unreadable"),
+    ("garbage", "Unreadable"),
+])
+def test_broken_or_huge_image_named(tmp_path, damage, match):
+    from tfp_bcnn import datasets
+
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "ok.png").write_bytes(_png(6, 6))
+    ok = (tmp_path / "a" / "ok.png").read_bytes()
+    bad = tmp_path / "b" / "bad.png"
+    bad.write_bytes({"huge": _png(100_000, 100_000), "above_our_limit": _png(8200, 8200),
+                     "truncated": ok[: len(ok) // 2],
+                     "garbage": b"\x89PNG but not really"}[damage])
+    _refused(bad, lambda p: datasets.load_image_folder(tmp_path, image_size=(4, 4)), match)

@@ -55,6 +55,7 @@ from typing import Union
 
 import numpy as np
 
+from . import _untrusted
 from . import _validation as check
 
 __all__ = [
@@ -598,7 +599,9 @@ def load_npz(
     Images may be uint8 (or any integer type) in ``0..255``, scaled by 1/255,
     or floats already in ``[0, 1]``; ``(N, H, W)`` gets a channel axis.
     Labels may be integers, or floats with integral values; ``(N, 1)`` is
-    flattened. Pickled objects are refused (``allow_pickle=False``).
+    flattened. Pickled objects are refused (``allow_pickle=False``), and the
+    archive is checked before any array is read (member names, declared
+    sizes, each header's shape against its bytes: `tfp_bcnn._untrusted`).
 
     Args:
         path: the ``.npz`` file.
@@ -612,7 +615,8 @@ def load_npz(
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if the file is not a readable ``.npz``, a key is missing
+        ValueError: if the file is not a readable ``.npz`` (or is crafted:
+            object arrays, unsafe names, sizes that lie), a key is missing
             (the message lists the keys present), ``x`` is not 3-D or 4-D,
             ``len(x) != len(y)``, labels are not integers or are out of range,
             or values lie outside ``0..255`` (integers) / ``[0, 1]`` (floats).
@@ -635,6 +639,7 @@ def load_npz(
             f"Received: path={path!r}"
         )
     with data:
+        _untrusted.npz_members(path)  # names, sizes, no pickles, shapes vs bytes
         keys = sorted(data.files)
         for arg, key in (("x_key", x_key), ("y_key", y_key)):
             if key is not None and key not in keys:
@@ -645,7 +650,7 @@ def load_npz(
         try:
             x = data[x_key]
             y = data[y_key] if y_key is not None else None
-        except (OSError, ValueError, zipfile.BadZipFile) as e:
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError, MemoryError) as e:
             raise ValueError(
                 f"Could not read {path!r} ({e}). Received: path={path!r}"
             ) from e
@@ -659,17 +664,6 @@ def load_npz(
             f"Received: len({x_key})={len(x)}, len({y_key})={len(y)}"
         )
     return x, y
-
-
-def _has_images(path: str) -> bool:
-    """Whether any subfolder of ``path`` (at any depth) holds an image file."""
-    with os.scandir(path) as entries:  # closed even when we return early
-        for entry in entries:
-            if entry.is_dir():
-                for _, _, files in os.walk(entry.path):
-                    if any(f.lower().endswith(_IMAGE_EXTENSIONS) for f in files):
-                        return True
-    return False
 
 
 def _materialise(dataset) -> Arrays:
@@ -717,7 +711,9 @@ def load_image_folder(
 
     Raises:
         FileNotFoundError: if ``path`` is not a folder.
-        ValueError: if no subfolder holds an image, or an argument is invalid.
+        ValueError: if no subfolder holds an image, an image file is broken
+            or over ``_untrusted.MAX_IMAGE_PIXELS`` pixels (naming it), or an
+            argument is invalid.
     """
     path = os.fspath(path)
     if not os.path.isdir(path):
@@ -732,12 +728,15 @@ def load_image_folder(
             f"`validation_split` must be in (0, 1) or None. "
             f"Received: validation_split={validation_split!r}"
         )
-    if not _has_images(path):
+    files = _untrusted.image_files(path, _IMAGE_EXTENSIONS)
+    if not files:
         raise ValueError(
             f"No images found: expected one subfolder per class holding "
             f"{'/'.join(_IMAGE_EXTENSIONS)} files. Received: path={path!r}"
         )
+    _untrusted.check_images(files)  # header sizes, then a full decode, naming the file
     import keras
+    import tensorflow as tf
 
     result = keras.utils.image_dataset_from_directory(
         path,
@@ -752,13 +751,17 @@ def load_image_folder(
         subset="both" if validation_split is not None else None,
         verbose=False,
     )
-    if validation_split is None:
-        class_names = list(result.class_names)
-        out = _materialise(result)
-    else:
-        train, val = result
-        class_names = list(train.class_names)
-        out = (_materialise(train), _materialise(val))
+    try:  # Pillow read every file; TensorFlow's decoders may still refuse one
+        if validation_split is None:
+            class_names = list(result.class_names)
+            out = _materialise(result)
+        else:
+            train, val = result
+            class_names = list(train.class_names)
+            out = (_materialise(train), _materialise(val))
+    except tf.errors.OpError as err:
+        raise ValueError(f"TensorFlow could not decode an image ({err.message.splitlines()[0]}). "
+                         f"Received: path={path!r}") from None
     return (*out, class_names) if return_class_names else out
 
 
