@@ -262,8 +262,9 @@ def _check_tensor(flat, tensor, buffers, checked):
     name, index = flat.string(tensor, 3), flat.scalar(tensor, 2, "<u4")
     itemsize = _ITEMSIZE.get(dtype, 0)
     count = float(np.prod(shape.astype(np.float64)))
-    if (shape < 0).any() or count * itemsize > MAX_FILE_BYTES or index >= len(buffers):
-        raise _Malformed(f"tensor {name!r} declares shape {shape.tolist()}, buffer {index}")
+    if ((shape < 0).any() or count * itemsize > MAX_FILE_BYTES or index >= len(buffers)
+            or not 0 <= dtype <= 18):  # TensorType: FLOAT32 (0) .. BFLOAT16 (18)
+        raise _Malformed(f"tensor {name!r}: shape {shape.tolist()}, type {dtype}, buffer {index}")
     if index == 0 or index in checked or dtype not in _ITEMSIZE:
         return
     checked.add(index)
@@ -451,7 +452,7 @@ class TFLiteBayesianModel:
             except _InvalidModel as err:
                 raise ValueError(f"{err} Received: path={self.path!r}") from err.__cause__
             except (RuntimeError, ValueError) as err:
-                errors.append(f"{resolver}: {err}")
+                errors.append(f"{resolver}: {_line(err)}")
         else:
             raise ValueError(
                 f"LiteRT could not prepare the model ({'; '.join(errors)}). "
@@ -476,7 +477,7 @@ class TFLiteBayesianModel:
             )
             signatures = interpreter.get_signature_list()
         except ValueError as err:
-            raise _InvalidModel(f"Corrupt or truncated TFLite file ({err}).") from err
+            raise _InvalidModel(f"Corrupt or truncated TFLite file ({_line(err)}).") from err
         spec = signatures.get(_SIGNATURE)
         if spec is None or spec["inputs"] != [_INPUT] or _SAMPLES not in spec["outputs"]:
             raise _InvalidModel(
@@ -634,6 +635,10 @@ class TFLiteBayesianModel:
         return _concatenate(parts)
 
 
+def _line(err: Exception) -> str:  # LiteRT's messages span lines
+    return " ".join(str(err).split())
+
+
 class _InvalidModel(Exception):
     """The file is not a usable model (no retry with another op resolver)."""
 
@@ -641,10 +646,8 @@ class _InvalidModel(Exception):
 def check_file(path, timeout: float = 30.0) -> dict:
     """Loads a ``.tflite`` file and predicts zeros in a subprocess, risking only that.
 
-    `TFLiteBayesianModel` checks what it can in Python (`verify_tflite`), but
-    LiteRT's C++ then parses what passed, and a crafted file could still
-    crash it (a signal ends the whole process, with no exception). This runs
-    this file as a script (``python -E -s runtime.py PATH``) and reports.
+    LiteRT's C++ parses what `verify_tflite` passed; should a crafted file
+    crash it, a signal would end the process. This runs ``runtime.py PATH``.
 
     Args:
         path: the ``.tflite`` file.
