@@ -1,7 +1,8 @@
 """Mutation fuzzing of the package's file loaders, each call isolated in a worker process.
 
 Shared by ``benchmarks/fuzz.py`` (the long run) and ``tests/test_fuzz.py``
-(a fast subset). Three parts:
+(a fast subset). `make_seeds` writes the real files the mutations start
+from; then three parts:
 
 * **mutators**: ``(bytes, rng) -> bytes`` functions that damage a real file
   of ours the way storage, transfers and attackers do (truncation, byte flips,
@@ -29,10 +30,12 @@ import io
 import json
 import os
 import select
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -205,6 +208,48 @@ def mutate(loader: str, data: bytes, seed: int, index: int) -> tuple[str, bytes]
     return name, MUTATORS[loader][name](data, rng)
 
 
+# ---------------------------------------------------------------- seed files
+def make_seeds(directory: Path) -> dict[str, Path]:
+    """The real files the mutations start from, written by the package itself."""
+    import keras
+
+    from tfp_bcnn import export, layers
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        layers.Conv2DFlipout(4, 3, activation="relu", seed=1),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Flatten(),
+        layers.DenseFlipout(3, activation="softmax", seed=1),
+    ])
+    seeds = {"runtime": directory / "m.tflite", "keras": directory / "m.keras",
+             "npz": directory / "d.npz", "images": directory / "images"}
+    export.to_tflite(model, seeds["runtime"], num_samples=4)
+    seeds["describe"] = seeds["runtime"]
+    model.save(seeds["keras"])
+    rng = np.random.default_rng(0)
+    np.savez(seeds["npz"], x=rng.integers(0, 256, (6, 8, 8), np.uint8), y=np.arange(6) % 3)
+    for label in ("a", "b"):
+        (seeds["images"] / label).mkdir(parents=True)
+        for i in range(2):
+            (seeds["images"] / label / f"{i}.png").write_bytes(png(6 + i, 5))
+    return seeds
+
+
+def target(loader: str, seeds: dict, work: Path, index: int, data: bytes) -> Path:
+    """Writes mutated ``data`` where ``loader`` reads it (an image: into a folder copy)."""
+    if loader != "images":
+        path = work / f"{loader}_{index}{seeds[loader].suffix}"
+        path.write_bytes(data)
+        return path
+    root = work / f"images_{index}"
+    shutil.copytree(seeds["images"], root)
+    path = root / "b" / "1.png"
+    path.write_bytes(data)
+    return path
+
+
 # ------------------------------------------------------------------- loaders
 def _runtime_module():
     import importlib.util
@@ -250,6 +295,10 @@ def _load(loader: str, path: str, ctx: dict):
 
         return list(datasets.load_image_folder(os.path.dirname(os.path.dirname(path)),
                                                image_size=(8, 8)))
+    if loader == "_selftest":  # proves that a crash or a hang is caught (tests/test_fuzz.py)
+        if path == "crash":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        time.sleep(3600)
     raise ValueError(f"Unknown loader. Received: loader={loader!r}")
 
 

@@ -38,56 +38,13 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np
 from _common import Timer, emit, log, markdown_table
-from _fuzzing import OUTCOMES, ROOT, Supervisor, mutate, png
+from _fuzzing import OUTCOMES, ROOT, Supervisor, make_seeds, mutate, target
 
 from tfp_bcnn import _untrusted
 
 #: Share of the mutated files given to each loader.
 SHARES = {"runtime": 0.35, "describe": 0.15, "keras": 0.2, "npz": 0.15, "images": 0.15}
-
-
-# ---------------------------------------------------------------- seed files
-def make_seeds(directory: Path) -> dict[str, Path]:
-    """The real files the mutations start from, written by the package itself."""
-    import keras
-
-    from tfp_bcnn import export, layers
-
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((8, 8, 1)),
-        layers.Conv2DFlipout(4, 3, activation="relu", seed=1),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Flatten(),
-        layers.DenseFlipout(3, activation="softmax", seed=1),
-    ])
-    seeds = {"runtime": directory / "m.tflite", "keras": directory / "m.keras",
-             "npz": directory / "d.npz", "images": directory / "images"}
-    export.to_tflite(model, seeds["runtime"], num_samples=4)
-    seeds["describe"] = seeds["runtime"]
-    model.save(seeds["keras"])
-    rng = np.random.default_rng(0)
-    np.savez(seeds["npz"], x=rng.integers(0, 256, (6, 8, 8), np.uint8), y=np.arange(6) % 3)
-    for label in ("a", "b"):
-        (seeds["images"] / label).mkdir(parents=True)
-        for i in range(2):
-            (seeds["images"] / label / f"{i}.png").write_bytes(png(6 + i, 5))
-    return seeds
-
-
-def _target(loader: str, seeds: dict, work: Path, index: int, data: bytes) -> Path:
-    """Writes mutated ``data`` where ``loader`` reads it (an image: into a folder copy)."""
-    if loader != "images":
-        path = work / f"{loader}_{index}{seeds[loader].suffix}"
-        path.write_bytes(data)
-        return path
-    root = work / f"images_{index}"
-    shutil.copytree(seeds["images"], root)
-    path = root / "b" / "1.png"
-    path.write_bytes(data)
-    return path
 
 
 # ---------------------------------------------------------------------- fuzz
@@ -101,7 +58,7 @@ def fuzz(seeds: dict, work: Path, files: int, seed: int, timeout: float, log_fil
     for n, (loader, i) in enumerate(plan):
         source = seeds["images"] / "b" / "1.png" if loader == "images" else seeds[loader]
         kind, data = mutate(loader, source.read_bytes(), seed, i)
-        path = _target(loader, seeds, work, i, data)
+        path = target(loader, seeds, work, i, data)
         group = "runtime" if loader == "runtime" else "tf"
         result = supervisors[group].call(loader, str(path))
         counts[loader][result["outcome"]] += 1
