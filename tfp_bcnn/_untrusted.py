@@ -28,12 +28,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 import zipfile
+import zlib
 
 import numpy as np
 
 __all__ = [
     "MAX_ARCHIVE_BYTES",
+    "ZIP_ERRORS",
     "MAX_IMAGE_PIXELS",
     "check_finite_weights",
     "check_images",
@@ -45,6 +48,10 @@ __all__ = [
 MAX_ARCHIVE_BYTES = 2**33
 #: Most pixels (H * W) of one image file; larger ones are refused before decoding.
 MAX_IMAGE_PIXELS = 2**26
+#: What `zipfile` raises on a damaged archive (NotImplementedError: an unknown
+#: compression method or zip version; zlib.error: a corrupt deflate stream).
+ZIP_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError,
+              zlib.error, struct.error)
 #: Most bytes of a ``.keras`` archive's ``config.json``.
 _MAX_CONFIG_BYTES = 2**26
 
@@ -54,7 +61,7 @@ def _zip_members(path: str, what: str, arg: str = "path"
     """The open archive and its members, names and declared sizes checked."""
     try:
         archive = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as err:
+    except ZIP_ERRORS as err:
         raise ValueError(f"{what} is not readable ({err}). Received: {arg}={path!r}") from None
     members = archive.infolist()
     for info in members:
@@ -82,7 +89,7 @@ def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str):
                 raise ValueError(f".npy format version {version} is not supported")
             shape, _, dtype = reader[version](f, max_header_size=10_000)
             header = f.tell() if f.seekable() else None
-    except (OSError, ValueError, SyntaxError, zipfile.BadZipFile, EOFError) as err:
+    except (*ZIP_ERRORS, SyntaxError) as err:
         raise ValueError(f"Member {info.filename!r} is not a readable .npy array ({err}). "
                          f"Received: path={path!r}") from None
     if dtype.hasobject:
@@ -136,7 +143,7 @@ def check_keras_archive(path: str, arg: str = "path") -> None:
             json.loads(archive.read("config.json"))
             with archive.open("model.weights.h5") as f:
                 signature = f.read(8)
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError, UnicodeDecodeError) as err:
+        except ZIP_ERRORS as err:  # UnicodeDecodeError is a ValueError
             raise ValueError(f"Not a valid .keras file (corrupt: {type(err).__name__}: {err}). "
                              f"Received: {arg}={path!r}") from None
         if signature != b"\x89HDF\r\n\x1a\n":

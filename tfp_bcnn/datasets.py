@@ -49,7 +49,6 @@ import functools
 import gzip
 import importlib.resources
 import os
-import zipfile
 from collections.abc import Sequence
 from typing import Union
 
@@ -629,7 +628,7 @@ def load_npz(
         raise FileNotFoundError(f"No such .npz file. Received: path={path!r}")
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except _untrusted.ZIP_ERRORS as e:
         raise ValueError(
             f"Could not read {path!r} ({e}). Received: path={path!r}"
         ) from e
@@ -650,19 +649,22 @@ def load_npz(
         try:
             x = data[x_key]
             y = data[y_key] if y_key is not None else None
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError, MemoryError) as e:
+        except (*_untrusted.ZIP_ERRORS, MemoryError) as e:
             raise ValueError(
                 f"Could not read {path!r} ({e}). Received: path={path!r}"
             ) from e
-    x = _as_images(x, x_key)
-    if y is None:
-        return x, np.full((len(x),), -1, dtype=np.int64)
-    y = _as_labels(y, y_key, num_classes)
-    if len(x) != len(y):
-        raise ValueError(
-            f"Images and labels must have the same length. "
-            f"Received: len({x_key})={len(x)}, len({y_key})={len(y)}"
-        )
+    try:
+        x = _as_images(x, x_key)
+        if y is None:
+            return x, np.full((len(x),), -1, dtype=np.int64)
+        y = _as_labels(y, y_key, num_classes)
+        if len(x) != len(y):
+            raise ValueError(
+                f"Images and labels must have the same length. "
+                f"Received: len({x_key})={len(x)}, len({y_key})={len(y)}"
+            )
+    except ValueError as e:  # the file the bad values came from, too
+        raise ValueError(f"{e} (in the file path={path!r})") from None
     return x, y
 
 
@@ -794,7 +796,7 @@ def get(name: PathLike) -> TrainTest:
             try:
                 with np.load(path, allow_pickle=False) as data:
                     keys = set(getattr(data, "files", ()))
-            except (OSError, ValueError, zipfile.BadZipFile):
+            except _untrusted.ZIP_ERRORS:
                 pass  # load_npz below reports it
         if {"x_train", "y_train", "x_test", "y_test"} <= keys:
             return (
