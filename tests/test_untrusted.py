@@ -361,3 +361,18 @@ def test_broken_or_huge_image_named(tmp_path, damage, match):
                      "truncated": ok[: len(ok) // 2],
                      "garbage": b"\x89PNG but not really"}[damage])
     _refused(bad, lambda p: datasets.load_image_folder(tmp_path, image_size=(4, 4)), match)
+
+
+def test_image_in_a_format_tensorflow_cannot_decode_named(tmp_path):
+    """A TIFF named .png: Pillow reads it, TensorFlow would not; refused before decoding."""
+    from PIL import Image
+
+    from tfp_bcnn import datasets
+
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "ok.png").write_bytes(_png(6, 6))
+    Image.fromarray(np.zeros((6, 6), np.uint8)).save(tmp_path / "b" / "tiff.png", format="TIFF")
+    _refused(tmp_path / "b" / "tiff.png",
+             lambda p: datasets.load_image_folder(tmp_path, image_size=(4, 4)),
+             "TIFF data, which TensorFlow does not decode")

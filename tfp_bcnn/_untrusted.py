@@ -41,6 +41,7 @@ __all__ = [
     "check_finite_weights",
     "check_images",
     "check_keras_archive",
+    "image_files",
     "npz_members",
 ]
 
@@ -52,6 +53,8 @@ MAX_IMAGE_PIXELS = 2**26
 #: compression method or zip version; zlib.error: a corrupt deflate stream).
 ZIP_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError,
               zlib.error, struct.error)
+#: Image formats (Pillow's names) that ``tf.io.decode_image`` reads.
+_DECODABLE = {"PNG", "JPEG", "GIF", "BMP", "WEBP"}
 #: Most bytes of a ``.keras`` archive's ``config.json``.
 _MAX_CONFIG_BYTES = 2**26
 
@@ -106,6 +109,13 @@ def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str):
 def npz_members(path: str) -> dict[str, tuple]:
     """``{key: (shape, dtype)}`` of an ``.npz`` archive, every member checked.
 
+    Args:
+        path: the ``.npz`` file.
+
+    Returns:
+        The member names without ``.npy``, each with its declared shape and
+        dtype (read from the header; no array data is loaded).
+
     Raises:
         ValueError: not a zip archive, an unsafe member name, over
             `MAX_ARCHIVE_BYTES`, a member that is not ``.npy``, an object
@@ -124,6 +134,10 @@ def npz_members(path: str) -> dict[str, tuple]:
 
 def check_keras_archive(path: str, arg: str = "path") -> None:
     """Checks a ``.keras`` zip before Keras (and h5py) read it.
+
+    Args:
+        path: the ``.keras`` file.
+        arg: the argument name the messages quote (``Received: arg=path``).
 
     Raises:
         ValueError: not a zip archive, an unsafe member name, over
@@ -154,6 +168,11 @@ def check_keras_archive(path: str, arg: str = "path") -> None:
 def check_finite_weights(model, path: str, arg: str = "path") -> None:
     """Refuses a loaded model with NaN or infinite weights, naming the first one.
 
+    Args:
+        model: a loaded Keras model.
+        path: the file it came from.
+        arg: the argument name the message quotes.
+
     Raises:
         ValueError: a non-finite float weight (layer/variable path and count);
             the message ends ``Received: <arg>=<path>``.
@@ -174,8 +193,9 @@ def check_images(files: list[str]) -> None:
 
     Raises:
         ValueError: a file Pillow cannot identify or decode (truncated,
-            corrupt), or one of more than `MAX_IMAGE_PIXELS` pixels (checked
-            from the header, before decoding), naming the file.
+            corrupt), one of more than `MAX_IMAGE_PIXELS` pixels (checked
+            from the header, before decoding), or one in a format TensorFlow
+            does not decode (TIFF named .png), naming the file.
     """
     from PIL import Image
 
@@ -185,6 +205,8 @@ def check_images(files: list[str]) -> None:
                 width, height = image.size
                 if width * height > MAX_IMAGE_PIXELS:
                     raise ValueError(f"{width} x {height} pixels, more than {MAX_IMAGE_PIXELS}")
+                if image.format not in _DECODABLE:
+                    raise ValueError(f"{image.format} data, which TensorFlow does not decode")
                 image.load()
         except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
                 MemoryError) as err:
@@ -193,7 +215,16 @@ def check_images(files: list[str]) -> None:
 
 
 def image_files(root: str, extensions: tuple[str, ...]) -> list[str]:
-    """The image files of ``root/<class>/...`` (any depth), sorted."""
+    """The image files of ``root/<class>/...`` (any depth), sorted.
+
+    Args:
+        root: the folder of class subfolders (files directly in it are ignored,
+            as ``keras.utils.image_dataset_from_directory`` ignores them).
+        extensions: lower-case endings of the files to list.
+
+    Returns:
+        Paths of the files, class folders in alphabetical order.
+    """
     found = []
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.is_dir():

@@ -762,7 +762,8 @@ def load_image_folder(
             class_names = list(train.class_names)
             out = (_materialise(train), _materialise(val))
     except tf.errors.OpError as err:
-        raise ValueError(f"TensorFlow could not decode an image ({err.message.splitlines()[0]}). "
+        why = err.message.split("}}")[-1].strip().splitlines()[0]  # without the graph node
+        raise ValueError(f"TensorFlow could not decode an image ({why}). "
                          f"Received: path={path!r}") from None
     return (*out, class_names) if return_class_names else out
 
