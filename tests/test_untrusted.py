@@ -376,3 +376,14 @@ def test_image_in_a_format_tensorflow_cannot_decode_named(tmp_path):
     _refused(tmp_path / "b" / "tiff.png",
              lambda p: datasets.load_image_folder(tmp_path, image_size=(4, 4)),
              "TIFF data, which TensorFlow does not decode")
+
+
+@pytest.mark.slow
+def test_describe_refuses_a_saved_model_with_nan_variables(tmp_path):
+    """(Damaged bytes fail TensorFlow's own checksums; NaN saved as such must be refused.)"""
+    keras.utils.set_random_seed(3)
+    model = _classifier()
+    weight = model.layers[-1].weights[0]
+    weight.assign(np.full(weight.shape, np.nan, np.float32))
+    path = export.save_saved_model(model, tmp_path / "sm", num_samples=2)
+    _refused(Path(path), export.describe, "NaN or infinite")
