@@ -102,15 +102,22 @@ def _central_entries(data: bytes) -> list[int]:
     return out
 
 
-def zip_rename(data: bytes, rng) -> bytes:
-    """A member renamed in the central directory and its local header (same length)."""
-    out = bytearray(data)
+def _zip_entry(data: bytes, rng):
+    """``(copy of data, offset of a random central header, of its local header)``, or None."""
     entries = _central_entries(data)
     if not entries:
-        return flip(data, rng)
+        return None
     at = entries[int(rng.integers(0, len(entries)))]
+    return bytearray(data), at, int.from_bytes(data[at + 42 : at + 46], "little")
+
+
+def zip_rename(data: bytes, rng) -> bytes:
+    """A member renamed in the central directory and its local header (same length)."""
+    entry = _zip_entry(data, rng)
+    if entry is None:
+        return flip(data, rng)
+    out, at, local = entry
     n = int.from_bytes(out[at + 28 : at + 30], "little")
-    local = int.from_bytes(out[at + 42 : at + 46], "little")
     name = bytes(out[at + 46 : at + 46 + n])
     new = rng.choice([b"../" + name[3:], b"/" + name[1:], name[::-1], b"x" * n, name.upper()])
     new = bytes(new[:n]).ljust(n, b"_")
@@ -122,12 +129,10 @@ def zip_rename(data: bytes, rng) -> bytes:
 
 def zip_size_lie(data: bytes, rng) -> bytes:
     """A member's compressed or uncompressed size rewritten (central and/or local header)."""
-    out = bytearray(data)
-    entries = _central_entries(data)
-    if not entries:
+    entry = _zip_entry(data, rng)
+    if entry is None:
         return huge_int(data, rng)
-    at = entries[int(rng.integers(0, len(entries)))]
-    local = int.from_bytes(out[at + 42 : at + 46], "little")
+    out, at, local = entry
     value = int(rng.choice([0, 1, 7, 2**31 - 1, 2**32 - 1, int(rng.integers(0, 2**20))]))
     field = int(rng.choice([20, 24]))  # compressed, uncompressed size in the central header
     out[at + field : at + field + 4] = value.to_bytes(4, "little")

@@ -198,6 +198,9 @@ MAX_FILE_BYTES = 2**31 - 1
 _ITEMSIZE = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16, 12: 8,
              15: 4, 16: 2, 17: 0.5, 18: 2}
 _FLOATS = {0: np.float32, 1: np.float16, 10: np.float64}
+#: Inputs that may be absent (-1) when run: biases of CONV_2D, DEPTHWISE_CONV_2D,
+#: FULLY_CONNECTED, TRANSPOSE_CONV (-1 in 64 of 148 other slots crashed LiteRT).
+_OPTIONAL = {3: (2,), 4: (2,), 9: (2,), 67: (3,)}
 
 
 class _Malformed(Exception):
@@ -256,8 +259,8 @@ class _Flat:
         return self.vector(t, i)[0].tobytes().decode("utf-8", "replace")
 
 
-def _check_tensor(flat, tensor, buffers, checked):
-    """Shape, buffer size and (float constants) finiteness of one tensor."""
+def _check_tensor(flat, tensor, buffers, checked) -> bool:
+    """Shape, buffer size and (float constants) finiteness of a tensor; is it constant?"""
     shape, dtype = flat.vector(tensor, 0, "<i4")[0], flat.scalar(tensor, 1, "<i1")
     name, index = flat.string(tensor, 3), flat.scalar(tensor, 2, "<u4")
     itemsize = _ITEMSIZE.get(dtype, 0)
@@ -265,42 +268,47 @@ def _check_tensor(flat, tensor, buffers, checked):
     if ((shape < 0).any() or count * itemsize > MAX_FILE_BYTES or index >= len(buffers)
             or not 0 <= dtype <= 18):  # TensorType: FLOAT32 (0) .. BFLOAT16 (18)
         raise _Malformed(f"tensor {name!r}: shape {shape.tolist()}, type {dtype}, buffer {index}")
-    if index == 0 or index in checked or dtype not in _ITEMSIZE:
-        return
+    offset, size = flat.scalar(buffers[index], 1, "<u8"), flat.scalar(buffers[index], 2, "<u8")
+    if offset > 1 and offset + size > flat.size:  # buffers kept after a flatbuffer > 2 GB
+        raise _Malformed(f"buffer {index} ({size} bytes at {offset}) runs past the end")
+    data = (np.frombuffer(flat.data, np.uint8, size, offset) if offset > 1
+            else flat.vector(buffers[index], 0)[0])
+    if index == 0 or index in checked or dtype not in _ITEMSIZE or not data.size:
+        return index > 0 and data.size > 0
     checked.add(index)
-    buf = buffers[index]
-    offset, size = flat.scalar(buf, 1, "<u8"), flat.scalar(buf, 2, "<u8")
-    if offset > 1:  # models over 2 GB keep buffers after the flatbuffer
-        if offset + size > flat.size:
-            raise _Malformed(f"buffer {index} ({size} bytes at {offset}) runs past the end")
-        data = np.frombuffer(flat.data, np.uint8, size, offset)
-    else:
-        data = flat.vector(buf, 0)[0]
     need, sparse = int(np.ceil(count * itemsize)), flat.scalar(tensor, 6, None) is not None
-    if data.size and (data.size > need if sparse else data.size != need):
+    if data.size > need if sparse else data.size != need:
         raise _Malformed(f"tensor {name!r} {shape.tolist()} needs {need} bytes, has {data.size}")
-    if dtype in _FLOATS and not np.isfinite(data.view(_FLOATS[dtype])).all():
+    values = data[: data.size - data.size % max(1, int(itemsize))]  # whole elements
+    if dtype in _FLOATS and not np.isfinite(values.view(_FLOATS[dtype])).all():
         raise _Malformed(f"tensor {name!r} holds NaN or infinite weights")
+    return True
 
 
-def _check_subgraph(flat, graph, buffers, num_codes, checked) -> int:
+def _check_subgraph(flat, graph, buffers, codes, checked, runnable) -> int:
     """Tensors, operators and tensor indices of one subgraph; returns its tensor count."""
     tensors = flat.tables(graph, 0)
-    for tensor in tensors:
-        _check_tensor(flat, tensor, buffers, checked)
+    const = {k for k, t in enumerate(tensors) if _check_tensor(flat, t, buffers, checked)}
     n = len(tensors)
-    lists = [(flat.vector(graph, i, "<i4")[0], 0) for i in (1, 2)]  # inputs, outputs
+    lists = [flat.vector(graph, i, "<i4")[0] for i in (1, 2)]  # inputs, outputs
     for op in flat.tables(graph, 3):
-        if flat.scalar(op, 0, "<u4") >= num_codes:
+        code = flat.scalar(op, 0, "<u4")
+        if code >= len(codes):
             raise _Malformed("an operator has an unknown operator code")
-        lists += [(flat.vector(op, i, "<i4")[0], -1) for i in (1, 2, 8)]  # -1: optional
-    for ids, lowest in lists:
-        if ids.size and (ids.min() < lowest or ids.max() >= n):
-            raise _Malformed(f"tensor indices {ids.tolist()[:8]} not among {n} tensors")
+        ins, outs = flat.vector(op, 1, "<i4")[0], flat.vector(op, 2, "<i4")[0]
+        if const.intersection(outs.tolist()):  # read-only memory: LiteRT crashed writing it
+            raise _Malformed(f"an operator writes into a constant tensor ({outs.tolist()})")
+        absent = _OPTIONAL.get(codes[code], ()) if runnable else range(len(ins))
+        lists += [np.delete(ins, [j for j in absent if j < len(ins) and ins[j] == -1]),
+                  outs, flat.vector(op, 8, "<i4")[0]]
+    for ids in lists:
+        if ids.size and (ids.min() < 0 or ids.max() >= n):
+            raise _Malformed(f"tensor indices {ids.tolist()[:8]} not among {n} tensors "
+                             f"(-1, an absent input, is allowed only for a bias)")
     return n
 
 
-def verify_tflite(data: bytes) -> None:
+def verify_tflite(data: bytes, runnable: bool = True) -> None:
     """Checks a TFLite flatbuffer in Python, before any native code reads it.
 
     Every table, vector and string the interpreter uses is reached through
@@ -312,6 +320,8 @@ def verify_tflite(data: bytes) -> None:
 
     Args:
         data: the bytes of a ``.tflite`` file.
+        runnable: also refuse an absent input (-1) other than a bias (see
+            ``_OPTIONAL``); False where nothing runs the model (`describe`).
 
     Raises:
         ValueError: the first problem found, saying where (the caller adds
@@ -325,8 +335,9 @@ def verify_tflite(data: bytes) -> None:
         if flat.scalar(model, 0, "<u4") != 3:
             raise _Malformed(f"schema version {flat.scalar(model, 0, '<u4')}, expected 3")
         buffers, graphs = flat.tables(model, 4), flat.tables(model, 2)
-        num_codes, checked = len(flat.tables(model, 1)), set()
-        sizes = [_check_subgraph(flat, g, buffers, num_codes, checked) for g in graphs]
+        codes = [max(flat.scalar(c, 3, "<i4"), flat.scalar(c, 0, "<i1"))
+                 for c in flat.tables(model, 1)]  # builtin_code, deprecated_builtin_code
+        sizes = [_check_subgraph(flat, g, buffers, codes, set(), runnable) for g in graphs]
         if not graphs or any(flat.scalar(m, 1, "<u4") >= len(buffers)
                              for m in flat.tables(model, 6)):
             raise _Malformed("no subgraph, or metadata pointing past the buffers")
@@ -339,13 +350,12 @@ def verify_tflite(data: bytes) -> None:
         raise ValueError(f"Not a valid TFLite model file: {err}.") from None
 
 
-def read_tflite(path) -> bytes:
-    """The bytes of a ``.tflite`` file, once `verify_tflite` accepts them.
+def read_tflite(path, runnable: bool = True) -> bytes:
+    """The bytes of a ``.tflite`` file, once `verify_tflite` (``runnable``) accepts them.
 
     Raises:
-        OSError: the file cannot be read (FileNotFoundError if missing).
-        ValueError: over `MAX_FILE_BYTES`, or refused by `verify_tflite`; the
-            message ends ``Received: path=...``.
+        OSError: unreadable (FileNotFoundError: missing).
+        ValueError: over `MAX_FILE_BYTES` or refused; ends ``Received: path=...``.
     """
     path = os.fspath(path)
     try:
@@ -353,17 +363,14 @@ def read_tflite(path) -> bytes:
             raise ValueError(f"File over {MAX_FILE_BYTES} bytes: not a TFLite flatbuffer.")
         with open(path, "rb") as f:
             data = f.read()
-        verify_tflite(data)
+        verify_tflite(data, runnable)
     except ValueError as err:
         raise ValueError(f"{err} Received: path={path!r}") from None
     return data
 
 
 def _check_samples(samples: np.ndarray, path: str) -> np.ndarray:
-    """Samples if all are finite and in ``[0, 1]`` (+- 1e-3 for float32 rounding).
-
-    Anything else is a damaged file, not a result: ``ValueError`` naming it.
-    """
+    """Samples if all are finite and in ``[0, 1]`` (+- 1e-3), else ``ValueError``."""
     if samples.size and not (np.isfinite(samples).all() and samples.min() >= -1e-3
                              and samples.max() <= 1.0 + 1e-3):
         raise ValueError(
@@ -412,13 +419,10 @@ class TFLiteBayesianModel:
         op_resolver: ``"auto"`` or ``"builtin_without_default_delegates"``.
         max_interpreters: the bound above.
 
-    Untrusted files: the bytes are checked by `verify_tflite` (structure,
-    tensor sizes, finite weights) before LiteRT reads them, the graph is run
-    once on zeros at load, and every invocation's samples must be finite
-    probabilities, so a damaged file gives a ``ValueError`` naming it, never
-    a silent NaN. LiteRT's native parser still reads what passes; to open a
-    file from an untrusted source without risking this process, call
-    `check_file` first (it opens the file in a subprocess).
+    Untrusted files: `verify_tflite` checks the bytes before LiteRT reads
+    them, and the samples of every invocation (and of one on zeros at load)
+    must be finite probabilities: a damaged file gives a ``ValueError``
+    naming it, never a silent NaN. `check_file` opens one in a subprocess.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -654,13 +658,12 @@ def check_file(path, timeout: float = 30.0) -> dict:
         timeout: seconds before the subprocess is killed (counted as a hang).
 
     Returns:
-        dict: ``input_shape`` (None for the batch), ``num_classes``,
-        ``num_samples``, ``op_resolver`` of the model.
+        dict: ``input_shape``, ``num_classes``, ``num_samples``, ``op_resolver``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the loader's error; a death by signal (e.g. SIGSEGV);
-            over ``timeout``; an invalid ``timeout``. Each names the file.
+        ValueError: the loader's error, a signal (SIGSEGV), over ``timeout``
+            (each naming the file); an invalid ``timeout``.
     """
     import json
     import subprocess
@@ -686,12 +689,9 @@ def check_file(path, timeout: float = 30.0) -> dict:
 
 if __name__ == "__main__":  # the subprocess of check_file: one line of JSON
     import json
-
     try:
         _model = TFLiteBayesianModel(sys.argv[1])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _model.sample(np.zeros((1, *_model.input_shape[1:]), np.float32))
+        _model.sample(np.zeros((1, *_model.input_shape[1:]), np.float32))  # zeros: no warning
         print(json.dumps({k: getattr(_model, k) for k in
                           ("input_shape", "num_classes", "num_samples", "op_resolver")}))
     except (OSError, ValueError) as err:

@@ -123,6 +123,28 @@ def test_damaged_tflite_refused(good, tmp_path, loader, damage):
     _refused(_write(tmp_path, f"{damage}.tflite", data), LOADERS[loader])
 
 
+def test_absent_input_outside_a_bias_refused_by_the_runtime_only(good, tmp_path):
+    """-1 (an absent input) in an operator's first input crashed LiteRT in the fuzz run."""
+    data = bytearray(good)
+    graph = schema.Model.GetRootAsModel(data, 0).Subgraphs(0)
+    graph.Operators(graph.OperatorsLength() - 1).InputsAsNumpy()[0] = -1
+    path = _write(tmp_path, "absent.tflite", data)
+    _refused(path, TFLiteBayesianModel, "allowed only for a bias")
+    assert export.describe(path)["weights"] > 0  # describe runs nothing: harmless there
+
+
+def test_operator_writing_into_a_constant_refused(good, tmp_path):
+    """Constants live in read-only memory: LiteRT crashed writing one in the fuzz scan."""
+    data = bytearray(good)
+    model = schema.Model.GetRootAsModel(data, 0)
+    graph = model.Subgraphs(0)
+    constant = next(i for i in range(graph.TensorsLength())
+                    if model.Buffers(graph.Tensors(i).Buffer()).DataLength())
+    graph.Operators(0).OutputsAsNumpy()[0] = constant
+    _refused(_write(tmp_path, "writes.tflite", data), TFLiteBayesianModel,
+             "writes into a constant tensor")
+
+
 def test_huge_but_finite_weights_refused_at_prediction(good, tmp_path):
     """Weights of 3e38 are finite, the logits overflow: the output check catches it."""
     data = bytearray(good)
