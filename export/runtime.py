@@ -291,13 +291,16 @@ def _check_subgraph(flat, graph, buffers, codes, checked, runnable) -> int:
     const = {k for k, t in enumerate(tensors) if _check_tensor(flat, t, buffers, checked)}
     n = len(tensors)
     lists = [flat.vector(graph, i, "<i4")[0] for i in (1, 2)]  # inputs, outputs
+    written = const | set(lists[0].tolist())  # a tensor has one producer (LiteRT crashed)
     for op in flat.tables(graph, 3):
         code = flat.scalar(op, 0, "<u4")
         if code >= len(codes):
             raise _Malformed("an operator has an unknown operator code")
         ins, outs = flat.vector(op, 1, "<i4")[0], flat.vector(op, 2, "<i4")[0]
-        if const.intersection(outs.tolist()):  # read-only memory: LiteRT crashed writing it
-            raise _Malformed(f"an operator writes into a constant tensor ({outs.tolist()})")
+        if written.intersection(outs.tolist()) or len(set(outs.tolist())) < len(outs):
+            raise _Malformed(f"an operator writes into a constant tensor, a graph input or "
+                             f"another operator's output ({outs.tolist()})")
+        written.update(outs.tolist())
         absent = _OPTIONAL.get(codes[code], ()) if runnable else range(len(ins))
         lists += [np.delete(ins, [j for j in absent if j < len(ins) and ins[j] == -1]),
                   outs, flat.vector(op, 8, "<i4")[0]]
@@ -456,7 +459,7 @@ class TFLiteBayesianModel:
             except _InvalidModel as err:
                 raise ValueError(f"{err} Received: path={self.path!r}") from err.__cause__
             except (RuntimeError, ValueError) as err:
-                errors.append(f"{resolver}: {_line(err)}")
+                errors.append(f"{resolver}: {' '.join(str(err).split())}")
         else:
             raise ValueError(
                 f"LiteRT could not prepare the model ({'; '.join(errors)}). "
@@ -481,7 +484,8 @@ class TFLiteBayesianModel:
             )
             signatures = interpreter.get_signature_list()
         except ValueError as err:
-            raise _InvalidModel(f"Corrupt or truncated TFLite file ({_line(err)}).") from err
+            why = " ".join(str(err).split())  # LiteRT's messages span lines
+            raise _InvalidModel(f"Corrupt or truncated TFLite file ({why}).") from err
         spec = signatures.get(_SIGNATURE)
         if spec is None or spec["inputs"] != [_INPUT] or _SAMPLES not in spec["outputs"]:
             raise _InvalidModel(
@@ -637,10 +641,6 @@ class TFLiteBayesianModel:
         for draws in self._draws(self._validate(x), num_invocations, batch_size):
             parts.append(summarize(draws, return_samples=return_samples))
         return _concatenate(parts)
-
-
-def _line(err: Exception) -> str:  # LiteRT's messages span lines
-    return " ".join(str(err).split())
 
 
 class _InvalidModel(Exception):

@@ -133,16 +133,20 @@ def test_absent_input_outside_a_bias_refused_by_the_runtime_only(good, tmp_path)
     assert export.describe(path)["weights"] > 0  # describe runs nothing: harmless there
 
 
-def test_operator_writing_into_a_constant_refused(good, tmp_path):
-    """Constants live in read-only memory: LiteRT crashed writing one in the fuzz scan."""
+@pytest.mark.parametrize("target", ["constant", "other_output"])
+def test_operator_writing_a_tensor_it_does_not_own_refused(good, tmp_path, target):
+    """LiteRT crashed on an operator output moved onto another op's output (fuzz scan)."""
     data = bytearray(good)
     model = schema.Model.GetRootAsModel(data, 0)
     graph = model.Subgraphs(0)
-    constant = next(i for i in range(graph.TensorsLength())
-                    if model.Buffers(graph.Tensors(i).Buffer()).DataLength())
-    graph.Operators(0).OutputsAsNumpy()[0] = constant
+    if target == "constant":
+        tensor = next(i for i in range(graph.TensorsLength())
+                      if model.Buffers(graph.Tensors(i).Buffer()).DataLength())
+    else:
+        tensor = int(graph.Operators(0).OutputsAsNumpy()[0])
+    graph.Operators(graph.OperatorsLength() - 1).OutputsAsNumpy()[0] = tensor
     _refused(_write(tmp_path, "writes.tflite", data), TFLiteBayesianModel,
-             "writes into a constant tensor")
+             "writes into a constant tensor, a graph input or another operator's output")
 
 
 def test_huge_but_finite_weights_refused_at_prediction(good, tmp_path):
