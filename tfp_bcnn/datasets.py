@@ -598,9 +598,7 @@ def load_npz(
     Images may be uint8 (or any integer type) in ``0..255``, scaled by 1/255,
     or floats already in ``[0, 1]``; ``(N, H, W)`` gets a channel axis.
     Labels may be integers, or floats with integral values; ``(N, 1)`` is
-    flattened. Pickled objects are refused (``allow_pickle=False``), and the
-    archive is checked before any array is read (member names, declared
-    sizes, each header's shape against its bytes: `tfp_bcnn._untrusted`).
+    flattened. Pickled objects are refused (``allow_pickle=False``).
 
     Args:
         path: the ``.npz`` file.
@@ -614,8 +612,8 @@ def load_npz(
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if the file is not a readable ``.npz`` (or is crafted:
-            object arrays, unsafe names, sizes that lie), a key is missing
+        ValueError: if the file is not a readable ``.npz`` (checked before any
+            array is read: pickles, unsafe names, lying sizes), a key is missing
             (the message lists the keys present), ``x`` is not 3-D or 4-D,
             ``len(x) != len(y)``, labels are not integers or are out of range,
             or values lie outside ``0..255`` (integers) / ``[0, 1]`` (floats).
@@ -713,9 +711,8 @@ def load_image_folder(
 
     Raises:
         FileNotFoundError: if ``path`` is not a folder.
-        ValueError: if no subfolder holds an image, an image file is broken
-            or over ``_untrusted.MAX_IMAGE_PIXELS`` pixels (naming it), or an
-            argument is invalid.
+        ValueError: if no subfolder holds an image, an image is broken or too
+            large (naming it), or an argument is invalid.
     """
     path = os.fspath(path)
     if not os.path.isdir(path):
