@@ -73,7 +73,7 @@ def _describe_tflite(path):
 
     from .runtime import read_tflite  # structure, sizes, finite weights: checked first
 
-    data = read_tflite(path, runnable=False)  # parsed in Python only: -1 inputs are harmless
+    data = read_tflite(path)
     try:
         model = schema.Model.GetRootAsModel(data, 0)
         op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}

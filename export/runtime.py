@@ -324,7 +324,7 @@ def verify_tflite(data: bytes, runnable: bool = True) -> None:
     Args:
         data: the bytes of a ``.tflite`` file.
         runnable: also refuse an absent input (-1) other than a bias (see
-            ``_OPTIONAL``); False where nothing runs the model (`describe`).
+            ``_OPTIONAL``); False only where no interpreter will load it.
 
     Raises:
         ValueError: the first problem found, saying where (the caller adds
