@@ -62,6 +62,11 @@ BENCHMARKS = {
                     ["--epochs", "1", "--memory-images", "2000", "--rounds", "1", "--calls", "2"],
                     "Reliability: load held, memory bounded, bad inputs, faults survived",
                     MNIST_5K + " (test images; random images of the same size for memory)"),
+    "fuzz": ("fuzz.py", [], ["--files", "200", "--cli-files", "2", "--soak-calls", "1000",
+                             "--soak-signature-calls", "250"],
+             "Reliability: untrusted files (fuzzing) and long runs (soak)",
+             "mutated copies of files written by tfp_bcnn (a small Flipout classifier as "
+             ".tflite and .keras, an .npz, PNG images); random images for the soak"),
     "tuning": ("tuning.py", ["--from-json", "benchmarks/results/tuning.json"],
                ["--from-json", "benchmarks/results/tuning.json"],
                "Tuning of the Bayesian recipe (recorded screening runs)",

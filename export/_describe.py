@@ -79,10 +79,9 @@ def _gzip_size(data: bytes) -> int:
 def _describe_tflite(path):
     from tensorflow.lite.python import schema_py_generated as schema
 
-    with open(path, "rb") as f:
-        data = f.read()
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise ValueError(f"Not a TFLite flatbuffer (no 'TFL3' identifier). Received: path={path!r}")
+    from .runtime import read_tflite  # structure, sizes, finite weights: checked first
+
+    data = read_tflite(path)
     try:
         model = schema.Model.GetRootAsModel(data, 0)
         op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
@@ -234,6 +233,8 @@ def _describe_saved_model(path):
                 if not dtypes[name].is_floating:
                     continue
                 value = reader.get_tensor(name)
+                if not np.isfinite(value).all():  # refused below, naming the file
+                    raise ValueError(f"variable {name!r} holds NaN or infinite values")
                 weights += value.size
                 zeros += int(np.count_nonzero(value == 0))
         except Exception as err:

@@ -32,7 +32,8 @@ import warnings
 import numpy as np
 from ai_edge_litert import interpreter as _litert
 
-__all__ = ["Prediction", "TFLiteBayesianModel", "summarize"]
+__all__ = ["Prediction", "TFLiteBayesianModel", "check_file", "read_tflite", "summarize",
+           "verify_tflite"]
 
 _SIGNATURE = "serving_default"
 _INPUT = "images"
@@ -190,6 +191,197 @@ def _positive_int(name, value):
     return int(value)
 
 
+# ------------------------------------------------------- file validation
+#: Largest ``.tflite`` file and declared tensor accepted (bytes; 32-bit offsets).
+MAX_FILE_BYTES = 2**31 - 1
+#: Bytes per element of the TFLite ``TensorType``s of fixed size (INT4: 0.5).
+_ITEMSIZE = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16, 12: 8,
+             15: 4, 16: 2, 17: 0.5, 18: 2}
+_FLOATS = {0: np.float32, 1: np.float16, 10: np.float64}
+#: Inputs that may be absent (-1) when run: biases of CONV_2D, DEPTHWISE_CONV_2D,
+#: FULLY_CONNECTED, TRANSPOSE_CONV (-1 in 64 of 148 other slots crashed LiteRT).
+_OPTIONAL = {3: (2,), 4: (2,), 9: (2,), 67: (3,)}
+
+
+class _Malformed(Exception):
+    """Not a well-formed TFLite model (the message says where and why)."""
+
+
+class _Flat:
+    """Bounds-checked reads of a flatbuffer (https://flatbuffers.dev/internals/).
+
+    A table is ``(position, vtable, vtable size, table size)``; every offset
+    is checked against the data before it is followed.
+    """
+
+    def __init__(self, data: bytes):
+        self.data, self.size = data, len(data)
+
+    def read(self, fmt: str, pos: int, n: int = 1):
+        width = int(fmt[-1]) * n
+        if pos < 0 or pos + width > self.size:
+            raise _Malformed(f"offset {pos} + {width} bytes runs past the end ({self.size})")
+        values = np.frombuffer(self.data, fmt, n, pos)
+        return int(values[0]) if n == 1 else values
+
+    def table(self, pos):
+        vt = pos - self.read("<i4", pos)
+        vsize, tsize = self.read("<u2", vt), self.read("<u2", vt + 2)
+        if vsize < 4 or vsize % 2 or tsize < 4 or pos + tsize > self.size or vt + vsize > self.size:
+            raise _Malformed(f"bad table at offset {pos}")
+        return pos, vt, vsize, tsize
+
+    def scalar(self, t, i, fmt):
+        """Field ``i`` of table ``t`` (0 when absent), or its position if ``fmt`` is None."""
+        width = 4 if fmt is None else int(fmt[-1])
+        off = self.read("<u2", t[1] + 4 + 2 * i) if 4 + 2 * i < t[2] else 0
+        if off and off + width > t[3]:
+            raise _Malformed(f"field {i} of the table at {t[0]} lies outside it")
+        return (t[0] + off if off else None) if fmt is None else (
+            self.read(fmt, t[0] + off) if off else 0)
+
+    def vector(self, t, i, fmt="<u1"):
+        """Vector field ``i`` as a numpy array (empty when absent), and its position."""
+        at = self.scalar(t, i, None)
+        if at is None:
+            return np.zeros(0, fmt), 0
+        start = at + self.read("<u4", at)
+        n = self.read("<u4", start)
+        if start + 4 + n * int(fmt[-1]) > self.size:
+            raise _Malformed(f"vector of {n} elements at {start} runs past the end")
+        return np.frombuffer(self.data, fmt, n, start + 4), start + 4
+
+    def tables(self, t, i):
+        offsets, start = self.vector(t, i, "<u4")
+        return [self.table(start + 4 * k + int(o)) for k, o in enumerate(offsets)]
+
+    def string(self, t, i):
+        return self.vector(t, i)[0].tobytes().decode("utf-8", "replace")
+
+
+def _check_tensor(flat, tensor, buffers, checked) -> bool:
+    """Shape, buffer size and (float constants) finiteness of a tensor; is it constant?"""
+    shape, dtype = flat.vector(tensor, 0, "<i4")[0], flat.scalar(tensor, 1, "<i1")
+    name, index = flat.string(tensor, 3), flat.scalar(tensor, 2, "<u4")
+    itemsize = _ITEMSIZE.get(dtype, 0)
+    count = float(np.prod(shape.astype(np.float64)))
+    if ((shape < 0).any() or count * itemsize > MAX_FILE_BYTES or index >= len(buffers)
+            or not 0 <= dtype <= 18):  # TensorType: FLOAT32 (0) .. BFLOAT16 (18)
+        raise _Malformed(f"tensor {name!r}: shape {shape.tolist()}, type {dtype}, buffer {index}")
+    offset, size = flat.scalar(buffers[index], 1, "<u8"), flat.scalar(buffers[index], 2, "<u8")
+    if offset > 1 and offset + size > flat.size:  # buffers kept after a flatbuffer > 2 GB
+        raise _Malformed(f"buffer {index} ({size} bytes at {offset}) runs past the end")
+    data = (np.frombuffer(flat.data, np.uint8, size, offset) if offset > 1
+            else flat.vector(buffers[index], 0)[0])
+    if index == 0 or index in checked or dtype not in _ITEMSIZE or not data.size:
+        return index > 0 and data.size > 0
+    checked.add(index)
+    need, sparse = int(np.ceil(count * itemsize)), flat.scalar(tensor, 6, None) is not None
+    if data.size > need if sparse else data.size != need:
+        raise _Malformed(f"tensor {name!r} {shape.tolist()} needs {need} bytes, has {data.size}")
+    values = data[: data.size - data.size % max(1, int(itemsize))]  # whole elements
+    if dtype in _FLOATS and not np.isfinite(values.view(_FLOATS[dtype])).all():
+        raise _Malformed(f"tensor {name!r} holds NaN or infinite weights")
+    return True
+
+
+def _check_subgraph(flat, graph, buffers, codes, checked, runnable) -> int:
+    """Tensors, operators and tensor indices of one subgraph; returns its tensor count."""
+    tensors = flat.tables(graph, 0)
+    const = {k for k, t in enumerate(tensors) if _check_tensor(flat, t, buffers, checked)}
+    n = len(tensors)
+    lists = [flat.vector(graph, i, "<i4")[0] for i in (1, 2)]  # inputs, outputs
+    written = const | set(lists[0].tolist())  # a tensor has one producer (LiteRT crashed)
+    for op in flat.tables(graph, 3):
+        code = flat.scalar(op, 0, "<u4")
+        if code >= len(codes):
+            raise _Malformed("an operator has an unknown operator code")
+        ins, outs = flat.vector(op, 1, "<i4")[0], flat.vector(op, 2, "<i4")[0]
+        if written.intersection(outs.tolist()) or len(set(outs.tolist())) < len(outs):
+            raise _Malformed(f"an operator writes into a constant tensor, a graph input or "
+                             f"another operator's output ({outs.tolist()})")
+        written.update(outs.tolist())
+        absent = _OPTIONAL.get(codes[code], ()) if runnable else range(len(ins))
+        lists += [np.delete(ins, [j for j in absent if j < len(ins) and ins[j] == -1]),
+                  outs, flat.vector(op, 8, "<i4")[0]]
+    for ids in lists:
+        if ids.size and (ids.min() < 0 or ids.max() >= n):
+            raise _Malformed(f"tensor indices {ids.tolist()[:8]} not among {n} tensors "
+                             f"(-1, an absent input, is allowed only for a bias)")
+    return n
+
+
+def verify_tflite(data: bytes, runnable: bool = True) -> None:
+    """Checks a TFLite flatbuffer in Python, before any native code reads it.
+
+    Every table, vector and string the interpreter uses is reached through
+    bounds-checked offsets (https://flatbuffers.dev/internals/), and the
+    model's invariants hold: schema version 3, a subgraph, non-negative
+    tensor shapes under `MAX_FILE_BYTES`, buffer, operator-code, tensor and
+    subgraph indices in range, each constant buffer of exactly ``prod(shape)
+    * itemsize`` bytes (at most that if sparse), finite float constants.
+
+    Args:
+        data: the bytes of a ``.tflite`` file.
+        runnable: also refuse an absent input (-1) other than a bias (see
+            ``_OPTIONAL``); False only where no interpreter will load it.
+
+    Raises:
+        ValueError: the first problem found, saying where (the caller adds
+            the path).
+    """
+    try:
+        if len(data) < 8 or data[4:8] != b"TFL3":
+            raise _Malformed("missing the 'TFL3' identifier: empty, truncated or another format")
+        flat = _Flat(data)
+        model = flat.table(flat.read("<u4", 0))
+        if flat.scalar(model, 0, "<u4") != 3:
+            raise _Malformed(f"schema version {flat.scalar(model, 0, '<u4')}, expected 3")
+        buffers, graphs = flat.tables(model, 4), flat.tables(model, 2)
+        codes = [max(flat.scalar(c, 3, "<i4"), flat.scalar(c, 0, "<i1"))
+                 for c in flat.tables(model, 1)]  # builtin_code, deprecated_builtin_code
+        sizes = [_check_subgraph(flat, g, buffers, codes, set(), runnable) for g in graphs]
+        if not graphs or any(flat.scalar(m, 1, "<u4") >= len(buffers)
+                             for m in flat.tables(model, 6)):
+            raise _Malformed("no subgraph, or metadata pointing past the buffers")
+        for sig in flat.tables(model, 7):
+            g = flat.scalar(sig, 4, "<u4")
+            if g >= len(graphs) or any(flat.scalar(m, 1, "<u4") >= sizes[g]
+                                       for m in flat.tables(sig, 0) + flat.tables(sig, 1)):
+                raise _Malformed(f"signature {flat.string(sig, 2)!r} points out of range")
+    except _Malformed as err:
+        raise ValueError(f"Not a valid TFLite model file: {err}.") from None
+
+
+def read_tflite(path, runnable: bool = True) -> bytes:
+    """The bytes of a ``.tflite`` file, once `verify_tflite` (``runnable``) accepts them.
+
+    Raises:
+        OSError: unreadable (FileNotFoundError: missing).
+        ValueError: over `MAX_FILE_BYTES` or refused; ends ``Received: path=...``.
+    """
+    path = os.fspath(path)
+    try:
+        if os.stat(path).st_size > MAX_FILE_BYTES:
+            raise ValueError(f"File over {MAX_FILE_BYTES} bytes: not a TFLite flatbuffer.")
+        with open(path, "rb") as f:
+            data = f.read()
+        verify_tflite(data, runnable)
+    except ValueError as err:
+        raise ValueError(f"{err} Received: path={path!r}") from None
+    return data
+
+
+def _check_samples(samples: np.ndarray, path: str) -> np.ndarray:
+    """Samples if all are finite and in ``[0, 1]`` (+- 1e-3), else ``ValueError``."""
+    if samples.size and not (np.isfinite(samples).all() and samples.min() >= -1e-3
+                             and samples.max() <= 1.0 + 1e-3):
+        raise ValueError(
+            f"The model returned NaN, infinity or values outside [0, 1] for finite inputs: the "
+            f"file is damaged or not a classifier from to_tflite. Received: path={path!r}")
+    return samples
+
+
 class TFLiteBayesianModel:
     """A Monte Carlo TFLite classifier written by `tfp_bcnn.export.to_tflite`.
 
@@ -204,12 +396,9 @@ class TFLiteBayesianModel:
     small pool: each chunk of a call checks out an idle interpreter, creating
     a new one when none is idle and fewer than ``max_interpreters`` exist
     (else it waits for one), and returns it after. ``max_interpreters=1``,
-    the default, is a lock around one interpreter. Measured on this
-    project's shared 2-core machine (8 threads x 4-5 calls of 1-50 MNIST
-    images, S = 32, LeNet-5, medians of 3-4 interleaved rounds, two runs): a
-    pool of 2 gave 0.97-1.04x the throughput of the lock and a pool of 4
-    0.85-0.87x (BENCHMARKS.md, "Reliability"): with every core busy, more
-    interpreters only add memory and contention. Each interpreter runs
+    the default, is a lock around one interpreter: on a busy 2-core machine
+    pools of 2 and 4 gave 0.97-1.04x and 0.85-0.87x its throughput
+    (BENCHMARKS.md, "Reliability"). Each interpreter runs
     LiteRT's default of one thread, so on a machine with idle cores a
     ``max_interpreters`` up to the number of cores lets that many calls run
     at once.
@@ -233,11 +422,18 @@ class TFLiteBayesianModel:
         op_resolver: ``"auto"`` or ``"builtin_without_default_delegates"``.
         max_interpreters: the bound above.
 
+    Untrusted files: `verify_tflite` checks the bytes before LiteRT reads
+    them, and the samples of every invocation (and of one on zeros at load)
+    must be finite probabilities: a damaged file gives a ``ValueError``
+    naming it, never a silent NaN. `check_file` opens one in a subprocess.
+
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: ``path`` is a directory, not a TFLite flatbuffer, corrupt
-            or truncated, or not a model written by ``to_tflite``; invalid
-            ``num_threads`` or ``max_interpreters``.
+        ValueError: ``path`` is a directory, over `MAX_FILE_BYTES`, not a
+            TFLite flatbuffer, corrupt, truncated or holding non-finite
+            weights, or not a model written by ``to_tflite``; invalid
+            ``num_threads`` or ``max_interpreters``; at ``predict``/``sample``,
+            outputs that are not finite probabilities (naming the file).
     """
 
     def __init__(self, path, num_threads: int | None = None, max_interpreters: int | None = None):
@@ -253,13 +449,7 @@ class TFLiteBayesianModel:
                 "Expected a .tflite file, got a directory (a SavedModel? load it with "
                 f"tf.saved_model.load). Received: path={self.path!r}"
             )
-        with open(self.path, "rb") as f:
-            self._content = f.read()
-        if len(self._content) < 8 or self._content[4:8] != b"TFL3":
-            raise ValueError(
-                "Not a TFLite flatbuffer (missing the 'TFL3' identifier; empty, truncated "
-                f"or another format). Received: path={self.path!r}"
-            )
+        self._content = read_tflite(self.path)
         errors = []
         for resolver in ("auto", "builtin_without_default_delegates"):
             try:
@@ -269,7 +459,7 @@ class TFLiteBayesianModel:
             except _InvalidModel as err:
                 raise ValueError(f"{err} Received: path={self.path!r}") from err.__cause__
             except (RuntimeError, ValueError) as err:
-                errors.append(f"{resolver}: {err}")
+                errors.append(f"{resolver}: {' '.join(str(err).split())}")
         else:
             raise ValueError(
                 f"LiteRT could not prepare the model ({'; '.join(errors)}). "
@@ -294,7 +484,8 @@ class TFLiteBayesianModel:
             )
             signatures = interpreter.get_signature_list()
         except ValueError as err:
-            raise _InvalidModel(f"Corrupt or truncated TFLite file ({err}).") from err
+            why = " ".join(str(err).split())  # LiteRT's messages span lines
+            raise _InvalidModel(f"Corrupt or truncated TFLite file ({why}).") from err
         spec = signatures.get(_SIGNATURE)
         if spec is None or spec["inputs"] != [_INPUT] or _SAMPLES not in spec["outputs"]:
             raise _InvalidModel(
@@ -317,7 +508,11 @@ class TFLiteBayesianModel:
         # Prepare the graph once, so a delegate that cannot take it fails here
         # (quietly: LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate").
         with _native_stderr_silenced():
-            runner(**{_INPUT: np.zeros((self._fixed_batch or 1, *shape[1:]), np.float32)})
+            probe = runner(**{_INPUT: np.zeros((self._fixed_batch or 1, *shape[1:]), np.float32)})
+        try:
+            _check_samples(probe[_SAMPLES], self.path)
+        except ValueError as err:
+            raise _InvalidModel(str(err).split(" Received:")[0]) from None
         return runner
 
     @contextlib.contextmanager
@@ -353,7 +548,7 @@ class TFLiteBayesianModel:
 
     def _invoke(self, x):
         with self._checkout() as runner:
-            return runner(**{_INPUT: x})[_SAMPLES]
+            return _check_samples(runner(**{_INPUT: x})[_SAMPLES], self.path)
 
     def _validate(self, x):
         x = np.asarray(x)
@@ -450,3 +645,54 @@ class TFLiteBayesianModel:
 
 class _InvalidModel(Exception):
     """The file is not a usable model (no retry with another op resolver)."""
+
+
+def check_file(path, timeout: float = 30.0) -> dict:
+    """Loads a ``.tflite`` file and predicts zeros in a subprocess, risking only that.
+
+    LiteRT's C++ parses what `verify_tflite` passed; should a crafted file
+    crash it, a signal would end the process. This runs ``runtime.py PATH``.
+
+    Args:
+        path: the ``.tflite`` file.
+        timeout: seconds before the subprocess is killed (counted as a hang).
+
+    Returns:
+        dict: ``input_shape``, ``num_classes``, ``num_samples``, ``op_resolver``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the loader's error, a signal (SIGSEGV), over ``timeout``
+            (each naming the file); an invalid ``timeout``.
+    """
+    import json
+    import subprocess
+
+    path = os.fspath(path)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"`timeout` must be a positive number. Received: timeout={timeout!r}")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No such file. Received: path={path!r}")
+    command = [sys.executable, "-E", "-s", os.path.abspath(__file__), os.path.abspath(path)]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ValueError(f"Loading took over {timeout:g} s. Received: path={path!r}") from None
+    last = (proc.stdout.strip().splitlines() or ["{}"])[-1]
+    report = json.loads(last) if last.startswith("{") else {}
+    if proc.returncode == 0 and "error" not in report:
+        return report
+    why = (f"the native interpreter crashed (signal {-proc.returncode})" if proc.returncode < 0
+           else f"exit status {proc.returncode}: {proc.stderr.strip()[-200:]}")
+    raise ValueError(report.get("error") or f"Loading failed ({why}). Received: path={path!r}")
+
+
+if __name__ == "__main__":  # the subprocess of check_file: one line of JSON
+    import json
+    try:
+        _model = TFLiteBayesianModel(sys.argv[1])
+        _model.sample(np.zeros((1, *_model.input_shape[1:]), np.float32))  # zeros: no warning
+        print(json.dumps({k: getattr(_model, k) for k in
+                          ("input_shape", "num_classes", "num_samples", "op_resolver")}))
+    except (OSError, ValueError) as err:
+        print(json.dumps({"error": str(err)}))

@@ -49,12 +49,12 @@ import functools
 import gzip
 import importlib.resources
 import os
-import zipfile
 from collections.abc import Sequence
 from typing import Union
 
 import numpy as np
 
+from . import _untrusted
 from . import _validation as check
 
 __all__ = [
@@ -612,7 +612,8 @@ def load_npz(
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if the file is not a readable ``.npz``, a key is missing
+        ValueError: if the file is not a readable ``.npz`` (checked before any
+            array is read: pickles, unsafe names, lying sizes), a key is missing
             (the message lists the keys present), ``x`` is not 3-D or 4-D,
             ``len(x) != len(y)``, labels are not integers or are out of range,
             or values lie outside ``0..255`` (integers) / ``[0, 1]`` (floats).
@@ -625,7 +626,7 @@ def load_npz(
         raise FileNotFoundError(f"No such .npz file. Received: path={path!r}")
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except _untrusted.ZIP_ERRORS as e:
         raise ValueError(
             f"Could not read {path!r} ({e}). Received: path={path!r}"
         ) from e
@@ -635,6 +636,7 @@ def load_npz(
             f"Received: path={path!r}"
         )
     with data:
+        _untrusted.npz_members(path)  # names, sizes, no pickles, shapes vs bytes
         keys = sorted(data.files)
         for arg, key in (("x_key", x_key), ("y_key", y_key)):
             if key is not None and key not in keys:
@@ -645,31 +647,23 @@ def load_npz(
         try:
             x = data[x_key]
             y = data[y_key] if y_key is not None else None
-        except (OSError, ValueError, zipfile.BadZipFile) as e:
+        except (*_untrusted.ZIP_ERRORS, MemoryError) as e:
             raise ValueError(
                 f"Could not read {path!r} ({e}). Received: path={path!r}"
             ) from e
-    x = _as_images(x, x_key)
-    if y is None:
-        return x, np.full((len(x),), -1, dtype=np.int64)
-    y = _as_labels(y, y_key, num_classes)
-    if len(x) != len(y):
-        raise ValueError(
-            f"Images and labels must have the same length. "
-            f"Received: len({x_key})={len(x)}, len({y_key})={len(y)}"
-        )
+    try:
+        x = _as_images(x, x_key)
+        if y is None:
+            return x, np.full((len(x),), -1, dtype=np.int64)
+        y = _as_labels(y, y_key, num_classes)
+        if len(x) != len(y):
+            raise ValueError(
+                f"Images and labels must have the same length. "
+                f"Received: len({x_key})={len(x)}, len({y_key})={len(y)}"
+            )
+    except ValueError as e:  # the file the bad values came from, too
+        raise ValueError(f"{e} (in the file path={path!r})") from None
     return x, y
-
-
-def _has_images(path: str) -> bool:
-    """Whether any subfolder of ``path`` (at any depth) holds an image file."""
-    with os.scandir(path) as entries:  # closed even when we return early
-        for entry in entries:
-            if entry.is_dir():
-                for _, _, files in os.walk(entry.path):
-                    if any(f.lower().endswith(_IMAGE_EXTENSIONS) for f in files):
-                        return True
-    return False
 
 
 def _materialise(dataset) -> Arrays:
@@ -717,7 +711,8 @@ def load_image_folder(
 
     Raises:
         FileNotFoundError: if ``path`` is not a folder.
-        ValueError: if no subfolder holds an image, or an argument is invalid.
+        ValueError: if no subfolder holds an image, an image is broken or too
+            large (naming it), or an argument is invalid.
     """
     path = os.fspath(path)
     if not os.path.isdir(path):
@@ -732,12 +727,15 @@ def load_image_folder(
             f"`validation_split` must be in (0, 1) or None. "
             f"Received: validation_split={validation_split!r}"
         )
-    if not _has_images(path):
+    files = _untrusted.image_files(path, _IMAGE_EXTENSIONS)
+    if not files:
         raise ValueError(
             f"No images found: expected one subfolder per class holding "
             f"{'/'.join(_IMAGE_EXTENSIONS)} files. Received: path={path!r}"
         )
+    _untrusted.check_images(files)  # header sizes, then a full decode, naming the file
     import keras
+    import tensorflow as tf
 
     result = keras.utils.image_dataset_from_directory(
         path,
@@ -752,13 +750,18 @@ def load_image_folder(
         subset="both" if validation_split is not None else None,
         verbose=False,
     )
-    if validation_split is None:
-        class_names = list(result.class_names)
-        out = _materialise(result)
-    else:
-        train, val = result
-        class_names = list(train.class_names)
-        out = (_materialise(train), _materialise(val))
+    try:  # Pillow read every file; TensorFlow's decoders may still refuse one
+        if validation_split is None:
+            class_names = list(result.class_names)
+            out = _materialise(result)
+        else:
+            train, val = result
+            class_names = list(train.class_names)
+            out = (_materialise(train), _materialise(val))
+    except tf.errors.OpError as err:
+        why = err.message.split("}}")[-1].strip().splitlines()[0]  # without the graph node
+        raise ValueError(f"TensorFlow could not decode an image ({why}). "
+                         f"Received: path={path!r}") from None
     return (*out, class_names) if return_class_names else out
 
 
@@ -791,7 +794,7 @@ def get(name: PathLike) -> TrainTest:
             try:
                 with np.load(path, allow_pickle=False) as data:
                     keys = set(getattr(data, "files", ()))
-            except (OSError, ValueError, zipfile.BadZipFile):
+            except _untrusted.ZIP_ERRORS:
                 pass  # load_npz below reports it
         if {"x_train", "y_train", "x_test", "y_test"} <= keys:
             return (

@@ -120,16 +120,23 @@ def save_model(model, path) -> Path:
 def load_model(path):
     """Load a ``.keras`` file with Keras' safe mode (tfp_bcnn layers registered).
 
+    The archive is checked before Keras reads it (member names and sizes,
+    ``config.json`` and the HDF5 signature: ``tfp_bcnn._untrusted``), and
+    the loaded weights must be finite.
+
     Raises:
         ValueError: no such file; a file that is not a ``.keras`` archive (a
-            ``.keras`` file is the zip archive that ``model.save`` writes); or
-            an archive Keras cannot load (the message gives Keras' error).
+            ``.keras`` file is the zip archive that ``model.save`` writes); a
+            crafted or damaged archive; an archive Keras cannot load (the
+            message gives Keras' error); NaN or infinite weights.
     """
     import zipfile
 
     import keras
 
     import tfp_bcnn  # noqa: F401  (registers the layers)
+
+    from . import _untrusted
 
     path = Path(path)
     if not path.is_file():
@@ -139,13 +146,21 @@ def load_model(path):
             "Not a valid .keras file: a .keras file is the zip archive written by "
             f"model.save(...), this one is not a zip archive. Received: model={str(path)!r}"
         )
+    _untrusted.check_keras_archive(str(path), arg="model")
     try:
-        return keras.saving.load_model(path, safe_mode=True)
+        model = keras.saving.load_model(path, safe_mode=True)
     except Exception as err:  # keras raises many types for a corrupt archive
         raise ValueError(
             f"Not a valid .keras file, or one that holds layers this version cannot load "
-            f"({type(err).__name__}: {err}). Received: model={str(path)!r}"
+            f"({type(err).__name__}: {_first_line(err)}). Received: model={str(path)!r}"
         ) from err
+    _untrusted.check_finite_weights(model, str(path), arg="model")
+    return model
+
+
+def _first_line(err: Exception) -> str:
+    """The first non-empty line of an error's message (the CLI prints one line)."""
+    return next((line for line in str(err).splitlines() if line.strip()), "")
 
 
 def load_data(name):
