@@ -56,9 +56,11 @@ from typing import Union
 import numpy as np
 
 from . import _validation as check
+from ._fit_images import fit_images
 
 __all__ = [
     "digits",
+    "fit_images",
     "get",
     "letters",
     "load_image_folder",

@@ -1,4 +1,4 @@
-"""Model zoo (LeNet-5, AlexNet, 3Conv3FC) and conversion of trained Keras models.
+"""Model zoo (LeNet-5, AlexNet, 3Conv3FC, MobileNetV2) and conversion of trained Keras models.
 
 Builders
 --------
@@ -49,16 +49,19 @@ from . import kl as kl_lib
 from . import regularizers
 from ._annealing import KLAnnealing
 from ._compat import all_layers, clone_model, input_layer_name, is_graph_model
+from ._mobilenet import MOBILENET_RECIPE, mobilenet_v2
 from .layers import ESTIMATORS, MCDropout, layer_class
 from .layers._base import rho_from_sigma
 
 __all__ = [
     "DEFAULT_POSTERIOR_STD_INIT",
+    "MOBILENET_RECIPE",
     "MOPED_SIGMA_FLOOR",
     "RECIPE",
     "alexnet",
     "compile_bayesian",
     "lenet5",
+    "mobilenet_v2",
     "recipe_callbacks",
     "three_conv_three_fc",
     "to_bayesian",
@@ -710,11 +713,12 @@ def _skip_rule(model, skip) -> _SkipRule:
     return _SkipRule(frozenset(names), classes, nested)
 
 
-def _check_convertible(model, estimator, num_train_examples, moped_delta, skip) -> _SkipRule:
+def _check_convertible(model, estimator, num_train_examples, moped_delta, skip,
+                       last=None) -> _SkipRule:
     """Step 1 of `to_bayesian`: check the arguments and that every layer converts.
 
     Returns:
-        The `_SkipRule` of ``skip``.
+        The `_SkipRule` of ``skip`` (and of ``last``: see `_last_rule`).
 
     Raises:
         ValueError, TypeError: as listed in `to_bayesian`.
@@ -747,7 +751,30 @@ def _check_convertible(model, estimator, num_train_examples, moped_delta, skip) 
             "names or classes in `skip=` to keep them deterministic. Received: "
             f"skip={skip!r}"
         )
-    return rule
+    return rule if last is None else _last_rule(model, rule, last)
+
+
+def _last_rule(model, rule: _SkipRule, last) -> _SkipRule:
+    """``rule`` extended so that only the last ``last`` convertible layers convert.
+
+    The convertible layers (exact `_CONVERTIBLE` types without a `_blocker`,
+    not already skipped) are counted in graph order (``all_layers``: a
+    functional model's topological order, nested models in place; a
+    separable convolution counts once); all but the last ``last`` are added
+    to the skipped names.
+
+    Raises:
+        ValueError: ``last`` is not an int in ``[1, count]``; the message
+            gives the count.
+    """
+    names = [layer.name for layer in all_layers(model) if layer not in rule and _converts(layer)]
+    if not check.is_int(last) or not 1 <= int(last) <= len(names):
+        raise ValueError(
+            f"`last` must be an int from 1 to the number of convertible layers "
+            f"({len(names)} in model {model.name!r}, after `skip`). Received: last={last!r}"
+        )
+    keep = names[: len(names) - int(last)]
+    return dataclasses.replace(rule, names=rule.names | frozenset(keep))
 
 
 _PENALTIES = (
@@ -895,6 +922,7 @@ def to_bayesian(
     posterior_std_init: float = 1e-3,
     seed: int | None = None,
     center_prior: bool | None = None,
+    last: int | None = None,
 ) -> keras.Model:
     """Convert a trained deterministic Keras model into a Bayesian one.
 
@@ -958,6 +986,11 @@ def to_bayesian(
             ``seed + i`` (keyword-only).
         center_prior: deprecated alias of ``centered_prior`` (keyword-only;
             emits a ``DeprecationWarning``).
+        last: None (every convertible layer), or an int ``k >= 1``: only the
+            last ``k`` convertible layers in graph order become Bayesian, the
+            rest stay deterministic -- a partially Bayesian network (Sharma et
+            al. 2023, https://arxiv.org/abs/2211.06291); with ``skip``, the
+            count is over the layers not skipped (keyword-only).
 
     Returns:
         A new ``keras.Model`` (same class of graph, same name), uncompiled.
@@ -965,6 +998,7 @@ def to_bayesian(
     Raises:
         ValueError: an unbuilt or subclassed model, a missing or invalid
             ``num_train_examples``, an invalid ``moped_delta`` or estimator, a
+            ``last`` outside ``[1, number of convertible layers]``, a
             ``skip`` name that is not a layer of the model (a ``skip`` entry
             that is neither a str nor a layer class is a TypeError), or layers that
             cannot be converted (grouped or causal convolutions,
@@ -992,7 +1026,7 @@ def to_bayesian(
             stacklevel=2,
         )
         centered_prior = center_prior
-    rule = _check_convertible(model, estimator, num_train_examples, moped_delta, skip)
+    rule = _check_convertible(model, estimator, num_train_examples, moped_delta, skip, last)
     options = {
         "prior": prior,
         "posterior_std_init": posterior_std_init,

@@ -1,0 +1,52 @@
+"""Bring images to a network's input size: zero-pad or resize, repeat grey to RGB."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _validation as check
+
+__all__ = ["fit_images"]
+
+
+def fit_images(x: np.ndarray, size: int, channels: int = 3) -> np.ndarray:
+    """``(N, H, W, C)`` images -> ``(N, size, size, channels)`` float32.
+
+    An image smaller than ``size`` is zero-padded around its centre (MNIST's
+    28x28 digits get 2 px of border at 32: the digit keeps its pixels, as in
+    LeNet-5's padding); a larger one is resized with the antialiased linear
+    filter of `tfp_bcnn.datasets`. One channel is repeated ``channels``
+    times (grey to RGB, what ImageNet-shaped networks such as MobileNetV2
+    expect); otherwise the channel count must already match.
+
+    Args:
+        x: ``(N, H, W, C)`` images (channels last), values kept as they are.
+        size: the output height and width (>= 1).
+        channels: output channels (>= 1).
+
+    Returns:
+        ``(N, size, size, channels)`` float32 array (a new array).
+
+    Raises:
+        ValueError: ``x`` is not 4-D, ``size`` or ``channels`` is not a
+            positive int, or ``C`` is neither 1 nor ``channels``.
+    """
+    from .datasets import _resize
+
+    size = check.positive_int("size", size)
+    channels = check.positive_int("channels", channels)
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 4 or x.shape[-1] not in (1, channels):
+        raise ValueError(
+            f"`x` must be (N, H, W, C) images with C = 1 or {channels}. "
+            f"Received: x with shape {x.shape}"
+        )
+    n, h, w, c = x.shape
+    if h > size or w > size:
+        x = np.stack([_resize(x[..., k], (size, size)) for k in range(c)], -1)
+    else:
+        top, left = (size - h) // 2, (size - w) // 2
+        x = np.pad(x, ((0, 0), (top, size - h - top), (left, size - w - left), (0, 0)))
+    if c != channels:
+        x = np.repeat(x, channels, axis=-1)
+    return x.astype(np.float32)

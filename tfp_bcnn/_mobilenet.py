@@ -1,0 +1,187 @@
+"""MobileNetV2 (Keras Applications) as a Bayesian, MC-dropout or deterministic classifier.
+
+`mobilenet_v2` builds ``keras.applications.MobileNetV2(weights=None)`` with
+its own classifier, and makes it Bayesian with `tfp_bcnn.models.to_bayesian`
+(all of it, or only the last ``k`` convertible layers). `MOBILENET_RECIPE` is
+the training recipe that goes with it; the reasoning behind it (measured)
+is in `mobilenet_v2`'s docstring and in BENCHMARKS.md ("Deep networks").
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Mapping, Sequence
+
+import keras
+
+from . import _validation as check
+
+__all__ = ["MOBILENET_RECIPE", "mobilenet_v2"]
+
+#: The recipe of `mobilenet_v2` (the keys of ``models.RECIPE`` plus
+#: ``bn_momentum``, ``posterior_std_init`` and ``prior_scale``, which the
+#: builder reads): Adam with ``learning_rate`` for ``epochs`` passes in
+#: batches of ``batch_size``; ``kl_beta`` multiplies the KL (1: the ELBO)
+#: after a linear warm-up of ``kl_warmup_epochs``. See `mobilenet_v2` for why.
+MOBILENET_RECIPE: Mapping = types.MappingProxyType(
+    {"learning_rate": 2e-3, "epochs": 15, "batch_size": 64, "kl_beta": 1.0,
+     "kl_warmup_epochs": 0, "bn_momentum": 0.9, "posterior_std_init": 1e-3,
+     "prior_scale": 1.0}
+)
+
+
+def _reinitialize(model, seed: int | None) -> None:
+    """Kernel ``i`` (graph order) redrawn from Glorot-uniform with ``seed + i``.
+
+    Keras Applications draw their kernels from the global random state; this
+    makes a build with ``seed`` repeatable without touching that state. The
+    distribution is Keras' default one (``glorot_uniform``) for every Conv2D,
+    DepthwiseConv2D and Dense kernel.
+    """
+    if seed is None:
+        return
+    kernels = [layer for layer in model.layers
+               if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
+                                     keras.layers.Dense))]
+    for i, layer in enumerate(kernels):
+        init = keras.initializers.GlorotUniform(seed=int(seed) + i)
+        layer.kernel.assign(init(tuple(layer.kernel.shape), dtype=layer.kernel.dtype))
+
+
+def _deterministic(input_shape, num_classes, alpha, dropout, seed, bn_momentum, name):
+    """The Keras MobileNetV2 body, global average pooling, [MCDropout], Dense softmax."""
+    from .layers import MCDropout
+
+    base = keras.applications.MobileNetV2(
+        input_shape=input_shape, alpha=alpha, include_top=False, weights=None,
+        pooling="avg",
+    )
+    x = base.output
+    if dropout:
+        x = MCDropout(dropout, seed=None if seed is None else int(seed) + 1000,
+                      name="dropout1")(x)
+    out = keras.layers.Dense(num_classes, activation="softmax", name="predictions",
+                             dtype="float32")(x)
+    model = keras.Model(base.input, out, name=name)
+    for layer in model.layers:  # Keras Applications use 0.999 (see the docstring)
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(bn_momentum)
+    _reinitialize(model, seed)
+    return model
+
+
+def mobilenet_v2(
+    input_shape: Sequence[int] = (32, 32, 3),
+    num_classes: int = 10,
+    alpha: float = 0.35,
+    *,
+    bayesian: bool = True,
+    estimator: str = "flipout",
+    num_train_examples: int | None = None,
+    last: int | None = None,
+    dropout: float | None = None,
+    seed: int | None = None,
+    prior=None,
+    posterior_std_init: float | None = None,
+    bn_momentum: float | None = None,
+) -> keras.Model:
+    """MobileNetV2 (Sandler et al. 2018, https://arxiv.org/abs/1801.04381), Bayesian or not.
+
+    The network is ``keras.applications.MobileNetV2(weights=None,
+    include_top=False, pooling="avg")`` -- 17 inverted-residual blocks (1x1
+    expand Conv2D, 3x3 DepthwiseConv2D, 1x1 project Conv2D, BatchNormalization
+    and ReLU6 between them, a residual ``Add`` where shapes allow), the 1x1
+    ``Conv_1`` to ``1280 * max(1, alpha)`` channels and global average pooling
+    -- followed by an optional `tfp_bcnn.layers.MCDropout` (``dropout1``) and
+    ``Dense(num_classes, softmax)`` named ``predictions``. With alpha 0.35
+    that is 53 convertible layers (52 convolutions, one Dense) and about
+    0.4 million weights.
+
+    With ``bayesian=True`` the deterministic network is passed through
+    ``to_bayesian(..., posterior_std_init=..., prior=..., last=last)``: every
+    (or the last ``last``) Conv2D / DepthwiseConv2D / Dense becomes the
+    ``estimator`` layer with ``kl_weight = 1 / num_train_examples``, the
+    posterior means at the twin's initial kernels; BatchNormalization, ReLU6,
+    ``Add`` and pooling stay deterministic. ``last=1`` is a Bayesian head,
+    ``last=5`` the last block (expand, depthwise, project), ``Conv_1`` and the
+    head.
+
+    Training (`MOBILENET_RECIPE`; screening in BENCHMARKS.md, "Deep
+    networks"): BatchNormalization momentum 0.9 instead of Keras'
+    0.999, whose moving statistics keep 94 % of their initial value after 64
+    steps, so a short run evaluates with statistics of the untrained network.
+    The posterior std starts small (1e-3): with ~400,000 weights every unit of
+    initial noise is multiplied through 50 layers, and a wider start (the
+    LeNet-5 builders' 5e-3) slowed the early epochs. The prior stays
+    ``N(0, 1)`` with the plain ELBO: on MNIST-5k (N = 4,000) its pull on a
+    mean, ``mu / N``, is small next to the likelihood's gradient while the
+    network trains from scratch. Converting a briefly trained deterministic
+    net (MOPED, centred prior; `examples/mobilenet_uncertainty.py` did this)
+    starts the Bayesian phase further along but spends the deterministic
+    epochs first.
+
+    Args:
+        input_shape: ``(height, width, 3)``, height and width >= 32.
+        num_classes: classes ``C`` (>= 2).
+        alpha: MobileNetV2's width multiplier (> 0; Keras: 0.35, 0.5, 0.75,
+            1.0, 1.3 or 1.4 have weights, any positive value builds).
+        bayesian: False builds the deterministic twin (same layer names);
+            with ``dropout`` it is the MC-dropout twin.
+        estimator: estimator of the Bayesian layers.
+        num_train_examples: training-set size ``N`` (required when Bayesian).
+        last: None (fully Bayesian) or ``k``: only the last ``k`` convertible
+            layers are Bayesian (see ``to_bayesian``).
+        dropout: None, or the rate of an `MCDropout` before the classifier.
+        seed: int; kernel ``i`` is initialised with ``seed + i`` and Bayesian
+            layer ``i`` draws with ``seed + i``.
+        prior: prior of the Bayesian layers (None: ``Normal(0,
+            MOBILENET_RECIPE["prior_scale"])``).
+        posterior_std_init: initial posterior std (None: the recipe's).
+        bn_momentum: BatchNormalization momentum (None: the recipe's 0.9).
+
+    Returns:
+        A built functional ``keras.Model`` ``(batch, H, W, 3) -> (batch, C)``
+        probabilities, named ``mobilenet_v2`` (``_deterministic`` /
+        ``_mc_dropout`` appended when not Bayesian), uncompiled.
+
+    Raises:
+        ValueError: an invalid shape, class count, alpha, dropout rate,
+            estimator, ``last`` out of range, or ``bayesian=True`` without
+            ``num_train_examples`` (the value received is quoted).
+
+    Example:
+    >>> from tfp_bcnn import models
+    >>> net = models.mobilenet_v2(num_train_examples=4000, last=1)
+    >>> type(net.get_layer("predictions")).__name__
+    'DenseFlipout'
+    """
+    from . import models, priors
+
+    input_shape = models._check_image_shape(input_shape)
+    if min(input_shape[:2]) < 32 or input_shape[2] != 3:
+        raise ValueError(
+            "`input_shape` must be (height, width, 3) with height and width >= 32 "
+            f"(MobileNetV2 halves the size five times). Received: input_shape={input_shape!r}"
+        )
+    num_classes = models._check_num_classes(num_classes)
+    alpha = check.positive_float("alpha", alpha)
+    dropout = models._check_dropout(dropout)
+    check.choice("estimator", estimator, models.ESTIMATORS)
+    recipe = MOBILENET_RECIPE
+    momentum = recipe["bn_momentum"] if bn_momentum is None else bn_momentum
+    check.fraction("bn_momentum", momentum)
+    if bayesian:
+        models._check_num_train_examples(num_train_examples, "when bayesian=True")
+    suffix = "" if bayesian else ("_mc_dropout" if dropout else "_deterministic")
+    net = _deterministic(input_shape, num_classes, alpha, dropout, seed, momentum,
+                         "mobilenet_v2" + suffix)
+    if not bayesian:
+        return net
+    if prior is None:
+        prior = priors.Normal(0.0, recipe["prior_scale"])
+    std = recipe["posterior_std_init"] if posterior_std_init is None else posterior_std_init
+    return models.to_bayesian(
+        net, estimator, num_train_examples, prior=prior,
+        posterior_std_init=check.positive_float("posterior_std_init", std),
+        seed=seed, last=last,
+    )
