@@ -37,10 +37,15 @@ float rounding from the changed order of sums. The last linear layer keeps
 all its units (they are the model's outputs); so does a plain Keras layer
 (it has no mask).
 
+Functional models with a residual ``Add`` or a depthwise convolution (e.g.
+MobileNetV2) are shrunk by channel groups instead (`_groups`,
+`_shrink_graph`): channels tied by an ``Add`` go together, a depthwise
+layer's channels go with those of the layer before it.
+
 Unsupported (a ``ValueError`` naming the layer, the masked model left as it
-is): residual ``Add`` / ``Concatenate`` and other merges, branching, shared
-layers, nested models, subclassed models, grouped / depthwise / separable /
-transposed convolutions and any layer not listed above.
+is): ``Concatenate`` and other merges but ``Add``, branching without a merge
+in a chain model, shared layers, nested models, subclassed models, grouped /
+separable / transposed convolutions and any layer not listed above.
 """
 
 from __future__ import annotations
@@ -104,6 +109,11 @@ def _is_per_channel(layer) -> bool:
         if name in _MIXING_ACTIVATIONS:
             raise _unsupported(layer, f"the activation {name!r} mixes channels")
     return True
+
+
+def per_channel(layer) -> bool:
+    """Whether ``layer`` acts channel by channel (activations, pooling, padding, ...)."""
+    return _is_per_channel(layer)
 
 
 def _chain(model) -> list:
@@ -328,15 +338,21 @@ def shrink(model: keras.Model) -> keras.Model:
         trains, saves to ``.keras`` and exports like any tfp_bcnn model.
 
     Raises:
-        ValueError: a topology that cannot be shrunk (a merge such as a
-            residual ``Add``, a branch, a shared layer, a nested or
-            subclassed model, an unknown layer); the message names the layer.
+        ValueError: a topology that cannot be shrunk (a ``Concatenate``, a
+            branch without a merge, a shared layer, a nested or subclassed
+            model, an unknown layer); the message names the layer.
 
     Example:
 
     >>> pruning.prune_now(model, 0.5, criterion="l1", structure="filter")  # doctest: +SKIP
     >>> small = pruning.shrink(model)  # doctest: +SKIP
     """
+    from ._groups import needs_groups
+
+    if needs_groups(model):  # residual Add / depthwise: channel groups
+        from ._shrink_graph import shrink_graph
+
+        return shrink_graph(model, per_channel)
     layers = _chain(model)
     plan = _plan(layers)
     new_layers = [_new_layer(layer, plan) for layer in layers]
