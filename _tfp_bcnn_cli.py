@@ -29,7 +29,7 @@ __all__ = ["build_parser", "main"]
 
 # The choices are literal here so that `tfp-bcnn --help` imports neither Keras nor TF;
 # tests/test_workflow.py checks them against workflow.MODELS and layers.ESTIMATORS.
-MODELS = ("lenet5", "alexnet", "three_conv_three_fc")
+MODELS = ("lenet5", "alexnet", "three_conv_three_fc", "mobilenet_v2")
 ESTIMATORS = ("flipout", "reparameterization", "local_reparameterization")
 METHODS = ("mc", "moments")
 SAMPLINGS = ("lrt", "weights", "moments")
@@ -126,7 +126,8 @@ def cmd_train(args):
         dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, kl_schedule=args.kl_schedule,
         warmup_epochs=args.warmup_epochs, dropout=args.dropout, members=args.members,
-        output=args.output, seed=args.seed, verbose=args.verbose)
+        output=args.output, seed=args.seed, verbose=args.verbose, last=args.last,
+        input_size=args.input_size)
 
 
 def cmd_evaluate(args):
@@ -196,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mnist_5k, digits, or a .npz path")
     # None: the tuned recipe, tfp_bcnn.models.RECIPE (20 epochs, batch 64, Adam 2e-3)
     t.add_argument("--epochs", type=POSITIVE_INT, default=None,
-                   help="default: models.RECIPE (20)")
+                   help="default: models.RECIPE (20; mobilenet_v2: MOBILENET_RECIPE)")
     t.add_argument("--batch-size", type=POSITIVE_INT, default=None,
                    help="default: models.RECIPE (64)")
     t.add_argument("--learning-rate", type=POSITIVE_REAL, default=None,
@@ -210,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--members", type=POSITIVE_INT, default=1,
                    help="train a deep ensemble of this many members (seeds seed, seed+1, "
                    "...), written as <output stem>_<m>.keras")
+    t.add_argument("--last", type=POSITIVE_INT, default=None,
+                   help="make only the last K convertible layers Bayesian (a partially "
+                   "Bayesian net; default: all)")
+    t.add_argument("--input-size", type=POSITIVE_INT, default=None,
+                   help="pad or resize the images to this size squared (default: as they "
+                   "are; mobilenet_v2: at least 32, grey repeated to 3 channels)")
     t.add_argument("--output", type=KERAS_FILE, default="model.keras")
     t.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
     t.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,

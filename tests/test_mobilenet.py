@@ -105,3 +105,37 @@ def test_fit_images_pads_resizes_and_tiles():
     np.testing.assert_allclose(small.mean(), x.mean(), atol=0.02)  # filters sum to 1
     with pytest.raises(ValueError, match="Received: x with shape"):
         datasets.fit_images(x[..., :1].repeat(2, -1), 32)
+
+
+@pytest.mark.slow
+def test_cli_trains_and_structurally_prunes_mobilenet_v2(tmp_path):
+    """``train --model mobilenet_v2 --last K --input-size`` then ``prune --structured``
+    on a tiny .npz set (28x28x1 digits padded to 32x32x3): the commands, not
+    the accuracy."""
+    import os
+    import subprocess
+    import sys
+
+    def run_cli(*args, cwd):
+        env = {k: v for k, v in os.environ.items() if k != "TFP_BCNN_VERBOSE"}
+        return subprocess.run([sys.executable, "-m", "tfp_bcnn.cli", *args], cwd=cwd,
+                              env=env, capture_output=True, text=True, timeout=900)
+
+    (x, y), _ = datasets.mnist_5k()
+    np.savez(tmp_path / "tiny.npz", x_train=x[:64], y_train=y[:64], x_test=x[64:96],
+             y_test=y[64:96])
+    out = run_cli("train", "--model", "mobilenet_v2", "--last", "5", "--input-size", "32",
+                  "--epochs", "1", "--dataset", "tiny.npz", "--output", "mn.keras",
+                  "--verbose", "0", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "training mobilenet_v2 (flipout)" in out.stdout
+    net = keras.saving.load_model(tmp_path / "mn.keras")
+    assert net.input_shape == (None, 32, 32, 3)
+    assert len(list(bcnn.bayesian_layers(net))) == 5
+    out = run_cli("prune", "mn.keras", "--structured", "--scope", "layer", "--epochs", "1",
+                  "--dataset", "tiny.npz", "--verbose", "0", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    small = keras.saving.load_model(tmp_path / "mn_pruned.keras")
+    assert small.get_layer("Conv_1").units < net.get_layer("Conv_1").units
+    assert small.get_layer("block_16_depthwise").kernel_loc.shape[-2] == \
+        small.get_layer("block_16_expand").units < 336

@@ -9,13 +9,35 @@ from . import _validation as check
 __all__ = ["fit_images"]
 
 
+def _resize_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """(out_size, in_size) linear-interpolation matrix, half-pixel centres.
+
+    Upsampling is plain bilinear (edge values repeated); downsampling widens
+    the triangle filter by the scale factor (antialiased, like PIL). Rows are
+    non-negative and sum to 1, so values stay within the input range.
+    """
+    scale = in_size / out_size
+    support = max(scale, 1.0)
+    centres = (np.arange(out_size) + 0.5) * scale
+    t = ((np.arange(in_size) + 0.5)[None, :] - centres[:, None]) / support
+    w = np.maximum(0.0, 1.0 - np.abs(t))
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def _resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize (N, H, W) images to (N, *size) with `_resize_matrix`."""
+    rows = _resize_matrix(images.shape[1], size[0])
+    cols = _resize_matrix(images.shape[2], size[1])
+    return np.einsum("oh,nhw,pw->nop", rows, images, cols)
+
+
 def fit_images(x: np.ndarray, size: int, channels: int = 3) -> np.ndarray:
     """``(N, H, W, C)`` images -> ``(N, size, size, channels)`` float32.
 
     An image smaller than ``size`` is zero-padded around its centre (MNIST's
     28x28 digits get 2 px of border at 32: the digit keeps its pixels, as in
     LeNet-5's padding); a larger one is resized with the antialiased linear
-    filter of `tfp_bcnn.datasets`. One channel is repeated ``channels``
+    filter `_resize` (also used by `tfp_bcnn.datasets`). One channel is repeated ``channels``
     times (grey to RGB, what ImageNet-shaped networks such as MobileNetV2
     expect); otherwise the channel count must already match.
 
@@ -31,8 +53,6 @@ def fit_images(x: np.ndarray, size: int, channels: int = 3) -> np.ndarray:
         ValueError: ``x`` is not 4-D, ``size`` or ``channels`` is not a
             positive int, or ``C`` is neither 1 nor ``channels``.
     """
-    from .datasets import _resize
-
     size = check.positive_int("size", size)
     channels = check.positive_int("channels", channels)
     x = np.asarray(x, dtype=np.float32)

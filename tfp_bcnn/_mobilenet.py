@@ -1,22 +1,24 @@
 """MobileNetV2 (Keras Applications) as a Bayesian, MC-dropout or deterministic classifier.
 
-`mobilenet_v2` builds ``keras.applications.MobileNetV2(weights=None)`` with
-its own classifier, and makes it Bayesian with `tfp_bcnn.models.to_bayesian`
-(all of it, or only the last ``k`` convertible layers). `MOBILENET_RECIPE` is
-the training recipe that goes with it; the reasoning behind it (measured)
-is in `mobilenet_v2`'s docstring and in BENCHMARKS.md ("Deep networks").
+`deterministic` builds ``keras.applications.MobileNetV2(weights=None)`` with
+its own classifier; ``models.mobilenet_v2`` makes it Bayesian with
+``models.to_bayesian`` (all of it, or only the last ``k`` convertible
+layers). `MOBILENET_RECIPE` is the training recipe that goes with it; the
+reasoning behind it (measured) is in `DOC` (``models.mobilenet_v2``'s
+docstring) and in BENCHMARKS.md ("Deep networks").
 """
 
 from __future__ import annotations
 
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import keras
 
 from . import _validation as check
+from .layers import MCDropout
 
-__all__ = ["MOBILENET_RECIPE", "mobilenet_v2"]
+__all__ = ["DOC", "MOBILENET_RECIPE", "check_arguments", "deterministic"]
 
 #: The recipe of `mobilenet_v2` (the keys of ``models.RECIPE`` plus
 #: ``bn_momentum``, ``posterior_std_init`` and ``prior_scale``, which the
@@ -48,10 +50,12 @@ def _reinitialize(model, seed: int | None) -> None:
         layer.kernel.assign(init(tuple(layer.kernel.shape), dtype=layer.kernel.dtype))
 
 
-def _deterministic(input_shape, num_classes, alpha, dropout, seed, bn_momentum, name):
-    """The Keras MobileNetV2 body, global average pooling, [MCDropout], Dense softmax."""
-    from .layers import MCDropout
+def deterministic(input_shape, num_classes, alpha, dropout, seed, bn_momentum, name):
+    """The Keras MobileNetV2 body, global average pooling, [MCDropout], Dense softmax.
 
+    BatchNormalization momentum ``bn_momentum``; kernels re-drawn with
+    ``seed`` (`_reinitialize`).
+    """
     base = keras.applications.MobileNetV2(
         input_shape=input_shape, alpha=alpha, include_top=False, weights=None,
         pooling="avg",
@@ -70,22 +74,8 @@ def _deterministic(input_shape, num_classes, alpha, dropout, seed, bn_momentum, 
     return model
 
 
-def mobilenet_v2(
-    input_shape: Sequence[int] = (32, 32, 3),
-    num_classes: int = 10,
-    alpha: float = 0.35,
-    *,
-    bayesian: bool = True,
-    estimator: str = "flipout",
-    num_train_examples: int | None = None,
-    last: int | None = None,
-    dropout: float | None = None,
-    seed: int | None = None,
-    prior=None,
-    posterior_std_init: float | None = None,
-    bn_momentum: float | None = None,
-) -> keras.Model:
-    """MobileNetV2 (Sandler et al. 2018, https://arxiv.org/abs/1801.04381), Bayesian or not.
+#: The docstring of ``models.mobilenet_v2`` (kept here, beside the recipe it explains).
+DOC = """MobileNetV2 (Sandler et al. 2018, https://arxiv.org/abs/1801.04381), Bayesian or not.
 
     The network is ``keras.applications.MobileNetV2(weights=None,
     include_top=False, pooling="avg")`` -- 17 inverted-residual blocks (1x1
@@ -154,34 +144,19 @@ def mobilenet_v2(
     >>> net = models.mobilenet_v2(num_train_examples=4000, last=1)
     >>> type(net.get_layer("predictions")).__name__
     'DenseFlipout'
-    """
-    from . import models, priors
+"""
 
-    input_shape = models._check_image_shape(input_shape)
-    if min(input_shape[:2]) < 32 or input_shape[2] != 3:
+
+def check_arguments(input_shape, alpha, bn_momentum) -> tuple:
+    """``(input_shape, alpha, bn_momentum)`` checked (``bn_momentum`` None: the recipe's)."""
+    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else ()
+    if (len(shape) != 3 or not all(check.is_int(d) for d in shape)
+            or min(shape[:2]) < 32 or shape[2] != 3):
         raise ValueError(
             "`input_shape` must be (height, width, 3) with height and width >= 32 "
             f"(MobileNetV2 halves the size five times). Received: input_shape={input_shape!r}"
         )
-    num_classes = models._check_num_classes(num_classes)
     alpha = check.positive_float("alpha", alpha)
-    dropout = models._check_dropout(dropout)
-    check.choice("estimator", estimator, models.ESTIMATORS)
-    recipe = MOBILENET_RECIPE
-    momentum = recipe["bn_momentum"] if bn_momentum is None else bn_momentum
-    check.fraction("bn_momentum", momentum)
-    if bayesian:
-        models._check_num_train_examples(num_train_examples, "when bayesian=True")
-    suffix = "" if bayesian else ("_mc_dropout" if dropout else "_deterministic")
-    net = _deterministic(input_shape, num_classes, alpha, dropout, seed, momentum,
-                         "mobilenet_v2" + suffix)
-    if not bayesian:
-        return net
-    if prior is None:
-        prior = priors.Normal(0.0, recipe["prior_scale"])
-    std = recipe["posterior_std_init"] if posterior_std_init is None else posterior_std_init
-    return models.to_bayesian(
-        net, estimator, num_train_examples, prior=prior,
-        posterior_std_init=check.positive_float("posterior_std_init", std),
-        seed=seed, last=last,
-    )
+    momentum = MOBILENET_RECIPE["bn_momentum"] if bn_momentum is None else bn_momentum
+    return tuple(int(d) for d in shape), alpha, check.fraction("bn_momentum", momentum)
+

@@ -49,7 +49,8 @@ from . import kl as kl_lib
 from . import regularizers
 from ._annealing import KLAnnealing
 from ._compat import all_layers, clone_model, input_layer_name, is_graph_model
-from ._mobilenet import MOBILENET_RECIPE, mobilenet_v2
+from . import _mobilenet
+from ._mobilenet import MOBILENET_RECIPE
 from .layers import ESTIMATORS, MCDropout, layer_class
 from .layers._base import rho_from_sigma
 
@@ -526,6 +527,45 @@ three_conv_three_fc.__doc__ = (
 """
     + _COMMON_ARGS
 )
+
+
+def mobilenet_v2(
+    input_shape: Sequence[int] = (32, 32, 3),
+    num_classes: int = 10,
+    alpha: float = 0.35,
+    *,
+    bayesian: bool = True,
+    estimator: str = "flipout",
+    num_train_examples: int | None = None,
+    last: int | None = None,
+    dropout: float | None = None,
+    seed: int | None = None,
+    prior=None,
+    posterior_std_init: float | None = None,
+    bn_momentum: float | None = None,
+) -> keras.Model:
+    input_shape, alpha, momentum = _mobilenet.check_arguments(input_shape, alpha, bn_momentum)
+    num_classes = _check_num_classes(num_classes)
+    dropout = _check_dropout(dropout)
+    check.choice("estimator", estimator, ESTIMATORS)
+    if bayesian:
+        _check_num_train_examples(num_train_examples, "when bayesian=True")
+    suffix = "" if bayesian else ("_mc_dropout" if dropout else "_deterministic")
+    net = _mobilenet.deterministic(input_shape, num_classes, alpha, dropout, seed, momentum,
+                                   "mobilenet_v2" + suffix)
+    if not bayesian:
+        return net
+    recipe = MOBILENET_RECIPE
+    if prior is None:
+        from .priors import Normal
+
+        prior = Normal(0.0, recipe["prior_scale"])
+    std = recipe["posterior_std_init"] if posterior_std_init is None else posterior_std_init
+    return to_bayesian(net, estimator, num_train_examples, prior=prior, seed=seed, last=last,
+                       posterior_std_init=check.positive_float("posterior_std_init", std))
+
+
+mobilenet_v2.__doc__ = _mobilenet.DOC
 
 
 def compile_bayesian(

@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 #: Builders of ``tfp_bcnn.models`` that the commands can train.
-MODELS = ("lenet5", "alexnet", "three_conv_three_fc")
+MODELS = ("lenet5", "alexnet", "three_conv_three_fc", "mobilenet_v2")
 
 
 # ------------------------------------------------------------------ printing
@@ -164,20 +164,50 @@ def compile_model(model, learning_rate: float):
 
 
 def build_model(name: str, input_shape, num_classes: int, num_train: int, *,
-                estimator: str = "flipout", bayesian: bool = True, dropout=None, seed=None):
+                estimator: str = "flipout", bayesian: bool = True, dropout=None, seed=None,
+                last=None):
     """A model of the zoo by builder name, Bayesian (``kl_weight = 1/num_train``) or not.
 
     ``dropout`` (a rate, or None) adds the builder's ``MCDropout`` layers:
     with ``bayesian=False`` that is the Monte Carlo dropout baseline.
+    ``last`` (Bayesian only) makes only the last ``last`` convertible layers
+    Bayesian: the builder's ``last`` (MobileNetV2), else ``to_bayesian`` of
+    the deterministic twin with the builders' initial posterior std.
     """
     from . import models
 
     builder = getattr(models, name)
     kwargs = dict(input_shape=input_shape, num_classes=num_classes, bayesian=bayesian,
                   dropout=dropout, seed=seed)
+    if bayesian and last is not None and name != "mobilenet_v2":
+        twin = builder(**dict(kwargs, bayesian=False))
+        return models.to_bayesian(twin, estimator, num_train, last=last, seed=seed,
+                                  posterior_std_init=models.DEFAULT_POSTERIOR_STD_INIT)
     if bayesian:
         kwargs.update(estimator=estimator, num_train_examples=num_train)
+        if last is not None:
+            kwargs["last"] = last
     return builder(**kwargs)
+
+
+def recipe_of(name: str):
+    """The training recipe of a zoo model: ``models.MOBILENET_RECIPE`` or ``models.RECIPE``."""
+    from .models import MOBILENET_RECIPE, RECIPE
+
+    return MOBILENET_RECIPE if name == "mobilenet_v2" else RECIPE
+
+
+def fit_to_model(model, *images):
+    """Each image array brought to ``model``'s input (``datasets.fit_images``) if it differs.
+
+    E.g. MNIST's ``(N, 28, 28, 1)`` digits for a MobileNetV2 with input
+    ``(32, 32, 3)``: zero-padded to 32x32, the grey channel repeated.
+    """
+    from .datasets import fit_images
+
+    shape = tuple(model.input_shape[1:])
+    return tuple(x if tuple(x.shape[1:]) == shape else fit_images(x, shape[0], shape[-1])
+                 for x in images)
 
 
 def fit(model, x, y, *, epochs, batch_size, kl_schedule="constant", warmup_epochs=1,
@@ -527,21 +557,25 @@ def member_paths(output, members: int) -> list[Path]:
 def run_train(*, model="lenet5", estimator="flipout", frequentist=False, dataset="mnist_5k",
               epochs=None, batch_size=None, learning_rate=None, kl_schedule="constant",
               warmup_epochs=3, dropout=None, members=1, output="model.keras", seed=0,
-              verbose=1) -> int:
+              verbose=1, last=None, input_size=None) -> int:
     """``tfp-bcnn train``: build, fit, report the MC accuracy, save.
 
     ``epochs``, ``batch_size`` and ``learning_rate`` default (None) to
-    ``models.RECIPE``. ``dropout`` adds ``MCDropout`` layers (with
-    ``frequentist`` the MC-dropout baseline). ``members > 1`` trains a deep
+    ``models.RECIPE`` (``models.MOBILENET_RECIPE`` for ``mobilenet_v2``).
+    ``last`` makes only the last ``last`` convertible layers Bayesian.
+    ``input_size`` brings the images to ``input_size`` squared
+    (``datasets.fit_images``: zero-padded or resized); ``mobilenet_v2``
+    defaults to at least 32 and 3 channels (the grey channel repeated).
+    ``dropout`` adds ``MCDropout`` layers (with ``frequentist`` the
+    MC-dropout baseline). ``members > 1`` trains a deep
     ensemble (``ensemble.train_ensemble``, member ``m`` from seed
     ``seed + m``) and writes ``member_paths(output, members)``; evaluate them
     together with ``tfp-bcnn evaluate m_0.keras m_1.keras ...``.
     """
     from . import _validation as check
     from .ensemble import train_ensemble
-    from .models import RECIPE
-
     members = check.positive_int("members", members)
+    RECIPE = recipe_of(model)
     epochs = RECIPE["epochs"] if epochs is None else epochs
     batch_size = RECIPE["batch_size"] if batch_size is None else batch_size
     learning_rate = RECIPE["learning_rate"] if learning_rate is None else learning_rate
@@ -550,11 +584,18 @@ def run_train(*, model="lenet5", estimator="flipout", frequentist=False, dataset
         if path.suffix != ".keras":
             raise ValueError(f"The output must end in .keras. Received: output={str(path)!r}")
     (x, y), (x_test, y_test) = load_data(dataset)
+    if model == "mobilenet_v2" or input_size is not None:
+        from .datasets import fit_images
+
+        size = input_size or max(32, x.shape[1], x.shape[2])
+        channels = 3 if model == "mobilenet_v2" else x.shape[-1]
+        x, x_test = fit_images(x, size, channels), fit_images(x_test, size, channels)
     num_classes = int(max(y.max(), y_test.max()) + 1)
 
     def build(member_seed):
         net = build_model(model, x.shape[1:], num_classes, len(x), estimator=estimator,
-                          bayesian=not frequentist, dropout=dropout, seed=member_seed)
+                          bayesian=not frequentist, dropout=dropout, seed=member_seed,
+                          last=last)
         return compile_model(net, learning_rate)
 
     kind = "frequentist" if frequentist else estimator
@@ -622,6 +663,7 @@ def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global", ep
     keras.utils.set_random_seed(seed)
     net = load_model(model)
     (x, y), (x_test, y_test) = load_data(dataset)
+    x, x_test = fit_to_model(net, x, x_test)
     before = mc_accuracy(net, x_test, y_test)
     original = load_model(model) if structured else None
     print(f"pruning {model} to {final_sparsity:.0%} by {criterion} while fine-tuning for "
@@ -658,7 +700,8 @@ def run_export(*, model, saved_model=None, tflite=None, samples=32, sampling="lr
     check_data = None
     if check:
         (_, _), (x_test, y_test) = load_data(dataset)
-        check_data = (x_test[:check_images], y_test[:check_images])
+        (x_test,) = fit_to_model(net, x_test[:check_images])
+        check_data = (x_test, y_test[:check_images])
     print(f"exporting {model} ({samples} Monte Carlo samples inside, {sampling} sampling)",
           flush=True)
     info = export_all(net, saved_model=saved_model, tflite=tflite, samples=samples,

@@ -24,10 +24,42 @@ import dataclasses
 
 import keras
 
-from .._compat import is_graph_model
+from .._compat import calls_in_model, is_graph_model
 from ..layers import BayesianDepthwiseConv, BayesianLayer
 
-__all__ = ["Group", "channel_groups", "is_depthwise", "needs_groups"]
+__all__ = ["Group", "channel_groups", "is_depthwise", "mixing_activation", "needs_groups",
+           "per_channel"]
+
+#: Layers that act channel by channel (channel c of the output from channel c
+#: of the input), as `shrink` slices them.
+PER_CHANNEL = (
+    keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
+    keras.layers.Dropout,  # SpatialDropout1D/2D/3D included
+    keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D,
+    keras.layers.AveragePooling1D, keras.layers.AveragePooling2D,
+    keras.layers.AveragePooling3D, keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D, keras.layers.GlobalMaxPooling3D,
+    keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalAveragePooling3D, keras.layers.ZeroPadding1D,
+    keras.layers.ZeroPadding2D, keras.layers.ZeroPadding3D,
+    keras.layers.BatchNormalization,
+)
+MIXING_ACTIVATIONS = ("softmax", "log_softmax")
+
+
+def per_channel(layer) -> bool:
+    """Whether ``layer`` acts channel by channel (`PER_CHANNEL`, or an ``MCDropout``)."""
+    return type(layer).__name__ == "MCDropout" or isinstance(layer, PER_CHANNEL)
+
+
+def mixing_activation(layer) -> str | None:
+    """The name of an ``Activation`` layer's function that mixes channels (softmax), or None."""
+    if isinstance(layer, keras.layers.Activation):
+        name = getattr(layer.activation, "__name__", "")
+        if name in MIXING_ACTIVATIONS:
+            return name
+    return None
+
 
 _DEPTHWISE_KERAS = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 
@@ -91,7 +123,7 @@ def _is_linear(layer) -> bool:
                               keras.layers.Dense)) and not is_depthwise(layer)
 
 
-def _classify(layer, per_channel) -> str:
+def _classify(layer) -> str:
     """``"linear"``, ``"depthwise"``, ``"batchnorm"``, ``"add"`` or ``"other"`` (1:1)."""
     if isinstance(layer, keras.layers.Concatenate):
         raise _unsupported(layer, "a Concatenate joins channel sets (only a residual Add "
@@ -110,20 +142,17 @@ def _classify(layer, per_channel) -> str:
         if int(layer.axis) % len(layer.input.shape) != len(layer.input.shape) - 1:
             raise _unsupported(layer, "it normalises an axis that is not the last one")
         return "batchnorm"
-    if per_channel(layer):
+    if per_channel(layer) and not mixing_activation(layer):
         return "other"
     raise _unsupported(layer, "a layer that is not known to treat channels one by one")
 
 
-def channel_groups(model, per_channel) -> list[Group]:
+def channel_groups(model) -> list[Group]:
     """The channel groups of a functional, channels-last ``model``.
 
     Args:
         model: a built functional model, one input and one output, every
             layer used once.
-        per_channel: predicate for layers that map channel ``c`` to channel
-            ``c`` and 0 to 0 shape-wise (activations, pooling, padding,
-            dropout; shrink's list).
 
     Returns:
         The groups, in the order their first tensor appears.
@@ -139,9 +168,9 @@ def channel_groups(model, per_channel) -> list[Group]:
             continue
         if isinstance(layer, keras.Model):
             raise _unsupported(layer, "a nested model")
-        if len(layer._inbound_nodes) != 1:
+        if calls_in_model(model, layer) != 1:
             raise _unsupported(layer, "a layer used at several places (shared)")
-        kind = _classify(layer, per_channel)
+        kind = _classify(layer)
         inputs = keras.tree.flatten(layer.input)
         out = id(layer.output)
         size[out] = int(layer.output.shape[-1])

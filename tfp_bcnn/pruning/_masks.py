@@ -266,12 +266,11 @@ def filter_units(model, layers: Sequence) -> list:
     are among ``layers``); any other model prunes each layer's filters.
     """
     from ._groups import Group, channel_groups, is_depthwise, needs_groups
-    from ._shrink import per_channel
 
     if model is None or not needs_groups(model):
         return [Group(int(layer.kernel_mask.shape[-1]), producers=[layer]) for layer in layers]
     chosen = {id(layer) for layer in layers if not is_depthwise(layer)}
-    return [g for g in channel_groups(model, per_channel)
+    return [g for g in channel_groups(model)
             if g.prunable() and all(id(p) in chosen for p in g.producers)]
 
 

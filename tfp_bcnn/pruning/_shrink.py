@@ -58,24 +58,12 @@ from keras import ops
 
 from .._compat import is_graph_model
 from ..layers import BayesianLayer
+from ._groups import mixing_activation, per_channel
 
 __all__ = ["layer_costs", "shrink"]
 
 _LINEAR_KERAS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
                  keras.layers.Dense)
-_PER_CHANNEL = (
-    keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
-    keras.layers.Dropout,  # SpatialDropout1D/2D/3D included
-    keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D,
-    keras.layers.AveragePooling1D, keras.layers.AveragePooling2D,
-    keras.layers.AveragePooling3D, keras.layers.GlobalMaxPooling1D,
-    keras.layers.GlobalMaxPooling2D, keras.layers.GlobalMaxPooling3D,
-    keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
-    keras.layers.GlobalAveragePooling3D, keras.layers.ZeroPadding1D,
-    keras.layers.ZeroPadding2D, keras.layers.ZeroPadding3D,
-    keras.layers.BatchNormalization,
-)
-_MIXING_ACTIVATIONS = ("softmax", "log_softmax")
 
 
 def _describe(layer) -> str:
@@ -100,20 +88,12 @@ def _is_linear(layer) -> bool:
 
 
 def _is_per_channel(layer) -> bool:
-    if type(layer).__name__ == "MCDropout":
-        return True
-    if not isinstance(layer, _PER_CHANNEL):
+    if not per_channel(layer):
         return False
-    if isinstance(layer, keras.layers.Activation):
-        name = getattr(layer.activation, "__name__", "")
-        if name in _MIXING_ACTIVATIONS:
-            raise _unsupported(layer, f"the activation {name!r} mixes channels")
+    name = mixing_activation(layer)
+    if name:
+        raise _unsupported(layer, f"the activation {name!r} mixes channels")
     return True
-
-
-def per_channel(layer) -> bool:
-    """Whether ``layer`` acts channel by channel (activations, pooling, padding, ...)."""
-    return _is_per_channel(layer)
 
 
 def _chain(model) -> list:
@@ -352,7 +332,7 @@ def shrink(model: keras.Model) -> keras.Model:
     if needs_groups(model):  # residual Add / depthwise: channel groups
         from ._shrink_graph import shrink_graph
 
-        return shrink_graph(model, per_channel)
+        return shrink_graph(model)
     layers = _chain(model)
     plan = _plan(layers)
     new_layers = [_new_layer(layer, plan) for layer in layers]
@@ -401,9 +381,10 @@ def layer_costs(model: keras.Model) -> list[dict]:
                                   if i not in (0, axis))
         else:
             positions = math.prod(int(d) for d in out_shape[1:-1])
+        depthwise = "depthwise" in type(layer).__name__.lower()  # (k..., in, multiplier)
         rows.append({
             "layer": layer.name,
-            "channels": shape[-1],
+            "channels": shape[-2] * shape[-1] if depthwise else shape[-1],
             "params": int(sum(math.prod(v.shape) for v in layer.weights)),
             "flops": 2 * math.prod(shape) * positions,
         })

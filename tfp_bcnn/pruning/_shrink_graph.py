@@ -50,10 +50,10 @@ def _removable(group: Group) -> np.ndarray:
     return removed
 
 
-def _plan(model, per_channel) -> tuple[dict, dict]:
+def _plan(model) -> tuple[dict, dict]:
     """``(in_keep, out_keep)``: kept channel indices by layer id."""
     in_keep, out_keep = {}, {}
-    for group in channel_groups(model, per_channel):
+    for group in channel_groups(model):
         if not group.prunable():
             continue
         removed = _removable(group)
@@ -80,12 +80,11 @@ def _sliced(value: np.ndarray, in_keep, out_keep, depthwise: bool) -> np.ndarray
     return value
 
 
-def shrink_graph(model: keras.Model, per_channel) -> keras.Model:
+def shrink_graph(model: keras.Model) -> keras.Model:
     """A physically smaller copy of a filter-pruned functional model (module docstring).
 
     Args:
         model: a built functional model with ``Add`` / depthwise layers.
-        per_channel: `_shrink`'s predicate for layers that act channel by channel.
 
     Returns:
         A new functional model, same name, input and output shapes.
@@ -96,7 +95,7 @@ def shrink_graph(model: keras.Model, per_channel) -> keras.Model:
     """
     from ._groups import is_depthwise
 
-    in_keep, out_keep = _plan(model, per_channel)
+    in_keep, out_keep = _plan(model)
 
     def clone(layer):
         config = layer.get_config()
