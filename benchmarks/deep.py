@@ -283,6 +283,8 @@ def main(argv=None) -> dict:
         recipe["epochs"] = args.epochs
     data = load_data(args.train_size, args.letters_per_class)
     rows, per_epoch, nets = train_all(args, data, recipe)
+    if args.json:  # the quality rows survive a failure in the later stages
+        common.write_json(args.json + ".rows.json", {"rows": rows, "per_epoch": per_epoch})
     pruned = prune(nets, data, recipe, args.prune_epochs)
     with tempfile.TemporaryDirectory() as tmp:
         lat, ratios = latency(nets, pruned, args.repeats, tmp)
