@@ -6,7 +6,7 @@ import numpy as np
 
 from . import _validation as check
 
-__all__ = ["fit_images"]
+__all__ = ["fit_images", "fit_to_model"]
 
 
 def _resize_matrix(in_size: int, out_size: int) -> np.ndarray:
@@ -70,3 +70,14 @@ def fit_images(x: np.ndarray, size: int, channels: int = 3) -> np.ndarray:
     if c != channels:
         x = np.repeat(x, channels, axis=-1)
     return x.astype(np.float32)
+
+
+def fit_to_model(model, *images):
+    """Each image array brought to ``model``'s input (``datasets.fit_images``) if it differs.
+
+    E.g. MNIST's ``(N, 28, 28, 1)`` digits for a MobileNetV2 with input
+    ``(32, 32, 3)``: zero-padded to 32x32, the grey channel repeated.
+    """
+    shape = tuple(model.input_shape[1:])
+    return tuple(x if tuple(x.shape[1:]) == shape else fit_images(x, shape[0], shape[-1])
+                 for x in images)

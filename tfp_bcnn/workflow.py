@@ -170,9 +170,8 @@ def build_model(name: str, input_shape, num_classes: int, num_train: int, *,
 
     ``dropout`` (a rate, or None) adds the builder's ``MCDropout`` layers:
     with ``bayesian=False`` that is the Monte Carlo dropout baseline.
-    ``last`` (Bayesian only) makes only the last ``last`` convertible layers
-    Bayesian: the builder's ``last`` (MobileNetV2), else ``to_bayesian`` of
-    the deterministic twin with the builders' initial posterior std.
+    ``last``: only the last ``last`` convertible layers Bayesian (the
+    builder's ``last``, else ``to_bayesian`` of the deterministic twin).
     """
     from . import models
 
@@ -195,19 +194,6 @@ def recipe_of(name: str):
     from .models import MOBILENET_RECIPE, RECIPE
 
     return MOBILENET_RECIPE if name == "mobilenet_v2" else RECIPE
-
-
-def fit_to_model(model, *images):
-    """Each image array brought to ``model``'s input (``datasets.fit_images``) if it differs.
-
-    E.g. MNIST's ``(N, 28, 28, 1)`` digits for a MobileNetV2 with input
-    ``(32, 32, 3)``: zero-padded to 32x32, the grey channel repeated.
-    """
-    from .datasets import fit_images
-
-    shape = tuple(model.input_shape[1:])
-    return tuple(x if tuple(x.shape[1:]) == shape else fit_images(x, shape[0], shape[-1])
-                 for x in images)
 
 
 def fit(model, x, y, *, epochs, batch_size, kl_schedule="constant", warmup_epochs=1,
@@ -561,11 +547,8 @@ def run_train(*, model="lenet5", estimator="flipout", frequentist=False, dataset
     """``tfp-bcnn train``: build, fit, report the MC accuracy, save.
 
     ``epochs``, ``batch_size`` and ``learning_rate`` default (None) to
-    ``models.RECIPE`` (``models.MOBILENET_RECIPE`` for ``mobilenet_v2``).
-    ``last`` makes only the last ``last`` convertible layers Bayesian.
-    ``input_size`` brings the images to ``input_size`` squared
-    (``datasets.fit_images``: zero-padded or resized); ``mobilenet_v2``
-    defaults to at least 32 and 3 channels (the grey channel repeated).
+    ``models.RECIPE`` (``MOBILENET_RECIPE`` for ``mobilenet_v2``). ``last``: see
+    `build_model`; ``input_size``: images padded / resized to it (mobilenet_v2: >= 32, RGB).
     ``dropout`` adds ``MCDropout`` layers (with ``frequentist`` the
     MC-dropout baseline). ``members > 1`` trains a deep
     ensemble (``ensemble.train_ensemble``, member ``m`` from seed
@@ -656,14 +639,14 @@ def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global", ep
     """
     import keras
 
-    from . import pruning
+    from . import _fit_images, pruning
 
     if final_sparsity is None:
         final_sparsity = 0.5 if structured else 0.9
     keras.utils.set_random_seed(seed)
     net = load_model(model)
     (x, y), (x_test, y_test) = load_data(dataset)
-    x, x_test = fit_to_model(net, x, x_test)
+    x, x_test = _fit_images.fit_to_model(net, x, x_test)
     before = mc_accuracy(net, x_test, y_test)
     original = load_model(model) if structured else None
     print(f"pruning {model} to {final_sparsity:.0%} by {criterion} while fine-tuning for "
@@ -696,11 +679,13 @@ def run_export(*, model, saved_model=None, tflite=None, samples=32, sampling="lr
     """
     if not saved_model and not tflite:
         raise ValueError("Give --saved-model DIR and/or --tflite FILE. Received: neither")
+    from . import _fit_images
+
     net = load_model(model)
     check_data = None
     if check:
         (_, _), (x_test, y_test) = load_data(dataset)
-        (x_test,) = fit_to_model(net, x_test[:check_images])
+        (x_test,) = _fit_images.fit_to_model(net, x_test[:check_images])
         check_data = (x_test, y_test[:check_images])
     print(f"exporting {model} ({samples} Monte Carlo samples inside, {sampling} sampling)",
           flush=True)
