@@ -251,9 +251,13 @@ def markdown(args, recipe, rows, per_epoch, lat, ratios, pruned) -> str:
                    f"{ratios[label + ', pruned 50 % MC-32'] / ratios[label + ' MC-32']:.2f}x"]
                   for label, res in pruned.items()
                   for (a, b), (f0, f1) in [(res["params"], res["flops"])]]
-    note = common.recipe_note(recipe, "the recipe of models.mobilenet_v2 is "
-                              "models.MOBILENET_RECIPE; fewer epochs where the shared CPU "
-                              "did not allow more")
+    from tfp_bcnn.models import MOBILENET_RECIPE
+
+    note = (f"Training: `models.MOBILENET_RECIPE` (Adam {recipe['learning_rate']:g}, batch "
+            f"{recipe['batch_size']}) for {recipe['epochs']} epochs"
+            + ("." if recipe["epochs"] == MOBILENET_RECIPE["epochs"] else
+               f" (the recipe says {MOBILENET_RECIPE['epochs']}: fewer, as the shared CPU "
+               "allowed)."))
     return "\n\n".join([
         f"Seeds {args.seeds} (mean +- std over them; one seed has no std), "
         f"{args.train_size} training digits, {args.num_samples} Monte Carlo samples, deep "
