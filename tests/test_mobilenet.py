@@ -132,8 +132,9 @@ def test_cli_trains_and_structurally_prunes_mobilenet_v2(tmp_path):
     net = keras.saving.load_model(tmp_path / "mn.keras")
     assert net.input_shape == (None, 32, 32, 3)
     assert len(list(bcnn.bayesian_layers(net))) == 5
-    out = run_cli("prune", "mn.keras", "--structured", "--scope", "layer", "--epochs", "1",
-                  "--dataset", "tiny.npz", "--verbose", "0", cwd=tmp_path)
+    # 4 steps an epoch: the fine-tuning schedule prunes after steps, not before the first
+    out = run_cli("prune", "mn.keras", "--structured", "--scope", "layer", "--epochs", "2",
+                  "--batch-size", "16", "--dataset", "tiny.npz", "--verbose", "0", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     small = keras.saving.load_model(tmp_path / "mn_pruned.keras")
     assert small.get_layer("Conv_1").units < net.get_layer("Conv_1").units
