@@ -32,7 +32,9 @@ class Tile(keras.layers.Layer):
         self.reps = int(reps)
 
     def call(self, x):
-        return keras.ops.tile(x, (self.reps,) + (1,) * (len(x.shape) - 1))
+        # a concatenation, not TILE: LiteRT's XNNPack delegate fails to resize a
+        # TILE inside the graph when the batch changes (measured on LeNet + MC dropout)
+        return x if self.reps == 1 else keras.ops.concatenate([x] * self.reps, axis=0)
 
     def compute_output_shape(self, input_shape):
         batch = input_shape[0]
