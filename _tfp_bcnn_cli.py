@@ -33,7 +33,7 @@ __all__ = ["build_parser", "main"]
 
 # The choices are literal here so that `tfp-bcnn --help` imports neither Keras nor TF;
 # tests/test_workflow.py checks them against workflow.MODELS and layers.ESTIMATORS.
-MODELS = ("lenet5", "alexnet", "three_conv_three_fc")
+MODELS = ("lenet5", "alexnet", "three_conv_three_fc", "mobilenet_v2")
 ESTIMATORS = ("flipout", "reparameterization", "local_reparameterization")
 METHODS = ("mc", "moments")
 SAMPLINGS = ("lrt", "weights", "moments")
@@ -130,7 +130,8 @@ def cmd_train(args):
         dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, kl_schedule=args.kl_schedule,
         warmup_epochs=args.warmup_epochs, dropout=args.dropout, members=args.members,
-        output=args.output, seed=args.seed, verbose=args.verbose, mkdir=args.mkdir)
+        output=args.output, seed=args.seed, verbose=args.verbose, mkdir=args.mkdir,
+        last=args.last, input_size=args.input_size)
 
 
 def cmd_evaluate(args):
@@ -225,7 +226,8 @@ def _add_train(sub) -> None:
                    "(default: %(default)s)")
     # None: the tuned recipe, tfp_bcnn.models.RECIPE (20 epochs, batch 64, Adam 2e-3)
     t.add_argument("--epochs", type=POSITIVE_INT, default=None,
-                   help="training epochs (default: models.RECIPE, 20)")
+                   help="training epochs (default: models.RECIPE, 20; mobilenet_v2: "
+                   "models.MOBILENET_RECIPE)")
     t.add_argument("--batch-size", type=POSITIVE_INT, default=None,
                    help="batch size (default: models.RECIPE, 64)")
     t.add_argument("--learning-rate", type=POSITIVE_REAL, default=None,
@@ -242,6 +244,12 @@ def _add_train(sub) -> None:
     t.add_argument("--members", type=POSITIVE_INT, default=1,
                    help="train a deep ensemble of this many members (seeds seed, seed+1, "
                    "...), written as <output stem>_<m>.keras (default: %(default)s)")
+    t.add_argument("--last", type=POSITIVE_INT, default=None,
+                   help="make only the last K convertible layers Bayesian (a partially "
+                   "Bayesian net; default: all)")
+    t.add_argument("--input-size", type=POSITIVE_INT, default=None,
+                   help="pad or resize the images to this size squared (default: as they "
+                   "are; mobilenet_v2: at least 32, grey repeated to 3 channels)")
     t.add_argument("--output", type=KERAS_FILE, default="model.keras",
                    help="the .keras file to write (default: %(default)s)")
     t.add_argument("--mkdir", action="store_true", help=MKDIR_HELP)

@@ -84,6 +84,12 @@ BENCHMARKS = {
                     "--finetune-epochs", "1", "--fractions", "0.5", "--repeats", "5"],
                    "Structured pruning: filters removed, accuracy, size and TFLite latency",
                    MNIST_5K),
+    "deep": ("deep.py", ["--seeds", "0", "1", "2"],
+             ["--seeds", "0", "--epochs", "1", "--train-size", "500", "--members", "2",
+              "--num-samples", "4", "--letters-per-class", "10", "--repeats", "5"],
+             "Deep networks: Bayesian MobileNetV2, partially Bayesian, pruned",
+             MNIST_5K + " padded to 32x32x3; OOD: letters A-J and uniform noise; shift: "
+             "datasets.shifted_digits()"),
     "cli_startup": ("cli_startup.py", ["--repeats", "5"], ["--repeats", "2"],
                     "Command line start-up: help and argument errors",
                     "none (the commands stop after parsing)"),

@@ -49,7 +49,10 @@ Sampling of a Bayesian layer with posterior ``q(W) = N(mu, sigma^2)`` and mask
   pass of about three times the deterministic arithmetic, whatever S.
 
 Monte Carlo samples are drawn inside one call by tiling the batch S times
-(sample-major: row ``s * N + n`` is sample ``s`` of example ``n``); there are no
+(sample-major: row ``s * N + n`` is sample ``s`` of example ``n``), at the
+first layer that samples (`tfp_bcnn._tiling.tile_after_prefix`): the
+deterministic layers before it run once on the N rows, so a Bayesian head
+costs one deterministic pass plus S passes of the head; there are no
 ``tf.map_fn`` or while loops, which would need Flex. Random draws use
 ``RandomStandardNormal`` with ``seed = seed2 = 0``: no seed is traced into the
 graph (not even after ``keras.utils.set_random_seed``), so TensorFlow and
@@ -71,6 +74,7 @@ import tensorflow as tf
 from tfp_bcnn import _mixture
 from tfp_bcnn import _validation as check
 from tfp_bcnn._compat import all_layers
+from tfp_bcnn._tiling import tile_after_prefix
 from tfp_bcnn.layers import (
     BayesianConvTranspose,
     BayesianDepthwiseConv,
@@ -342,6 +346,12 @@ class _DropoutInference(keras.layers.Layer):
 
 
 # ------------------------------------------------------------ model rewrite
+def _samples(layer) -> bool:
+    """Whether ``layer`` is, or holds, an export layer that draws noise."""
+    sampling = (_BayesianInference, _DropoutInference)
+    return any(isinstance(sub, sampling) for sub in all_layers(layer, include_self=True))
+
+
 def _has_bayesian(layer) -> bool:
     """Whether ``layer`` is or holds a layer that export replaces."""
     if any(True for _ in bayesian_layers(layer)):
@@ -525,7 +535,9 @@ class InferenceGraph:
             return
         store = {}
         self._moments = None
-        self._tiled = _substitute(model, sampling, self.num_samples, store, sparse)
+        tiled = _substitute(model, sampling, self.num_samples, store, sparse)
+        # Run the deterministic prefix once, tile from the first sampling layer on.
+        self._tiled = tile_after_prefix(tiled, self.num_samples, _samples)
         self._single = _substitute(model, sampling, 1, store, sparse)
         self._trackables = [self._tiled, self._single, *store.values()]
 
@@ -564,8 +576,7 @@ class InferenceGraph:
         if self._moments is not None:
             probs = self._moments.probabilities(images, s)
             return summaries(probs, include_samples=include_samples)
-        tiled = tf.tile(images, [s] + [1] * (len(self.input_shape) - 1))
-        probs = self._probabilities(self._tiled, tiled)
+        probs = self._probabilities(self._tiled, images)  # tiles after the prefix
         probs = tf.reshape(probs, [s, -1, self.num_classes])
         return summaries(probs, include_samples=include_samples)
 

@@ -62,6 +62,21 @@ def test_is_graph_model_uses_functional_class():
         _fail(api, "is_graph_model no longer tells graph models from subclassed ones")
 
 
+def test_calls_in_model_uses_function_nodes():
+    api = "Function._nodes / Operation._inbound_nodes"
+    dense = keras.layers.Dense(2, name="shared_dense")
+    x = keras.Input((2,))
+    twice = keras.Model(x, dense(dense(x)))
+    y = keras.Input((2,))
+    once = keras.Model(y, dense(y))  # a third call, in another graph
+    try:
+        counts = (_compat.calls_in_model(twice, dense), _compat.calls_in_model(once, dense))
+    except AttributeError as err:
+        _fail(api, f"the attribute is gone ({err})")
+    if counts != (2, 1):
+        _fail(api, f"it no longer counts the calls of a layer in one graph (got {counts})")
+
+
 def test_input_layer_name_uses_keras_history():
     api = "KerasTensor._keras_history.operation.name"
     x = keras.Input((4,), name="pixels")

@@ -246,16 +246,17 @@ def test_regression_heteroscedastic(tmp_path):
 
 def test_mobilenet_uncertainty(tmp_path):
     result = load_example("mobilenet_uncertainty").main([
-        "--n-train", "256", "--n-test", "64", "--letters-per-class", "4", "--epochs", "1",
-        "--num-samples", "4", "--sparsity", "0.5", "--out-dir", str(tmp_path),
+        "--n-train", "128", "--n-test", "32", "--letters-per-class", "2", "--epochs", "1",
+        "--finetune-epochs", "1", "--num-samples", "4", "--sparsity", "0.5",
+        "--out-dir", str(tmp_path),
     ])
     kinds = result["bayesian_layers"]
     assert set(kinds) == {"Conv2DFlipout", "DepthwiseConv2DFlipout", "DenseFlipout"}
     assert kinds["DepthwiseConv2DFlipout"] == 17  # MobileNetV2 has 17 depthwise convolutions
-    assert result["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert result["params"][1] < 0.7 * result["params"][0]  # channels really removed
     for info in result["tflite_info"].values():
         assert not info["flex_ops"]
-    # At this size the network is barely trained (256 digits, 1 + 2 epochs; the
+    # At this size the network is barely trained (128 digits, 1 + 1 epochs; the
     # default run is the one that learns): no accuracy or uncertainty level is
     # asserted, only that the pipeline runs and the files agree.
     assert result["epistemic_test"] >= 0

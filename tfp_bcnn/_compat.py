@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import keras
 
-__all__ = ["all_layers", "clone_model", "conv_transpose_output_shape", "input_layer_name",
-           "is_graph_model"]
+__all__ = ["all_layers", "calls_in_model", "clone_model", "conv_transpose_output_shape",
+           "input_layer_name", "is_graph_model"]
 
 
 def all_layers(model, *, include_self: bool = False) -> list:
@@ -35,6 +35,17 @@ def is_graph_model(model) -> bool:
     from keras.src.models.functional import Functional
 
     return isinstance(model, (keras.Sequential, Functional))
+
+
+def calls_in_model(model, layer) -> int:
+    """How often ``layer`` is called in the graph of the functional ``model``.
+
+    Calls of the same layer in other graphs (another model sharing it) do not
+    count. Uses ``Function._nodes``, the set of node keys
+    ``f"{id(layer)}_ib-{i}"`` of the model's graph, and ``_inbound_nodes``.
+    """
+    return sum(f"{id(layer)}_ib-{i}" in model._nodes
+               for i in range(len(layer._inbound_nodes)))
 
 
 def input_layer_name(tensor) -> str:

@@ -56,9 +56,11 @@ import numpy as np
 
 from . import _untrusted
 from . import _validation as check
+from ._fit_images import _resize, fit_images
 
 __all__ = [
     "digits",
+    "fit_images",
     "get",
     "letters",
     "load_image_folder",
@@ -120,28 +122,6 @@ def _stratified_split(
         test.append(idx[:n_test])
         train.append(idx[n_test:])
     return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
-
-
-def _resize_matrix(in_size: int, out_size: int) -> np.ndarray:
-    """(out_size, in_size) linear-interpolation matrix, half-pixel centres.
-
-    Upsampling is plain bilinear (edge values repeated); downsampling widens
-    the triangle filter by the scale factor (antialiased, like PIL). Rows are
-    non-negative and sum to 1, so values stay within the input range.
-    """
-    scale = in_size / out_size
-    support = max(scale, 1.0)
-    centres = (np.arange(out_size) + 0.5) * scale
-    t = ((np.arange(in_size) + 0.5)[None, :] - centres[:, None]) / support
-    w = np.maximum(0.0, 1.0 - np.abs(t))
-    return w / w.sum(axis=1, keepdims=True)
-
-
-def _resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize (N, H, W) images to (N, *size) with `_resize_matrix`."""
-    rows = _resize_matrix(images.shape[1], size[0])
-    cols = _resize_matrix(images.shape[2], size[1])
-    return np.einsum("oh,nhw,pw->nop", rows, images, cols)
 
 
 def _split_arrays(

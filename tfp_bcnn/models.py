@@ -1,4 +1,4 @@
-"""Model zoo (LeNet-5, AlexNet, 3Conv3FC) and conversion of trained Keras models.
+"""Model zoo (LeNet-5, AlexNet, 3Conv3FC, MobileNetV2) and conversion of trained Keras models.
 
 Builders
 --------
@@ -49,16 +49,20 @@ from . import kl as kl_lib
 from . import regularizers
 from ._annealing import KLAnnealing
 from ._compat import all_layers, clone_model, input_layer_name, is_graph_model
+from . import _mobilenet
+from ._mobilenet import MOBILENET_RECIPE
 from .layers import ESTIMATORS, MCDropout, layer_class, rank1_class
 from .layers._base import rho_from_sigma
 
 __all__ = [
     "DEFAULT_POSTERIOR_STD_INIT",
+    "MOBILENET_RECIPE",
     "MOPED_SIGMA_FLOOR",
     "RECIPE",
     "alexnet",
     "compile_bayesian",
     "lenet5",
+    "mobilenet_v2",
     "recipe_callbacks",
     "three_conv_three_fc",
     "to_bayesian",
@@ -579,6 +583,45 @@ three_conv_three_fc.__doc__ = (
 )
 
 
+def mobilenet_v2(
+    input_shape: Sequence[int] = (32, 32, 3),
+    num_classes: int = 10,
+    alpha: float = 0.35,
+    *,
+    bayesian: bool = True,
+    estimator: str = "flipout",
+    num_train_examples: int | None = None,
+    last: int | None = None,
+    dropout: float | None = None,
+    seed: int | None = None,
+    prior=None,
+    posterior_std_init: float | None = None,
+    bn_momentum: float | None = None,
+) -> keras.Model:
+    input_shape, alpha, momentum = _mobilenet.check_arguments(input_shape, alpha, bn_momentum)
+    num_classes = _check_num_classes(num_classes)
+    dropout = _check_dropout(dropout)
+    check.choice("estimator", estimator, ESTIMATORS)
+    if bayesian:
+        _check_num_train_examples(num_train_examples, "when bayesian=True")
+    suffix = "" if bayesian else ("_mc_dropout" if dropout else "_deterministic")
+    net = _mobilenet.deterministic(input_shape, num_classes, alpha, dropout, seed, momentum,
+                                   "mobilenet_v2" + suffix)
+    if not bayesian:
+        return net
+    recipe = MOBILENET_RECIPE
+    if prior is None:
+        from .priors import Normal
+
+        prior = Normal(0.0, recipe["prior_scale"])
+    std = recipe["posterior_std_init"] if posterior_std_init is None else posterior_std_init
+    return to_bayesian(net, estimator, num_train_examples, prior=prior, seed=seed, last=last,
+                       posterior_std_init=check.positive_float("posterior_std_init", std))
+
+
+mobilenet_v2.__doc__ = _mobilenet.DOC
+
+
 def compile_bayesian(
     model: keras.Model,
     learning_rate: float = 1e-3,
@@ -764,11 +807,12 @@ def _skip_rule(model, skip) -> _SkipRule:
     return _SkipRule(frozenset(names), classes, nested)
 
 
-def _check_convertible(model, estimator, num_train_examples, moped_delta, skip) -> _SkipRule:
+def _check_convertible(model, estimator, num_train_examples, moped_delta, skip,
+                       last=None) -> _SkipRule:
     """Step 1 of `to_bayesian`: check the arguments and that every layer converts.
 
     Returns:
-        The `_SkipRule` of ``skip``.
+        The `_SkipRule` of ``skip`` (and of ``last``: see `_last_rule`).
 
     Raises:
         ValueError, TypeError: as listed in `to_bayesian`.
@@ -801,7 +845,30 @@ def _check_convertible(model, estimator, num_train_examples, moped_delta, skip) 
             "names or classes in `skip=` to keep them deterministic. Received: "
             f"skip={skip!r}"
         )
-    return rule
+    return rule if last is None else _last_rule(model, rule, last)
+
+
+def _last_rule(model, rule: _SkipRule, last) -> _SkipRule:
+    """``rule`` extended so that only the last ``last`` convertible layers convert.
+
+    The convertible layers (exact `_CONVERTIBLE` types without a `_blocker`,
+    not already skipped) are counted in graph order (``all_layers``: a
+    functional model's topological order, nested models in place; a
+    separable convolution counts once); all but the last ``last`` are added
+    to the skipped names.
+
+    Raises:
+        ValueError: ``last`` is not an int in ``[1, count]``; the message
+            gives the count.
+    """
+    names = [layer.name for layer in all_layers(model) if layer not in rule and _converts(layer)]
+    if not check.is_int(last) or not 1 <= int(last) <= len(names):
+        raise ValueError(
+            f"`last` must be an int from 1 to the number of convertible layers "
+            f"({len(names)} in model {model.name!r}, after `skip`). Received: last={last!r}"
+        )
+    keep = names[: len(names) - int(last)]
+    return dataclasses.replace(rule, names=rule.names | frozenset(keep))
 
 
 _PENALTIES = (
@@ -949,6 +1016,7 @@ def to_bayesian(
     posterior_std_init: float = 1e-3,
     seed: int | None = None,
     center_prior: bool | None = None,
+    last: int | None = None,
 ) -> keras.Model:
     """Convert a trained deterministic Keras model into a Bayesian one.
 
@@ -1012,6 +1080,11 @@ def to_bayesian(
             ``seed + i`` (keyword-only).
         center_prior: deprecated alias of ``centered_prior`` (keyword-only;
             emits a ``DeprecationWarning``).
+        last: None (every convertible layer), or an int ``k >= 1``: only the
+            last ``k`` convertible layers in graph order become Bayesian, the
+            rest stay deterministic -- a partially Bayesian network (Sharma et
+            al. 2023, https://arxiv.org/abs/2211.06291); with ``skip``, the
+            count is over the layers not skipped (keyword-only).
 
     Returns:
         A new ``keras.Model`` (same class of graph, same name), uncompiled.
@@ -1019,6 +1092,7 @@ def to_bayesian(
     Raises:
         ValueError: an unbuilt or subclassed model, a missing or invalid
             ``num_train_examples``, an invalid ``moped_delta`` or estimator, a
+            ``last`` outside ``[1, number of convertible layers]``, a
             ``skip`` name that is not a layer of the model (a ``skip`` entry
             that is neither a str nor a layer class is a TypeError), or layers that
             cannot be converted (grouped or causal convolutions,
@@ -1046,7 +1120,7 @@ def to_bayesian(
             stacklevel=2,
         )
         centered_prior = center_prior
-    rule = _check_convertible(model, estimator, num_train_examples, moped_delta, skip)
+    rule = _check_convertible(model, estimator, num_train_examples, moped_delta, skip, last)
     options = {
         "prior": prior,
         "posterior_std_init": posterior_std_init,

@@ -24,6 +24,9 @@ How the ``S`` samples are drawn depends on the Bayesian layers of the model:
 * Flipout / local reparameterization (and plain Keras layers): every example
   of a batch gets its own noise, so each batch of ``b`` inputs is tiled
   ``S`` times and run as ONE compiled forward call of ``S * b`` rows.
+  On TensorFlow, a graph model whose first layers are deterministic is
+  tiled only where it first samples (`tfp_bcnn._tiling`): a Bayesian head
+  on a deterministic body costs one body pass.
 * any ``"reparameterization"`` layer (one kernel per call, shared by the
   batch): tiling would repeat one kernel draw, so the batch is run ``S``
   times, one compiled forward call per kernel draw.
@@ -57,7 +60,7 @@ from . import _mixture
 from . import _validation as check
 from ._compat import all_layers
 from .kl import bayesian_layers
-from .layers import GaussianHead, MCDropout
+from .layers import BayesianLayer, GaussianHead, MCDropout
 
 __all__ = ["METHODS", "Prediction", "RegressionPrediction", "decompose", "predict"]
 
@@ -403,10 +406,15 @@ def _chunks(arrays: Iterable[np.ndarray], batch_size: int, shape, dtype, warn_un
 
 
 # ----------------------------------------------------- compiled forward call
-def _forward_body(call, x, reps: int, from_logits: bool):
-    """Tile ``x`` (b, ...) ``reps`` times, run ``call``, return (reps, b, ...)."""
+def _forward_body(call, x, reps: int, from_logits: bool, reps_out: int | None = None):
+    """Tile ``x`` (b, ...) ``reps`` times, run ``call``, return (reps_out, b, ...).
+
+    ``reps_out`` (default ``reps``) is the number of samples ``call`` returns:
+    a model that tiles inside (`_tiled_after_prefix`) gets ``reps = 1``.
+    """
     if reps > 1:
         x = ops.tile(x, (reps,) + (1,) * (len(x.shape) - 1))
+    reps = reps if reps_out is None else reps_out
     y = call(x)
     if not hasattr(y, "shape") or isinstance(y, (list, tuple, dict)):
         raise ValueError(
@@ -451,11 +459,50 @@ class _TFForward(_Forward):
     def _compile(self, ref, reps, from_logits):
         import tensorflow as tf
 
-        @tf.function(reduce_retracing=True)
-        def fn(x):
-            return _forward_body(lambda t: ref()(t, training=False), x, reps, from_logits)
+        late = _tiled_after_prefix(ref(), reps)
+        if late is not None:  # the model tiles inside, after its deterministic prefix
+
+            @tf.function(reduce_retracing=True)
+            def fn(x):
+                return _forward_body(lambda t: late(t, training=False), x, 1, from_logits,
+                                     reps_out=reps)
+        else:
+
+            @tf.function(reduce_retracing=True)
+            def fn(x):
+                return _forward_body(lambda t: ref()(t, training=False), x, reps, from_logits)
 
         return lambda x: fn(tf.convert_to_tensor(x))
+
+
+def _stochastic_layer(layer) -> bool:
+    """Whether ``layer`` is, or holds, a layer that draws noise when called."""
+    return isinstance(layer, BayesianLayer) or (
+        isinstance(layer, MCDropout) and layer.rate > 0
+    ) or (isinstance(layer, keras.Model) and _is_stochastic(layer))
+
+
+def _tiled_after_prefix(model, reps: int):
+    """``model`` rebuilt to tile after its deterministic prefix, or None where it does not pay.
+
+    None when ``reps == 1``, when the model is not a one-input one-output
+    graph model, or when its first layer already samples (nothing to save).
+    See `tfp_bcnn._tiling.tile_after_prefix`.
+    """
+    from ._compat import is_graph_model
+    from ._tiling import tile_after_prefix
+
+    if reps == 1 or not is_graph_model(model) or not model.built:
+        return None
+    try:
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            return None
+    except (AttributeError, ValueError):
+        return None
+    body = [la for la in model.layers if not isinstance(la, keras.layers.InputLayer)]
+    if not body or _stochastic_layer(body[0]):
+        return None
+    return tile_after_prefix(model, reps, _stochastic_layer)
 
 
 class _JAXForward(_Forward):

@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 #: Builders of ``tfp_bcnn.models`` that the commands can train.
-MODELS = ("lenet5", "alexnet", "three_conv_three_fc")
+MODELS = ("lenet5", "alexnet", "three_conv_three_fc", "mobilenet_v2")
 
 
 # ------------------------------------------------------------------ printing
@@ -179,20 +179,36 @@ def compile_model(model, learning_rate: float):
 
 
 def build_model(name: str, input_shape, num_classes: int, num_train: int, *,
-                estimator: str = "flipout", bayesian: bool = True, dropout=None, seed=None):
+                estimator: str = "flipout", bayesian: bool = True, dropout=None, seed=None,
+                last=None):
     """A model of the zoo by builder name, Bayesian (``kl_weight = 1/num_train``) or not.
 
     ``dropout`` (a rate, or None) adds the builder's ``MCDropout`` layers:
     with ``bayesian=False`` that is the Monte Carlo dropout baseline.
+    ``last``: only the last ``last`` convertible layers Bayesian (the
+    builder's ``last``, else ``to_bayesian`` of the deterministic twin).
     """
     from . import models
 
     builder = getattr(models, name)
     kwargs = dict(input_shape=input_shape, num_classes=num_classes, bayesian=bayesian,
                   dropout=dropout, seed=seed)
+    if bayesian and last is not None and name != "mobilenet_v2":
+        twin = builder(**dict(kwargs, bayesian=False))
+        return models.to_bayesian(twin, estimator, num_train, last=last, seed=seed,
+                                  posterior_std_init=models.DEFAULT_POSTERIOR_STD_INIT)
     if bayesian:
         kwargs.update(estimator=estimator, num_train_examples=num_train)
+        if last is not None:
+            kwargs["last"] = last
     return builder(**kwargs)
+
+
+def recipe_of(name: str):
+    """The training recipe of a zoo model: ``models.MOBILENET_RECIPE`` or ``models.RECIPE``."""
+    from .models import MOBILENET_RECIPE, RECIPE
+
+    return MOBILENET_RECIPE if name == "mobilenet_v2" else RECIPE
 
 
 def fit(model, x, y, *, epochs, batch_size, kl_schedule="constant", warmup_epochs=1,
@@ -545,12 +561,14 @@ def member_paths(output, members: int) -> list[Path]:
 def run_train(*, model="lenet5", estimator="flipout", frequentist=False, dataset="mnist_5k",
               epochs=None, batch_size=None, learning_rate=None, kl_schedule="constant",
               warmup_epochs=3, dropout=None, members=1, output="model.keras", seed=0,
-              verbose=None, mkdir=False) -> int:
+              verbose=None, mkdir=False, last=None, input_size=None) -> int:
     """``tfp-bcnn train``: build, fit, report the MC accuracy, save.
 
     ``epochs``, ``batch_size`` and ``learning_rate`` default (None) to
-    ``models.RECIPE``. ``dropout`` adds ``MCDropout`` layers (with
-    ``frequentist`` the MC-dropout baseline). ``members > 1`` trains a deep
+    ``models.RECIPE`` (``MOBILENET_RECIPE`` for ``mobilenet_v2``). ``last``: see
+    `build_model`; ``input_size``: images padded / resized to it (mobilenet_v2: >= 32, RGB).
+    ``dropout`` adds ``MCDropout`` layers (with ``frequentist`` the
+    MC-dropout baseline). ``members > 1`` trains a deep
     ensemble (``ensemble.train_ensemble``, member ``m`` from seed
     ``seed + m``) and writes ``member_paths(output, members)``; evaluate them
     together with ``tfp-bcnn evaluate m_0.keras m_1.keras ...``. Outputs are
@@ -561,9 +579,8 @@ def run_train(*, model="lenet5", estimator="flipout", frequentist=False, dataset
     from ._console import progress_verbosity
     from ._io import check_output_path
     from .ensemble import train_ensemble
-    from .models import RECIPE
-
     members = check.positive_int("members", members)
+    RECIPE = recipe_of(model)
     epochs = RECIPE["epochs"] if epochs is None else epochs
     batch_size = RECIPE["batch_size"] if batch_size is None else batch_size
     learning_rate = RECIPE["learning_rate"] if learning_rate is None else learning_rate
@@ -574,11 +591,18 @@ def run_train(*, model="lenet5", estimator="flipout", frequentist=False, dataset
         check_output_path(path, name="output", mkdir=mkdir)
     verbose = progress_verbosity(verbose)
     (x, y), (x_test, y_test) = load_data(dataset)
+    if model == "mobilenet_v2" or input_size is not None:
+        from .datasets import fit_images
+
+        size = input_size or max(32, x.shape[1], x.shape[2])
+        channels = 3 if model == "mobilenet_v2" else x.shape[-1]
+        x, x_test = fit_images(x, size, channels), fit_images(x_test, size, channels)
     num_classes = int(max(y.max(), y_test.max()) + 1)
 
     def build(member_seed):
         net = build_model(model, x.shape[1:], num_classes, len(x), estimator=estimator,
-                          bayesian=not frequentist, dropout=dropout, seed=member_seed)
+                          bayesian=not frequentist, dropout=dropout, seed=member_seed,
+                          last=last)
         return compile_model(net, learning_rate)
 
     kind = "frequentist" if frequentist else estimator
@@ -644,7 +668,7 @@ def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global", ep
     """
     import keras
 
-    from . import pruning
+    from . import _fit_images, pruning
     from ._console import progress_verbosity
     from ._io import check_output_path
     if final_sparsity is None:
@@ -657,6 +681,7 @@ def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global", ep
     keras.utils.set_random_seed(seed)
     net = load_model(model)
     (x, y), (x_test, y_test) = load_data(dataset)
+    x, x_test = _fit_images.fit_to_model(net, x, x_test)
     before = mc_accuracy(net, x_test, y_test)
     original = load_model(model) if structured else None
     print(f"pruning {what} of {model} by {criterion} while fine-tuning for "
@@ -693,6 +718,8 @@ def run_export(*, model, saved_model=None, tflite=None, samples=32, sampling="lr
     from ._io import check_output_path
     if not saved_model and not tflite:
         raise ValueError("Give --saved-model DIR and/or --tflite FILE. Received: neither")
+    from . import _fit_images
+
     if saved_model:
         check_output_path(saved_model, name="saved_model", kind="folder", mkdir=mkdir)
     if tflite:
@@ -701,7 +728,8 @@ def run_export(*, model, saved_model=None, tflite=None, samples=32, sampling="lr
     check_data = None
     if check:
         (_, _), (x_test, y_test) = load_data(dataset)
-        check_data = (x_test[:check_images], y_test[:check_images])
+        (x_test,) = _fit_images.fit_to_model(net, x_test[:check_images])
+        check_data = (x_test, y_test[:check_images])
     print(f"exporting {model} ({samples} Monte Carlo samples inside, {sampling} sampling)",
           flush=True)
     info = export_all(net, saved_model=saved_model, tflite=tflite, samples=samples,

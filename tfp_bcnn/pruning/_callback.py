@@ -25,6 +25,7 @@ import keras
 from keras import ops
 
 from ._masks import (
+    grouped_channel_variables,
     apply_sparsity,
     check_options,
     model_name,
@@ -247,6 +248,7 @@ class UpdatePruning(keras.callbacks.Callback):
             if pruned is not None and pruned.any():
                 keep = ops.convert_to_tensor((~pruned).astype("float32"), layer.bias.dtype)
                 self._biased.append((layer.bias, keep))
+        self._biased += grouped_channel_variables(model, layers)
 
     def on_train_batch_begin(self, batch, logs=None):
         self._batch = batch
@@ -261,7 +263,8 @@ class UpdatePruning(keras.callbacks.Callback):
             # `self.model` syncs the variables on JAX; touch it only when pruning.
             layers, _ = check_options(self.model, config.criterion, config.scope,
                                       config.exclude, config.structure)
-            apply_sparsity(layers, due, config.criterion, config.scope, config.structure)
+            apply_sparsity(layers, due, config.criterion, config.scope, config.structure,
+                           self.model)
             self._track_biases(self.model)
 
     def on_train_batch_end(self, batch, logs=None):

@@ -51,6 +51,7 @@ from keras import ops
 
 from .. import _validation as check
 from ..kl import bayesian_layers
+from ..layers import BayesianLayer
 
 __all__ = [
     "CRITERIA",
@@ -233,30 +234,107 @@ def zero_pruned_biases(layers: Sequence) -> None:
             layer.bias.assign(np.where(pruned, 0.0, bias).astype(bias.dtype))
 
 
-def _apply_filter_sparsity(layers: Sequence, target: float, criterion: str, scope: str) -> None:
-    """Filter pruning: every layer keeps at least its best filter."""
-    scores = [_filter_scores(layer, criterion) for layer in layers]
+def _assign_channels(unit, keep: np.ndarray) -> None:
+    """Prune the channels not in ``keep`` from every layer of a channel group.
+
+    Producers lose their filters (mask and deterministic bias), Bayesian
+    depthwise followers their channel (``kernel_mask[..., c, :]``), and
+    batch normalisations get ``gamma_c = beta_c = 0``, so the channel is
+    exactly 0 on every tensor of the group (see ``_groups``).
+    """
+    for layer in unit.producers:
+        _assign_filters(layer, keep)
+    for layer in unit.depthwise:
+        if isinstance(layer, BayesianLayer):
+            mask = ops.convert_to_numpy(layer.kernel_mask)
+            layer.kernel_mask.assign(np.where(keep[:, None], mask, 0.0).astype(mask.dtype))
+        if getattr(layer, "bias", None) is not None:
+            bias = ops.convert_to_numpy(layer.bias)
+            layer.bias.assign(np.where(keep, bias, 0.0).astype(bias.dtype))
+    for layer in unit.batchnorms:
+        for var in (layer.gamma, layer.beta):
+            if var is not None:
+                value = ops.convert_to_numpy(var)
+                var.assign(np.where(keep, value, 0.0).astype(value.dtype))
+
+
+def filter_units(model, layers: Sequence) -> list:
+    """The units that filter pruning scores: channel groups, or single layers.
+
+    A functional model with an ``Add`` or a depthwise convolution prunes by
+    `_groups.channel_groups` (a group is pruned only if all its producers
+    are among ``layers``); any other model prunes each layer's filters.
+    """
+    from ._groups import Group, channel_groups, is_depthwise, needs_groups
+
+    if model is None or not needs_groups(model):
+        return [Group(int(layer.kernel_mask.shape[-1]), producers=[layer]) for layer in layers]
+    chosen = {id(layer) for layer in layers if not is_depthwise(layer)}
+    return [g for g in channel_groups(model)
+            if g.prunable() and all(id(p) in chosen for p in g.producers)]
+
+
+def grouped_channel_variables(model, layers: Sequence) -> list:
+    """``(variable, keep)`` pairs that hold pruned channels of groups at 0 in training.
+
+    For a model pruned by channel groups: the ``gamma`` and ``beta`` of the
+    batch normalisations and the biases of the depthwise layers of every
+    group, with ``keep`` 0 at its pruned channels (all its producers' filters
+    pruned); `UpdatePruning` multiplies them by ``keep`` after every batch,
+    as it does the producers' biases, so fine-tuning does not revive them.
+    """
+    from ._groups import needs_groups
+
+    if not needs_groups(model):
+        return []
+    pairs = []
+    for unit in filter_units(model, layers):
+        pruned = np.all([pruned_filters(p) for p in unit.producers], axis=0)
+        if not pruned.any():
+            continue
+        variables = [v for bn in unit.batchnorms for v in (bn.gamma, bn.beta) if v is not None]
+        variables += [d.bias for d in unit.depthwise if getattr(d, "bias", None) is not None]
+        for var in variables:
+            pairs.append((var, ops.convert_to_tensor((~pruned).astype("float32"), var.dtype)))
+    return pairs
+
+
+def _apply_filter_sparsity(layers: Sequence, target: float, criterion: str, scope: str,
+                           model=None) -> None:
+    """Filter pruning: every unit (layer or channel group) keeps at least its best filter.
+
+    A group's score of channel ``c`` is the mean of its producers' filter scores.
+    """
+    units = filter_units(model, layers)
+    if not units:
+        return
+    scores = [np.mean([_filter_scores(p, criterion) for p in unit.producers], axis=0)
+              for unit in units]
     if scope == "layer":
-        for layer, s in zip(layers, scores):
-            _assign_filters(layer, _prune_lowest(s, min(round(target * s.size), s.size - 1)))
+        for unit, s in zip(units, scores):
+            _assign_channels(unit, _prune_lowest(s, min(round(target * s.size), s.size - 1)))
         return
     guarded = []
-    for s in scores:  # each layer's best filter ranks above every other
+    for s in scores:  # each unit's best filter ranks above every other
         g = s.copy()
         g[np.argmax(s)] = np.inf
         guarded.append(g)
     flat = np.concatenate(guarded)
-    keep = _prune_lowest(flat, min(round(target * flat.size), flat.size - len(layers)))
+    keep = _prune_lowest(flat, min(round(target * flat.size), flat.size - len(units)))
     offsets = np.cumsum([0] + [s.size for s in scores])
-    for layer, lo, hi in zip(layers, offsets[:-1], offsets[1:]):
-        _assign_filters(layer, keep[lo:hi])
+    for unit, lo, hi in zip(units, offsets[:-1], offsets[1:]):
+        _assign_channels(unit, keep[lo:hi])
 
 
 def apply_sparsity(layers: Sequence, target: float, criterion: str, scope: str,
-                   structure: str = "weight") -> None:
-    """Grow the masks of ``layers`` to ``target`` sparsity (see the module docstring)."""
+                   structure: str = "weight", model=None) -> None:
+    """Grow the masks of ``layers`` to ``target`` sparsity (see the module docstring).
+
+    With ``structure="filter"``, ``model`` (when given) lets channels tied by
+    a residual ``Add`` or a depthwise convolution be pruned as one group.
+    """
     if structure == "filter":
-        return _apply_filter_sparsity(layers, target, criterion, scope)
+        return _apply_filter_sparsity(layers, target, criterion, scope, model)
     scores = [_scores(layer, criterion) for layer in layers]
     if scope == "layer":
         for layer, s in zip(layers, scores):
@@ -335,5 +413,5 @@ def prune_now(
     """
     target = check.fraction("sparsity", sparsity)
     layers, _ = check_options(model, criterion, scope, exclude, structure)
-    apply_sparsity(layers, target, criterion, scope, structure)
+    apply_sparsity(layers, target, criterion, scope, structure, model)
     return model

@@ -37,10 +37,15 @@ float rounding from the changed order of sums. The last linear layer keeps
 all its units (they are the model's outputs); so does a plain Keras layer
 (it has no mask).
 
+Functional models with a residual ``Add`` or a depthwise convolution (e.g.
+MobileNetV2) are shrunk by channel groups instead (`_groups`,
+`_shrink_graph`): channels tied by an ``Add`` go together, a depthwise
+layer's channels go with those of the layer before it.
+
 Unsupported (a ``ValueError`` naming the layer, the masked model left as it
-is): residual ``Add`` / ``Concatenate`` and other merges, branching, shared
-layers, nested models, subclassed models, grouped / depthwise / separable /
-transposed convolutions and any layer not listed above.
+is): ``Concatenate`` and other merges but ``Add``, branching without a merge
+in a chain model, shared layers, nested models, subclassed models, grouped /
+separable / transposed convolutions and any layer not listed above.
 """
 
 from __future__ import annotations
@@ -53,24 +58,12 @@ from keras import ops
 
 from .._compat import is_graph_model
 from ..layers import BayesianLayer
+from ._groups import mixing_activation, per_channel
 
 __all__ = ["layer_costs", "shrink"]
 
 _LINEAR_KERAS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
                  keras.layers.Dense)
-_PER_CHANNEL = (
-    keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
-    keras.layers.Dropout,  # SpatialDropout1D/2D/3D included
-    keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D,
-    keras.layers.AveragePooling1D, keras.layers.AveragePooling2D,
-    keras.layers.AveragePooling3D, keras.layers.GlobalMaxPooling1D,
-    keras.layers.GlobalMaxPooling2D, keras.layers.GlobalMaxPooling3D,
-    keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
-    keras.layers.GlobalAveragePooling3D, keras.layers.ZeroPadding1D,
-    keras.layers.ZeroPadding2D, keras.layers.ZeroPadding3D,
-    keras.layers.BatchNormalization,
-)
-_MIXING_ACTIVATIONS = ("softmax", "log_softmax")
 
 
 def _describe(layer) -> str:
@@ -95,14 +88,11 @@ def _is_linear(layer) -> bool:
 
 
 def _is_per_channel(layer) -> bool:
-    if type(layer).__name__ == "MCDropout":
-        return True
-    if not isinstance(layer, _PER_CHANNEL):
+    if not per_channel(layer):
         return False
-    if isinstance(layer, keras.layers.Activation):
-        name = getattr(layer.activation, "__name__", "")
-        if name in _MIXING_ACTIVATIONS:
-            raise _unsupported(layer, f"the activation {name!r} mixes channels")
+    name = mixing_activation(layer)
+    if name:
+        raise _unsupported(layer, f"the activation {name!r} mixes channels")
     return True
 
 
@@ -328,15 +318,21 @@ def shrink(model: keras.Model) -> keras.Model:
         trains, saves to ``.keras`` and exports like any tfp_bcnn model.
 
     Raises:
-        ValueError: a topology that cannot be shrunk (a merge such as a
-            residual ``Add``, a branch, a shared layer, a nested or
-            subclassed model, an unknown layer); the message names the layer.
+        ValueError: a topology that cannot be shrunk (a ``Concatenate``, a
+            branch without a merge, a shared layer, a nested or subclassed
+            model, an unknown layer); the message names the layer.
 
     Example:
 
     >>> pruning.prune_now(model, 0.5, criterion="l1", structure="filter")  # doctest: +SKIP
     >>> small = pruning.shrink(model)  # doctest: +SKIP
     """
+    from ._groups import needs_groups
+
+    if needs_groups(model):  # residual Add / depthwise: channel groups
+        from ._shrink_graph import shrink_graph
+
+        return shrink_graph(model)
     layers = _chain(model)
     plan = _plan(layers)
     new_layers = [_new_layer(layer, plan) for layer in layers]
@@ -385,9 +381,10 @@ def layer_costs(model: keras.Model) -> list[dict]:
                                   if i not in (0, axis))
         else:
             positions = math.prod(int(d) for d in out_shape[1:-1])
+        depthwise = "depthwise" in type(layer).__name__.lower()  # (k..., in, multiplier)
         rows.append({
             "layer": layer.name,
-            "channels": shape[-1],
+            "channels": shape[-2] * shape[-1] if depthwise else shape[-1],
             "params": int(sum(math.prod(v.shape) for v in layer.weights)),
             "flops": 2 * math.prod(shape) * positions,
         })
