@@ -86,6 +86,7 @@ from tfp_bcnn.layers import (
 from tfp_bcnn.kl import bayesian_layers
 from tfp_bcnn.moments import MAX_POOLS
 
+from ._rank1 import MixtureMomentsForm, Rank1Inference
 from ._random import sign_flip_normal, standard_normal, uniform
 
 __all__ = ["SAMPLINGS", "OUTPUT_NAMES", "InferenceGraph", "export_info", "summaries"]
@@ -348,7 +349,7 @@ class _DropoutInference(keras.layers.Layer):
 # ------------------------------------------------------------ model rewrite
 def _samples(layer) -> bool:
     """Whether ``layer`` is, or holds, an export layer that draws noise."""
-    sampling = (_BayesianInference, _DropoutInference)
+    sampling = (_BayesianInference, _DropoutInference, Rank1Inference)
     return any(isinstance(sub, sampling) for sub in all_layers(layer, include_self=True))
 
 
@@ -394,8 +395,6 @@ def _substitute(model, sampling, num_samples, store, sparse=False):
 
     def clone_function(layer):
         if isinstance(layer, Rank1Layer):  # rank-1 mixture layers: export/_rank1.py
-            from ._rank1 import Rank1Inference
-
             if id(layer) not in store:
                 store[id(layer)] = Rank1Inference(layer)
             return store[id(layer)]
@@ -524,8 +523,6 @@ class InferenceGraph:
         components = _mixture.check_num_samples(model, self.num_samples)
         if sampling == "moments":
             from ._moments import MomentsForm
-            from ._rank1 import MixtureMomentsForm
-
             extra = () if components is None else (components,)
             self._moments = (MixtureMomentsForm if extra else MomentsForm)(
                 model, self.input_shape, self.from_logits, max_pool,

@@ -34,7 +34,7 @@ from tfp_bcnn._compat import all_layers
 from tfp_bcnn._mixture import sample_components
 from tfp_bcnn.layers import Rank1Layer
 
-from ._inference import standard_normal
+from ._random import standard_normal
 from ._moments import MomentsForm
 
 __all__ = ["Rank1Inference", "MixtureMomentsForm"]

@@ -60,7 +60,7 @@ from . import _mixture
 from . import _validation as check
 from ._compat import all_layers
 from .kl import bayesian_layers
-from .layers import BayesianLayer, GaussianHead, MCDropout
+from .layers import BayesianLayer, GaussianHead, MCDropout, Rank1Layer
 
 __all__ = ["METHODS", "Prediction", "RegressionPrediction", "decompose", "predict"]
 
@@ -477,7 +477,7 @@ class _TFForward(_Forward):
 
 def _stochastic_layer(layer) -> bool:
     """Whether ``layer`` is, or holds, a layer that draws noise when called."""
-    return isinstance(layer, BayesianLayer) or (
+    return isinstance(layer, (BayesianLayer, Rank1Layer)) or (
         isinstance(layer, MCDropout) and layer.rate > 0
     ) or (isinstance(layer, keras.Model) and _is_stochastic(layer))
 
