@@ -527,7 +527,7 @@ three_conv_three_fc.__doc__ = (
 
 def compile_bayesian(
     model: keras.Model,
-    learning_rate: float = 1e-3,
+    learning_rate: float = RECIPE["learning_rate"],
     *,
     metrics: Iterable = ("accuracy",),
     **compile_kwargs,
@@ -544,7 +544,7 @@ def compile_bayesian(
 
     Args:
         model: a classifier ending in a softmax (e.g. from `lenet5`).
-        learning_rate: Adam's learning rate.
+        learning_rate: Adam's learning rate (default: ``RECIPE["learning_rate"]``).
         metrics: metrics before ``kl`` (keyword-only).
         **compile_kwargs: passed to ``model.compile`` (e.g. ``jit_compile``).
 

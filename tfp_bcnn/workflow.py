@@ -4,7 +4,7 @@ Each step is a function with its policy written here once, so that
 ``tfp-bcnn`` (``cli.py``, argument parsing only) and the main job
 (``demo.py``) compute every number the same way:
 
-* training: ``compile_model`` (Adam, sparse cross-entropy, the ``kl`` metric)
+* training: ``models.compile_bayesian`` (Adam, sparse cross-entropy, the ``kl`` metric)
   then ``fit`` (``TerminateOnNaN``, the KL weighting of ``models.RECIPE``,
   optional KL annealing); ``run_train``'s epochs, batch size and learning
   rate default to ``models.RECIPE`` too, so ``tfp-bcnn train`` and the main
@@ -32,20 +32,20 @@ from __future__ import annotations
 import json
 import sys
 import time
+import types
 from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
     "accuracy_change",
-    "compile_model",
     "build_model",
     "evaluate_and_report",
     "export_all",
+    "FINETUNE",
     "finetune_schedule",
     "fit",
     "fit_callbacks",
     "fmt",
-    "load_data",
     "load_model",
     "member_paths",
     "mc_accuracy",
@@ -148,21 +148,7 @@ def load_model(path):
         ) from err
 
 
-def load_data(name):
-    """``((x_train, y_train), (x_test, y_test))`` of a named set or ``.npz`` path."""
-    from . import datasets
-
-    return datasets.get(name)
-
-
 # ------------------------------------------------------------------ training
-def compile_model(model, learning_rate: float):
-    """Compile with the recommended settings (``models.compile_bayesian``)."""
-    from .models import compile_bayesian
-
-    return compile_bayesian(model, learning_rate)
-
-
 def build_model(name: str, input_shape, num_classes: int, num_train: int, *,
                 estimator: str = "flipout", bayesian: bool = True, dropout=None, seed=None):
     """A model of the zoo by builder name, Bayesian (``kl_weight = 1/num_train``) or not.
@@ -357,6 +343,12 @@ def accuracy_change(before: float, after: float, what: str) -> str:
 
 
 # ------------------------------------------------------------------- pruning
+#: Fine-tuning under pruning (``tfp-bcnn prune``, the pruning benchmarks):
+#: a smaller learning rate than ``models.RECIPE``'s, because it starts from
+#: trained weights, and a few epochs in batches of the recipe's size.
+FINETUNE = types.MappingProxyType({"learning_rate": 5e-4, "epochs": 3, "batch_size": 64})
+
+
 def finetune_schedule(num_examples: int, batch_size: int, epochs: int,
                       final_sparsity: float):
     """The pruning schedule of fine-tuning: 0 to ``final_sparsity`` by
@@ -392,7 +384,9 @@ def prune_and_finetune(model, x, y, *, final_sparsity, criterion, epochs, batch_
     schedule = finetune_schedule(len(x), batch_size, epochs, final_sparsity)
     pruning.prune(model, schedule=schedule, criterion=criterion, scope=scope,
                   structure=structure)
-    compile_model(model, learning_rate)
+    from .models import compile_bayesian
+
+    compile_bayesian(model, learning_rate)
     fit(model, x, y, epochs=epochs, batch_size=batch_size, verbose=verbose,
         extra_callbacks=[pruning.UpdatePruning()])
     return pruning.strip(model)
@@ -538,8 +532,9 @@ def run_train(*, model="lenet5", estimator="flipout", frequentist=False, dataset
     together with ``tfp-bcnn evaluate m_0.keras m_1.keras ...``.
     """
     from . import _validation as check
+    from . import datasets
     from .ensemble import train_ensemble
-    from .models import RECIPE
+    from .models import RECIPE, compile_bayesian
 
     members = check.positive_int("members", members)
     epochs = RECIPE["epochs"] if epochs is None else epochs
@@ -549,13 +544,13 @@ def run_train(*, model="lenet5", estimator="flipout", frequentist=False, dataset
     for path in paths:
         if path.suffix != ".keras":
             raise ValueError(f"The output must end in .keras. Received: output={str(path)!r}")
-    (x, y), (x_test, y_test) = load_data(dataset)
+    (x, y), (x_test, y_test) = datasets.get(dataset)
     num_classes = int(max(y.max(), y_test.max()) + 1)
 
     def build(member_seed):
         net = build_model(model, x.shape[1:], num_classes, len(x), estimator=estimator,
                           bayesian=not frequentist, dropout=dropout, seed=member_seed)
-        return compile_model(net, learning_rate)
+        return compile_bayesian(net, learning_rate)
 
     kind = "frequentist" if frequentist else estimator
     if dropout:
@@ -585,9 +580,11 @@ def run_evaluate(*, model, dataset="mnist_5k", samples=32, out_dir="evaluation",
     members count as samples of one predictive distribution
     (``tfp_bcnn.predict`` on the list).
     """
+    from . import datasets
+
     paths = [model] if isinstance(model, (str, Path)) else list(model)
     nets = [load_model(p) for p in paths]
-    (_, _), (x_test, y_test) = load_data(dataset)
+    (_, _), (x_test, y_test) = datasets.get(dataset)
     what = paths[0] if len(paths) == 1 else f"an ensemble of {len(paths)} models"
     how = "one moment pass, " if method == "moments" else ""
     print(f"evaluating {what} on {len(x_test):,} test images ({how}{samples} samples), "
@@ -603,8 +600,9 @@ def run_evaluate(*, model, dataset="mnist_5k", samples=32, out_dir="evaluation",
     return 0
 
 
-def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global", epochs=3,
-              batch_size=64, learning_rate=5e-4, dataset="mnist_5k", output=None, seed=0,
+def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global",
+              epochs=FINETUNE["epochs"], batch_size=FINETUNE["batch_size"],
+              learning_rate=FINETUNE["learning_rate"], dataset="mnist_5k", output=None, seed=0,
               structured=False, verbose=1) -> int:
     """``tfp-bcnn prune``: fine-tune with `finetune_schedule`, save stripped.
 
@@ -615,13 +613,13 @@ def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global", ep
     """
     import keras
 
-    from . import pruning
+    from . import datasets, pruning
 
     if final_sparsity is None:
         final_sparsity = 0.5 if structured else 0.9
     keras.utils.set_random_seed(seed)
     net = load_model(model)
-    (x, y), (x_test, y_test) = load_data(dataset)
+    (x, y), (x_test, y_test) = datasets.get(dataset)
     before = mc_accuracy(net, x_test, y_test)
     original = load_model(model) if structured else None
     print(f"pruning {model} to {final_sparsity:.0%} by {criterion} while fine-tuning for "
@@ -652,12 +650,14 @@ def run_export(*, model, saved_model=None, tflite=None, samples=32, sampling="lr
     Raises:
         ValueError: neither ``saved_model`` nor ``tflite`` given.
     """
+    from . import datasets
+
     if not saved_model and not tflite:
         raise ValueError("Give --saved-model DIR and/or --tflite FILE. Received: neither")
     net = load_model(model)
     check_data = None
     if check:
-        (_, _), (x_test, y_test) = load_data(dataset)
+        (_, _), (x_test, y_test) = datasets.get(dataset)
         check_data = (x_test[:check_images], y_test[:check_images])
     print(f"exporting {model} ({samples} Monte Carlo samples inside, {sampling} sampling)",
           flush=True)
