@@ -1,9 +1,5 @@
 """KLAnnealing: schedule values, effect on the logged kl, serialization."""
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -14,6 +10,8 @@ from keras import ops
 import tfp_bcnn
 from tfp_bcnn import layers
 from tfp_bcnn._annealing import KLAnnealing, blundell_weight, linear_beta
+
+from _backend import register, result
 
 N = 40  # training examples of the tiny fits
 BATCH = 10  # -> M = 4 steps per epoch
@@ -196,7 +194,7 @@ def test_model_without_bayesian_layers_raises():
         model.fit(x, y, epochs=1, verbose=0, callbacks=[KLAnnealing()])
 
 
-JAX_SCRIPT = textwrap.dedent(
+JAX_SCRIPT = register("annealing_schedules", textwrap.dedent(
     """
     import json, os
     os.environ["KERAS_BACKEND"] = "jax"
@@ -222,22 +220,16 @@ JAX_SCRIPT = textwrap.dedent(
         model.fit(x, x[:, :3], batch_size=B, epochs=2, verbose=0, shuffle=False,
                   callbacks=[KLAnnealing(schedule, warmup_epochs=2), Log()])
         out[schedule] = seen
-    print("REPORT" + json.dumps(out))
+    report(out)
     """
-)
+))
 
 
 @pytest.mark.slow
 def test_schedules_reach_the_jax_training_loop():
     """On JAX the loop holds the state inside an epoch; per-batch writes must still land."""
     pytest.importorskip("jax")
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run(
-        [sys.executable, "-c", JAX_SCRIPT], capture_output=True, text=True, env=env, timeout=300
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("REPORT")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    out = json.loads(lines[-1][len("REPORT"):])
+    out = result(JAX_SCRIPT)
     m = N // BATCH
 
     def running_means(weights):

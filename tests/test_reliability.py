@@ -208,7 +208,14 @@ def test_predict_no_warning_for_scaled_or_self_scaling_inputs(model):
         warnings.simplefilter("error")
         tfp_bcnn.predict(model, standardised, num_samples=2)
         tfp_bcnn.predict(rescaling, _images(4) * 255, num_samples=2)
-    assert UNSCALED_LIMIT == 20.0
+        # the boundary: max |x| == UNSCALED_LIMIT is still quiet ...
+        edge = _images(2)
+        edge[0, 0, 0, 0] = -UNSCALED_LIMIT
+        tfp_bcnn.predict(model, edge, num_samples=2)
+    # ... and just above it warns, whatever the sign
+    edge[0, 0, 0, 0] = -1.01 * UNSCALED_LIMIT
+    with pytest.warns(UserWarning, match="looks unscaled"):
+        tfp_bcnn.predict(model, edge, num_samples=2)
 
 
 def test_runtime_bad_inputs(tflite_path):
@@ -609,12 +616,15 @@ def test_keras_save_killed_keeps_previous_file(model, tmp_path, point):
     assert os.listdir(target.parent) == ["m.keras"]
 
 
-def test_io_module_loads_without_the_package():
+def test_io_module_loads_without_the_package(tmp_path):
     # The kill tests load tfp_bcnn/_io.py on its own; keep it importable so.
     spec = importlib.util.spec_from_file_location("_io_alone", ROOT / "tfp_bcnn" / "_io.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.write_bytes_atomic is not None
+    assert "tfp_bcnn" not in module.__name__
+    target = tmp_path / "sub" / "f.bin"
+    module.write_bytes_atomic(target, b"payload")
+    assert target.read_bytes() == b"payload" and os.listdir(target.parent) == ["f.bin"]
 
 
 def test_cli_names_non_finite_images(model, tmp_path, capsys):
