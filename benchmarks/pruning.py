@@ -191,7 +191,7 @@ def main(argv=None) -> int:
             log(f"{criterion:9s} {target:.2f}: accuracy {run['accuracy']:.4f}, "
                 f"sparsity {run['sparsity']:.3f}, "
                 f"gzip {run['gzip_bytes'] / 1024:.1f} KiB ({run['seconds']:.0f} s)")
-    sched = workflow.finetune_schedule(n, args.batch_size, args.finetune_epochs, 1.0)
+    sched = workflow.finetune_schedule(n, args.batch_size, args.finetune_epochs, 0.5)
     results = {
         "config": vars(args), "recipe": used, "criteria": list(args.criteria),
         "baseline": baseline, "runs": runs,
