@@ -219,6 +219,20 @@ def test_train_defaults_are_the_recipe(tiny_npz, tmp_path, capsys):
     assert f"Epoch {RECIPE['epochs'] + 1}/" not in out
 
 
+def test_prune_defaults_are_the_finetune_recipe(tmp_path):
+    """`tfp-bcnn prune` (parsed before TensorFlow, so it cannot import the
+    constant) and `workflow.run_prune` fine-tune with `workflow.FINETUNE`."""
+    import inspect
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "m.keras", "w") as archive:  # the parser checks a zip
+        archive.writestr("config.json", "{}")
+    args = cli.build_parser().parse_args(["prune", str(tmp_path / "m.keras")])
+    defaults = inspect.signature(workflow.run_prune).parameters
+    for key in ("learning_rate", "epochs", "batch_size"):
+        assert getattr(args, key) == workflow.FINETUNE[key] == defaults[key].default, key
+
+
 @pytest.mark.slow  # trains two models and writes a full evaluation (about 20 s)
 def test_train_mc_dropout_ensemble_and_evaluate_it(tiny_npz, tmp_path, capsys):
     import keras
