@@ -182,8 +182,9 @@ def _time_what_loads(files: dict, repeats: int, seed: int) -> tuple[dict, dict]:
         try:
             time_tflite_files({label: path}, repeats=1, warmup=0)
         except RuntimeError as err:
-            untimed[label] = ("the default XNNPack delegate cannot prepare it "
-                              f"({str(err).split('failed to prepare')[0][-60:].strip()}...)")
+            first = str(err).split("failed to delegate")[1:2] or [str(err)]
+            untimed[label] = ("the default XNNPack delegate cannot prepare it (LiteRT: "
+                              f"failed to delegate {first[0].strip()[:40]} ...)")
     timed = {k: v for k, v in files.items() if k not in untimed}
     return time_tflite_files(timed, repeats=repeats, seed=seed), untimed
 

@@ -663,43 +663,23 @@ def sparsity_curve(
             a sparsity lies outside ``[0, 1]``.
     """
     sparsities = _vector("sparsities", sparsities)
-    if (
-        (sparsities < 0).any()
-        or (sparsities > 1).any()
-        or not np.isfinite(sparsities).all()
-    ):
+    if (sparsities < 0).any() or (sparsities > 1).any() or not np.isfinite(sparsities).all():
         raise ValueError(
             "`sparsities` must be fractions in [0, 1] (not percentages). "
             f"Received: sparsities={sparsities.tolist()}"
         )
-    series = {
-        name: _vector(
-            f"accuracies[{name!r}]" if name else "accuracies",
-            values,
-            sparsities.shape[0],
-        )
-        for name, values in _as_series("accuracies", accuracies).items()
-    }
+    series = {name: _vector(f"accuracies[{name!r}]" if name else "accuracies", values,
+                            sparsities.shape[0])
+              for name, values in _as_series("accuracies", accuracies).items()}
     order = np.argsort(sparsities, kind="stable")
     figure = _new_figure(6.5, 4.5)
     ax = figure.subplots()
     for i, (name, values) in enumerate(series.items()):
-        ax.plot(
-            100 * sparsities[order],
-            values[order],
-            "-o",
-            color=f"C{i}",
-            markersize=4,
-            label=_legend_name(name, "accuracy"),
-        )
+        ax.plot(100 * sparsities[order], values[order], "-o", color=f"C{i}", markersize=4,
+                label=_legend_name(name, "accuracy"))
     if baseline is not None:
-        ax.axhline(
-            float(baseline),
-            color="0.3",
-            linestyle=":",
-            linewidth=1.2,
-            label=f"unpruned ({float(baseline):.3f})",
-        )
+        ax.axhline(float(baseline), color="0.3", linestyle=":", linewidth=1.2,
+                   label=f"unpruned ({float(baseline):.3f})")
     ax.set_xlabel("sparsity (% of weights pruned)")
     ax.set_ylabel("accuracy")
     ax.set_xlim(-2, 102)
