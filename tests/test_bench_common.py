@@ -73,12 +73,15 @@ def test_seeds_and_recipe_departures():
 
 
 def test_train_uses_the_recipe_and_the_workflow_callbacks():
-    from tfp_bcnn import models
+    import keras
+
+    from tfp_bcnn import layers, models
 
     rng = np.random.default_rng(0)
-    x = rng.random((32, 28, 28, 1), dtype=np.float32)
-    y = rng.integers(0, 10, 32)
-    model = models.lenet5(num_train_examples=32)
+    x = rng.random((32, 4), dtype=np.float32)
+    y = rng.integers(0, 3, 32)
+    model = keras.Sequential([keras.Input((4,)), layers.DenseFlipout(3, kl_weight=1 / 32),
+                              keras.layers.Softmax()])
     used = _common.recipe(epochs=1, batch_size=16, kl_beta=0.5)
     model, secs = _common.train(model, x, y, recipe=used, seed=0)
     assert secs > 0
