@@ -108,6 +108,19 @@ def tiny_model(kl_weight=1 / N):
     return model
 
 
+@pytest.fixture(scope="module")
+def compiled_tiny():
+    """One `tiny_model` for the fast tests: its train step is traced once. The
+    learning rate is 0, so only the kl_weight changes, and `tiny` resets it."""
+    return tiny_model()
+
+
+@pytest.fixture
+def tiny(compiled_tiny):
+    tfp_bcnn.set_kl_weight(compiled_tiny, 1 / N)
+    return compiled_tiny
+
+
 def data():
     rng = np.random.default_rng(0)
     return rng.random((N, 4)).astype("float32"), np.arange(N) % 3
@@ -133,8 +146,9 @@ def test_linear_warmup_scales_logged_kl():
     assert tfp_bcnn.get_kl_weight(model) == pytest.approx(1 / N)
 
 
-def test_constant_beta_and_base_from_num_train_examples():
-    model = tiny_model(kl_weight=1.0)  # raw KL in the layers; N given to the callback
+def test_constant_beta_and_base_from_num_train_examples(tiny):
+    model = tiny
+    tfp_bcnn.set_kl_weight(model, 1.0)  # raw KL in the layers; N given to the callback
     x, y = data()
     kl = raw_kl(model)
     cb = KLAnnealing("constant", beta=0.5, num_train_examples=N)
@@ -154,8 +168,8 @@ class RecordWeight(keras.callbacks.Callback):
         self.weights.append(tfp_bcnn.get_kl_weight(self.model))
 
 
-def test_blundell_per_minibatch_weights():
-    model = tiny_model()
+def test_blundell_per_minibatch_weights(tiny):
+    model = tiny
     x, y = data()
     kl = raw_kl(model)
     record = RecordWeight()
@@ -172,8 +186,8 @@ def test_blundell_per_minibatch_weights():
     assert tfp_bcnn.get_kl_weight(model) == pytest.approx(expected[-1], rel=1e-6)
 
 
-def test_second_fit_reuses_base_weight():
-    model = tiny_model()
+def test_second_fit_reuses_base_weight(tiny):
+    model = tiny
     x, y = data()
     kl = raw_kl(model)
     cb = KLAnnealing("linear", warmup_epochs=4)
