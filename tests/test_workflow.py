@@ -191,21 +191,6 @@ def test_console_script_module_imports_the_package_only_inside_commands():
 
 
 # --------------------------------------------------------- issue 13 wiring
-@pytest.fixture
-def tiny_npz(tmp_path):
-    """40 images 12x12 of two classes (a bright left or right half), as a .npz."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    y = np.repeat([0, 1], 20)
-    x = rng.uniform(0.0, 0.2, (40, 12, 12)).astype("float32")
-    x[y == 0, :, :6] += 0.7
-    x[y == 1, :, 6:] += 0.7
-    path = tmp_path / "tiny.npz"
-    np.savez(path, x=x, y=y)
-    return str(path)
-
-
 @pytest.mark.slow  # trains 20 epochs (about 10 s)
 def test_train_defaults_are_the_recipe(tiny_npz, tmp_path, capsys):
     from tfp_bcnn.models import RECIPE
