@@ -207,8 +207,6 @@ JAX_SCRIPT = register("edge_layers_train", textwrap.dedent(
     """
     import numpy as np, keras, tfp_bcnn
     from tfp_bcnn import layers
-
-from _backend import register, result
     x = np.random.default_rng(0).standard_normal((4, 6, 6, 3)).astype("float32")
     y = np.random.default_rng(1).standard_normal((4, 6, 6, 6)).astype("float32")
     result = {}
