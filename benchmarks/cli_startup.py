@@ -23,7 +23,8 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
+
+from _common import Timer, emit, markdown_table
 
 BASELINE = ("import tfp_bcnn, _tfp_bcnn_cli\n"
             "try:\n    _tfp_bcnn_cli.main(['--help'])\nexcept SystemExit:\n    pass\n")
@@ -46,9 +47,9 @@ def run(repeats: int = 5) -> dict:
     load = [os.getloadavg()[0]]
     for _ in range(repeats):
         for label, argv in commands().items():
-            start = time.perf_counter()
-            subprocess.run(argv, capture_output=True, env=env, check=False)
-            times[label].append(time.perf_counter() - start)
+            with Timer() as t:
+                subprocess.run(argv, capture_output=True, env=env, check=False)
+            times[label].append(t.seconds)
     load.append(os.getloadavg()[0])
     return {"times": times, "load": load}
 
@@ -62,13 +63,11 @@ def markdown(results: dict) -> str:
     lines = [f"Median wall time of {repeats} fresh processes each, run interleaved, on a "
              f"machine shared with other jobs (load average {before:.1f} before, {after:.1f} "
              "after, on 2 cores): the load inflates every figure, the ratio is the result.",
-             "", "| command | median (s) | min - max (s) | time / baseline |",
-             "|---|---|---|---|"]
-    for label in labels:
-        t = times[label]
-        lines.append(f"| {label} | {statistics.median(t):.2f} | {min(t):.2f} - {max(t):.2f} | "
-                     f"{statistics.median(t) / base:.3f} |")
-    return "\n".join(lines)
+             ""]
+    rows = [[label, f"{statistics.median(t):.2f}", f"{min(t):.2f} - {max(t):.2f}",
+             f"{statistics.median(t) / base:.3f}"] for label, t in times.items()]
+    return "\n".join(lines) + "\n" + markdown_table(
+        ["command", "median (s)", "min - max (s)", "time / baseline"], rows)
 
 
 def main(argv=None) -> None:
@@ -76,11 +75,7 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--markdown", help="write the markdown block to this file")
     args = p.parse_args(argv)
-    block = markdown(run(args.repeats))
-    print(block)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(block + "\n")
+    emit(args.markdown, markdown(run(args.repeats)))
 
 
 if __name__ == "__main__":

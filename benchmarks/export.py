@@ -13,9 +13,13 @@ one-shot by magnitude to ``--sparsity`` (default 90%) with
   of a convolution across positions): mean epistemic uncertainty on MNIST and
   on out-of-distribution letters, mean |difference| of predictive means, and
   the rank correlation of epistemic uncertainty;
-* latency per image (batch 1, one LiteRT thread, median of ``--repeats``): S
-  samples tiled in one invocation vs S single-sample invocations vs the
-  deterministic LeNet-5.
+* latency per image (batch 1, one LiteRT thread, median of ``--repeats``,
+  every file timed in one interleaved loop by ``_latency.time_tflite_files``):
+  S samples tiled in one invocation vs S single-sample invocations (S times
+  the one-sample file's median) vs the deterministic LeNet-5.
+
+Training follows ``models.RECIPE`` (``--epochs`` etc. override it; the block
+names a departure).
 
 The markdown block goes to stdout (and to ``--markdown FILE``). Run::
 
@@ -29,52 +33,111 @@ import contextlib
 import io
 import os
 import platform
-import statistics
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import numpy as np
 import tensorflow as tf
+from _common import Timer, emit, markdown_table, recipe, recipe_note, spearman, train
+from _latency import time_tflite_files
 
 from tfp_bcnn import datasets, export, models, pruning
 from tfp_bcnn.export.runtime import TFLiteBayesianModel
 from tfp_bcnn.uncertainty import predict
 
-
-def _spearman(a, b):
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def _latency(path, repeats, invocations=1):
-    """Median seconds per image of ``invocations`` calls on one image."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    x = np.random.default_rng(0).random((1, 28, 28, 1), dtype=np.float32)
-    for resolver in (OpResolverType.AUTO, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES):
-        try:  # XNNPACK cannot take sparse int8 kernels: fall back as the runtime does
-            interpreter = Interpreter(
-                model_path=path, num_threads=1, experimental_op_resolver_type=resolver
-            )
-            runner = interpreter.get_signature_runner()
-            name = next(iter(runner.get_input_details()))
-            runner(**{name: x})  # allocate, warm up
-            break
-        except RuntimeError:
-            continue
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(invocations):
-            runner(**{name: x})
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+VARIANTS = {
+    "lrt, dense": dict(sampling="lrt", sparse=False),
+    "lrt, sparse": dict(sampling="lrt", sparse=True),
+    "lrt, sparse + int8": dict(sampling="lrt", sparse=True, quantize="dynamic"),
+    "weights, dense": dict(sampling="weights", sparse=False),
+    "weights, sparse": dict(sampling="weights", sparse=True),
+}
 
 
-def _wide_posterior(model, xt, yt, x_ood, s, scale, tmp, emit):
+def _acc(p, y) -> float:
+    return float(np.mean(p.mean.argmax(1) == y))
+
+
+def _row(name, p, ref, ood=None, digits=4) -> list:
+    """Cells of one prediction against the reference ``ref``: mean epistemic (and
+    on ``ood``), Spearman rank correlation of epistemic, mean |mean - ref.mean|."""
+    return [name, f"{p.epistemic.mean():.{digits}f}",
+            "" if ood is None else f"{ood.epistemic.mean():.{digits}f}",
+            f"{spearman(ref.epistemic, p.epistemic):.3f}",
+            f"{np.mean(np.abs(p.mean - ref.mean)):.{digits}f}"]
+
+
+def train_and_prune(args, used, data):
+    """Train with ``used``, prune one-shot by SNR (one global threshold, as
+    ``tfp-bcnn prune`` and the main job do), fine-tune with the masks fixed."""
+    (x, y), (xt, yt) = data
+    model = models.lenet5(num_train_examples=len(x), seed=args.seed)
+    with Timer() as t:
+        train(model, x, y, recipe=used, seed=args.seed)
+        acc_unpruned = _acc(predict(model, xt, num_samples=args.num_samples), yt)
+        pruning.prune_now(model, args.sparsity, criterion="snr", scope="global")
+        models.compile_bayesian(model, used["learning_rate"])
+        train(model, x, y, recipe=dict(used, epochs=args.finetune_epochs))
+    return model, acc_unpruned, t.seconds
+
+
+def export_variants(model, tmp, s, xt, x_ood) -> dict:
+    """Every file of `VARIANTS`: its description, conversion time and predictions."""
+    out = {}
+    for name, kwargs in VARIANTS.items():
+        path = os.path.join(tmp, name.replace(", ", "_").replace(" + ", "_") + ".tflite")
+        with Timer() as t:
+            export.to_tflite(model, path, num_samples=s, **kwargs)
+        runner = TFLiteBayesianModel(path)
+        out[name] = {"path": path, "info": export.describe(path), "convert_s": t.seconds,
+                     "resolver": runner.op_resolver, "p": runner.predict(xt),
+                     "p_ood": runner.predict(x_ood)}
+    return out
+
+
+def sizes_section(files, yt, keras_pred) -> str:
+    """Sizes of each file against the dense one of its sampling, and its agreement."""
+    dense = {"lrt": files["lrt, dense"]["info"]["size_bytes"],
+             "weights": files["weights, dense"]["info"]["size_bytes"]}
+    rows = []
+    for name, f in files.items():
+        info, p = f["info"], f["p"]
+        rows.append([
+            name, f"{info['size_bytes']:,}", f"{info['gzip_bytes']:,}",
+            f"{info['size_bytes'] / dense[name.split(',')[0]]:.3f}x", info["sparse_tensors"],
+            info["int8_tensors"], f"{_acc(p, yt):.4f}",
+            f"{np.mean(p.mean.argmax(1) == keras_pred.mean.argmax(1)):.4f}",
+            f"{np.mean(np.abs(p.mean - keras_pred.mean)):.5f}", f["resolver"],
+            f"{f['convert_s']:.1f}"])
+    return "## Sizes and accuracy\n\n" + markdown_table(
+        ["TFLite file", "bytes", "gzip", "vs dense (same sampling)", "sparse tensors",
+         "int8 tensors", "accuracy", "agree w/ Keras", "mean abs diff of mean vs Keras",
+         "op resolver", "convert s"], rows)
+
+
+def sampling_section(model, files, keras_pred, keras_ood, xt, s) -> str:
+    """lrt vs weights sampling at the trained posterior width."""
+    again = predict(model, xt, num_samples=s)
+    def row(name, p, ood=None):
+        cells = _row(name, p, keras_pred, ood, digits=5)
+        return cells[:3] + [f"{p.predictive_entropy.mean():.5f}"] + cells[3:]
+
+    rows = [["Keras Flipout", f"{keras_pred.epistemic.mean():.5f}",
+             f"{keras_ood.epistemic.mean():.5f}",
+             f"{keras_pred.predictive_entropy.mean():.5f}", "1", "0"],
+            row("Keras Flipout (2nd run: Monte Carlo noise)", again)]
+    rows += [row(f"TFLite {n}", files[n]["p"], files[n]["p_ood"])
+             for n in ("lrt, sparse", "weights, sparse")]
+    return ("## lrt vs weights sampling (what ignoring weight sharing changes)\n\n"
+            + markdown_table(["", "mean epistemic MNIST (nats)", "mean epistemic letters (OOD)",
+                              "mean predictive entropy MNIST",
+                              "Spearman epistemic vs Keras (MNIST)",
+                              "mean abs diff of mean vs Keras"], rows))
+
+
+def wide_posterior(model, xt, yt, x_ood, s, scale, tmp) -> str:
     """lrt vs weights where it matters: every posterior std multiplied by ``scale``."""
     from tfp_bcnn.layers import BayesianLayer
     from tfp_bcnn.layers._base import rho_from_sigma
@@ -86,201 +149,114 @@ def _wide_posterior(model, xt, yt, x_ood, s, scale, tmp, emit):
             sigma = keras.ops.convert_to_numpy(layer.kernel_sigma) * scale
             layer.kernel_rho.assign(rho_from_sigma(sigma).astype(np.float32))
     k = 4  # invocations pooled: 4 x S samples, so Monte Carlo noise is small
-    ref = predict(wide, xt, num_samples=k * s)
-    ref_ood = predict(wide, x_ood, num_samples=k * s)
+    ref, ref_ood = predict(wide, xt, num_samples=k * s), predict(wide, x_ood, num_samples=k * s)
     again = predict(wide, xt, num_samples=k * s)
-    emit(
-        f"\nSame model with every posterior std x{scale:g} (a wide posterior, where the "
-        f"correlation that lrt drops matters); {k} x {s} = {k * s} samples "
-        f"(TFLite: {k} invocations pooled by the runtime):\n"
-    )
-    emit(
-        "| | accuracy | mean epistemic MNIST | mean epistemic letters (OOD) | "
-        "Spearman epistemic vs Keras | mean abs diff of mean vs Keras |"
-    )
-    emit("|---|---:|---:|---:|---:|---:|")
-    emit(
-        f"| Keras Flipout | {np.mean(ref.mean.argmax(1) == yt):.4f} | {ref.epistemic.mean():.4f} | "
-        f"{ref_ood.epistemic.mean():.4f} | 1 | 0 |"
-    )
-    emit(
-        f"| Keras Flipout (2nd run) | {np.mean(again.mean.argmax(1) == yt):.4f} | "
-        f"{again.epistemic.mean():.4f} | | {_spearman(ref.epistemic, again.epistemic):.3f} | "
-        f"{np.mean(np.abs(again.mean - ref.mean)):.4f} |"
-    )
+    rows = [["Keras Flipout", f"{_acc(ref, yt):.4f}", f"{ref.epistemic.mean():.4f}",
+             f"{ref_ood.epistemic.mean():.4f}", "1", "0"],
+            ["Keras Flipout (2nd run)", f"{_acc(again, yt):.4f}",
+             *_row("", again, ref)[1:]]]
     for sampling in ("lrt", "weights"):
         path = os.path.join(tmp, f"wide_{sampling}.tflite")
         export.to_tflite(wide, path, num_samples=s, sampling=sampling)
         runner = TFLiteBayesianModel(path)
         p, p_ood = runner.predict(xt, num_invocations=k), runner.predict(x_ood, num_invocations=k)
-        emit(
-            f"| TFLite {sampling} | {np.mean(p.mean.argmax(1) == yt):.4f} | "
-            f"{p.epistemic.mean():.4f} | "
-            f"{p_ood.epistemic.mean():.4f} | {_spearman(ref.epistemic, p.epistemic):.3f} | "
-            f"{np.mean(np.abs(p.mean - ref.mean)):.4f} |"
-        )
+        rows.append([f"TFLite {sampling}", f"{_acc(p, yt):.4f}", *_row("", p, ref, p_ood)[1:]])
+    return (f"Same model with every posterior std x{scale:g} (a wide posterior, where the "
+            f"correlation that lrt drops matters); {k} x {s} = {k * s} samples "
+            f"(TFLite: {k} invocations pooled by the runtime):\n\n"
+            + markdown_table(["", "accuracy", "mean epistemic MNIST",
+                              "mean epistemic letters (OOD)", "Spearman epistemic vs Keras",
+                              "mean abs diff of mean vs Keras"], rows))
 
 
-def main(argv=None):
+def _time_what_loads(files: dict, repeats: int, seed: int) -> tuple[dict, dict]:
+    """`time_tflite_files` on every file the default (XNNPack) interpreter can
+    prepare, interleaved; ``({label: result}, {label: why not timed})``.
+
+    XNNPack cannot take sparse int8 kernels; the runtime then falls back to
+    the builtin kernels, which `time_tflite_files` does not (it times what
+    LiteRT does by default), so such a file is named, not timed.
+    """
+    untimed = {}
+    for label, path in files.items():
+        try:
+            time_tflite_files({label: path}, repeats=1, warmup=0)
+        except RuntimeError as err:
+            first = str(err).split("failed to delegate")[1:2] or [str(err)]
+            untimed[label] = ("the default XNNPack delegate cannot prepare it (LiteRT: "
+                              f"failed to delegate {first[0].strip()[:40]} ...)")
+    timed = {k: v for k, v in files.items() if k not in untimed}
+    return time_tflite_files(timed, repeats=repeats, seed=seed), untimed
+
+
+def latency_section(model, files, tmp, s, repeats, seed) -> str:
+    """Latency per image of every file, timed interleaved in one loop."""
+    single = os.path.join(tmp, "lrt_single.tflite")
+    export.to_tflite(model, single, num_samples=1)
+    det_path = os.path.join(tmp, "deterministic.tflite")
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras prints its export summary
+        det = tf.lite.TFLiteConverter.from_keras_model(
+            models.lenet5(bayesian=False, seed=seed)).convert()
+    with open(det_path, "wb") as f:
+        f.write(det)
+    timed = {f"lrt sparse, {s} samples tiled in 1 invocation": (files["lrt, sparse"]["path"], 1),
+             f"lrt sparse + int8, {s} tiled in 1 invocation":
+                 (files["lrt, sparse + int8"]["path"], 1),
+             f"weights sparse, {s} tiled in 1 invocation": (files["weights, sparse"]["path"], 1),
+             f"lrt sparse, {s} single-sample invocations": (single, s),
+             "deterministic LeNet-5, 1 invocation": (det_path, 1)}
+    res, untimed = _time_what_loads({k: v[0] for k, v in timed.items()}, repeats, seed)
+    ms = {k: res[k]["ms"] * n for k, (_, n) in timed.items() if k in res}
+    base = ms["deterministic LeNet-5, 1 invocation"]
+    rows = [[k, f"{v:.3f}", f"{v / base:.1f}x", res[k]["partitions"]] for k, v in ms.items()]
+    rows += [[k, f"not timed: {why}", "", ""] for k, why in untimed.items()]
+    return (f"## Latency per image (batch 1, 1 thread, median of {repeats}, all files "
+            "interleaved in one loop; S single-sample invocations = S x the one-sample "
+            "file's median)\n\n"
+            + markdown_table(["", "ms per image", "vs deterministic", "XNNPack partitions"],
+                             rows))
+
+
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=None, help="default: models.RECIPE")
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--num-samples", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--sigma-scale",
-        type=float,
-        default=30.0,
-        help="posterior std multiplier of the wide-posterior comparison of lrt vs weights",
-    )
+        "--sigma-scale", type=float, default=30.0,
+        help="posterior std multiplier of the wide-posterior comparison of lrt vs weights")
     parser.add_argument("--markdown", help="write the markdown block to this file")
-    args = parser.parse_args(argv)
-    s = args.num_samples
-    lines = []  # the markdown block, printed and written at the end
+    return parser.parse_args(argv)
 
-    def emit(text=""):
-        lines.append(text)
 
+def main(argv=None):
+    args = parse_args(argv)
+    s, used = args.num_samples, recipe(epochs=args.epochs)
     keras.utils.set_random_seed(args.seed)
-    (x, y), (xt, yt) = datasets.mnist_5k()
-    x_ood, _ = datasets.letters()
-    x_ood = x_ood[: len(xt)]
-    model = models.lenet5(num_train_examples=len(x), seed=args.seed)
-    models.compile_bayesian(model)
-    t0 = time.perf_counter()
-    model.fit(x, y, batch_size=64, epochs=args.epochs, verbose=0)
-    acc_unpruned = float(np.mean(predict(model, xt, num_samples=s).mean.argmax(1) == yt))
-    # one global SNR threshold, as `tfp-bcnn prune` and the main job do
-    pruning.prune_now(model, args.sparsity, criterion="snr", scope="global")
-    models.compile_bayesian(model)
-    model.fit(x, y, batch_size=64, epochs=args.finetune_epochs, verbose=0)
-    train_s = time.perf_counter() - t0
+    data = (x, y), (xt, yt) = datasets.mnist_5k()
+    x_ood = datasets.letters()[0][: len(xt)]
+    model, acc_unpruned, train_s = train_and_prune(args, used, data)
     sparsity = pruning.sparsity(model)
-
-    keras_pred = predict(model, xt, num_samples=s)
-    keras_ood = predict(model, x_ood, num_samples=s)
-    keras_acc = float(np.mean(keras_pred.mean.argmax(1) == yt))
-
+    keras_pred, keras_ood = predict(model, xt, num_samples=s), predict(model, x_ood, num_samples=s)
     tmp = tempfile.mkdtemp(prefix="bench_export_")
-    variants = {
-        "lrt, dense": dict(sampling="lrt", sparse=False),
-        "lrt, sparse": dict(sampling="lrt", sparse=True),
-        "lrt, sparse + int8": dict(sampling="lrt", sparse=True, quantize="dynamic"),
-        "weights, dense": dict(sampling="weights", sparse=False),
-        "weights, sparse": dict(sampling="weights", sparse=True),
-    }
-    rows, preds = [], {}
-    for name, kwargs in variants.items():
-        path = os.path.join(tmp, name.replace(", ", "_").replace(" + ", "_") + ".tflite")
-        t = time.perf_counter()
-        export.to_tflite(model, path, num_samples=s, **kwargs)
-        convert_s = time.perf_counter() - t
-        info = export.describe(path)
-        runner = TFLiteBayesianModel(path)
-        p = runner.predict(xt)
-        p_ood = runner.predict(x_ood)
-        preds[name] = (p, p_ood, path)
-        rows.append((name, info, convert_s, runner.op_resolver, p, p_ood))
-
-    dense_size = {"lrt": rows[0][1]["size_bytes"], "weights": rows[3][1]["size_bytes"]}
-    emit(
+    files = export_variants(model, tmp, s, xt, x_ood)
+    blocks = [
         f"# Export benchmark: LeNet-5 Flipout, {args.sparsity:.0%} of the Bayesian weights "
-        f"pruned by SNR, one global threshold (measured {sparsity['total']:.3f}), S = {s}\n"
-    )
-    emit(
-        f"Keras: {args.epochs} + {args.finetune_epochs} epochs on MNIST-5k ({train_s:.0f} s), "
-        f"test accuracy {keras_acc:.4f} pruned, {acc_unpruned:.4f} before pruning "
-        f"(tfp_bcnn.predict, S = {s}); "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"TF {tf.__version__}.\n"
-    )
-    emit("## Sizes and accuracy\n")
-    emit(
-        "| TFLite file | bytes | gzip | vs dense (same sampling) | sparse tensors | int8 tensors "
-        "| accuracy | agree w/ Keras | mean abs diff of mean vs Keras | op resolver | convert s |"
-    )
-    emit("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
-    for name, info, convert_s, resolver, p, _ in rows:
-        base = dense_size[name.split(",")[0]]
-        acc = np.mean(p.mean.argmax(1) == yt)
-        agree = np.mean(p.mean.argmax(1) == keras_pred.mean.argmax(1))
-        mad = np.mean(np.abs(p.mean - keras_pred.mean))
-        emit(
-            f"| {name} | {info['size_bytes']:,} | {info['gzip_bytes']:,} | "
-            f"{info['size_bytes'] / base:.3f}x | {info['sparse_tensors']} | "
-            f"{info['int8_tensors']} | "
-            f"{acc:.4f} | {agree:.4f} | {mad:.5f} | {resolver} | {convert_s:.1f} |"
-        )
-
-    emit("\n## lrt vs weights sampling (what ignoring weight sharing changes)\n")
-    emit(
-        "| | mean epistemic MNIST (nats) | mean epistemic letters (OOD) "
-        "| mean predictive entropy MNIST "
-        "| Spearman epistemic vs Keras (MNIST) | mean abs diff of mean vs Keras |"
-    )
-    emit("|---|---:|---:|---:|---:|---:|")
-    emit(
-        f"| Keras Flipout | {keras_pred.epistemic.mean():.5f} | {keras_ood.epistemic.mean():.5f} | "
-        f"{keras_pred.predictive_entropy.mean():.5f} | 1 | 0 |"
-    )
-    keras_again = predict(model, xt, num_samples=s)
-    emit(
-        f"| Keras Flipout (2nd run: Monte Carlo noise) | {keras_again.epistemic.mean():.5f} | | "
-        f"{keras_again.predictive_entropy.mean():.5f} | "
-        f"{_spearman(keras_pred.epistemic, keras_again.epistemic):.3f} | "
-        f"{np.mean(np.abs(keras_again.mean - keras_pred.mean)):.5f} |"
-    )
-    for name in ("lrt, sparse", "weights, sparse"):
-        p, p_ood, _ = preds[name]
-        emit(
-            f"| TFLite {name} | {p.epistemic.mean():.5f} | {p_ood.epistemic.mean():.5f} | "
-            f"{p.predictive_entropy.mean():.5f} | "
-            f"{_spearman(keras_pred.epistemic, p.epistemic):.3f} | "
-            f"{np.mean(np.abs(p.mean - keras_pred.mean)):.5f} |"
-        )
-
-    _wide_posterior(model, xt, yt, x_ood, s, args.sigma_scale, tmp, emit)
-
-    emit(f"\n## Latency per image (batch 1, 1 thread, median of {args.repeats})\n")
-    single = os.path.join(tmp, "lrt_single.tflite")
-    export.to_tflite(model, single, num_samples=1)
-    det = models.lenet5(bayesian=False, seed=args.seed)
-    det_path = os.path.join(tmp, "deterministic.tflite")
-    with contextlib.redirect_stdout(io.StringIO()):  # Keras prints its export summary
-        det_bytes = tf.lite.TFLiteConverter.from_keras_model(det).convert()
-    with open(det_path, "wb") as f:
-        f.write(det_bytes)
-    lat = [
-        (
-            f"lrt sparse, {s} samples tiled in 1 invocation",
-            _latency(preds["lrt, sparse"][2], args.repeats),
-        ),
-        (
-            f"lrt sparse + int8, {s} tiled in 1 invocation",
-            _latency(preds["lrt, sparse + int8"][2], args.repeats),
-        ),
-        (
-            f"weights sparse, {s} tiled in 1 invocation",
-            _latency(preds["weights, sparse"][2], args.repeats),
-        ),
-        (
-            f"lrt sparse, {s} single-sample invocations",
-            _latency(single, args.repeats, invocations=s),
-        ),
-        ("deterministic LeNet-5, 1 invocation", _latency(det_path, args.repeats)),
+        f"pruned by SNR, one global threshold (measured {sparsity['total']:.3f}), S = {s}",
+        f"Keras: {used['epochs']} + {args.finetune_epochs} epochs on MNIST-5k ({train_s:.0f} s), "
+        f"test accuracy {_acc(keras_pred, yt):.4f} pruned, {acc_unpruned:.4f} before pruning "
+        f"(tfp_bcnn.predict, S = {s}); {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, TF {tf.__version__}. "
+        + recipe_note(used, "set on the command line"),
+        sizes_section(files, yt, keras_pred),
+        sampling_section(model, files, keras_pred, keras_ood, xt, s),
+        wide_posterior(model, xt, yt, x_ood, s, args.sigma_scale, tmp),
+        latency_section(model, files, tmp, s, args.repeats, args.seed),
     ]
-    emit("| | ms per image | vs deterministic |")
-    emit("|---|---:|---:|")
-    for name, sec in lat:
-        emit(f"| {name} | {1e3 * sec:.3f} | {sec / lat[-1][1]:.1f}x |")
-
-    block = "\n".join(lines)
-    print(block)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(block + "\n")
+    emit(args.markdown, "\n\n".join(blocks))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ the same machine at the same time. Each script writes its own markdown block
 to the file given by ``--markdown``; BENCHMARKS.md is made only of those
 blocks, each under a plain-language title and a line that states the
 command, the data, the machine and the wall time. The scripts' stdout and
-stderr (progress, logs) are not copied into the report. The GPU
+stderr (progress, logs) are not copied into the report. The scripts share
+``_common.py`` (mean +- std, markdown, timers, recipe training) and
+``_latency.py`` (interleaved TFLite latency). The GPU
 benchmark runs only where a JSON of a device run is given (``--gpu-json``):
 this machine has no accelerator.
 
@@ -26,8 +28,9 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _common import Timer
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -128,10 +131,10 @@ def run_one(name, quick, extra):
     command = " ".join(args[1:]).replace(str(ROOT) + "/", "")
     with tempfile.TemporaryDirectory() as tmp:
         block_path = Path(tmp) / "block.md"
-        t0 = time.time()
-        proc = subprocess.run([*args, "--markdown", str(block_path)], capture_output=True,
-                              text=True, cwd=ROOT)
-        secs = time.time() - t0
+        with Timer() as t:
+            proc = subprocess.run([*args, "--markdown", str(block_path)], capture_output=True,
+                                  text=True, cwd=ROOT)
+        secs = t.seconds
         if proc.returncode != 0 or not block_path.exists():
             print(proc.stderr[-3000:], file=sys.stderr)
             return f"**failed** (exit {proc.returncode}); see the run's stderr.", secs, command

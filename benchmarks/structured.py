@@ -44,16 +44,14 @@ import time
 
 import keras
 import numpy as np
+from _common import emit, log, mc_accuracy, recipe, recipe_note, train, write_json
+from _common import mean_std as _mean_std
+from _latency import time_tflite_files
 
-import tfp_bcnn
-from tfp_bcnn import datasets, metrics, models, pruning, regularizers, workflow
+from tfp_bcnn import datasets, models, pruning, regularizers, workflow
 
 TRAININGS = ("plain", "l1")
 SCORES = ("l1", "snr")
-
-
-def log(*args):
-    print(*args, file=sys.stderr, flush=True)
 
 
 def parse_args(argv=None):
@@ -77,9 +75,11 @@ def parse_args(argv=None):
                    help="GroupL1 strength for AlexNet (its 1,024 filters make the summed "
                    "penalty ~10x LeNet-5's: 3e-3 collapsed it to chance in a trial, 3e-4 "
                    "zeroed about half of conv3's filters at -1 point)")
-    p.add_argument("--learning-rate", type=float, default=2e-3)
-    p.add_argument("--finetune-learning-rate", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--learning-rate", type=float, default=None, help="default: models.RECIPE")
+    p.add_argument("--finetune-learning-rate", type=float,
+                   default=workflow.FINETUNE["learning_rate"],
+                   help="default: workflow.FINETUNE (that of tfp-bcnn prune)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: models.RECIPE")
     p.add_argument("--num-samples", type=int, default=16)
     p.add_argument("--repeats", type=int, default=100)
     p.add_argument("--out", help="write the results as JSON to this file")
@@ -96,10 +96,6 @@ def build(name, n, seed, group_l1):
                                  num_train_examples=n, seed=seed, kernel_regularizer=reg)
 
 
-def mc_accuracy(model, x, y, num_samples):
-    return metrics.accuracy(tfp_bcnn.predict(model, x, num_samples=num_samples).mean, y)
-
-
 def costs(model):
     rows = pruning.layer_costs(model)
     return {"params": int(model.count_params()), "flops": int(sum(r["flops"] for r in rows)),
@@ -112,17 +108,16 @@ def finetune(name, weights, data, args, seed, group_l1, fraction, score):
     keras.utils.set_random_seed(seed + 1000)
     model = build(name, len(x), seed, group_l1)
     model.set_weights(weights)
-    callbacks = []
-    if fraction > 0:
-        schedule = workflow.finetune_schedule(len(x), args.batch_size, args.finetune_epochs,
-                                              fraction)
-        pruning.prune(model, schedule, criterion=score, scope=args.scope, structure="filter")
-        callbacks = [pruning.UpdatePruning()]
-    models.compile_bayesian(model, args.finetune_learning_rate)
-    model.fit(x, y, batch_size=args.batch_size, epochs=args.finetune_epochs, verbose=0,
-              callbacks=callbacks)
-    if fraction > 0:
-        pruning.strip(model)
+    if fraction > 0:  # as `tfp-bcnn prune --structured` does
+        model = workflow.prune_and_finetune(
+            model, x, y, final_sparsity=fraction, criterion=score,
+            epochs=args.finetune_epochs, batch_size=args.batch_size,
+            learning_rate=args.finetune_learning_rate, scope=args.scope, structure="filter",
+            verbose=0)
+    else:
+        models.compile_bayesian(model, args.finetune_learning_rate)
+        train(model, x, y, recipe=recipe(epochs=args.finetune_epochs,
+                                         batch_size=args.batch_size))
     small = pruning.shrink(model)  # also an uncompiled copy of an unpruned model
     return small, {"accuracy": mc_accuracy(small, x_test, y_test, args.num_samples),
                    **costs(small)}
@@ -143,28 +138,15 @@ def export_sizes(small, directory, tag, samplings):
     return out
 
 
-def latencies(paths: dict, image, repeats):
-    """Median ms per image of each TFLite file, batch 1, one thread, interleaved."""
-    from tfp_bcnn.export.runtime import TFLiteBayesianModel
-
-    runners = {k: TFLiteBayesianModel(p, num_threads=1) for k, p in paths.items()}
-    for r in runners.values():
-        for _ in range(3):
-            r.sample(image)
-    times = {k: [] for k in runners}
-    for _ in range(repeats):
-        for k, r in runners.items():
-            t0 = time.perf_counter()
-            r.sample(image)
-            times[k].append(1000 * (time.perf_counter() - t0))
-    return {k: float(np.median(v)) for k, v in times.items()}
+def latencies(paths: dict, repeats):
+    """Median ms per image of each TFLite file, batch 1, one thread, interleaved
+    (``_latency.time_tflite_files``)."""
+    res = time_tflite_files(paths, repeats=repeats)
+    return {k: r["ms"] for k, r in res.items()}
 
 
 def mean_std(values):
-    v = np.asarray(values, dtype="float64")
-    if v.size == 1:
-        return f"{v[0]:.4f}"
-    return f"{v.mean():.4f} +- {v.std(ddof=1):.4f}"
+    return _mean_std(values, 4)
 
 
 def _samplings():
@@ -197,7 +179,11 @@ def markdown(results) -> str:
         "images, mean +- sample std over the seeds, and in brackets the parameters of the "
         "shrunk model (`count_params`: mean, std and mask of each kernel) as a ratio to the "
         "unpruned row of the same training (mean over seeds); FLOPs per image (mean path) "
-        "likewise for the L1-trained, L1-score models.\n",
+        "likewise for the L1-trained, L1-score models. "
+        + recipe_note(recipe(epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+                             learning_rate=cfg["learning_rate"]),
+                      "fewer epochs: 2 shared cores, many rows per seed")
+        + " Fine-tuning: `workflow.prune_and_finetune`, as `tfp-bcnn prune --structured`.\n",
     ]
     for name, res in results["models"].items():
         seeds = res["seeds"]
@@ -301,8 +287,8 @@ def run_model(name, seeds, data, args, tmp, samplings):
             keras.utils.set_random_seed(seed)
             group_l1 = args.group_l1 if training == "l1" else 0.0
             model = build(name, len(x), seed, group_l1)
-            models.compile_bayesian(model, args.learning_rate)
-            model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, verbose=0)
+            train(model, x, y, recipe=recipe(epochs=args.epochs, batch_size=args.batch_size,
+                                             learning_rate=args.learning_rate))
             trained[training] = model.get_weights()
             log(f"{name} seed {seed} {training}: trained in {time.time() - t0:.0f} s")
         for training in TRAININGS:
@@ -323,10 +309,8 @@ def run_model(name, seeds, data, args, tmp, samplings):
                             "channels": row["channels"], "keras": sizes["keras"][1],
                             **{s: sizes[s][1] for s in samplings},
                             "_paths": {s: sizes[s][0] for s in samplings}}
-    image = data[1][0][:1]
     for sampling in samplings:
-        ms = latencies({f: d["_paths"][sampling] for f, d in files.items()}, image,
-                       args.repeats)
+        ms = latencies({f: d["_paths"][sampling] for f, d in files.items()}, args.repeats)
         for f, v in ms.items():
             files[f][f"ms_{sampling}"] = v
     for d in files.values():
@@ -338,6 +322,9 @@ def run_model(name, seeds, data, args, tmp, samplings):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    used = recipe(epochs=args.epochs, batch_size=args.batch_size,
+                  learning_rate=args.learning_rate)
+    args.batch_size, args.learning_rate = used["batch_size"], used["learning_rate"]
     if args.render:
         parts = [json.loads(pathlib.Path(p).read_text()) for p in args.render]
         results = dict(parts[0], models={k: v for r in parts for k, v in r["models"].items()},
@@ -357,14 +344,8 @@ def main(argv=None) -> int:
 
 
 def _emit(results, args) -> int:
-    block = markdown(results)
-    print(block)
-    from tfp_bcnn._io import write_bytes_atomic
-
-    if args.markdown:
-        write_bytes_atomic(args.markdown, (block + "\n").encode())
-    if args.out:
-        write_bytes_atomic(args.out, json.dumps(results, indent=2).encode())
+    emit(args.markdown, markdown(results))
+    write_json(args.out, results)
     return 0
 
 

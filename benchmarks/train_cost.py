@@ -1,7 +1,7 @@
 """Training cost of Bayesian LeNet-5 per estimator, against its frequentist twin and TFP.
 
 One run, same data (MNIST-5k, 4,000 training images), same batch size and
-optimizer (Adam 1e-3) for every model; the figure is the median wall time of
+optimizer (Adam, both from ``models.RECIPE``) for every model; the figure is the median wall time of
 the epochs after the first (the first one includes tracing):
 
 * ``frequentist``: ``tfp_bcnn.models.lenet5(bayesian=False)``;
@@ -40,7 +40,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
+
+from _common import Timer, emit, log, recipe, recipe_note, write_json
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -65,6 +66,7 @@ LEGACY_WORKER = textwrap.dedent(
     from tfp_bcnn import datasets
 
     batch_size, n_train, seed = (int(v) for v in sys.argv[1:4])
+    learning_rate = float(sys.argv[4])
     (x, y), (xt, yt) = datasets.mnist_5k()
     x, y = x[:n_train], y[:n_train]
     tf_keras.utils.set_random_seed(seed)
@@ -88,7 +90,7 @@ LEGACY_WORKER = textwrap.dedent(
             conv(16), L.MaxPooling2D(2), L.Flatten(),
             dense(120), dense(84), dense(10, "softmax"),
         ])
-        model.compile(tf_keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+        model.compile(tf_keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy",
                       metrics=["accuracy"])
         return model
 
@@ -144,13 +146,13 @@ def usable_cores() -> int:
 class NativeModel:
     """A tfp_bcnn LeNet-5 trained one epoch at a time in this process."""
 
-    def __init__(self, name, batch_size, data, seed):
+    def __init__(self, name, used, data, seed):
         import keras
 
         from tfp_bcnn import models
 
         (self.x, self.y), (self.xt, self.yt) = data
-        self.batch_size = batch_size
+        self.batch_size = used["batch_size"]
         keras.utils.set_random_seed(seed)
         estimator = name.split("+")[0]
         if name == "frequentist":
@@ -160,28 +162,28 @@ class NativeModel:
                 estimator=estimator, num_train_examples=len(self.x), seed=seed
             )
         if name.endswith("+kl_metric"):
-            models.compile_bayesian(self.model)
+            models.compile_bayesian(self.model, used["learning_rate"])
         else:
             self.model.compile(
-                keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+                keras.optimizers.Adam(used["learning_rate"]), "sparse_categorical_crossentropy",
                 metrics=["accuracy"],
             )
 
     def epoch(self):
         import keras
 
-        times = []
+        timer = Timer()
 
-        class Timer(keras.callbacks.Callback):
+        class EpochTimer(keras.callbacks.Callback):  # the epoch alone, not fit's set-up
             def on_epoch_begin(self, epoch, logs=None):
-                self.t = time.perf_counter()
+                timer.__enter__()
 
             def on_epoch_end(self, epoch, logs=None):
-                times.append(time.perf_counter() - self.t)
+                timer.__exit__()
 
         self.model.fit(self.x, self.y, batch_size=self.batch_size, epochs=1, verbose=0,
-                       callbacks=[Timer()])
-        return times[0]
+                       callbacks=[EpochTimer()])
+        return timer.seconds
 
     def accuracy(self):
         import numpy as np
@@ -193,11 +195,12 @@ class NativeModel:
 class LegacyWorker:
     """The Keras 2 / TFP subprocess (``LEGACY_WORKER``), one epoch per request."""
 
-    def __init__(self, batch_size, n_train, seed):
+    def __init__(self, batch_size, n_train, seed, learning_rate):
         env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
         self.stderr = tempfile.TemporaryFile(mode="w+")  # a pipe could fill and block
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", LEGACY_WORKER, str(batch_size), str(n_train), str(seed)],
+            [sys.executable, "-c", LEGACY_WORKER, str(batch_size), str(n_train), str(seed),
+             repr(float(learning_rate))],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
             text=True, env=env,
         )
@@ -268,18 +271,10 @@ def table(results, baseline):
     return "\n".join(rows)
 
 
-def write_json(path, obj):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per model (>= 2)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: models.RECIPE")
     parser.add_argument("--train-size", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-tfp", action="store_true", help="skip the TFP reference")
@@ -297,14 +292,16 @@ def main(argv=None):
     from tfp_bcnn import datasets
 
     tf.get_logger().setLevel("ERROR")  # one predict function per model is no retracing issue
+    used = recipe(batch_size=args.batch_size)
     (x, y), test = datasets.mnist_5k()
     data = ((x[: args.train_size], y[: args.train_size]), test)
     info = versions()
     names = list(NATIVE_MODELS)
-    native = {name: NativeModel(name, args.batch_size, data, args.seed) for name in NATIVE_MODELS}
+    native = {name: NativeModel(name, used, data, args.seed) for name in NATIVE_MODELS}
     worker = None
     if not args.skip_tfp:
-        worker = LegacyWorker(args.batch_size, len(data[0][0]), args.seed)
+        worker = LegacyWorker(used["batch_size"], len(data[0][0]), args.seed,
+                              used["learning_rate"])
         info["tf_keras"] = worker.tf_keras_version
         names += LEGACY_MODELS
 
@@ -317,8 +314,7 @@ def main(argv=None):
     for e in range(args.epochs):
         for name in names:
             times[name].append(epoch(name))
-        print(f"epoch {e + 1}: " + ", ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items()),
-              file=sys.stderr)
+        log(f"epoch {e + 1}: " + ", ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items()))
     accuracy = {name: m.accuracy() for name, m in native.items()}
     if worker is not None:
         accuracy.update(worker.accuracies())
@@ -333,15 +329,10 @@ def main(argv=None):
     del baseline
     machine = f"{usable_cores()} cores, {cpu_model()}"
     report = {"machine": machine, "backend": keras.backend.backend(), "versions": info,
-              "batch_size": args.batch_size, "epochs": args.epochs,
+              "batch_size": used["batch_size"], "recipe": used, "epochs": args.epochs,
               "train_size": len(data[0][0]), "results": results}
-    block = markdown(report)
-    print(block)
-    if args.json:
-        write_json(args.json, report)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(block + "\n")
+    emit(args.markdown, markdown(report))
+    write_json(args.json, report)
 
 
 def markdown(report) -> str:
@@ -353,7 +344,9 @@ def markdown(report) -> str:
         f"{report['epochs']} epochs per model, interleaved (epoch e of every model before "
         f"epoch e + 1 of any); median of epochs 2..{report['epochs']} (epoch 1 traces); one "
         f"seed. Backend {report['backend']}; "
-        + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".",
+        + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ". "
+        + (recipe_note(dict(report["recipe"], epochs=report["epochs"]),
+                       "a cost per epoch needs only a few") if "recipe" in report else ""),
         "",
         table(results, baseline),
     ]

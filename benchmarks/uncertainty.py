@@ -26,47 +26,48 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import keras
 import numpy as np
+from _common import emit, mean_std, median_time, recipe, recipe_note, train, write_json
 
 import tfp_bcnn
 from tfp_bcnn import datasets, models
 from tfp_bcnn.evaluation import evaluate_classifier, json_ready
 
 
-def train(bayesian, x, y, epochs, batch_size, learning_rate, seed):
+def train_lenet5(bayesian, x, y, used, seed):
+    """LeNet-5 (Flipout or its frequentist twin) trained with the recipe ``used``."""
     keras.utils.set_random_seed(seed)
     kwargs = {"estimator": "flipout", "num_train_examples": len(x)} if bayesian else {}
-    model = models.lenet5(bayesian=bayesian, **kwargs)
-    model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    t0 = time.perf_counter()
-    model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0)
-    return model, time.perf_counter() - t0
+    return train(models.lenet5(bayesian=bayesian, **kwargs), x, y, recipe=used)
 
 
 def predict_speed(model, x, num_samples=32, repeats=3):
-    tfp_bcnn.predict(model, x[:64], num_samples=num_samples)  # trace once
-    model.predict(x[:64], verbose=0)
-    ours, loop = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        tfp_bcnn.predict(model, x, num_samples=num_samples)
-        ours.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        np.stack([model.predict(x, verbose=0) for _ in range(num_samples)])
-        loop.append(time.perf_counter() - t0)
-    return float(np.median(ours)), float(np.median(loop))
+    """Median seconds of ``tfp_bcnn.predict`` and of the users' loop of ``model.predict``.
+
+    The two are timed alternately, ``repeats`` times each after one warm-up
+    call (tracing), so a change of the machine's load hits both.
+    """
+    def ours():
+        return tfp_bcnn.predict(model, x, num_samples=num_samples)
+
+    def loop():
+        return np.stack([model.predict(x, verbose=0) for _ in range(num_samples)])
+
+    ours(), loop()  # trace once
+    times = [(median_time(ours, 1, warmup=0), median_time(loop, 1, warmup=0))
+             for _ in range(repeats)]
+    return float(np.median([t[0] for t in times])), float(np.median([t[1] for t in times]))
 
 
-def run(epochs=20, batch_size=64, learning_rate=2e-3, num_samples=32, seed=0):
+def run(used, num_samples=32, seed=0):
     (x, y), (x_test, y_test) = datasets.mnist_5k()
-    results = {"epochs": epochs, "batch_size": batch_size, "num_samples": num_samples,
+    results = {"epochs": used["epochs"], "batch_size": used["batch_size"],
+               "recipe": dict(used), "num_samples": num_samples,
                "backend": keras.backend.backend()}
     for name, bayesian in (("bayesian", True), ("frequentist", False)):
-        model, secs = train(bayesian, x, y, epochs, batch_size, learning_rate, seed)
+        model, secs = train_lenet5(bayesian, x, y, used, seed)
         report = json_ready(evaluate_classifier(model, x_test, y_test,
                                                 num_samples=num_samples))
         report["train_seconds"] = secs
@@ -87,14 +88,11 @@ def run(epochs=20, batch_size=64, learning_rate=2e-3, num_samples=32, seed=0):
 
 
 def _ms(values, digits=4) -> str:
-    """``mean +- std`` over seeds (sample std, ddof=1); the value alone for one seed;
-    "n/a" for a figure that does not apply (None: a deterministic model's epistemic)."""
+    """`mean_std` over seeds; "n/a" for a figure that does not apply (None: a
+    deterministic model's epistemic)."""
     if any(v is None for v in values):
         return "n/a"
-    values = np.asarray(values, dtype=float)
-    if values.size == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{values.mean():.{digits}f} +- {values.std(ddof=1):.{digits}f}"
+    return mean_std(values, digits)
 
 
 def markdown(runs) -> str:
@@ -112,13 +110,15 @@ def markdown(runs) -> str:
         return (f"| {label} | {_ms([get(b) for b in B])} | {_ms([get(f) for f in F])} | "
                 f"{published} |")
 
+    used = first.get("recipe") or recipe(epochs=first["epochs"],
+                                         batch_size=first["batch_size"])
     lines = [
         f"Flipout LeNet-5 against the frequentist LeNet-5 trained the same way "
-        f"({first['epochs']} epochs, batch {first['batch_size']}, "
-        f"{first['num_samples']} Monte Carlo samples, backend {first['backend']}); "
+        f"({first['num_samples']} Monte Carlo samples, backend {first['backend']}); "
         f"seeds {', '.join(map(str, runs))}: mean +- standard deviation (sample std, ddof "
         f"= 1) over the "
-        f"{len(rs)} seed{'s' if len(rs) > 1 else ''}.",
+        f"{len(rs)} seed{'s' if len(rs) > 1 else ''}. "
+        + recipe_note(used, "set on the command line"),
         "",
         "| metric | Bayesian (Flipout) | frequentist | published (full MNIST): TFP VI / det. |",
         "|---|---|---|---|",
@@ -172,26 +172,21 @@ def seeds_markdown(runs) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--learning-rate", type=float, default=2e-3)
+    p.add_argument("--epochs", type=int, default=None, help="default: models.RECIPE")
+    p.add_argument("--batch-size", type=int, default=None, help="default: models.RECIPE")
+    p.add_argument("--learning-rate", type=float, default=None, help="default: models.RECIPE")
     p.add_argument("--num-samples", type=int, default=32)
     p.add_argument("--seeds", type=int, nargs="+", default=[0],
                    help="one full run (both models) per seed")
     p.add_argument("--json", help="write the results to this file")
     p.add_argument("--markdown", help="write the markdown block to this file")
     args = p.parse_args(argv)
-    runs = {str(seed): run(args.epochs, args.batch_size, args.learning_rate, args.num_samples,
-                           seed) for seed in args.seeds}
+    used = recipe(epochs=args.epochs, batch_size=args.batch_size,
+                  learning_rate=args.learning_rate)
+    runs = {str(seed): run(used, args.num_samples, seed) for seed in args.seeds}
     runs = json.loads(json.dumps(runs, default=float))  # the form the JSON file holds
-    block = markdown(runs)
-    print(block)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(runs, f, indent=2)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(block + "\n")
+    emit(args.markdown, markdown(runs))
+    write_json(args.json, runs)
     return runs
 
 

@@ -103,19 +103,21 @@ def _entropy(p):
     return -tf.reduce_sum(p * tf.math.log(tf.maximum(p, _TINY)), axis=-1)
 
 
-def summaries(probs, include_samples: bool = False) -> dict:
+def summaries(probs, return_samples: bool = False) -> dict:
     """Monte Carlo summaries of per-sample class probabilities.
 
     Args:
         probs: ``(S, N, C)`` probabilities of S Monte Carlo samples.
-        include_samples: also return ``probs`` as ``"samples"``.
+        return_samples: also return ``probs`` as ``"samples"``.
 
     Returns:
         dict with ``mean`` ``(N, C)`` (mean over samples), ``std`` ``(N, C)``
         (over samples, ddof=0), ``predictive_entropy`` ``H[mean]``, ``aleatoric``
         ``mean_s H[p_s]`` (expected entropy) and ``epistemic`` (their
         difference, the mutual information, clipped at 0), each ``(N,)`` in
-        nats -- the definitions of `tfp_bcnn.uncertainty.predict`.
+        nats -- the definitions of ``tfp_bcnn._prediction.summarize`` (what
+        `tfp_bcnn.predict` and the runtime compute in NumPy), here in
+        TensorFlow ops so that they run inside the exported file.
     """
     mean = tf.reduce_mean(probs, axis=0)
     std = tf.sqrt(tf.reduce_mean(tf.square(probs - mean[None]), axis=0))
@@ -129,7 +131,7 @@ def summaries(probs, include_samples: bool = False) -> dict:
         "aleatoric": aleatoric,
         "epistemic": epistemic,
     }
-    if include_samples:
+    if return_samples:
         out["samples"] = probs
     return out
 
@@ -567,15 +569,15 @@ class InferenceGraph:
             return {"probabilities": self._moments.probabilities(images, 1)[0]}
         return {"probabilities": self._probabilities(self._single, images)}
 
-    def predict(self, images, include_samples: bool = False):
+    def predict(self, images, return_samples: bool = False):
         """S samples in one call; see `summaries` (``samples`` is ``(S, N, C)``)."""
         s = self.num_samples
         if self._moments is not None:
             probs = self._moments.probabilities(images, s)
-            return summaries(probs, include_samples=include_samples)
+            return summaries(probs, return_samples=return_samples)
         probs = self._probabilities(self._tiled, images)  # tiles after the prefix
         probs = tf.reshape(probs, [s, -1, self.num_classes])
-        return summaries(probs, include_samples=include_samples)
+        return summaries(probs, return_samples=return_samples)
 
 
 def export_info(graph: InferenceGraph) -> dict:

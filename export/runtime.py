@@ -1,7 +1,10 @@
 """Run an exported Bayesian TFLite model with numpy and LiteRT only.
 
 This file imports nothing but numpy and ``ai_edge_litert`` (no TensorFlow,
-Keras or tfp_bcnn), so it can be copied alone to a device::
+Keras or tfp_bcnn), so it can be copied alone to a device. Inside the package
+its `Prediction` and `summarize` are those of ``tfp_bcnn._prediction`` (a
+NumPy-only module), the type `tfp_bcnn.predict` returns; copied alone it
+defines the same two itself::
 
     pip install numpy ai-edge-litert
     python -c "from runtime import TFLiteBayesianModel; ..."
@@ -75,82 +78,64 @@ def _native_stderr_silenced():
 _STDERR_LOCK = threading.RLock()
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class Prediction:
-    """Monte Carlo predictive distribution; fields as `tfp_bcnn.predict`'s.
+if __package__ and __package__.split(".")[0] == "tfp_bcnn":
+    # Inside the package: the one definition, shared with `tfp_bcnn.predict`.
+    from .._prediction import Prediction, summarize
+    from .._prediction import concatenate as _concatenate
+else:
+    # This file copied alone to a device (no tfp_bcnn, TensorFlow or Keras): the
+    # same maths, repeated here on purpose. tests/test_runtime.py checks that this
+    # copy and tfp_bcnn._prediction give the same numbers.
 
-    Attributes:
-        mean: ``(N, C)`` predictive probabilities (mean over samples).
-        std: ``(N, C)`` standard deviation over samples (ddof=0).
-        predictive_entropy: ``(N,)`` entropy of ``mean``, nats.
-        aleatoric: ``(N,)`` expected entropy ``mean_s H[p_s]``, nats.
-        epistemic: ``(N,)`` mutual information ``predictive_entropy -
-            aleatoric`` (clipped at 0), nats.
-        aleatoric_variance: ``(N, C)`` ``mean_s (p_s - p_s^2)``, the diagonal
-            of Kwon et al.'s aleatoric covariance.
-        epistemic_variance: ``(N, C)`` ``mean_s (p_s - mean)^2``.
-        samples: ``(S, N, C)`` per-sample probabilities (float32), or None.
+    @dataclasses.dataclass(frozen=True, eq=False)
+    class Prediction:
+        """Monte Carlo predictive distribution; fields as `tfp_bcnn.predict`'s.
 
-    Derived fields are float64, as in `tfp_bcnn.uncertainty.Prediction`.
-    """
+        Attributes:
+            mean: ``(N, C)`` predictive probabilities (mean over samples).
+            std: ``(N, C)`` standard deviation over samples (ddof=0).
+            predictive_entropy: ``(N,)`` entropy of ``mean``, nats.
+            aleatoric: ``(N,)`` expected entropy ``mean_s H[p_s]``, nats.
+            epistemic: ``(N,)`` mutual information ``predictive_entropy -
+                aleatoric`` (clipped at 0), nats.
+            aleatoric_variance: ``(N, C)`` ``mean_s (p_s - p_s^2)``.
+            epistemic_variance: ``(N, C)`` ``mean_s (p_s - mean)^2``.
+            samples: ``(S, N, C)`` per-sample probabilities, or None.
+        """
 
-    mean: np.ndarray
-    std: np.ndarray
-    predictive_entropy: np.ndarray
-    aleatoric: np.ndarray
-    epistemic: np.ndarray
-    aleatoric_variance: np.ndarray
-    epistemic_variance: np.ndarray
-    samples: np.ndarray | None = None
+        mean: np.ndarray
+        std: np.ndarray
+        predictive_entropy: np.ndarray
+        aleatoric: np.ndarray
+        epistemic: np.ndarray
+        aleatoric_variance: np.ndarray
+        epistemic_variance: np.ndarray
+        samples: np.ndarray | None = None
 
+    def summarize(samples, return_samples: bool = False) -> Prediction:
+        """Summaries of ``(S, N, C)`` per-sample probabilities (float64 fields)."""
+        samples = np.asarray(samples)
+        if samples.ndim != 3:
+            raise ValueError(
+                f"`samples` must have shape (S, N, C). Received: samples.shape={samples.shape}"
+            )
+        p = np.clip(samples.astype(np.float64), 0.0, 1.0)
+        mean = p.mean(axis=0)
+        var = np.mean(np.square(p - mean), axis=0)
+        ent = -np.sum(mean * np.log(np.where(mean > 0, mean, 1.0)), axis=-1)
+        ale = -np.sum(p * np.log(np.where(p > 0, p, 1.0)), axis=-1).mean(axis=0)
+        return Prediction(mean, np.sqrt(var), ent, ale, np.maximum(ent - ale, 0.0),
+                          np.mean(p * (1.0 - p), axis=0), var,
+                          samples if return_samples else None)
 
-def _entropy(p):
-    """``-sum_c p_c log p_c`` over the last axis, with ``0 log 0 = 0``."""
-    return -np.sum(p * np.log(np.where(p > 0, p, 1.0)), axis=-1)
-
-
-def summarize(samples, return_samples: bool = False) -> Prediction:
-    """Summaries of ``(S, N, C)`` per-sample probabilities.
-
-    The definitions of `tfp_bcnn.uncertainty.decompose`: derived fields are
-    float64 (double-precision math on probabilities clipped to [0, 1]),
-    ``samples`` keep their dtype.
-    """
-    samples = np.asarray(samples)
-    if samples.ndim != 3:
-        raise ValueError(
-            f"`samples` must have shape (S, N, C). Received: samples.shape={samples.shape}"
-        )
-    p = np.clip(samples.astype(np.float64), 0.0, 1.0)
-    mean = p.mean(axis=0)
-    epistemic_variance = np.mean(np.square(p - mean), axis=0)
-    predictive_entropy = _entropy(mean)
-    aleatoric = _entropy(p).mean(axis=0)
-    return Prediction(
-        mean=mean,
-        std=np.sqrt(epistemic_variance),
-        predictive_entropy=predictive_entropy,
-        aleatoric=aleatoric,
-        epistemic=np.maximum(predictive_entropy - aleatoric, 0.0),
-        aleatoric_variance=np.mean(p * (1.0 - p), axis=0),
-        epistemic_variance=epistemic_variance,
-        samples=samples if return_samples else None,
-    )
-
-
-def _concatenate(parts):
-    """Join per-chunk `Prediction`s along the example axis (axis 1 for samples)."""
-    if len(parts) == 1:
-        return parts[0]
-    values = {}
-    for f in dataclasses.fields(Prediction):
-        first = getattr(parts[0], f.name)
-        if first is None:
-            values[f.name] = None
-        else:
-            axis = 1 if f.name == "samples" else 0
-            values[f.name] = np.concatenate([getattr(p, f.name) for p in parts], axis=axis)
-    return Prediction(**values)
+    def _concatenate(parts):
+        """Join per-chunk `Prediction`s along the example axis (axis 1 for samples)."""
+        if len(parts) == 1:
+            return parts[0]
+        return Prediction(**{
+            f.name: None if getattr(parts[0], f.name) is None else np.concatenate(
+                [getattr(p, f.name) for p in parts], axis=1 if f.name == "samples" else 0)
+            for f in dataclasses.fields(Prediction)})
 
 
 def _check_images(x) -> None:

@@ -37,13 +37,13 @@ __all__ = ["QUANTIZATIONS", "to_tflite", "convert"]
 QUANTIZATIONS = (None, "dynamic")
 
 
-def _write_saved_model(graph: InferenceGraph, directory: str, include_samples: bool) -> None:
+def _write_saved_model(graph: InferenceGraph, directory: str, return_samples: bool) -> None:
     archive = keras.export.ExportArchive()
     for obj in graph.trackables:
         archive.track(obj)
     archive.add_endpoint(
         "serving_default",
-        lambda images: graph.predict(images, include_samples=include_samples),
+        lambda images: graph.predict(images, return_samples=return_samples),
         input_signature=graph.input_signature,
     )
     archive.write_out(directory, verbose=False)
@@ -70,7 +70,7 @@ def convert(
     )
     with tempfile.TemporaryDirectory(prefix="tfp_bcnn_tflite_") as tmp:
         saved = os.path.join(tmp, "saved_model")
-        _write_saved_model(graph, saved, include_samples=True)
+        _write_saved_model(graph, saved, return_samples=True)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         optimizations = []

@@ -10,3 +10,19 @@ import pytest  # noqa: E402
 def _seed():
     """Every test starts from the same global seed (numpy, python, backend)."""
     keras.utils.set_random_seed(1234)
+
+
+@pytest.fixture
+def tiny_npz(tmp_path):
+    """40 images 12x12 of two classes (a bright left or right half), as a .npz:
+    a data set the command line trains on in a second (``--dataset PATH``)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 20)
+    x = rng.uniform(0.0, 0.2, (40, 12, 12)).astype("float32")
+    x[y == 0, :, :6] += 0.7
+    x[y == 1, :, 6:] += 0.7
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x=x, y=y)
+    return str(path)

@@ -1,9 +1,5 @@
 """KLAnnealing: schedule values, effect on the logged kl, serialization."""
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -14,6 +10,8 @@ from keras import ops
 import tfp_bcnn
 from tfp_bcnn import layers
 from tfp_bcnn._annealing import KLAnnealing, blundell_weight, linear_beta
+
+from _backend import register, result
 
 N = 40  # training examples of the tiny fits
 BATCH = 10  # -> M = 4 steps per epoch
@@ -110,6 +108,19 @@ def tiny_model(kl_weight=1 / N):
     return model
 
 
+@pytest.fixture(scope="module")
+def compiled_tiny():
+    """One `tiny_model` for the fast tests: its train step is traced once. The
+    learning rate is 0, so only the kl_weight changes, and `tiny` resets it."""
+    return tiny_model()
+
+
+@pytest.fixture
+def tiny(compiled_tiny):
+    tfp_bcnn.set_kl_weight(compiled_tiny, 1 / N)
+    return compiled_tiny
+
+
 def data():
     rng = np.random.default_rng(0)
     return rng.random((N, 4)).astype("float32"), np.arange(N) % 3
@@ -135,8 +146,9 @@ def test_linear_warmup_scales_logged_kl():
     assert tfp_bcnn.get_kl_weight(model) == pytest.approx(1 / N)
 
 
-def test_constant_beta_and_base_from_num_train_examples():
-    model = tiny_model(kl_weight=1.0)  # raw KL in the layers; N given to the callback
+def test_constant_beta_and_base_from_num_train_examples(tiny):
+    model = tiny
+    tfp_bcnn.set_kl_weight(model, 1.0)  # raw KL in the layers; N given to the callback
     x, y = data()
     kl = raw_kl(model)
     cb = KLAnnealing("constant", beta=0.5, num_train_examples=N)
@@ -156,8 +168,8 @@ class RecordWeight(keras.callbacks.Callback):
         self.weights.append(tfp_bcnn.get_kl_weight(self.model))
 
 
-def test_blundell_per_minibatch_weights():
-    model = tiny_model()
+def test_blundell_per_minibatch_weights(tiny):
+    model = tiny
     x, y = data()
     kl = raw_kl(model)
     record = RecordWeight()
@@ -174,8 +186,8 @@ def test_blundell_per_minibatch_weights():
     assert tfp_bcnn.get_kl_weight(model) == pytest.approx(expected[-1], rel=1e-6)
 
 
-def test_second_fit_reuses_base_weight():
-    model = tiny_model()
+def test_second_fit_reuses_base_weight(tiny):
+    model = tiny
     x, y = data()
     kl = raw_kl(model)
     cb = KLAnnealing("linear", warmup_epochs=4)
@@ -196,7 +208,7 @@ def test_model_without_bayesian_layers_raises():
         model.fit(x, y, epochs=1, verbose=0, callbacks=[KLAnnealing()])
 
 
-JAX_SCRIPT = textwrap.dedent(
+JAX_SCRIPT = register("annealing_schedules", textwrap.dedent(
     """
     import json, os
     os.environ["KERAS_BACKEND"] = "jax"
@@ -222,22 +234,16 @@ JAX_SCRIPT = textwrap.dedent(
         model.fit(x, x[:, :3], batch_size=B, epochs=2, verbose=0, shuffle=False,
                   callbacks=[KLAnnealing(schedule, warmup_epochs=2), Log()])
         out[schedule] = seen
-    print("REPORT" + json.dumps(out))
+    report(out)
     """
-)
+))
 
 
 @pytest.mark.slow
 def test_schedules_reach_the_jax_training_loop():
     """On JAX the loop holds the state inside an epoch; per-batch writes must still land."""
     pytest.importorskip("jax")
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run(
-        [sys.executable, "-c", JAX_SCRIPT], capture_output=True, text=True, env=env, timeout=300
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("REPORT")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    out = json.loads(lines[-1][len("REPORT"):])
+    out = result(JAX_SCRIPT)
     m = N // BATCH
 
     def running_means(weights):

@@ -245,13 +245,16 @@ def test_tf_logs_switch(monkeypatch):
 
 
 
-def test_structured_prune_prints_costs_and_writes_a_smaller_model(tmp_path, capsys):
+@pytest.mark.slow  # trains, prunes, shrinks and saves LeNet-5 through the CLI (over 5 s)
+def test_structured_prune_prints_costs_and_writes_a_smaller_model(tmp_path, capsys, tiny_npz):
+    # LeNet-5 on 40 images of 12x12 (its filter counts do not depend on the data)
     model = tmp_path / "m.keras"
-    assert cli.main(["train", "--epochs", "1", "--output", str(model), "--verbose", "0"]) == 0
+    assert cli.main(["train", "--epochs", "1", "--output", str(model), "--verbose", "0",
+                     "--dataset", tiny_npz]) == 0
     out = tmp_path / "small.keras"
     assert cli.main(["prune", str(model), "--structured", "--criterion", "l1",
                      "--final-sparsity", "0.5", "--epochs", "2", "--verbose", "0",
-                     "--output", str(out)]) == 0
+                     "--output", str(out), "--dataset", tiny_npz]) == 0
     text = capsys.readouterr().out
     assert "channels before" in text and "FLOPs per image" in text and "parameters" in text
     import keras

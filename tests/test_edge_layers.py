@@ -1,8 +1,5 @@
 """Bayesian depthwise and transposed convolutions against Keras' deterministic layers."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -15,6 +12,8 @@ from keras.src import testing
 
 import tfp_bcnn  # noqa: F401  (registers the layers)
 from tfp_bcnn import layers
+
+from _backend import register, result
 
 DEPTHWISE = sorted(layers.DEPTHWISE_CLASSES.items())
 TRANSPOSE = sorted(layers.TRANSPOSE_CLASSES.items())
@@ -204,7 +203,7 @@ class KerasLayerContractTest(testing.TestCase):
         )
 
 
-JAX_SCRIPT = textwrap.dedent(
+JAX_SCRIPT = register("edge_layers_train", textwrap.dedent(
     """
     import numpy as np, keras, tfp_bcnn
     from tfp_bcnn import layers
@@ -223,21 +222,15 @@ JAX_SCRIPT = textwrap.dedent(
         h = m.fit(x, y, epochs=5, verbose=0).history["loss"]
         a, b = np.asarray(m(x)), np.asarray(m(x))
         result[est] = [h[0], h[-1], float(np.abs(a - b).max()), len(m.losses)]
-    print("RESULT", result)
+    report(result)
     """
-)
+))
 
 
 @pytest.mark.slow
 def test_jax_backend_subprocess():
     pytest.importorskip("jax")
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", JAX_SCRIPT], env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")][0]
-    result = eval(line[len("RESULT "):])  # a dict literal printed by the script
-    for first, last, spread, n_losses in result.values():
+    for first, last, spread, n_losses in result(JAX_SCRIPT).values():
         assert last < first
         assert spread > 0
         assert n_losses == 2

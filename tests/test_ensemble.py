@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import tfp_bcnn
-from tfp_bcnn import ensemble, layers
+from tfp_bcnn import ensemble, layers, models
 
 
 def _net(units=3, seed=0, bayesian=False, softmax=True):
@@ -80,6 +80,9 @@ def test_train_ensemble_seeds_members_differently():
                                       batch_size=8, verbose=0)
     assert built == [10, 11, 12]
     assert len(members) == 3 and all(m.compiled for m in members)
+    # uncompiled members are compiled with the one recipe's learning rate
+    lr = [float(m.optimizer.learning_rate) for m in members]
+    assert lr == pytest.approx([models.RECIPE["learning_rate"]] * 3)
     kernels = [np.asarray(m.layers[0].kernel) for m in members]
     assert not np.allclose(kernels[0], kernels[1])
     p = tfp_bcnn.predict(members, x)

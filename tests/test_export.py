@@ -267,17 +267,17 @@ def _one_by_one_conv(sampling, size=3):
 def test_weights_sampling_shares_a_kernel_across_positions_lrt_does_not():
     """The documented lrt caveat: independent noise per spatial position."""
     x = tf.ones((1, 3, 3, 1))
-    weights = tf.function(_one_by_one_conv("weights").predict)(x, include_samples=True)
+    weights = tf.function(_one_by_one_conv("weights").predict)(x, return_samples=True)
     s = weights["samples"].numpy()[:, 0]  # (S, 9): one kernel draw per sample
     assert np.all(s == s[:, :1])
     assert np.std(s[:, 0]) > 0.1  # the samples differ from each other
-    lrt = tf.function(_one_by_one_conv("lrt").predict)(x, include_samples=True)
+    lrt = tf.function(_one_by_one_conv("lrt").predict)(x, return_samples=True)
     s = lrt["samples"].numpy()[:, 0]
     assert len(np.unique(s)) == s.size  # every position its own draw (9 < MIN_POSITIONS)
     # from 64 positions on, sign-flip noise (export/_random.py): one |draw| per
     # position shared by the samples, independent signs per sample and position
     graph = _one_by_one_conv("lrt", size=8)
-    s = tf.function(graph.predict)(tf.ones((1, 8, 8, 1)), include_samples=True)["samples"]
+    s = tf.function(graph.predict)(tf.ones((1, 8, 8, 1)), return_samples=True)["samples"]
     s = s.numpy()[:, 0]  # (4, 64)
     for row in s:
         assert len(np.unique(row)) == row.size
@@ -638,3 +638,21 @@ def test_describe_tflite_fields(tflites):
         *_inference.OUTPUT_NAMES,
         "samples",
     }
+
+
+def test_graph_summaries_match_the_numpy_definition():
+    """The TF ops inside an exported file compute `_prediction.summarize`'s fields.
+
+    float32 in the graph against float64 in NumPy, probabilities away from 0
+    (Dirichlet(2) draws, >= ~1e-4 here): 1e-5 absolute covers float32 rounding
+    of logs and means of values <= log(4).
+    """
+    from tfp_bcnn import _prediction
+    from tfp_bcnn.export import _inference
+
+    probs = np.random.default_rng(3).dirichlet(np.full(4, 2.0), size=(16, 7))
+    graph = _inference.summaries(tf.constant(probs, tf.float32), return_samples=True)
+    ref = _prediction.summarize(probs)
+    for name in _inference.OUTPUT_NAMES:
+        np.testing.assert_allclose(graph[name].numpy(), getattr(ref, name), atol=1e-5)
+    np.testing.assert_allclose(graph["samples"].numpy(), probs, atol=1e-7)

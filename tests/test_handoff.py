@@ -14,13 +14,10 @@ separates a faithful hand-off from a broken one (a wrong weight or layer
 gives chance-level agreement, ~10 %).
 """
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from _backend import run_script
 
 pytestmark = pytest.mark.slow
 
@@ -41,11 +38,11 @@ TRAIN_JAX = textwrap.dedent(
     a = tfp_bcnn.predict(model, xt, num_samples=64).mean
     b = tfp_bcnn.predict(model, xt, num_samples=64).mean
     np.save(out + "/jax_mean.npy", a)
-    print("REPORT" + json.dumps({
+    report({
         "backend": keras.backend.backend(),
         "accuracy": float(np.mean(a.argmax(-1) == yt)),
         "jax_vs_jax": float(np.mean(a.argmax(-1) == b.argmax(-1))),
-    }))
+    })
     """
 )
 
@@ -62,23 +59,18 @@ EXPORT_TF = textwrap.dedent(
     tf_mean = tfp_bcnn.predict(model, xt, num_samples=64).mean
     path = export.to_tflite(model, out + "/model.tflite", num_samples=64)
     lite = export.runtime.TFLiteBayesianModel(path).predict(xt).mean
-    print("REPORT" + json.dumps({
+    report({
         "backend": keras.backend.backend(),
         "keras_tf_vs_jax": float(np.mean(tf_mean.argmax(-1) == jax_top)),
         "tflite_vs_jax": float(np.mean(lite.argmax(-1) == jax_top)),
         "tflite_accuracy": float(np.mean(lite.argmax(-1) == yt)),
-    }))
+    })
     """
 )
 
 
 def _run(script, backend, tmp_path):
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
-                          text=True, env=env, timeout=600)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("REPORT")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    return json.loads(lines[-1][len("REPORT"):])
+    return run_script(script, backend, args=(tmp_path,))
 
 
 def test_jax_trained_model_loads_and_exports_under_tensorflow(tmp_path):

@@ -10,9 +10,6 @@ float32 KL; ``model.export()`` serves a stochastic model;
 log rather than log 0.
 """
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -24,6 +21,8 @@ from keras.src.testing import TestCase
 import tfp_bcnn
 from tfp_bcnn import layers
 from tfp_bcnn.layers._base import DRAW_SCOPE
+
+from _backend import register, result
 
 #: (batch, *spatial, channels) inputs of each rank; small so the harness is fast.
 INPUT_SHAPES = {0: (2, 5), 1: (2, 6, 3), 2: (2, 5, 5, 3), 3: (2, 4, 4, 4, 3)}
@@ -209,11 +208,7 @@ def test_kl_metric_of_a_reloaded_model_refuses_to_log(tmp_path):
     assert again == pytest.approx(logged, rel=1e-5)
 
 
-@pytest.mark.slow
-def test_jax_layer_harness_and_mixed_precision_subprocess():
-    # The same on the JAX backend: Keras' layer harness on the twelve
-    # classes, then fit under both mixed policies.
-    script = textwrap.dedent(
+JAX_HARNESS = register("keras_native_harness_mixed", textwrap.dedent(
         """
         import keras, numpy as np
         from keras.src.testing import TestCase
@@ -245,13 +240,17 @@ def test_jax_layer_harness_and_mixed_precision_subprocess():
                 assert str(kl.dtype) == "float32", kl.dtype
                 p = model.predict(x, verbose=0)
                 assert np.all(np.isfinite(p))
-        print("OK")
+        report("OK")
         """
-    )
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, timeout=600)
-    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+))
+
+
+@pytest.mark.slow
+def test_jax_layer_harness_and_mixed_precision_subprocess():
+    # The same on the JAX backend: Keras' layer harness on the twelve
+    # classes, then fit under both mixed policies.
+    pytest.importorskip("jax")
+    assert result(JAX_HARNESS) == "OK"
 
 
 def test_gaussian_head_keras_harness_and_mixed_precision(float32_policy):

@@ -1,9 +1,6 @@
 """Bayesian layers: shapes, estimators, KL, serialization, training, bad input."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -15,6 +12,8 @@ from keras import ops
 
 import tfp_bcnn
 from tfp_bcnn import layers, priors
+
+from _backend import register, result
 
 tfd = tfp.distributions
 
@@ -348,7 +347,7 @@ def test_wrong_input_rank():
         layers.DenseFlipout(4)(np.zeros((4,), "float32"))
 
 
-JAX_SCRIPT = textwrap.dedent(
+JAX_SCRIPT = register("layers_train", textwrap.dedent(
     """
     import numpy as np, keras
     assert keras.backend.backend() == "jax"
@@ -368,21 +367,15 @@ JAX_SCRIPT = textwrap.dedent(
         h = m.fit(x, y, epochs=3, batch_size=128, verbose=0).history["loss"]
         a, b = np.asarray(m(x[:3])), np.asarray(m(x[:3]))
         losses[est] = [h[0], h[-1], float(np.abs(a - b).max()), len(m.losses)]
-    print("RESULT", losses)
+    report(losses)
     """
-)
+))
 
 
 @pytest.mark.slow
 def test_jax_backend_subprocess():
     pytest.importorskip("jax")
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", JAX_SCRIPT], env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")][0]
-    result = eval(line[len("RESULT "):])  # a dict literal printed by the script
-    for first, last, spread, n_losses in result.values():
+    for first, last, spread, n_losses in result(JAX_SCRIPT).values():
         assert last < first
         assert spread > 0  # stochastic on JAX too
         assert n_losses == 2

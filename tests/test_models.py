@@ -145,6 +145,13 @@ def test_compile_bayesian_logs_kl_and_trains():
     assert "kl" not in twin.fit(x, y, epochs=1, verbose=0).history
 
 
+def test_compile_bayesian_defaults_to_the_recipe():
+    model = models.compile_bayesian(models.lenet5(bayesian=False))
+    assert float(model.optimizer.learning_rate) == pytest.approx(models.RECIPE["learning_rate"])
+    model = models.compile_bayesian(models.lenet5(bayesian=False), 1e-2)
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-2)
+
+
 def test_lenet5_keras_round_trip(tmp_path):
     model = models.compile_bayesian(
         models.lenet5(estimator="local_reparameterization", num_train_examples=4000, seed=1)

@@ -1,6 +1,7 @@
 """Tests for tfp_bcnn.plots: every figure is a real PNG, written atomically."""
 
 import os
+import pathlib
 import types
 
 import matplotlib
@@ -264,9 +265,21 @@ def test_reliability_diagram_named_model(data, tmp_path):
     _check_png(out, tmp_path, 600, 650)
 
 
-def test_score_labels_are_the_documented_names():
-    assert plots.SCORE_LABELS == {
-        "predictive_entropy": "predictive entropy",
-        "aleatoric": "aleatoric (expected entropy)",
-        "epistemic": "epistemic (mutual information)",
-    }
+def test_histogram_panels_are_titled_with_the_score_labels(tmp_path, monkeypatch):
+    """What a reader sees: each panel named by its score, the OOD AUROC or n/a."""
+    seen = {}
+    save = plots._save
+
+    def capture(figure, path):
+        seen[pathlib.Path(path).name] = [ax.get_title() for ax in figure.axes]
+        return save(figure, path)
+
+    monkeypatch.setattr(plots, "_save", capture)
+    rng = np.random.default_rng(0)
+    scores = {k: rng.gamma(2.0, 0.1, 30) for k in ("aleatoric", "epistemic")}
+    shifted = {k: v + 1.0 for k, v in scores.items()}  # every OOD score above: AUROC 1
+    plots.uncertainty_histograms(scores, shifted, tmp_path / "b.png")
+    plots.uncertainty_histograms(scores, shifted, tmp_path / "d.png", deterministic=True)
+    assert seen["b.png"] == ["aleatoric (expected entropy)\nOOD AUROC = 1.000",
+                             "epistemic (mutual information)\nOOD AUROC = 1.000"]
+    assert seen["d.png"][1] == f"{plots.SCORE_LABELS['epistemic']}\nOOD AUROC = n/a"

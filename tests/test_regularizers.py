@@ -101,7 +101,7 @@ def test_builders_regularize_hidden_layers_and_log_reg():
     twin = models.lenet5(bayesian=False, kernel_regularizer=reg)
     assert twin.get_layer("conv1").kernel_regularizer is reg
     assert twin.get_layer("fc3").kernel_regularizer is None
-    models.compile_bayesian(model)
+    models.compile_bayesian(model, 1e-3)  # the step size the tolerance below assumes
     x = np.random.default_rng(0).random((32, 28, 28, 1)).astype("float32")
     y = np.arange(32) % 10
     logs = model.fit(x, y, batch_size=32, epochs=1, verbose=0).history

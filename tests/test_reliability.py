@@ -14,6 +14,7 @@ import errno
 import hashlib
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,9 +75,20 @@ def tflite_path(model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def saved_model(model, tmp_path_factory):
-    path = export.save_saved_model(model, tmp_path_factory.mktemp("rel") / "sm", num_samples=2)
-    return tf.saved_model.load(path)
+def saved_model_dir(model, tmp_path_factory):
+    return export.save_saved_model(model, tmp_path_factory.mktemp("rel") / "sm", num_samples=2)
+
+
+@pytest.fixture(scope="module")
+def saved_model(saved_model_dir):
+    return tf.saved_model.load(saved_model_dir)
+
+
+@pytest.fixture(scope="module")
+def new_tflite(tmp_path_factory):
+    """Another model's file: what a killed writer was writing (the kill tests)."""
+    path = tmp_path_factory.mktemp("rel") / "new.tflite"
+    return export.to_tflite(_classifier(std=0.1, seed=9), path, num_samples=5)
 
 
 # ------------------------------------------------------------------- load
@@ -208,7 +220,14 @@ def test_predict_no_warning_for_scaled_or_self_scaling_inputs(model):
         warnings.simplefilter("error")
         tfp_bcnn.predict(model, standardised, num_samples=2)
         tfp_bcnn.predict(rescaling, _images(4) * 255, num_samples=2)
-    assert UNSCALED_LIMIT == 20.0
+        # the boundary: max |x| == UNSCALED_LIMIT is still quiet ...
+        edge = _images(2)
+        edge[0, 0, 0, 0] = -UNSCALED_LIMIT
+        tfp_bcnn.predict(model, edge, num_samples=2)
+    # ... and just above it warns, whatever the sign
+    edge[0, 0, 0, 0] = -1.01 * UNSCALED_LIMIT
+    with pytest.warns(UserWarning, match="looks unscaled"):
+        tfp_bcnn.predict(model, edge, num_samples=2)
 
 
 def test_runtime_bad_inputs(tflite_path):
@@ -554,12 +573,13 @@ def _keras_file(tmp_path, model, name="payload.keras"):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["mid_write", "before_rename", "before_cleanup"])
-def test_tflite_write_killed_keeps_previous_file(model, tmp_path, point):
+def test_tflite_write_killed_keeps_previous_file(model, tmp_path, point, tflite_path,
+                                                 new_tflite):
     target = tmp_path / "out" / "m.tflite"
-    export.to_tflite(model, target, num_samples=2)
+    target.parent.mkdir()
+    shutil.copyfile(tflite_path, target)  # the previous file (exported once per module)
     before = _tree(target)
-    payload = tmp_path / "new.tflite"
-    export.to_tflite(_classifier(std=0.1, seed=9), payload, num_samples=5)
+    payload = new_tflite
     _kill_at("bytes", point, target, payload)
     after = _tree(target)
     # before the rename: the old file; after it: the new one, complete
@@ -573,9 +593,10 @@ def test_tflite_write_killed_keeps_previous_file(model, tmp_path, point):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["mid_write", "before_swap", "after_swap"])
-def test_saved_model_export_killed_keeps_previous_directory(model, tmp_path, point):
+def test_saved_model_export_killed_keeps_previous_directory(model, tmp_path, point,
+                                                            saved_model_dir):
     target = tmp_path / "out" / "sm"
-    export.save_saved_model(model, target, num_samples=2)
+    shutil.copytree(saved_model_dir, target)  # the previous export (made once per module)
     before = _tree(target)
     _kill_at("saved_model", point, target, _keras_file(tmp_path, _classifier(std=0.1, seed=9)))
     if point == "after_swap":  # the exchange happened: the new, complete one
@@ -609,12 +630,15 @@ def test_keras_save_killed_keeps_previous_file(model, tmp_path, point):
     assert os.listdir(target.parent) == ["m.keras"]
 
 
-def test_io_module_loads_without_the_package():
+def test_io_module_loads_without_the_package(tmp_path):
     # The kill tests load tfp_bcnn/_io.py on its own; keep it importable so.
     spec = importlib.util.spec_from_file_location("_io_alone", ROOT / "tfp_bcnn" / "_io.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.write_bytes_atomic is not None
+    assert "tfp_bcnn" not in module.__name__
+    target = tmp_path / "sub" / "f.bin"
+    module.write_bytes_atomic(target, b"payload")
+    assert target.read_bytes() == b"payload" and os.listdir(target.parent) == ["f.bin"]
 
 
 def test_cli_names_non_finite_images(model, tmp_path, capsys):

@@ -1,5 +1,6 @@
 """Tests of tfp_bcnn.export.runtime, the numpy + LiteRT runner of exported files."""
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -10,7 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from tfp_bcnn import layers
+import tfp_bcnn
+from tfp_bcnn import _prediction, layers
 from tfp_bcnn.export import runtime, to_tflite
 from tfp_bcnn.export.runtime import Prediction, TFLiteBayesianModel, summarize
 from tfp_bcnn.uncertainty import decompose
@@ -219,10 +221,27 @@ def test_runtime_file_runs_alone_without_tensorflow_or_keras(tflite_path, tmp_pa
         assert p.mean.shape == (3, 4)
         loaded = sorted(k for k in sys.modules if k.split(".")[0] in BLOCKED)
         assert not loaded, loaded
-        print("OK")
+        # the standalone copy of the summaries, on fixed samples (two chunks joined)
+        probs = np.random.default_rng(0).dirichlet(np.ones(4), size=(6, 5))
+        parts = [runtime.summarize(probs[:, :2], True), runtime.summarize(probs[:, 2:], True)]
+        joined = runtime._concatenate(parts)
+        print("OK", repr({{k: v.tolist() for k, v in vars(joined).items()}}))
         """
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
     )
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+    # ... gives the numbers of the package's one definition (float64 maths: 1e-12)
+    alone = eval(result.stdout.split("OK", 1)[1])  # a dict literal of lists
+    probs = np.random.default_rng(0).dirichlet(np.ones(4), size=(6, 5))
+    shared = _prediction.summarize(probs, return_samples=True)
+    assert set(alone) == {f.name for f in dataclasses.fields(shared)}
+    for name, value in alone.items():
+        np.testing.assert_allclose(value, getattr(shared, name), rtol=1e-12, atol=1e-15)
+
+
+def test_runtime_returns_the_package_prediction_type():
+    """Inside the package the runtime's type and summaries are tfp_bcnn.predict's."""
+    assert runtime.Prediction is tfp_bcnn.uncertainty.Prediction is _prediction.Prediction
+    assert runtime.summarize is _prediction.summarize

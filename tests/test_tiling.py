@@ -105,7 +105,7 @@ def test_export_graph_tiles_after_the_prefix_same_distribution(nets, sampling):
     # the first sampling layer's input is tiled; the prefix (c1, bn1, relu1) is not
     assert names.index("tile_0") > names.index("relu1")
     assert names.index("tile_0") < names.index(f"c2_{sampling}")
-    late = graph.predict(tf.constant(x), include_samples=True)["samples"].numpy()
+    late = graph.predict(tf.constant(x), return_samples=True)["samples"].numpy()
     # reference: the whole input tiled, as the export did before
     full = _inference._substitute(bnn, sampling, num, {})
     ref = full(tf.tile(tf.constant(x), [num, 1, 1, 1])).numpy().reshape(num, len(x), -1)

@@ -2,9 +2,6 @@
 
 import gc
 import importlib.util
-import os
-import subprocess
-import sys
 import textwrap
 import weakref
 
@@ -16,6 +13,8 @@ from scipy import stats
 
 from tfp_bcnn import layers, uncertainty
 from tfp_bcnn.uncertainty import Prediction, RegressionPrediction, decompose, predict
+
+from _backend import register, result
 
 LOG2 = np.log(2.0)
 
@@ -354,10 +353,7 @@ def test_repr_shows_shapes():
     assert "mean=<array (3, 4)>" in text and "samples=None" in text
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
-def test_predict_on_jax_backend():
-    code = textwrap.dedent(
+JAX_PREDICT = register("jax_predict", textwrap.dedent(
         """
         import numpy as np, keras
         from tfp_bcnn import layers
@@ -377,16 +373,12 @@ def test_predict_on_jax_backend():
         assert np.all(np.isfinite(a.mean)) and np.allclose(a.mean.sum(-1), 1, atol=1e-5)
         assert np.all(np.ptp(a.samples, axis=0).max(-1) > 0)   # samples differ across S
         assert not np.array_equal(a.samples, b.samples)         # the seed state advanced
-        print("JAX-OK")
+        report("JAX-OK")
         """
-    )
-    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0 and "JAX-OK" in result.stdout, result.stderr[-3000:]
+))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_predict_on_jax_backend():
+    assert result(JAX_PREDICT) == "JAX-OK"

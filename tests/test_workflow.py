@@ -191,21 +191,6 @@ def test_console_script_module_imports_the_package_only_inside_commands():
 
 
 # --------------------------------------------------------- issue 13 wiring
-@pytest.fixture
-def tiny_npz(tmp_path):
-    """40 images 12x12 of two classes (a bright left or right half), as a .npz."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    y = np.repeat([0, 1], 20)
-    x = rng.uniform(0.0, 0.2, (40, 12, 12)).astype("float32")
-    x[y == 0, :, :6] += 0.7
-    x[y == 1, :, 6:] += 0.7
-    path = tmp_path / "tiny.npz"
-    np.savez(path, x=x, y=y)
-    return str(path)
-
-
 @pytest.mark.slow  # trains 20 epochs (about 10 s)
 def test_train_defaults_are_the_recipe(tiny_npz, tmp_path, capsys):
     from tfp_bcnn.models import RECIPE
@@ -217,6 +202,20 @@ def test_train_defaults_are_the_recipe(tiny_npz, tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"Epoch {RECIPE['epochs']}/{RECIPE['epochs']}" in out
     assert f"Epoch {RECIPE['epochs'] + 1}/" not in out
+
+
+def test_prune_defaults_are_the_finetune_recipe(tmp_path):
+    """`tfp-bcnn prune` (parsed before TensorFlow, so it cannot import the
+    constant) and `workflow.run_prune` fine-tune with `workflow.FINETUNE`."""
+    import inspect
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "m.keras", "w") as archive:  # the parser checks a zip
+        archive.writestr("config.json", "{}")
+    args = cli.build_parser().parse_args(["prune", str(tmp_path / "m.keras")])
+    defaults = inspect.signature(workflow.run_prune).parameters
+    for key in ("learning_rate", "epochs", "batch_size"):
+        assert getattr(args, key) == workflow.FINETUNE[key] == defaults[key].default, key
 
 
 @pytest.mark.slow  # trains two models and writes a full evaluation (about 20 s)

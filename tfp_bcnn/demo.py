@@ -58,11 +58,11 @@ def _load(cfg):
 
 def _train(x, y, cfg, bayesian):
     """A Flipout LeNet-5 (or its frequentist twin), compiled and fitted."""
-    from . import workflow
+    from . import models, workflow
 
     model = workflow.build_model("lenet5", x.shape[1:], 10, len(x), estimator="flipout",
                                  bayesian=bayesian)
-    workflow.compile_model(model, cfg["learning_rate"])
+    models.compile_bayesian(model, cfg["learning_rate"])
     workflow.fit(model, x, y, epochs=cfg["epochs"], batch_size=cfg["batch_size"], verbose=2)
     return model
 

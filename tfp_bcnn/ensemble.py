@@ -29,7 +29,7 @@ from collections.abc import Callable
 import keras
 
 from . import _validation as check
-from .models import compile_bayesian
+from .models import RECIPE, compile_bayesian
 
 __all__ = ["train_ensemble"]
 
@@ -41,7 +41,7 @@ def train_ensemble(
     num_members: int = 5,
     *,
     seed: int = 0,
-    learning_rate: float = 1e-3,
+    learning_rate: float = RECIPE["learning_rate"],
     **fit_kwargs,
 ) -> list[keras.Model]:
     """Trains ``num_members`` models, member ``m`` from the seed ``seed + m``.
@@ -63,7 +63,7 @@ def train_ensemble(
         num_members: ``M``, an integer >= 1 (5 in Lakshminarayanan et al.).
         seed: seed of the first member (keyword-only).
         learning_rate: Adam's learning rate for members that ``build_fn``
-            returns uncompiled.
+            returns uncompiled (default: ``models.RECIPE["learning_rate"]``).
         **fit_kwargs: passed to every ``fit`` (``epochs``, ``batch_size``,
             ``callbacks``, ``validation_data``, ``verbose``...).
 

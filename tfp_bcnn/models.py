@@ -624,7 +624,7 @@ mobilenet_v2.__doc__ = _mobilenet.DOC
 
 def compile_bayesian(
     model: keras.Model,
-    learning_rate: float = 1e-3,
+    learning_rate: float = RECIPE["learning_rate"],
     *,
     metrics: Iterable = ("accuracy",),
     **compile_kwargs,
@@ -641,7 +641,7 @@ def compile_bayesian(
 
     Args:
         model: a classifier ending in a softmax (e.g. from `lenet5`).
-        learning_rate: Adam's learning rate.
+        learning_rate: Adam's learning rate (default: ``RECIPE["learning_rate"]``).
         metrics: metrics before ``kl`` (keyword-only).
         **compile_kwargs: passed to ``model.compile`` (e.g. ``jit_compile``).
 

@@ -152,6 +152,70 @@ def _legend_name(key: str, fallback: str) -> str:
 # --------------------------------------------------------------------------- #
 # Figures
 # --------------------------------------------------------------------------- #
+def _reliability_curves(probs: Series, labels: ArrayLike, num_bins: int) -> dict:
+    """``{model name: metrics.reliability_curve(...)}``; errors name the model."""
+    curves = {}
+    for name, array in _as_series("probs", probs).items():
+        try:
+            curves[name] = metrics.reliability_curve(array, labels, num_bins)
+        except ValueError as error:
+            if name:
+                raise ValueError(f"probs[{name!r}]: {error}") from None
+            raise
+    return curves
+
+
+def _draw_calibration_bars(ax, curve, color: str) -> None:
+    """One model: accuracy bars per bin and the hatched gap to the mean confidence."""
+    edges = curve.bin_edges
+    width = np.diff(edges)
+    acc = np.nan_to_num(curve.accuracy)
+    full = curve.counts > 0
+    ax.bar(edges[:-1], acc, width=width, align="edge", color=color, edgecolor="black",
+           linewidth=0.6, label="accuracy")
+    conf = np.where(full, curve.confidence, 0.0)
+    ax.bar(edges[:-1][full], (conf - acc)[full], bottom=acc[full], width=width[full],
+           align="edge", color="tab:red", alpha=0.25, hatch="//", edgecolor="tab:red",
+           linewidth=0.6, label="gap to confidence")
+
+
+def _draw_calibration_outline(ax, curve, name: str, color: str) -> None:
+    """One of several models: outlined accuracy steps, ECE in the legend, and
+    a dot at (mean confidence, accuracy) of each non-empty bin."""
+    acc = np.nan_to_num(curve.accuracy)
+    full = curve.counts > 0
+    ax.stairs(acc, curve.bin_edges, color=color, linewidth=2,
+              label=f"{name} (ECE {curve.ece:.3f})")
+    ax.stairs(acc, curve.bin_edges, color=color, fill=True, alpha=0.08)
+    ax.plot(curve.confidence[full], curve.accuracy[full], "o", color=color, markersize=4)
+
+
+def _draw_bin_counts(ax, curve, color: str, annotate: bool) -> None:
+    """Examples per bin (filled when ``annotate``: one model, each count written)."""
+    edges = curve.bin_edges
+    ax.stairs(curve.counts, edges, color=color, fill=annotate,
+              alpha=0.6 if annotate else 1.0, linewidth=1.5)
+    if annotate:  # the count of each non-empty bin, readable however skewed
+        for left, right, count in zip(edges[:-1], edges[1:], curve.counts):
+            if count > 0:
+                ax.annotate(f"{int(count)}", ((left + right) / 2, count), ha="center",
+                            va="bottom", fontsize=7)
+
+
+def _style_reliability_axes(top, bottom, curves: dict) -> None:
+    """Limits, labels, grid and legend of the two panels (log-scale counts)."""
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.grid(alpha=0.3)
+    top.legend(loc="upper left", fontsize=9)
+    bottom.set_xlabel("confidence (max predicted probability)")
+    bottom.set_yscale("log")
+    bottom.set_ylim(bottom=0.8, top=max(int(c.counts.max()) for c in curves.values()) * 4)
+    bottom.set_ylabel("examples\n(log scale)")
+    bottom.grid(alpha=0.3)
+
+
 def reliability_diagram(
     probs: Series,
     labels: ArrayLike,
@@ -188,100 +252,21 @@ def reliability_diagram(
         ValueError: If ``probs`` / ``labels`` are malformed (see
             :mod:`tfp_bcnn.metrics`) or ``num_bins <= 0``.
     """
-    series = _as_series("probs", probs)
-    curves = {}
-    for name, array in series.items():
-        try:
-            curves[name] = metrics.reliability_curve(array, labels, num_bins)
-        except ValueError as error:
-            if name:
-                raise ValueError(f"probs[{name!r}]: {error}") from None
-            raise
-
+    curves = _reliability_curves(probs, labels, num_bins)
     figure = _new_figure(6.0, 6.5)
     top, bottom = figure.subplots(
         2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
-    top.plot(
-        [0, 1],
-        [0, 1],
-        linestyle="--",
-        color="0.4",
-        linewidth=1,
-        label="perfect calibration",
-    )
+    top.plot([0, 1], [0, 1], linestyle="--", color="0.4", linewidth=1,
+             label="perfect calibration")
     single = len(curves) == 1
-    colors = [f"C{i}" for i in range(len(curves))]
-    for (name, curve), color in zip(curves.items(), colors):
-        edges = curve.bin_edges
-        width = np.diff(edges)
-        acc = np.nan_to_num(curve.accuracy)
-        full = curve.counts > 0
+    for i, (name, curve) in enumerate(curves.items()):
         if single:
-            top.bar(
-                edges[:-1],
-                acc,
-                width=width,
-                align="edge",
-                color=color,
-                edgecolor="black",
-                linewidth=0.6,
-                label="accuracy",
-            )
-            conf = np.where(full, curve.confidence, 0.0)
-            top.bar(
-                edges[:-1][full],
-                (conf - acc)[full],
-                bottom=acc[full],
-                width=width[full],
-                align="edge",
-                color="tab:red",
-                alpha=0.25,
-                hatch="//",
-                edgecolor="tab:red",
-                linewidth=0.6,
-                label="gap to confidence",
-            )
+            _draw_calibration_bars(top, curve, f"C{i}")
         else:
-            label = f"{name} (ECE {curve.ece:.3f})"
-            top.stairs(acc, edges, color=color, linewidth=2, label=label)
-            top.stairs(acc, edges, color=color, fill=True, alpha=0.08)
-            top.plot(
-                curve.confidence[full],
-                curve.accuracy[full],
-                "o",
-                color=color,
-                markersize=4,
-            )
-        bottom.stairs(
-            curve.counts,
-            edges,
-            color=color,
-            fill=single,
-            alpha=0.6 if single else 1.0,
-            linewidth=1.5,
-        )
-        if single:  # the count of each non-empty bin, readable however skewed
-            for left, right, count in zip(edges[:-1], edges[1:], curve.counts):
-                if count > 0:
-                    bottom.annotate(
-                        f"{int(count)}",
-                        ((left + right) / 2, count),
-                        ha="center",
-                        va="bottom",
-                        fontsize=7,
-                    )
-
-    top.set_xlim(0, 1)
-    top.set_ylim(0, 1)
-    top.set_ylabel("accuracy")
-    top.grid(alpha=0.3)
-    top.legend(loc="upper left", fontsize=9)
-    bottom.set_xlabel("confidence (max predicted probability)")
-    bottom.set_yscale("log")
-    bottom.set_ylim(bottom=0.8, top=max(int(c.counts.max()) for c in curves.values()) * 4)
-    bottom.set_ylabel("examples\n(log scale)")
-    bottom.grid(alpha=0.3)
+            _draw_calibration_outline(top, curve, name, f"C{i}")
+        _draw_bin_counts(bottom, curve, f"C{i}", annotate=single)
+    _style_reliability_axes(top, bottom, curves)
     heading = title if title is not None else "Reliability diagram"
     if single and next(iter(curves)):
         heading = f"{heading}: {next(iter(curves))}"
@@ -289,6 +274,34 @@ def reliability_diagram(
         heading = f"{heading} (ECE = {next(iter(curves.values())).ece:.4f})"
     top.set_title(heading)
     return _save(figure, path)
+
+
+def _draw_not_applicable(ax, label: str) -> None:
+    """An epistemic panel of a deterministic model: "n/a" and why, no histogram."""
+    ax.set_title(f"{label}\nOOD AUROC = {NOT_APPLICABLE}", fontsize=10)
+    ax.text(0.5, 0.5, f"{NOT_APPLICABLE}: deterministic model\n(every Monte Carlo "
+            "sample is the same,\nso there is no epistemic uncertainty)",
+            ha="center", va="center", transform=ax.transAxes, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _draw_histogram_panel(ax, values_in, values_out, names, bins: int, label: str) -> None:
+    """Normalised histograms of one score, in vs out, on shared bins; means
+    dashed; the score's OOD AUROC (``metrics.ood_auroc``) in the title."""
+    edges = np.histogram_bin_edges(np.concatenate([values_in, values_out]), bins=bins)
+    for values, name, color in ((values_in, names[0], "C0"), (values_out, names[1], "C3")):
+        weights = np.full(values.shape, 1.0 / values.shape[0])
+        ax.hist(values, bins=edges, weights=weights, color=color, alpha=0.5,
+                label=f"{name} (n={values.shape[0]})")
+        ax.axvline(values.mean(), color=color, linestyle="--", linewidth=1,
+                   label=f"mean, {name}")
+    auroc = metrics.ood_auroc(values_in, values_out)
+    ax.set_title(f"{label}\nOOD AUROC = {auroc:.3f}", fontsize=10)
+    ax.set_xlabel("nats")
+    ax.set_ylabel("fraction of examples")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def uncertainty_histograms(
@@ -337,43 +350,63 @@ def uncertainty_histograms(
     figure = _new_figure(10.0, 4.2)
     axes = figure.subplots(1, 2)
     for ax, key in zip(axes, ("aleatoric", "epistemic")):
-        label = SCORE_LABELS[key]
         values_in = _field("in_dist", in_dist, key)
         values_out = _field("out_dist", out_dist, key)
         if deterministic and key == "epistemic":
-            ax.set_title(f"{label}\nOOD AUROC = {NOT_APPLICABLE}", fontsize=10)
-            ax.text(0.5, 0.5, f"{NOT_APPLICABLE}: deterministic model\n(every Monte Carlo "
-                    "sample is the same,\nso there is no epistemic uncertainty)",
-                    ha="center", va="center", transform=ax.transAxes, fontsize=10)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            continue
-        edges = np.histogram_bin_edges(
-            np.concatenate([values_in, values_out]), bins=int(bins)
-        )
-        for values, name, color in (
-            (values_in, names[0], "C0"),
-            (values_out, names[1], "C3"),
-        ):
-            weights = np.full(values.shape, 1.0 / values.shape[0])
-            ax.hist(
-                values,
-                bins=edges,
-                weights=weights,
-                color=color,
-                alpha=0.5,
-                label=f"{name} (n={values.shape[0]})",
-            )
-            ax.axvline(values.mean(), color=color, linestyle="--", linewidth=1,
-                       label=f"mean, {name}")
-        auroc = metrics.ood_auroc(values_in, values_out)
-        ax.set_title(f"{label}\nOOD AUROC = {auroc:.3f}", fontsize=10)
-        ax.set_xlabel("nats")
-        ax.set_ylabel("fraction of examples")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+            _draw_not_applicable(ax, SCORE_LABELS[key])
+        else:
+            _draw_histogram_panel(ax, values_in, values_out, names, int(bins),
+                                  SCORE_LABELS[key])
     figure.suptitle(title if title is not None else "Predictive uncertainty")
     return _save(figure, path)
+
+
+def _named_series(name: str, value: Series, labels, num_angles: int) -> dict[str, np.ndarray]:
+    """``{series name: (A,)}`` from ``(A,)``, ``(K, A)`` (named by ``labels``) or a mapping."""
+    if isinstance(value, Mapping):
+        series = _as_series(name, value)
+        return {key: _vector(f"{name}[{key!r}]", array, num_angles)
+                for key, array in series.items()}
+    array = np.asarray(value)
+    if array.ndim == 1:
+        rows = [array]
+    elif array.ndim == 2:
+        rows = list(array)
+    else:
+        raise ValueError(
+            f"`{name}` must be (A,), (K, A) or a mapping. Received: {name}.shape={array.shape}"
+        )
+    if labels is None:
+        names = [f"series {i}" if len(rows) > 1 else "" for i in range(len(rows))]
+    else:
+        names = [labels] if isinstance(labels, str) else [str(label) for label in labels]
+        if len(names) != len(rows):
+            raise ValueError(
+                f"`labels` must name the {len(rows)} series of `{name}`. "
+                f"Received: labels={labels!r}"
+            )
+    return {key: _vector(name if len(rows) == 1 else f"{name}[{i}]", row, num_angles)
+            for i, (key, row) in enumerate(zip(names, rows))}
+
+
+def _draw_rotation_lines(ax, twin, angles, acc_series: dict, unc_series: dict,
+                         uncertainty_label: str) -> list:
+    """Accuracy (solid, circles) on ``ax`` and uncertainty (dashed, squares) on
+    ``twin``; one series in two colours, several in one colour each. Returns
+    the line handles for the legend."""
+    single = len(acc_series) == 1
+    handles = []
+    for i, (name, acc) in enumerate(acc_series.items()):
+        acc_color, unc_color = ("C0", "C3") if single else (f"C{i}", f"C{i}")
+        (line,) = ax.plot(angles, acc, "-o", color=acc_color, markersize=4,
+                          label=f"{_legend_name(name, '')} accuracy".strip())
+        handles.append(line)
+        if twin is not None:
+            (line,) = twin.plot(angles, unc_series[name], "--s", color=unc_color, markersize=4,
+                                alpha=0.8,
+                                label=f"{_legend_name(name, '')} {uncertainty_label}".strip())
+            handles.append(line)
+    return handles
 
 
 def rotation_curve(
@@ -416,42 +449,9 @@ def rotation_curve(
     angles = _vector("angles", angles)
     num_angles = angles.shape[0]
 
-    def to_named(name: str, value: Series) -> dict[str, np.ndarray]:
-        if isinstance(value, Mapping):
-            series = _as_series(name, value)
-            return {
-                key: _vector(f"{name}[{key!r}]", array, num_angles)
-                for key, array in series.items()
-            }
-        array = np.asarray(value)
-        if array.ndim == 1:
-            rows = [array]
-        elif array.ndim == 2:
-            rows = list(array)
-        else:
-            raise ValueError(
-                f"`{name}` must be (A,), (K, A) or a mapping. Received: {name}.shape={array.shape}"
-            )
-        if labels is None:
-            names = [f"series {i}" if len(rows) > 1 else "" for i in range(len(rows))]
-        else:
-            names = (
-                [labels]
-                if isinstance(labels, str)
-                else [str(label) for label in labels]
-            )
-            if len(names) != len(rows):
-                raise ValueError(
-                    f"`labels` must name the {len(rows)} series of `{name}`. "
-                    f"Received: labels={labels!r}"
-                )
-        return {
-            key: _vector(name if len(rows) == 1 else f"{name}[{i}]", row, num_angles)
-            for i, (key, row) in enumerate(zip(names, rows))
-        }
-
-    acc_series = to_named("accuracy", accuracy)
-    unc_series = to_named("uncertainty", uncertainty) if uncertainty is not None else {}
+    acc_series = _named_series("accuracy", accuracy, labels, num_angles)
+    unc_series = (_named_series("uncertainty", uncertainty, labels, num_angles)
+                  if uncertainty is not None else {})
     if unc_series and list(unc_series) != list(acc_series):
         raise ValueError(
             "`accuracy` and `uncertainty` must name the same series in the same order. "
@@ -465,29 +465,8 @@ def rotation_curve(
     # one series: accuracy and uncertainty in two colours, matched by their axes;
     # several: a colour per series, accuracy solid and uncertainty dashed
     acc_axis_color, unc_axis_color = ("C0", "C3") if single else ("black", "black")
-    handles = []
-    for i, (name, acc) in enumerate(acc_series.items()):
-        acc_color, unc_color = ("C0", "C3") if single else (f"C{i}", f"C{i}")
-        (line,) = ax.plot(
-            angles,
-            acc,
-            "-o",
-            color=acc_color,
-            markersize=4,
-            label=f"{_legend_name(name, '')} accuracy".strip(),
-        )
-        handles.append(line)
-        if twin is not None:
-            (line,) = twin.plot(
-                angles,
-                unc_series[name],
-                "--s",
-                color=unc_color,
-                markersize=4,
-                alpha=0.8,
-                label=f"{_legend_name(name, '')} {uncertainty_label}".strip(),
-            )
-            handles.append(line)
+    handles = _draw_rotation_lines(ax, twin, angles, acc_series, unc_series,
+                                   uncertainty_label)
     ax.set_xlabel("rotation angle (degrees)")
     ax.set_ylabel("accuracy", color=acc_axis_color)
     ax.tick_params(axis="y", colors=acc_axis_color)
@@ -504,6 +483,100 @@ def rotation_curve(
         title if title is not None else "Accuracy and uncertainty under rotation"
     )
     return _save(figure, path)
+
+
+def _checked_predictions(images, probs, labels, samples, class_names):
+    """The arguments of `sample_predictions` as arrays, checked against each other.
+
+    Returns:
+        ``(images (N, H, W[, 3|4]), probs (N, C) float64, labels or None,
+        samples (S, N, C) float64 or None, class_names (C,))``.
+    """
+    images = np.asarray(images)
+    probs = np.asarray(probs, dtype=np.float64)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] in (3, 4))):
+        raise ValueError(
+            "`images` must have shape (N, H, W), (N, H, W, 1), (N, H, W, 3) or (N, H, W, 4). "
+            f"Received: images.shape={np.shape(images)}"
+        )
+    if probs.ndim != 2 or probs.shape[0] != images.shape[0] or probs.shape[1] == 0:
+        raise ValueError(
+            "`probs` must have shape (N, C) with N the number of images. "
+            f"Received: probs.shape={probs.shape}, images.shape={images.shape}"
+        )
+    if images.shape[0] == 0:
+        raise ValueError(f"`images` must not be empty. Received: images.shape={images.shape}")
+    num_classes = probs.shape[1]
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(
+                f"`labels` must be integers of shape ({images.shape[0]},). "
+                f"Received: labels.shape={labels.shape}, labels.dtype={labels.dtype}"
+            )
+    if samples is not None:
+        samples = np.asarray(samples, dtype=np.float64)
+        if samples.ndim != 3 or samples.shape[1:] != probs.shape or samples.shape[0] == 0:
+            raise ValueError(
+                f"`samples` must have shape (S, {probs.shape[0]}, {num_classes}) to match probs. "
+                f"Received: samples.shape={samples.shape}"
+            )
+    if class_names is None:
+        class_names = [str(c) for c in range(num_classes)]
+    elif len(class_names) != num_classes:
+        raise ValueError(
+            f"`class_names` must hold {num_classes} names. Received: {len(class_names)} names"
+        )
+    return images, probs, labels, samples, class_names
+
+
+def _bar_colors(prob, label, num_classes: int) -> list:
+    """Grey bars; the predicted class blue (red when wrong), the true class green."""
+    predicted = int(np.argmax(prob))
+    colors = ["0.65"] * num_classes
+    colors[predicted] = "C0"
+    if label is not None and 0 <= label < num_classes:
+        if int(label) != predicted:
+            colors[predicted] = "C3"  # wrong prediction in red
+        colors[int(label)] = "C2"  # true class in green
+    return colors
+
+
+def _draw_image(ax, image, prob, label, class_names) -> None:
+    """One image, titled with the predicted class (its probability) and the true one."""
+    ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    predicted = int(np.argmax(prob))
+    heading = f"pred {class_names[predicted]} ({prob[predicted]:.2f})"
+    if label is not None and 0 <= label < len(class_names):
+        heading += f"\ntrue {class_names[int(label)]}"
+    ax.set_title(heading, fontsize=8)
+
+
+def _draw_distribution(ax, prob, label, draws, class_names, rng, first: bool) -> None:
+    """Mean probability bars; with ``draws`` (S, C) up to 200 jittered sample
+    dots and a 5-95 percentile line per class."""
+    num_classes = len(class_names)
+    positions = np.arange(num_classes)
+    ax.bar(positions, prob, color=_bar_colors(prob, label, num_classes), width=0.8)
+    if draws is not None:
+        shown = draws[: min(draws.shape[0], 200)]
+        jitter = rng.uniform(-0.25, 0.25, size=shown.shape)
+        ax.scatter((positions + jitter).ravel(), shown.ravel(), s=3, color="black",
+                   alpha=0.25, linewidths=0)
+        low, high = np.percentile(draws, [5, 95], axis=0)
+        ax.vlines(positions, low, high, color="black", linewidth=1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xticks(positions)
+    ax.set_xticklabels(class_names, fontsize=6 if num_classes > 10 else 7)
+    ax.tick_params(axis="y", labelsize=7)
+    if first:
+        ax.set_ylabel("probability", fontsize=8)
+    else:
+        ax.set_yticklabels([])
 
 
 def sample_predictions(
@@ -545,101 +618,21 @@ def sample_predictions(
         ValueError: If the shapes disagree, an array has the wrong rank, or
             ``max_images <= 0``.
     """
-    images = np.asarray(images)
-    probs = np.asarray(probs, dtype=np.float64)
     check.positive_int("max_images", max_images)
-    if images.ndim == 4 and images.shape[-1] == 1:
-        images = images[..., 0]
-    if not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] in (3, 4))):
-        raise ValueError(
-            "`images` must have shape (N, H, W), (N, H, W, 1), (N, H, W, 3) or (N, H, W, 4). "
-            f"Received: images.shape={np.shape(images)}"
-        )
-    if probs.ndim != 2 or probs.shape[0] != images.shape[0] or probs.shape[1] == 0:
-        raise ValueError(
-            "`probs` must have shape (N, C) with N the number of images. "
-            f"Received: probs.shape={probs.shape}, images.shape={images.shape}"
-        )
-    if images.shape[0] == 0:
-        raise ValueError(
-            f"`images` must not be empty. Received: images.shape={images.shape}"
-        )
-    num_classes = probs.shape[1]
-    if labels is not None:
-        labels = np.asarray(labels)
-        if labels.shape != (images.shape[0],) or not np.issubdtype(
-            labels.dtype, np.integer
-        ):
-            raise ValueError(
-                f"`labels` must be integers of shape ({images.shape[0]},). "
-                f"Received: labels.shape={labels.shape}, labels.dtype={labels.dtype}"
-            )
-    if samples is not None:
-        samples = np.asarray(samples, dtype=np.float64)
-        if (
-            samples.ndim != 3
-            or samples.shape[1:] != probs.shape
-            or samples.shape[0] == 0
-        ):
-            raise ValueError(
-                f"`samples` must have shape (S, {probs.shape[0]}, {num_classes}) to match probs. "
-                f"Received: samples.shape={samples.shape}"
-            )
-    if class_names is None:
-        class_names = [str(c) for c in range(num_classes)]
-    elif len(class_names) != num_classes:
-        raise ValueError(
-            f"`class_names` must hold {num_classes} names. Received: {len(class_names)} names"
-        )
-
+    images, probs, labels, samples, class_names = _checked_predictions(
+        images, probs, labels, samples, class_names)
     count = min(int(max_images), images.shape[0])
     figure = _new_figure(max(2.0 * count, 4.0), 4.6)
     axes = figure.subplots(
         2, count, squeeze=False, gridspec_kw={"height_ratios": [1, 1]}
     )
     rng = np.random.default_rng(0)  # jitter only; fixed so figures are reproducible
-    positions = np.arange(num_classes)
     for i in range(count):
-        image_ax, bar_ax = axes[0, i], axes[1, i]
-        if images.ndim == 3:
-            image_ax.imshow(images[i], cmap="gray")
-        else:
-            image_ax.imshow(images[i])
-        image_ax.set_xticks([])
-        image_ax.set_yticks([])
-        predicted = int(np.argmax(probs[i]))
-        heading = f"pred {class_names[predicted]} ({probs[i, predicted]:.2f})"
-        colors = ["0.65"] * num_classes
-        colors[predicted] = "C0"
-        if labels is not None and 0 <= labels[i] < num_classes:
-            truth = int(labels[i])
-            heading += f"\ntrue {class_names[truth]}"
-            if truth != predicted:
-                colors[predicted] = "C3"  # wrong prediction in red
-            colors[truth] = "C2"  # true class in green
-        image_ax.set_title(heading, fontsize=8)
-        bar_ax.bar(positions, probs[i], color=colors, width=0.8)
-        if samples is not None:
-            draws = samples[: min(samples.shape[0], 200), i, :]
-            jitter = rng.uniform(-0.25, 0.25, size=draws.shape)
-            bar_ax.scatter(
-                (positions + jitter).ravel(),
-                draws.ravel(),
-                s=3,
-                color="black",
-                alpha=0.25,
-                linewidths=0,
-            )
-            low, high = np.percentile(samples[:, i, :], [5, 95], axis=0)
-            bar_ax.vlines(positions, low, high, color="black", linewidth=1)
-        bar_ax.set_ylim(0, 1.02)
-        bar_ax.set_xticks(positions)
-        bar_ax.set_xticklabels(class_names, fontsize=6 if num_classes > 10 else 7)
-        bar_ax.tick_params(axis="y", labelsize=7)
-        if i == 0:
-            bar_ax.set_ylabel("probability", fontsize=8)
-        else:
-            bar_ax.set_yticklabels([])
+        _draw_image(axes[0, i], images[i], probs[i], None if labels is None else labels[i],
+                    class_names)
+        _draw_distribution(axes[1, i], probs[i], None if labels is None else labels[i],
+                           None if samples is None else samples[:, i, :], class_names, rng,
+                           first=i == 0)
     figure.suptitle(title if title is not None else "Predictive distributions")
     return _save(figure, path)
 
@@ -670,43 +663,23 @@ def sparsity_curve(
             a sparsity lies outside ``[0, 1]``.
     """
     sparsities = _vector("sparsities", sparsities)
-    if (
-        (sparsities < 0).any()
-        or (sparsities > 1).any()
-        or not np.isfinite(sparsities).all()
-    ):
+    if (sparsities < 0).any() or (sparsities > 1).any() or not np.isfinite(sparsities).all():
         raise ValueError(
             "`sparsities` must be fractions in [0, 1] (not percentages). "
             f"Received: sparsities={sparsities.tolist()}"
         )
-    series = {
-        name: _vector(
-            f"accuracies[{name!r}]" if name else "accuracies",
-            values,
-            sparsities.shape[0],
-        )
-        for name, values in _as_series("accuracies", accuracies).items()
-    }
+    series = {name: _vector(f"accuracies[{name!r}]" if name else "accuracies", values,
+                            sparsities.shape[0])
+              for name, values in _as_series("accuracies", accuracies).items()}
     order = np.argsort(sparsities, kind="stable")
     figure = _new_figure(6.5, 4.5)
     ax = figure.subplots()
     for i, (name, values) in enumerate(series.items()):
-        ax.plot(
-            100 * sparsities[order],
-            values[order],
-            "-o",
-            color=f"C{i}",
-            markersize=4,
-            label=_legend_name(name, "accuracy"),
-        )
+        ax.plot(100 * sparsities[order], values[order], "-o", color=f"C{i}", markersize=4,
+                label=_legend_name(name, "accuracy"))
     if baseline is not None:
-        ax.axhline(
-            float(baseline),
-            color="0.3",
-            linestyle=":",
-            linewidth=1.2,
-            label=f"unpruned ({float(baseline):.3f})",
-        )
+        ax.axhline(float(baseline), color="0.3", linestyle=":", linewidth=1.2,
+                   label=f"unpruned ({float(baseline):.3f})")
     ax.set_xlabel("sparsity (% of weights pruned)")
     ax.set_ylabel("accuracy")
     ax.set_xlim(-2, 102)

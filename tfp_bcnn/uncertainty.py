@@ -17,7 +17,9 @@ posterior) and summarises the ``S`` predictive distributions ``p_s``:
                   = aleatoric_variance    +  epistemic_variance
                   = pbar (1 - pbar)
 
-``decompose`` is the same computation on an array of samples, in NumPy only.
+``decompose`` is the same computation on an array of samples, in NumPy only:
+both call ``tfp_bcnn._prediction`` (the result types and summaries, shared
+with the TF-free runtime of exported files).
 
 How the ``S`` samples are drawn depends on the Bayesian layers of the model:
 
@@ -45,7 +47,6 @@ draws of the logits; the summaries are the same.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import sys
 import threading
@@ -59,6 +60,13 @@ from keras import ops
 from . import _mixture
 from . import _validation as check
 from ._compat import all_layers
+from ._prediction import (
+    Prediction,
+    RegressionPrediction,
+    concatenate,
+    summarize,
+    summarize_gaussian,
+)
 from .kl import bayesian_layers
 from .layers import BayesianLayer, GaussianHead, MCDropout, Rank1Layer
 
@@ -68,91 +76,9 @@ __all__ = ["METHODS", "Prediction", "RegressionPrediction", "decompose", "predic
 METHODS = ("mc", "moments")
 
 
-# --------------------------------------------------------------------- results
-def _shape_repr(obj) -> str:
-    parts = []
-    for f in dataclasses.fields(obj):
-        v = getattr(obj, f.name)
-        parts.append(f"{f.name}={'None' if v is None else f'<array {v.shape}>'}")
-    return f"{type(obj).__name__}({', '.join(parts)})"
-
-
-@dataclasses.dataclass(frozen=True, eq=False, repr=False)
-class Prediction:
-    """Monte Carlo predictive distribution of a classifier and its uncertainty.
-
-    With ``S`` samples ``p_s`` (``N`` examples, ``C`` classes), ``pbar =
-    mean_s p_s`` and ``H[p] = -sum_c p_c log p_c`` (nats, ``0 log 0 = 0``):
-
-    Attributes:
-        mean: ``(N, C)`` predictive probabilities ``pbar``.
-        std: ``(N, C)`` standard deviation of ``p_s`` over samples (ddof=0).
-        predictive_entropy: ``(N,)`` total uncertainty ``H[pbar]``.
-        aleatoric: ``(N,)`` expected entropy ``mean_s H[p_s]``.
-        epistemic: ``(N,)`` mutual information between the label and the
-            weights, ``H[pbar] - mean_s H[p_s]`` (>= 0 by Jensen; clipped at
-            0 against rounding).
-        aleatoric_variance: ``(N, C)`` ``mean_s p_s (1 - p_s)``, the diagonal
-            of ``mean_s (diag(p_s) - p_s p_s^T)`` (Kwon et al. 2018).
-        epistemic_variance: ``(N, C)`` ``mean_s (p_s - pbar)^2`` (= ``std**2``),
-            the diagonal of ``mean_s (p_s - pbar)(p_s - pbar)^T``.
-            ``aleatoric_variance + epistemic_variance = pbar (1 - pbar)``.
-        samples: ``(S, N, C)`` the sampled probabilities, or None unless
-            requested (``return_samples=True``).
-
-    Derived fields are float64 (computed in double precision); ``samples``
-    keep the model's output dtype.
-    """
-
-    mean: np.ndarray
-    std: np.ndarray
-    predictive_entropy: np.ndarray
-    aleatoric: np.ndarray
-    epistemic: np.ndarray
-    aleatoric_variance: np.ndarray
-    epistemic_variance: np.ndarray
-    samples: np.ndarray | None = None
-
-    __repr__ = _shape_repr
-
-
-@dataclasses.dataclass(frozen=True, eq=False, repr=False)
-class RegressionPrediction:
-    """Monte Carlo predictive distribution of a ``GaussianHead`` regressor.
-
-    Each sample ``s`` predicts ``N(mu_s, sigma_s^2)`` for each of the ``K``
-    targets; the predictive distribution is their equal-weight mixture, whose
-    variance splits by the law of total variance (Kendall & Gal 2017,
-    https://arxiv.org/abs/1703.04977)::
-
-        Var[y] = mean_s sigma_s^2      +  mean_s (mu_s - mean)^2
-               = aleatoric_variance    +  epistemic_variance
-
-    Attributes:
-        mean: ``(N, K)`` predictive mean ``mean_s mu_s``.
-        aleatoric_variance: ``(N, K)`` mean of the predicted variances.
-        epistemic_variance: ``(N, K)`` variance of the predicted means (ddof=0).
-        variance: ``(N, K)`` their sum, the predictive variance.
-        std: ``(N, K)`` ``sqrt(variance)``.
-        samples: ``(S, N, 2K)`` the raw head outputs ``[mu_s, sigma_s]``, or
-            None unless requested.
-    """
-
-    mean: np.ndarray
-    aleatoric_variance: np.ndarray
-    epistemic_variance: np.ndarray
-    variance: np.ndarray
-    std: np.ndarray
-    samples: np.ndarray | None = None
-
-    __repr__ = _shape_repr
-
-
-# ----------------------------------------------------------------- the maths
-def _entropy(p: np.ndarray) -> np.ndarray:
-    """``-sum_c p_c log p_c`` over the last axis, with ``0 log 0 = 0``."""
-    safe = np.where(p > 0, p, 1.0)
-    return -np.sum(p * np.log(safe), axis=-1)
+# ------------------------------------------------------- results and the maths
+# `Prediction`, `RegressionPrediction` and the summaries live in `_prediction`
+# (NumPy only), shared with the TF-free runtime of exported files.
 
 
 def _probability_problem(samples: np.ndarray) -> str | None:
@@ -170,24 +96,6 @@ def _probability_problem(samples: np.ndarray) -> str | None:
             f"[{sums.min():.4g}, {sums.max():.4g}])"
         )
     return None
-
-
-def _decompose(samples: np.ndarray, return_samples: bool) -> Prediction:
-    p = np.clip(samples.astype(np.float64), 0.0, 1.0)
-    mean = p.mean(axis=0)
-    epistemic_variance = np.mean(np.square(p - mean), axis=0)
-    predictive_entropy = _entropy(mean)
-    aleatoric = _entropy(p).mean(axis=0)
-    return Prediction(
-        mean=mean,
-        std=np.sqrt(epistemic_variance),
-        predictive_entropy=predictive_entropy,
-        aleatoric=aleatoric,
-        epistemic=np.maximum(predictive_entropy - aleatoric, 0.0),
-        aleatoric_variance=np.mean(p * (1.0 - p), axis=0),
-        epistemic_variance=epistemic_variance,
-        samples=samples if return_samples else None,
-    )
 
 
 def decompose(samples, *, return_samples: bool = False) -> Prediction:
@@ -221,38 +129,7 @@ def decompose(samples, *, return_samples: bool = False) -> Prediction:
     problem = _probability_problem(samples)
     if problem is not None:
         raise ValueError(f"`samples` must be class probabilities, but {problem}.")
-    return _decompose(samples, return_samples)
-
-
-def _decompose_gaussian(samples: np.ndarray, return_samples: bool) -> RegressionPrediction:
-    s = samples.astype(np.float64)
-    k = s.shape[-1] // 2
-    mu, sigma = s[..., :k], s[..., k:]
-    mean = mu.mean(axis=0)
-    aleatoric_variance = np.mean(np.square(sigma), axis=0)
-    epistemic_variance = np.mean(np.square(mu - mean), axis=0)
-    variance = aleatoric_variance + epistemic_variance
-    return RegressionPrediction(
-        mean=mean,
-        aleatoric_variance=aleatoric_variance,
-        epistemic_variance=epistemic_variance,
-        variance=variance,
-        std=np.sqrt(variance),
-        samples=samples if return_samples else None,
-    )
-
-
-def _concatenate(parts):
-    """Join per-batch results along the example axis (axis 1 for samples)."""
-    first = parts[0]
-    values = {}
-    for f in dataclasses.fields(first):
-        if getattr(first, f.name) is None:
-            values[f.name] = None
-        else:
-            axis = 1 if f.name == "samples" else 0
-            values[f.name] = np.concatenate([getattr(p, f.name) for p in parts], axis=axis)
-    return type(first)(**values)
+    return summarize(samples, return_samples)
 
 
 # ---------------------------------------------------------------- the model
@@ -304,8 +181,8 @@ def _empty_result(model, num_samples, regression, return_samples):
         )
     samples = np.zeros((num_samples, 0, width), np.float32)
     if regression:
-        return _decompose_gaussian(samples, return_samples)
-    return _decompose(samples, return_samples)
+        return summarize_gaussian(samples, return_samples)
+    return summarize(samples, return_samples)
 
 
 def _input_spec(model):
@@ -613,7 +490,7 @@ def _monte_carlo(model, x, num_samples, batch_size, return_samples, from_logits,
         samples = draws[0] if tile else np.concatenate(draws, axis=0)
         samples = samples[:, :valid]
         if regression:
-            parts.append(_decompose_gaussian(samples, return_samples))
+            parts.append(summarize_gaussian(samples, return_samples))
             continue
         if samples.ndim != 3:
             raise ValueError(
@@ -628,14 +505,14 @@ def _monte_carlo(model, x, num_samples, batch_size, return_samples, from_logits,
                 f"The model outputs must be class probabilities, but {problem}{hint}. "
                 f"Received: from_logits={from_logits!r}"
             )
-        parts.append(_decompose(samples, return_samples))
+        parts.append(summarize(samples, return_samples))
     if forward is not None:
         forward.finish()
     if progbar is not None and steps is None:
         progbar.update(done, finalize=True)
     if not parts:
         return _empty_result(model, num_samples, regression, return_samples)
-    return _concatenate(parts)
+    return concatenate(parts)
 
 
 # ------------------------------------------------------------------ ensembles
@@ -703,8 +580,8 @@ def _ensemble(members, x, num_samples, batch_size, return_samples, from_logits, 
         pooled.append(np.broadcast_to(p.samples, (draws, *p.samples.shape[1:])))
     samples = np.concatenate(pooled, axis=0)
     if first[0] is RegressionPrediction:
-        return _decompose_gaussian(samples, return_samples)
-    return _decompose(samples, return_samples)
+        return summarize_gaussian(samples, return_samples)
+    return summarize(samples, return_samples)
 
 
 def predict(

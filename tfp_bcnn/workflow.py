@@ -4,7 +4,7 @@ Each step is a function with its policy written here once, so that
 ``tfp-bcnn`` (``cli.py``, argument parsing only) and the main job
 (``demo.py``) compute every number the same way:
 
-* training: ``compile_model`` (Adam, sparse cross-entropy, the ``kl`` metric)
+* training: ``models.compile_bayesian`` (Adam, sparse cross-entropy, the ``kl`` metric)
   then ``fit`` (``TerminateOnNaN``, the KL weighting of ``models.RECIPE``,
   optional KL annealing); ``run_train``'s epochs, batch size and learning
   rate default to ``models.RECIPE`` too, so ``tfp-bcnn train`` and the main
@@ -32,20 +32,20 @@ from __future__ import annotations
 import json
 import sys
 import time
+import types
 from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
     "accuracy_change",
-    "compile_model",
     "build_model",
     "evaluate_and_report",
     "export_all",
+    "FINETUNE",
     "finetune_schedule",
     "fit",
     "fit_callbacks",
     "fmt",
-    "load_data",
     "load_model",
     "member_paths",
     "mc_accuracy",
@@ -163,21 +163,7 @@ def _first_line(err: Exception) -> str:
     return next((line for line in str(err).splitlines() if line.strip()), "")
 
 
-def load_data(name):
-    """``((x_train, y_train), (x_test, y_test))`` of a named set or ``.npz`` path."""
-    from . import datasets
-
-    return datasets.get(name)
-
-
 # ------------------------------------------------------------------ training
-def compile_model(model, learning_rate: float):
-    """Compile with the recommended settings (``models.compile_bayesian``)."""
-    from .models import compile_bayesian
-
-    return compile_bayesian(model, learning_rate)
-
-
 def build_model(name: str, input_shape, num_classes: int, num_train: int, *,
                 estimator: str = "flipout", bayesian: bool = True, dropout=None, seed=None,
                 last=None):
@@ -391,6 +377,12 @@ def accuracy_change(before: float, after: float, what: str) -> str:
 
 
 # ------------------------------------------------------------------- pruning
+#: Fine-tuning under pruning (``tfp-bcnn prune``, the pruning benchmarks):
+#: a smaller learning rate than ``models.RECIPE``'s, because it starts from
+#: trained weights, and a few epochs in batches of the recipe's size.
+FINETUNE = types.MappingProxyType({"learning_rate": 5e-4, "epochs": 3, "batch_size": 64})
+
+
 def finetune_schedule(num_examples: int, batch_size: int, epochs: int,
                       final_sparsity: float):
     """The pruning schedule of fine-tuning: 0 to ``final_sparsity`` by
@@ -426,7 +418,9 @@ def prune_and_finetune(model, x, y, *, final_sparsity, criterion, epochs, batch_
     schedule = finetune_schedule(len(x), batch_size, epochs, final_sparsity)
     pruning.prune(model, schedule=schedule, criterion=criterion, scope=scope,
                   structure=structure)
-    compile_model(model, learning_rate)
+    from .models import compile_bayesian
+
+    compile_bayesian(model, learning_rate)
     fit(model, x, y, epochs=epochs, batch_size=batch_size, verbose=verbose,
         extra_callbacks=[pruning.UpdatePruning()])
     return pruning.strip(model)
@@ -576,9 +570,11 @@ def run_train(*, model="lenet5", estimator="flipout", frequentist=False, dataset
     missing folders); ``verbose`` None: bars on a terminal, else a line an epoch.
     """
     from . import _validation as check
+    from . import datasets
     from ._console import progress_verbosity
     from ._io import check_output_path
     from .ensemble import train_ensemble
+    from .models import compile_bayesian
     members = check.positive_int("members", members)
     RECIPE = recipe_of(model)
     epochs = RECIPE["epochs"] if epochs is None else epochs
@@ -590,7 +586,7 @@ def run_train(*, model="lenet5", estimator="flipout", frequentist=False, dataset
             raise ValueError(f"The output must end in .keras. Received: output={str(path)!r}")
         check_output_path(path, name="output", mkdir=mkdir)
     verbose = progress_verbosity(verbose)
-    (x, y), (x_test, y_test) = load_data(dataset)
+    (x, y), (x_test, y_test) = datasets.get(dataset)
     if model == "mobilenet_v2" or input_size is not None:
         from .datasets import fit_images
 
@@ -603,7 +599,7 @@ def run_train(*, model="lenet5", estimator="flipout", frequentist=False, dataset
         net = build_model(model, x.shape[1:], num_classes, len(x), estimator=estimator,
                           bayesian=not frequentist, dropout=dropout, seed=member_seed,
                           last=last)
-        return compile_model(net, learning_rate)
+        return compile_bayesian(net, learning_rate)
 
     kind = "frequentist" if frequentist else estimator
     if dropout:
@@ -633,12 +629,13 @@ def run_evaluate(*, model, dataset="mnist_5k", samples=32, out_dir="evaluation",
     members count as samples of one predictive distribution
     (``tfp_bcnn.predict`` on the list). ``out_dir``, ``mkdir``: as in `run_train`.
     """
+    from . import datasets
     from ._console import progress_verbosity
     from ._io import check_output_path
     check_output_path(out_dir, name="out_dir", kind="files_in", mkdir=mkdir)
     paths = [model] if isinstance(model, (str, Path)) else list(model)
     nets = [load_model(p) for p in paths]
-    (_, _), (x_test, y_test) = load_data(dataset)
+    (_, _), (x_test, y_test) = datasets.get(dataset)
     what = paths[0] if len(paths) == 1 else f"an ensemble of {len(paths)} models"
     how = "one moment pass, " if method == "moments" else ""
     print(f"evaluating {what} on {len(x_test):,} test images ({how}{samples} samples), "
@@ -655,8 +652,9 @@ def run_evaluate(*, model, dataset="mnist_5k", samples=32, out_dir="evaluation",
     return 0
 
 
-def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global", epochs=3,
-              batch_size=64, learning_rate=5e-4, dataset="mnist_5k", output=None, seed=0,
+def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global",
+              epochs=FINETUNE["epochs"], batch_size=FINETUNE["batch_size"],
+              learning_rate=FINETUNE["learning_rate"], dataset="mnist_5k", output=None, seed=0,
               structured=False, verbose=None, mkdir=False) -> int:
     """``tfp-bcnn prune``: fine-tune with `finetune_schedule`, save stripped.
 
@@ -668,7 +666,7 @@ def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global", ep
     """
     import keras
 
-    from . import _fit_images, pruning
+    from . import _fit_images, datasets, pruning
     from ._console import progress_verbosity
     from ._io import check_output_path
     if final_sparsity is None:
@@ -680,7 +678,7 @@ def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global", ep
             else f"{final_sparsity:.0%} of the weights")
     keras.utils.set_random_seed(seed)
     net = load_model(model)
-    (x, y), (x_test, y_test) = load_data(dataset)
+    (x, y), (x_test, y_test) = datasets.get(dataset)
     x, x_test = _fit_images.fit_to_model(net, x, x_test)
     before = mc_accuracy(net, x_test, y_test)
     original = load_model(model) if structured else None
@@ -715,11 +713,10 @@ def run_export(*, model, saved_model=None, tflite=None, samples=32, sampling="lr
         ValueError: neither ``saved_model`` nor ``tflite`` given; a bad output
             path (see ``_io.check_output_path``, also for ``OSError``).
     """
+    from . import _fit_images, datasets
     from ._io import check_output_path
     if not saved_model and not tflite:
         raise ValueError("Give --saved-model DIR and/or --tflite FILE. Received: neither")
-    from . import _fit_images
-
     if saved_model:
         check_output_path(saved_model, name="saved_model", kind="folder", mkdir=mkdir)
     if tflite:
@@ -727,7 +724,7 @@ def run_export(*, model, saved_model=None, tflite=None, samples=32, sampling="lr
     net = load_model(model)
     check_data = None
     if check:
-        (_, _), (x_test, y_test) = load_data(dataset)
+        (_, _), (x_test, y_test) = datasets.get(dataset)
         (x_test,) = _fit_images.fit_to_model(net, x_test[:check_images])
         check_data = (x_test, y_test[:check_images])
     print(f"exporting {model} ({samples} Monte Carlo samples inside, {sampling} sampling)",
