@@ -121,7 +121,8 @@ def delegate_stats(path: str, num_threads: int = 1) -> dict:
         interpreter = Interpreter(model_path=path, num_threads=num_threads)
         interpreter.allocate_tensors()
     except Exception as err:  # LiteRT raises ValueError / RuntimeError on bad files
-        raise ValueError(
-            f"LiteRT cannot load this file ({type(err).__name__}: {err}). Received: path={path!r}"
+        first = next((line for line in str(err).splitlines() if line.strip()), "")
+        raise ValueError(  # one line: LiteRT's messages span several
+            f"LiteRT cannot load this file ({type(err).__name__}: {first}). Received: path={path!r}"
         ) from err
     return graph_stats(interpreter)
