@@ -117,9 +117,12 @@ def delegate_stats(path: str, num_threads: int = 1) -> dict:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         return {"ops": None, "op_counts": {}, "partitions": None, "undelegated": None}
+    from tfp_bcnn._quiet import native_stderr_silenced
+
     try:
-        interpreter = Interpreter(model_path=path, num_threads=num_threads)
-        interpreter.allocate_tensors()
+        with native_stderr_silenced():  # LiteRT's "Created ... XNNPACK delegate" line
+            interpreter = Interpreter(model_path=path, num_threads=num_threads)
+            interpreter.allocate_tensors()
     except Exception as err:  # LiteRT raises ValueError / RuntimeError on bad files
         first = next((line for line in str(err).splitlines() if line.strip()), "")
         raise ValueError(  # one line: LiteRT's messages span several

@@ -30,6 +30,10 @@ class Tile(keras.layers.Layer):
     def __init__(self, reps: int, **kwargs):
         super().__init__(**kwargs)
         self.reps = int(reps)
+        # copies keep the dtype they receive: under a mixed policy an autocast
+        # to float16 would put a float16 CONCATENATION (a Flex op) into the
+        # float32 export graphs
+        self.autocast = False
 
     def call(self, x):
         # a concatenation, not TILE: LiteRT's XNNPack delegate fails to resize a
