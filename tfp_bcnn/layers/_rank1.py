@@ -414,15 +414,8 @@ class Rank1Layer(keras.layers.Layer):
                            "dilation_rate": self.dilation_rate})
         return config
 
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("prior"), dict):
-            config["prior"] = keras.saving.deserialize_keras_object(config["prior"])
-        if isinstance(config.get("kernel_regularizer"), dict):
-            config["kernel_regularizer"] = keras.regularizers.deserialize(
-                config["kernel_regularizer"])
-        return cls(**config)
+    # the prior and regularizer come back from their configs as in BayesianLayer
+    from_config = classmethod(BayesianLayer.from_config.__func__)
 
 
 _ARGS_DOC = """
