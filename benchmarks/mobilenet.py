@@ -24,8 +24,8 @@ size do not depend on the values (pruning keeps the largest |mu| per layer).
     rule (``fold_batch_norm=False``), for the folding's share.
 * A second point (``--large-size`` / ``--large-alpha``, default alpha 1.0 at
   224x224x3): deterministic and moments only (the fully Bayesian MC-32 file
-  would take seconds per call; a partially Bayesian one needs
-  ``to_bayesian(last=k)`` from issue 21).
+  would take seconds per call; a partially Bayesian one, possible with
+  ``to_bayesian(last=k)``, is not measured yet).
 * File sizes of the Bayesian ``lrt`` file: dense, pruned to 90 %
   (``pruning.prune_now``, stored sparse) and 90 % + int8.
 
@@ -209,9 +209,9 @@ def markdown(results) -> str:
         lines += ["", f"Second point: MobileNetV2 alpha {cfg['large_alpha']}, "
                   f"{cfg['large_size']}x{cfg['large_size']}x3, {large['bayesian_layers']} "
                   f"Bayesian layers, moments {lr['moments']:.1f}x the deterministic file "
-                  "(MC-32 not built: fully Bayesian it takes seconds per call, and the "
-                  "partially Bayesian `to_bayesian(last=k)` of issue 21 is not on this "
-                  "branch).", "", *_table(large["latency"])]
+                  "(MC-32 not built: fully Bayesian it takes seconds per call; a partially "
+                  "Bayesian MC-32 at this size, now possible with `to_bayesian(last=k)`, "
+                  "is not measured yet).", "", *_table(large["latency"])]
     lines += ["", "| file | KiB | vs deterministic |", "|---|---:|---:|"]
     for key, label in (("deterministic", "deterministic"),
                        ("dense", "Bayesian lrt, dense (mean + variance kernels)"),
