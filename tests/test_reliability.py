@@ -279,10 +279,10 @@ def test_runtime_invocations_hold_at_most_batch_size_rows(tflite_path):
 
 
 def test_predict_forward_calls_hold_at_most_batch_size_times_samples_rows(model):
-    from tfp_bcnn import uncertainty
+    from tfp_bcnn import _forward_runners, uncertainty
 
     rows = []  # rows of each traced forward call (static shapes of the first trace)
-    original = uncertainty._forward_body
+    original = _forward_runners._forward_body
 
     def recording(call, x, reps, from_logits):
         rows.append(None if x.shape[0] is None else reps * int(x.shape[0]))
@@ -290,10 +290,10 @@ def test_predict_forward_calls_hold_at_most_batch_size_times_samples_rows(model)
 
     uncertainty._FORWARD_CACHE.pop(model, None)  # retrace with the recorder
     try:
-        uncertainty._forward_body = recording
+        _forward_runners._forward_body = recording
         tfp_bcnn.predict(model, _images(100), num_samples=5, batch_size=16)
     finally:
-        uncertainty._forward_body = original
+        _forward_runners._forward_body = original
         uncertainty._FORWARD_CACHE.pop(model, None)
     assert rows[0] == 16 * 5 and all(r is None or r <= 16 * 5 for r in rows)
 

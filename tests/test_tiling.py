@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import tfp_bcnn as bcnn
 from tfp_bcnn import export, models
-from tfp_bcnn import uncertainty
+from tfp_bcnn import _forward_runners, uncertainty
 from tfp_bcnn._tiling import Tile, tile_after_prefix
 from tfp_bcnn.export import _inference
 
@@ -127,7 +127,7 @@ def test_predict_tiles_after_the_prefix_same_distribution(nets, monkeypatch):
     bnn = models.to_bayesian(det, "local_reparameterization", num_train_examples=50,
                              moped_delta=0.5, last=2, seed=1)
     late = bcnn.predict(bnn, x, num_samples=S, return_samples=True).samples
-    monkeypatch.setattr(uncertainty, "_tiled_after_prefix", lambda model, reps: None)
+    monkeypatch.setattr(_forward_runners, "_tiled_after_prefix", lambda model, reps: None)
     uncertainty._FORWARD_CACHE.clear()
     full = bcnn.predict(bnn, x, num_samples=S, return_samples=True).samples
     uncertainty._FORWARD_CACHE.clear()
