@@ -44,15 +44,15 @@ from collections.abc import Iterable, Mapping, Sequence
 import keras
 import numpy as np
 
-from . import _validation as check
-from . import kl as kl_lib
-from . import regularizers
-from ._annealing import KLAnnealing
-from ._compat import all_layers, clone_model, input_layer_name, is_graph_model
-from . import _mobilenet
-from ._mobilenet import MOBILENET_RECIPE
-from .layers import ESTIMATORS, MCDropout, layer_class, rank1_class
-from .layers._base import rho_from_sigma
+from .. import _validation as check
+from .. import kl as kl_lib
+from .. import regularizers
+from .._annealing import KLAnnealing
+from .._compat import all_layers, clone_model, input_layer_name, is_graph_model
+from .. import _mobilenet
+from .._mobilenet import MOBILENET_RECIPE
+from ..layers import ESTIMATORS, MCDropout, layer_class, rank1_class
+from ..layers._base import rho_from_sigma
 
 __all__ = [
     "DEFAULT_POSTERIOR_STD_INIT",
@@ -611,7 +611,7 @@ def mobilenet_v2(
         return net
     recipe = MOBILENET_RECIPE
     if prior is None:
-        from .priors import Normal
+        from ..priors import Normal
 
         prior = Normal(0.0, recipe["prior_scale"])
     std = recipe["posterior_std_init"] if posterior_std_init is None else posterior_std_init
