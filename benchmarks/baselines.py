@@ -186,37 +186,36 @@ def _train_issue23(seed, recipe, x, y, only):
     out, n, s = {}, len(x), recipe["num_samples"]
     # Initialisation screen (--methods only): random signs +-1 (the issue's
     # init) against the default means N(1, 0.5^2).
-    if wanted(RANK1) or wanted(RANK1 + " + moments"):
+    def rank1(num_components, sign_init=False):
+        """A rank-1 LeNet-5 trained with the recipe; (model, seconds)."""
         keras.utils.set_random_seed(seed)
-        rank1 = models.lenet5(num_train_examples=n, seed=seed, posterior="rank1",
-                              num_components=4)
-        secs = _fit(rank1, x, y, recipe, models.recipe_callbacks(recipe))
-        out[RANK1] = (lambda z: _from_prediction(tfp_bcnn.predict(rank1, z, num_samples=s)),
-                      secs)
+        model = models.lenet5(num_train_examples=n, seed=seed, posterior="rank1",
+                              num_components=num_components)
+        if sign_init:  # the issue's init: factor means at random signs +-1
+            rng = np.random.default_rng(seed)
+            for layer in model.layers:
+                for name in ("in_factor_loc", "out_factor_loc"):
+                    if hasattr(layer, name):
+                        v = getattr(layer, name)
+                        v.assign(rng.choice([-1.0, 1.0], v.shape).astype("float32"))
+        return model, _fit(model, x, y, recipe, models.recipe_callbacks(recipe))
+
+    def mc(model):
+        return lambda z: _from_prediction(tfp_bcnn.predict(model, z, num_samples=s))
+
+    if wanted(RANK1) or wanted(RANK1 + " + moments"):
+        k4, secs = rank1(4)
+        out[RANK1] = (mc(k4), secs)
         if HAS_MOMENTS:
             out[RANK1 + " + moments"] = (
                 lambda z: _from_prediction(
-                    tfp_bcnn.predict(rank1, z, num_samples=s, method="moments")), secs)
-    if wanted(RANK1_SIGN_INIT, default=False):  # the issue's init, screened against
-        keras.utils.set_random_seed(seed)
-        alt = models.lenet5(num_train_examples=n, seed=seed, posterior="rank1",
-                            num_components=4)
-        rng = np.random.default_rng(seed)
-        for layer in alt.layers:
-            for name in ("in_factor_loc", "out_factor_loc"):
-                if hasattr(layer, name):
-                    v = getattr(layer, name)
-                    v.assign(rng.choice([-1.0, 1.0], v.shape).astype("float32"))
-        secs = _fit(alt, x, y, recipe, models.recipe_callbacks(recipe))
-        out[RANK1_SIGN_INIT] = (
-            lambda z: _from_prediction(tfp_bcnn.predict(alt, z, num_samples=s)), secs)
+                    tfp_bcnn.predict(k4, z, num_samples=s, method="moments")), secs)
+    if wanted(RANK1_SIGN_INIT, default=False):  # screened against the default init
+        signed, secs = rank1(4, sign_init=True)
+        out[RANK1_SIGN_INIT] = (mc(signed), secs)
     if wanted(RANK1_K8, default=False):  # more modes, same cost per epoch
-        keras.utils.set_random_seed(seed)
-        k8 = models.lenet5(num_train_examples=n, seed=seed, posterior="rank1",
-                           num_components=8)
-        secs = _fit(k8, x, y, recipe, models.recipe_callbacks(recipe))
-        out[RANK1_K8] = (lambda z: _from_prediction(tfp_bcnn.predict(k8, z, num_samples=s)),
-                         secs)
+        k8, secs = rank1(8)
+        out[RANK1_K8] = (mc(k8), secs)
     if wanted(BAYES_ENSEMBLE):
         members, secs = [], 0.0
         for j in range(5):
