@@ -24,25 +24,28 @@ import importlib
 
 from ._describe import describe
 from ._inference import SAMPLINGS
+from .onnx import to_onnx
 from .saved_model import save_saved_model
 from .tflite import QUANTIZATIONS, to_tflite
 
 __all__ = [
     "QUANTIZATIONS",
     "SAMPLINGS",
+    "OnnxBayesianModel",
     "Prediction",
     "TFLiteBayesianModel",
     "describe",
     "runtime",
     "save_saved_model",
+    "to_onnx",
     "to_tflite",
 ]
 
 
 def __getattr__(name):
-    # The runtime needs ai-edge-litert (the "export" extra); import it lazily
-    # so that SavedModel and TFLite export work without it.
-    if name in ("runtime", "Prediction", "TFLiteBayesianModel"):
+    # The runtimes need ai-edge-litert / onnxruntime (the "export" extra); import
+    # them lazily so that SavedModel and TFLite export work without them.
+    if name in ("runtime", "Prediction", "TFLiteBayesianModel", "OnnxBayesianModel"):
         module = importlib.import_module(".runtime", __name__)
         return module if name == "runtime" else getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,26 +25,30 @@ def describe(path) -> dict:
     """Sizes, op list and weight sparsity of a ``.tflite`` file or SavedModel.
 
     Args:
-        path: a file written by `to_tflite` or a directory written by
-            `save_saved_model` (any TFLite file or SavedModel works).
+        path: a file written by `to_tflite` or `to_onnx` (``.onnx``) or a
+            directory written by `save_saved_model` (any TFLite file, ONNX
+            file or SavedModel works).
 
     Returns:
         dict with
 
-        * ``format``: ``"tflite"`` or ``"saved_model"``;
+        * ``format``: ``"tflite"``, ``"onnx"`` or ``"saved_model"``;
         * ``size_bytes``: bytes on disk (all files of a SavedModel);
         * ``gzip_bytes``: bytes after gzip (level 9; per file, summed);
-        * ``ops``: ``{op name: count}`` (TFLite builtin names, or TensorFlow
+        * ``ops``: ``{op name: count}`` (TFLite builtin names, ONNX op
+          types (``domain.op`` outside the default domain), or TensorFlow
           op types of every function of the SavedModel);
+        * ``opset`` (ONNX only): the default-domain opset version;
         * ``op_count``: total number of ops (TFLite: over all subgraphs);
         * ``delegate_partitions`` (TFLite): partitions the XNNPack delegate
           makes of the graph when LiteRT loads the file (1 = the whole graph
           delegated; every op XNNPack lacks, e.g. ``RANDOM_STANDARD_NORMAL``,
           splits it; see `tfp_bcnn.export._delegate`), None without
-          ``ai_edge_litert`` or for a SavedModel;
+          ``ai_edge_litert`` or for a SavedModel or an ONNX file;
         * ``undelegated_ops`` (TFLite): ``{op name: count}`` of the ops left
           outside every partition (None likewise);
         * ``flex_ops``: TFLite custom ops named ``Flex*`` (empty for our files);
+          for ONNX, ops outside the default domain (empty for our files);
         * ``weights``: dense-equivalent element count of the stored weights
           (TFLite constant float/int8 tensors; SavedModel float variables);
         * ``weights_stored``: values actually stored (less than ``weights``
@@ -68,6 +72,8 @@ def describe(path) -> dict:
         raise FileNotFoundError(f"No such file or directory: {path!r}")
     if os.path.isdir(path):
         return _describe_saved_model(path)
+    if path.lower().endswith(".onnx"):
+        return _describe_onnx(path)
     return _describe_tflite(path)
 
 
@@ -179,6 +185,75 @@ def _buffer(model, index, data):
     if buf.DataLength() == 0:
         return None
     return buf.DataAsNumpy().tobytes()
+
+
+# --------------------------------------------------------------------- ONNX
+#: ONNX ``TensorProto`` data types counted as weights (FLOAT, INT8, FLOAT16).
+_ONNX_WEIGHT_TYPES = {1: np.float32, 3: np.int8, 10: np.float16}
+
+
+def _onnx_weights(proto, numpy_helper) -> tuple[int, int, int]:
+    """``(elements, zeros, int8 tensors)`` of the float/int8 initializers and Constants."""
+    tensors = list(proto.graph.initializer)
+    for node in proto.graph.node:
+        if node.op_type == "Constant":
+            tensors += [a.t for a in node.attribute if a.name == "value"]
+    weights = zeros = int8 = 0
+    for tensor in tensors:
+        if tensor.data_type not in _ONNX_WEIGHT_TYPES:
+            continue
+        value = numpy_helper.to_array(tensor)
+        weights += value.size
+        zeros += int(np.count_nonzero(value == 0))
+        int8 += tensor.data_type == 3
+    return weights, zeros, int8
+
+
+def _describe_onnx(path):
+    """`describe` of an ``.onnx`` file (needs the ``onnx`` package)."""
+    import onnx
+    from onnx import numpy_helper
+
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        proto = onnx.load_model_from_string(data)
+        if not proto.graph.node:
+            raise ValueError("no graph nodes")
+        weights, zeros, int8 = _onnx_weights(proto, numpy_helper)
+    except Exception as err:  # protobuf raises DecodeError and others on garbage
+        raise ValueError(
+            f"Corrupt ONNX file ({type(err).__name__}: {err}). Received: path={path!r}"
+        ) from err
+    ops = collections.Counter(
+        f"{n.domain}.{n.op_type}" if n.domain else n.op_type for n in proto.graph.node
+    )
+    meta = {p.key: p.value for p in proto.metadata_props}
+    info = json.loads(meta[_METADATA_NAME]) if _METADATA_NAME in meta else {}
+    initializers = {t.name for t in proto.graph.initializer}
+    return {
+        "format": "onnx",
+        "path": os.path.abspath(path),
+        "size_bytes": len(data),
+        "gzip_bytes": _gzip_size(data),
+        "ops": dict(sorted(ops.items())),
+        "op_count": sum(ops.values()),
+        "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+                      None),
+        "delegate_partitions": None,
+        "undelegated_ops": None,
+        "flex_ops": sorted({name for name in ops if "." in name}),
+        "weights": weights,
+        "weights_stored": weights,
+        "zero_fraction": zeros / weights if weights else 0.0,
+        "sparse_tensors": len(proto.graph.sparse_initializer),
+        "int8_tensors": int8,
+        "signatures": {"serving_default": {
+            "inputs": [i.name for i in proto.graph.input if i.name not in initializers],
+            "outputs": [o.name for o in proto.graph.output],
+        }},
+        **_sampling(info),
+    }
 
 
 # --------------------------------------------------------------- SavedModel

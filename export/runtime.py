@@ -672,6 +672,13 @@ def check_file(path, timeout: float = 30.0) -> dict:
     raise ValueError(report.get("error") or f"Loading failed ({why}). Received: path={path!r}")
 
 
+def __getattr__(name):  # the ONNX runner needs onnxruntime: imported on first use
+    if name == "OnnxBayesianModel" and __package__:
+        from ._onnx_runtime import OnnxBayesianModel
+        return OnnxBayesianModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 if __name__ == "__main__":  # the subprocess of check_file: one line of JSON
     import json
     try:
