@@ -119,6 +119,7 @@ SPARSITY = _real(0.0, low_open=False, high=1.0, high_open=True, what="a number i
 DROPOUT_RATE = _real(0.0, low_open=True, high=1.0, high_open=True, what="a number in (0, 1)")
 KERAS_FILE = _path_ending(".keras")
 TFLITE_FILE = _path_ending(".tflite")
+ONNX_FILE = _path_ending(".onnx")
 
 
 # --------------------------------------------------------------- commands
@@ -160,7 +161,7 @@ def cmd_export(args):
         model=args.model, saved_model=args.saved_model, tflite=args.tflite,
         samples=args.samples, sampling=args.sampling, quantize=args.quantize,
         dataset=args.dataset, check_images=args.check_images, check=not args.no_check,
-        mkdir=args.mkdir)
+        mkdir=args.mkdir, onnx=args.onnx)
 
 
 def cmd_demo(args):
@@ -173,8 +174,9 @@ def cmd_demo(args):
 
 def check_export(args) -> str | None:
     """The one rule across options: an export needs at least one format."""
-    if not args.saved_model and not args.tflite:
-        return "give --saved-model DIR and/or --tflite FILE.tflite. Received: neither"
+    if not args.saved_model and not args.tflite and not args.onnx:
+        return ("give --saved-model DIR, --tflite FILE.tflite and/or --onnx FILE.onnx. "
+                "Received: none")
     return None
 
 
@@ -318,15 +320,18 @@ def _add_prune(sub) -> None:
 
 
 def _add_export(sub) -> None:
-    x = sub.add_parser("export", help="SavedModel and/or TFLite with MC sampling inside",
-                       description="Export a model as a SavedModel and/or a sparse TFLite "
-                       "file with the Monte Carlo sampling inside, and check the TFLite file "
-                       "against the Keras model.")
+    x = sub.add_parser("export", help="SavedModel, TFLite and/or ONNX with MC sampling inside",
+                       description="Export a model as a SavedModel, a sparse TFLite file "
+                       "and/or an ONNX file with the Monte Carlo sampling inside, and check "
+                       "the TFLite / ONNX files against the Keras model.")
     x.add_argument("model", type=_model_file, help="the .keras file to export")
     x.add_argument("--saved-model", default=None,
                    help="SavedModel folder to write (default: none; give it and/or --tflite)")
     x.add_argument("--tflite", type=TFLITE_FILE, default=None,
                    help="TFLite file to write (default: none; give it and/or --saved-model)")
+    x.add_argument("--onnx", type=ONNX_FILE, default=None,
+                   help="ONNX file to write, run with ONNX Runtime (default: none; needs "
+                   "the export extra: tf2onnx, onnxruntime)")
     x.add_argument("--mkdir", action="store_true", help=MKDIR_HELP)
     x.add_argument("--samples", type=POSITIVE_INT, default=32,
                    help="Monte Carlo samples drawn inside each call (default: %(default)s)")
@@ -340,7 +345,8 @@ def _add_export(sub) -> None:
     x.add_argument("--check-images", type=POSITIVE_INT, default=200,
                    help="images of the agreement check (default: %(default)s)")
     x.add_argument("--no-check", action="store_true",
-                   help="skip the agreement check of the TFLite file with the Keras model")
+                   help="skip the agreement check of the TFLite / ONNX file with the Keras "
+                   "model")
     x.set_defaults(func=cmd_export, validate=check_export, parser=x)
 
 

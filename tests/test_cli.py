@@ -70,6 +70,11 @@ def test_demo_quick_end_to_end(tmp_path):
     assert 0 <= moments["ood_auroc_epistemic"] <= 1 and moments["ms_per_image"] > 0
     assert str(run / "bayesian_lenet5_moments.tflite") in out.stdout
     assert "Monte Carlo (lrt)" in out.stdout
+    # the ONNX files beside them (the export extra is installed for the tests)
+    for key in ("onnx", "onnx_moments"):
+        assert summary["export"][key]["argmax_agreement"] > 0.9, key
+        assert summary["export"][key]["format"] == "onnx", key
+    assert str(run / "bayesian_lenet5_moments.onnx") in out.stdout and "ONNX moments" in out.stdout
     assert "OOD AUROC letters, epistemic (mutual information)" in out.stdout
 
 
@@ -164,7 +169,8 @@ def test_load_model_says_not_a_valid_keras_file(tmp_path):
      "--samples: must be an integer >= 1"),
     (["export", "MODEL", "--tflite", "m.tflite", "--check-images", "0"],
      "--check-images: must be an integer >= 1"),
-    (["export", "MODEL"], "give --saved-model DIR and/or --tflite FILE.tflite"),
+    (["export", "MODEL", "--onnx", "m.onx"], "--onnx: must be a file name ending in .onnx"),
+    (["export", "MODEL"], "give --saved-model DIR, --tflite FILE.tflite and/or --onnx"),
 ])
 def test_every_number_is_checked(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

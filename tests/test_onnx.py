@@ -281,3 +281,18 @@ def test_moments_file_agrees_with_keras_moments(trained, tmp_path):
     mean = OnnxBayesianModel(path).predict(x).mean
     assert np.mean(mean.argmax(1) == reference.mean.argmax(1)) >= 0.99
     assert np.mean(np.abs(mean - reference.mean)) < 0.02
+
+
+@pytest.mark.slow
+def test_cli_export_onnx(tmp_path, capsys):
+    from tfp_bcnn import cli, models, workflow
+
+    path = workflow.save_model(models.lenet5(num_train_examples=4000, seed=0),
+                               tmp_path / "m.keras")
+    target = tmp_path / "m.onnx"
+    assert cli.main(["export", str(path), "--onnx", str(target), "--sampling", "moments",
+                     "--samples", "8", "--check-images", "50"]) == 0
+    out = capsys.readouterr().out
+    info = export.describe(target)
+    assert info["sampling"] == "moments" and info["num_samples"] == 8
+    assert "onnx: " in out and "argmax_agreement" in out

@@ -9,7 +9,9 @@ On the bundled MNIST-5k (4,000 training / 1,000 test images) it
 4. exports a SavedModel and a sparse TFLite file with Monte Carlo sampling
    inside, and a second TFLite file with ``sampling="moments"`` (one pass of
    propagated means and variances, only the logits sampled), and runs both
-   through ``TFLiteBayesianModel`` (accuracy, OOD AUROC, ms per image),
+   through ``TFLiteBayesianModel`` (accuracy, OOD AUROC, ms per image); with
+   the ``export`` extra installed (tf2onnx, onnxruntime) also the two ONNX
+   files of the same forms, run through ``OnnxBayesianModel``,
 
 then prints one summary table and the paths of everything it wrote.
 """
@@ -89,7 +91,28 @@ def _summary_title(cfg, n_train, n_test) -> str:
     return f"summary ({data}, {cfg['epochs']} epochs, {cfg['samples']} samples)"
 
 
-def _print_summary(title, bayes, freq, pruned, sparsity, lite, lite_moments, samples):
+def _export_onnx(model, out, cfg, check_data, x_ood, exported) -> list:
+    """The ONNX files (lrt, moments) beside the TFLite ones, when the extra is installed.
+
+    Adds ``onnx`` and ``onnx_moments`` to ``exported``; returns the paths written.
+    """
+    from . import workflow
+
+    if not workflow.onnx_available():
+        print("ONNX files skipped: pip install 'tfp_bcnn[export]' (tf2onnx, onnxruntime)")
+        return []
+    paths = {"onnx": out / "bayesian_lenet5.onnx",
+             "onnx_moments": out / "bayesian_lenet5_moments.onnx"}
+    for key, path in paths.items():
+        exported[key] = workflow.export_all(
+            model, onnx=path, samples=cfg["samples"],
+            sampling="moments" if key == "onnx_moments" else "lrt",
+            check_data=check_data, x_ood=x_ood, verbose=1)["onnx"]
+    return list(paths.values())
+
+
+def _print_summary(title, bayes, freq, pruned, sparsity, lite, lite_moments, samples,
+                   onnx=(None, None)):
     from .plots import SCORE_LABELS
     from .workflow import fmt, metric_rows, print_table, report_value
 
@@ -114,9 +137,12 @@ def _print_summary(title, bayes, freq, pruned, sparsity, lite, lite_moments, sam
                  for b, f in zip(bayes["rotation"], freq["rotation"])],
                 ["angle", "Bayesian accuracy", "Bayesian epistemic", "frequentist accuracy",
                  "frequentist epistemic"])
-    print(f"\nTFLite files of the pruned model ({samples} samples; LiteRT, batches of the "
-          "runtime's default size)")
-    files = (lite, lite_moments)
+    files = (lite, lite_moments, *(f for f in onnx if f is not None))
+    heads = ["", "TFLite Monte Carlo (lrt)", "TFLite moments", "ONNX Monte Carlo (lrt)",
+             "ONNX moments"][:len(files) + 1]
+    print(f"\nexported files of the pruned model ({samples} samples; LiteRT"
+          f"{' / ONNX Runtime' if len(files) > 2 else ''}, batches of the runtime's default "
+          "size)")
     print_table([
         ("accuracy", *(f"{f['accuracy']:.4f}" for f in files)),
         (f"OOD AUROC letters, {epistemic}", *(f"{f['ood_auroc_epistemic']:.4f}" for f in files)),
@@ -124,7 +150,7 @@ def _print_summary(title, bayes, freq, pruned, sparsity, lite, lite_moments, sam
         ("size (KiB, gzip)", *(f"{f['size_bytes'] / 1024:.1f} ({f['gzip_bytes'] / 1024:.1f})"
                                for f in files)),
         ("argmax agreement with Keras", *(f"{f['argmax_agreement']:.3f}" for f in files)),
-    ], ["", "Monte Carlo (lrt)", "moments"])
+    ], heads)
 
 
 def _config_and_folder(out_dir, quick, epochs, mkdir) -> tuple[dict, Path]:
@@ -225,11 +251,13 @@ def run_demo(out_dir=None, quick: bool = False, epochs: int | None = None,
         sampling="moments", check_data=(x_test, y_test), x_ood=letters, verbose=1)["tflite"]
     written += [out / "saved_model", out / "bayesian_lenet5.tflite",
                 out / "bayesian_lenet5_moments.tflite"]
+    written += _export_onnx(pruned, out, cfg, (x_test, y_test), letters, exported)
     _done(timings, "export", t)
 
     bayes, freq = reports["bayesian"], reports["frequentist"]
     _print_summary(_summary_title(cfg, len(x), len(x_test)), bayes, freq, pruned_report,
-                   sparsity, exported["tflite"], exported["tflite_moments"], cfg["samples"])
+                   sparsity, exported["tflite"], exported["tflite_moments"], cfg["samples"],
+                   onnx=(exported.get("onnx"), exported.get("onnx_moments")))
     total = time.time() - t_start
     summary = {
         "config": cfg, "seconds": total, "timings": timings,

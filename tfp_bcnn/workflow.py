@@ -357,7 +357,8 @@ def print_costs(before, after) -> dict:
 # -------------------------------------------------------------------- export
 def tflite_agreement(model, tflite_path, x, y, *, num_samples, method="mc",
                      x_ood=None) -> dict:
-    """Run the TFLite file with LiteRT and the Keras model on ``(x, y)``.
+    """Run the TFLite file with LiteRT (an ``.onnx`` file with ONNX Runtime)
+    and the Keras model on ``(x, y)``.
 
     Args:
         method: how the Keras reference predicts (``"moments"`` for a file
@@ -378,7 +379,9 @@ def tflite_agreement(model, tflite_path, x, y, *, num_samples, method="mc",
     from . import export, metrics
     from .uncertainty import predict
 
-    runner = export.runtime.TFLiteBayesianModel(str(tflite_path))
+    onnx = str(tflite_path).lower().endswith(".onnx")
+    runner = (export.runtime.OnnxBayesianModel if onnx else
+              export.runtime.TFLiteBayesianModel)(str(tflite_path))
     t0 = time.time()
     lite = runner.predict(x)
     secs = time.time() - t0
@@ -397,11 +400,12 @@ def tflite_agreement(model, tflite_path, x, y, *, num_samples, method="mc",
 
 
 def export_all(model, *, saved_model=None, tflite=None, samples=32, sampling="lrt",
-               quantize=None, check_data=None, x_ood=None, verbose=0) -> dict:
-    """Export a SavedModel and/or a sparse TFLite file and describe them.
+               quantize=None, check_data=None, x_ood=None, verbose=0, onnx=None) -> dict:
+    """Export a SavedModel, a sparse TFLite file and/or an ONNX file and describe them.
 
     Args:
-        saved_model, tflite: output paths (None: skip that format).
+        saved_model, tflite, onnx: output paths (None: skip that format;
+            ``onnx`` needs the ``export`` extra: tf2onnx, onnxruntime).
         samples, sampling, quantize: as in ``export.to_tflite`` (``sampling``
             ``"lrt"``, ``"weights"`` or ``"moments"``).
         check_data: ``(x, y)`` for `tflite_agreement` (against Keras
@@ -410,7 +414,7 @@ def export_all(model, *, saved_model=None, tflite=None, samples=32, sampling="lr
         verbose: with ``verbose >= 1``, a line per stage with its elapsed time.
 
     Returns:
-        ``{"saved_model": {...}, "tflite": {...}}`` for the formats written:
+        ``{"saved_model": {...}, "tflite": {...}, "onnx": {...}}`` for the formats written:
         the path, ``export.describe``'s sizes and op counts and, with
         ``check_data``, the agreement figures.
     """
@@ -441,7 +445,34 @@ def export_all(model, *, saved_model=None, tflite=None, samples=32, sampling="lr
             out["tflite"].update(tflite_agreement(model, tflite, x, y, num_samples=samples,
                                                   method=method, x_ood=x_ood))
             stage(f"TFLite file against the Keras model on {len(x)} images", t0)
+    if onnx:
+        out["onnx"] = _export_onnx(model, onnx, samples, sampling, check_data, x_ood, stage)
     return out
+
+
+def _export_onnx(model, path, samples, sampling, check_data, x_ood, stage) -> dict:
+    """The ONNX part of `export_all`: write, describe, check against Keras."""
+    from . import export
+
+    t0 = time.time()
+    export.to_onnx(model, path, num_samples=samples, sampling=sampling)
+    info = {"path": str(Path(path)), **export.describe(Path(path))}
+    stage(f"ONNX {path}", t0)
+    if check_data is not None:
+        t0 = time.time()
+        x, y = check_data
+        method = "moments" if sampling == "moments" else "mc"
+        info.update(tflite_agreement(model, path, x, y, num_samples=samples, method=method,
+                                     x_ood=x_ood))
+        stage(f"ONNX file against the Keras model on {len(x)} images", t0)
+    return info
+
+
+def onnx_available() -> bool:
+    """Whether ONNX export and its runner can run (tf2onnx, onnx, onnxruntime installed)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnx", "onnxruntime"))
 
 
 # ------------------------------------------------------------------ commands
@@ -605,23 +636,30 @@ def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global",
 
 def run_export(*, model, saved_model=None, tflite=None, samples=32, sampling="lrt",
                quantize=None, dataset="mnist_5k", check_images=200, check=True,
-               mkdir=False) -> int:
+               mkdir=False, onnx=None) -> int:
     """``tfp-bcnn export``: write the artifacts, print sizes and the agreement check.
 
     The outputs are checked first, as in `run_train`.
 
     Raises:
-        ValueError: neither ``saved_model`` nor ``tflite`` given; a bad output
-            path (see ``_io.check_output_path``, also for ``OSError``).
+        ValueError: none of ``saved_model``, ``tflite``, ``onnx`` given; a bad
+            output path (see ``_io.check_output_path``, also for ``OSError``).
+        ImportError: ``onnx`` given without tf2onnx / onnxruntime installed.
     """
     from . import _fit_images, datasets
     from ._io import check_output_path
-    if not saved_model and not tflite:
-        raise ValueError("Give --saved-model DIR and/or --tflite FILE. Received: neither")
+    if not saved_model and not tflite and not onnx:
+        raise ValueError("Give --saved-model DIR, --tflite FILE and/or --onnx FILE. "
+                         "Received: none")
+    if onnx and not onnx_available():
+        raise ImportError("--onnx needs tf2onnx, onnx and onnxruntime: "
+                          "pip install 'tfp_bcnn[export]'")
     if saved_model:
         check_output_path(saved_model, name="saved_model", kind="folder", mkdir=mkdir)
     if tflite:
         check_output_path(tflite, name="tflite", mkdir=mkdir)
+    if onnx:
+        check_output_path(onnx, name="onnx", mkdir=mkdir)
     net = load_model(model)
     check_data = None
     if check:
@@ -631,7 +669,8 @@ def run_export(*, model, saved_model=None, tflite=None, samples=32, sampling="lr
     print(f"exporting {model} ({samples} Monte Carlo samples inside, {sampling} sampling)",
           flush=True)
     info = export_all(net, saved_model=saved_model, tflite=tflite, samples=samples,
-                      sampling=sampling, quantize=quantize, check_data=check_data, verbose=1)
+                      sampling=sampling, quantize=quantize, check_data=check_data, verbose=1,
+                      onnx=onnx)
     for kind, d in info.items():
         print(f"\n{kind}: {d['path']}")
         print(f"  size {d['size_bytes'] / 1024:.1f} KiB, gzip {d['gzip_bytes'] / 1024:.1f} KiB")
