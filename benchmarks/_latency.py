@@ -33,6 +33,16 @@ boundaries. The counting lives in `tfp_bcnn.export._delegate` (shared with
 `tfp_bcnn.export.describe`). ``partitions`` is None when the interpreter
 exposes no node list.
 
+ONNX files
+----------
+A path ending in ``.onnx`` in the same ``files`` mapping is timed in the
+same loop with ONNX Runtime (`_onnx_runner`: a CPU ``InferenceSession``
+with ``num_threads`` intra-op threads and one inter-op thread, its default
+graph optimisations, random inputs set once); what is timed is
+``session.run`` (which also copies the outputs out: a few hundred bytes
+here). Its ``ops`` / ``op_counts`` are the ONNX nodes of the file;
+``partitions`` and ``undelegated`` are None (no delegate).
+
 Usage::
 
     from _latency import ratios, time_tflite_files
@@ -92,6 +102,35 @@ def _random_inputs(interp, rng: np.random.Generator) -> None:
         interp.set_tensor(detail["index"], value)
 
 
+def _onnx_runner(path: str, num_threads: int, batch: int, rng: np.random.Generator):
+    """``(run, stats)`` of an ``.onnx`` file: a no-argument callable running it
+    once with ONNX Runtime on fixed random inputs, and its op counts."""
+    import collections
+
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = num_threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    feed = {}
+    for detail in session.get_inputs():
+        shape = [batch if k == 0 else d for k, d in enumerate(detail.shape)]
+        if not all(isinstance(d, int) for d in shape):
+            raise ValueError(f"Cannot time {path!r}: input {detail.name!r} has a symbolic "
+                             f"non-batch dimension. Received: shape={detail.shape}")
+        floats = detail.type in ("tensor(float)", "tensor(double)", "tensor(float16)")
+        value = rng.random(shape) if floats else rng.integers(0, 10, size=shape)
+        feed[detail.name] = value.astype(np.float32 if detail.type == "tensor(float)" else
+                                         np.float64 if floats else np.int64)
+    counts = collections.Counter(n.op_type for n in onnx.load(path).graph.node)
+    stats = {"ops": sum(counts.values()), "op_counts": dict(counts.most_common()),
+             "partitions": None, "undelegated": None}
+    return (lambda: session.run(None, feed)), stats
+
+
 def time_tflite_files(
     files: Mapping[str, str | Path],
     *,
@@ -101,10 +140,12 @@ def time_tflite_files(
     batch: int = 1,
     seed: int = 0,
 ) -> dict[str, dict]:
-    """Time TFLite files interleaved (round-robin in one loop) and count their ops.
+    """Time TFLite (and ONNX) files interleaved (round-robin in one loop), count their ops.
 
     Args:
-        files: {label: path of a ``.tflite`` file}; the labels key the result.
+        files: {label: path of a ``.tflite`` file, or of an ``.onnx`` file
+            timed with ONNX Runtime (module docstring)}; the labels key the
+            result.
         repeats: timed rounds (each file invoked once per round); the median
             of these is ``ms``. At least 1 (use >= 20 for a table).
         warmup: untimed rounds first (>= 0).
@@ -132,10 +173,14 @@ def time_tflite_files(
         if not os.path.isfile(p):
             raise ValueError(f"No TFLite file for {label!r}. Received: files[{label!r}]={p!r}")
     rng = np.random.default_rng(seed)
-    interps = {}
+    runs, stats = {}, {}
     for label, p in paths.items():
-        interps[label] = _interpreter(p, num_threads, batch)
-        _random_inputs(interps[label], rng)
+        if p.lower().endswith(".onnx"):
+            runs[label], stats[label] = _onnx_runner(p, num_threads, batch, rng)
+            continue
+        interp = _interpreter(p, num_threads, batch)
+        _random_inputs(interp, rng)
+        runs[label], stats[label] = interp.invoke, interp  # counted after the loop
     times = {label: [] for label in paths}
     order = list(paths)
     shuffler = random.Random(seed)
@@ -143,7 +188,7 @@ def time_tflite_files(
     for r in range(warmup + repeats):
         shuffler.shuffle(order)
         for label in order:
-            invoke = interps[label].invoke
+            invoke = runs[label]
             start = clock()
             invoke()
             elapsed = clock() - start
@@ -159,7 +204,7 @@ def time_tflite_files(
             "ms_p90": float(np.percentile(t, 90)),
             "repeats": repeats,
             "bytes": os.path.getsize(p),
-            **graph_stats(interps[label]),
+            **(stats[label] if isinstance(stats[label], dict) else graph_stats(stats[label])),
         }
     return out
 

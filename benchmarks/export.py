@@ -16,7 +16,13 @@ one-shot by magnitude to ``--sparsity`` (default 90%) with
 * latency per image (batch 1, one LiteRT thread, median of ``--repeats``,
   every file timed in one interleaved loop by ``_latency.time_tflite_files``):
   S samples tiled in one invocation vs S single-sample invocations (S times
-  the one-sample file's median) vs the deterministic LeNet-5.
+  the one-sample file's median) vs the deterministic LeNet-5;
+* ONNX (`tfp_bcnn.export.to_onnx`, run by ONNX Runtime through
+  ``OnnxBayesianModel``): file sizes and argmax agreement with Keras of the
+  lrt, weights and moments files (targets: >= 97 % for Monte Carlo against
+  ``predict``, >= 99 % for moments against ``predict(method="moments")``),
+  and their latency in the same interleaved loop as the TFLite files,
+  beside a TFLite moments file (target: ONNX moments within 2x of it).
 
 Training follows ``models.RECIPE`` (``--epochs`` etc. override it; the block
 names a departure).
@@ -44,7 +50,7 @@ from _common import Timer, emit, markdown_table, recipe, recipe_note, spearman, 
 from _latency import time_tflite_files
 
 from tfp_bcnn import datasets, export, models, pruning
-from tfp_bcnn.export.runtime import TFLiteBayesianModel
+from tfp_bcnn.export.runtime import OnnxBayesianModel, TFLiteBayesianModel
 from tfp_bcnn.uncertainty import predict
 
 VARIANTS = {
@@ -95,6 +101,55 @@ def export_variants(model, tmp, s, xt, x_ood) -> dict:
                      "resolver": runner.op_resolver, "p": runner.predict(xt),
                      "p_ood": runner.predict(x_ood)}
     return out
+
+
+#: ONNX files of the benchmark: label -> sampling.
+ONNX_VARIANTS = {"ONNX lrt": "lrt", "ONNX weights": "weights", "ONNX moments": "moments"}
+#: Argmax agreement targets with Keras (issue 25): Monte Carlo, moments.
+AGREEMENT_TARGETS = {"lrt": 0.97, "weights": 0.97, "moments": 0.99}
+
+
+def export_onnx(model, tmp, s, xt) -> dict:
+    """The `ONNX_VARIANTS` files and a TFLite moments file (the latency reference):
+    path, description, conversion time and predictions on ``xt``."""
+    out = {}
+    for name, sampling in ONNX_VARIANTS.items():
+        path = os.path.join(tmp, name.replace(" ", "_") + ".onnx")
+        with Timer() as t:
+            export.to_onnx(model, path, num_samples=s, sampling=sampling)
+        out[name] = {"path": path, "sampling": sampling, "info": export.describe(path),
+                     "convert_s": t.seconds, "p": OnnxBayesianModel(path).predict(xt)}
+    path = os.path.join(tmp, "moments_sparse.tflite")
+    with Timer() as t:
+        export.to_tflite(model, path, num_samples=s, sampling="moments")
+    out["TFLite moments, sparse"] = {
+        "path": path, "sampling": "moments", "info": export.describe(path),
+        "convert_s": t.seconds, "p": TFLiteBayesianModel(path).predict(xt)}
+    return out
+
+
+def onnx_section(onnx_files, yt, keras_pred, keras_moments) -> str:
+    """Sizes, ops and agreement of the ONNX files against Keras (targets named)."""
+    rows = []
+    for name, f in onnx_files.items():
+        info, p, sampling = f["info"], f["p"], f["sampling"]
+        ref = keras_moments if sampling == "moments" else keras_pred
+        agree = float(np.mean(p.mean.argmax(1) == ref.mean.argmax(1)))
+        target = AGREEMENT_TARGETS[sampling]
+        verdict = f"{'met' if agree >= target else 'MISSED'} (>= {target:.0%})"
+        rows.append([name, f"{info['size_bytes']:,}", f"{info['gzip_bytes']:,}",
+                     info["op_count"], f"{_acc(p, yt):.4f}",
+                     "moments" if sampling == "moments" else "Monte Carlo",
+                     f"{agree:.4f}", f"{np.mean(np.abs(p.mean - ref.mean)):.5f}", verdict,
+                     f"{f['convert_s']:.1f}"])
+    return ("## ONNX files (ONNX Runtime) against Keras\n\n"
+            "Agreement is with Keras `tfp_bcnn.predict` of the same pruned model on the 1,000 "
+            "test images: Monte Carlo (S samples) for the lrt / weights files, "
+            "`method=\"moments\"` for the moments files; both sides draw their own "
+            "samples, so the difference is Monte Carlo error when the export is right.\n\n"
+            + markdown_table(["file", "bytes", "gzip", "ops", "accuracy", "Keras reference",
+                              "agree w/ Keras", "mean abs diff of mean vs Keras", "target",
+                              "convert s"], rows))
 
 
 def sizes_section(files, yt, keras_pred) -> str:
@@ -189,8 +244,18 @@ def _time_what_loads(files: dict, repeats: int, seed: int) -> tuple[dict, dict]:
     return time_tflite_files(timed, repeats=repeats, seed=seed), untimed
 
 
-def latency_section(model, files, tmp, s, repeats, seed) -> str:
-    """Latency per image of every file, timed interleaved in one loop."""
+def _onnx_verdict(ms) -> str:
+    """The latency target: ONNX moments within 2x of the TFLite moments file."""
+    if "ONNX moments" not in ms or "TFLite moments, sparse" not in ms:
+        return ""
+    ratio = ms["ONNX moments"] / ms["TFLite moments, sparse"]
+    return (f"\n\nTarget ONNX moments latency within 2x of the TFLite moments file: "
+            f"{ratio:.2f}x, {'met' if ratio <= 2 else 'MISSED'}. (ONNX Runtime times "
+            "`session.run`, TFLite `invoke()`; both one thread, same random image.)")
+
+
+def latency_section(model, files, tmp, s, repeats, seed, onnx_files=None) -> str:
+    """Latency per image of every file (TFLite and ONNX), timed interleaved in one loop."""
     single = os.path.join(tmp, "lrt_single.tflite")
     export.to_tflite(model, single, num_samples=1)
     det_path = os.path.join(tmp, "deterministic.tflite")
@@ -205,6 +270,7 @@ def latency_section(model, files, tmp, s, repeats, seed) -> str:
              f"weights sparse, {s} tiled in 1 invocation": (files["weights, sparse"]["path"], 1),
              f"lrt sparse, {s} single-sample invocations": (single, s),
              "deterministic LeNet-5, 1 invocation": (det_path, 1)}
+    timed.update({k: (f["path"], 1) for k, f in (onnx_files or {}).items()})
     res, untimed = _time_what_loads({k: v[0] for k, v in timed.items()}, repeats, seed)
     ms = {k: res[k]["ms"] * n for k, (_, n) in timed.items() if k in res}
     base = ms["deterministic LeNet-5, 1 invocation"]
@@ -214,7 +280,7 @@ def latency_section(model, files, tmp, s, repeats, seed) -> str:
             "interleaved in one loop; S single-sample invocations = S x the one-sample "
             "file's median)\n\n"
             + markdown_table(["", "ms per image", "vs deterministic", "XNNPack partitions"],
-                             rows))
+                             rows) + _onnx_verdict(ms))
 
 
 def parse_args(argv=None):
@@ -243,6 +309,8 @@ def main(argv=None):
     keras_pred, keras_ood = predict(model, xt, num_samples=s), predict(model, x_ood, num_samples=s)
     tmp = tempfile.mkdtemp(prefix="bench_export_")
     files = export_variants(model, tmp, s, xt, x_ood)
+    onnx_files = export_onnx(model, tmp, s, xt)
+    keras_moments = predict(model, xt, num_samples=s, method="moments")
     blocks = [
         f"# Export benchmark: LeNet-5 Flipout, {args.sparsity:.0%} of the Bayesian weights "
         f"pruned by SNR, one global threshold (measured {sparsity['total']:.3f}), S = {s}",
@@ -254,7 +322,8 @@ def main(argv=None):
         sizes_section(files, yt, keras_pred),
         sampling_section(model, files, keras_pred, keras_ood, xt, s),
         wide_posterior(model, xt, yt, x_ood, s, args.sigma_scale, tmp),
-        latency_section(model, files, tmp, s, args.repeats, args.seed),
+        onnx_section(onnx_files, yt, keras_pred, keras_moments),
+        latency_section(model, files, tmp, s, args.repeats, args.seed, onnx_files),
     ]
     emit(args.markdown, "\n\n".join(blocks))
 

@@ -49,7 +49,8 @@ import tensorflow as tf
 
 from tfp_bcnn import _validation as check
 from tfp_bcnn._io import write_bytes_atomic
-from ._inference import InferenceGraph, export_info
+from tfp_bcnn._quiet import native_stderr_silenced
+from ._inference import InferenceGraph, export_info, summaries
 from ._random import standard_normal
 from .tflite import METADATA_NAME
 
@@ -78,12 +79,15 @@ def _import_converter():
 
 @contextlib.contextmanager
 def _quiet_converter():
-    """tf2onnx logs every rewrite at INFO/WARNING; keep errors only."""
+    """tf2onnx logs every rewrite at INFO/WARNING (keep errors only), and the
+    Grappler pass it runs prints C++ lines on file descriptor 2 (hidden unless
+    ``TFP_BCNN_VERBOSE=1``, as for the TFLite converter)."""
     logger = logging.getLogger("tf2onnx")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        yield
+        with native_stderr_silenced():
+            yield
     finally:
         logger.setLevel(level)
 
@@ -95,8 +99,6 @@ def _serving_function(graph: InferenceGraph):
     feeds both them and the sampled logits (the same maths as
     `tfp_bcnn.export._moments.MomentsForm.probabilities`).
     """
-    from ._inference import summaries
-
     def serve(images):
         if graph.sampling != "moments":
             return graph.predict(images, return_samples=True)
@@ -111,7 +113,9 @@ def _serving_function(graph: InferenceGraph):
         result["logit_variance"] = tf.identity(variance)
         return result
 
-    return tf.function(serve, input_signature=graph.input_signature)
+    # autograph off: no tensor-dependent Python control flow here (and it
+    # warns on the closure)
+    return tf.function(serve, input_signature=graph.input_signature, autograph=False)
 
 
 def _finish(proto, info: dict, onnx) -> None:

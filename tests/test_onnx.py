@@ -296,3 +296,23 @@ def test_cli_export_onnx(tmp_path, capsys):
     info = export.describe(target)
     assert info["sampling"] == "moments" and info["num_samples"] == 8
     assert "onnx: " in out and "argmax_agreement" in out
+
+
+def test_latency_helper_times_onnx_beside_tflite(tiny, files, tmp_path):
+    """benchmarks/_latency.py times .onnx and .tflite files in one interleaved loop."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    try:
+        import _latency
+    finally:
+        sys.path.pop(0)
+    lite = export.to_tflite(tiny, tmp_path / "m.tflite", num_samples=S, sampling="moments")
+    res = _latency.time_tflite_files({"onnx": files["moments"], "tflite": lite},
+                                     repeats=3, warmup=1)
+    assert list(res) == ["onnx", "tflite"]
+    for r in res.values():
+        assert r["repeats"] == 3 and 0 < r["ms_p10"] <= r["ms"] <= r["ms_p90"]
+    assert res["onnx"]["partitions"] is None and res["onnx"]["op_counts"]["RandomNormalLike"] == 1
+    assert res["onnx"]["ops"] == export.describe(files["moments"])["op_count"]
