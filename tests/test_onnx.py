@@ -316,3 +316,52 @@ def test_latency_helper_times_onnx_beside_tflite(tiny, files, tmp_path):
         assert r["repeats"] == 3 and 0 < r["ms_p10"] <= r["ms"] <= r["ms_p90"]
     assert res["onnx"]["partitions"] is None and res["onnx"]["op_counts"]["RandomNormalLike"] == 1
     assert res["onnx"]["ops"] == export.describe(files["moments"])["op_count"]
+
+
+@pytest.mark.slow
+def test_runner_runs_on_a_device_without_tensorflow_or_keras(files, tmp_path):
+    """onnx_runtime.py copied beside runtime.py runs with TF/Keras/tfp_bcnn imports blocked."""
+    import shutil
+    import subprocess
+    import sys
+    import textwrap
+
+    from tfp_bcnn.export import _onnx_runtime, runtime
+
+    shutil.copy(runtime.__file__, tmp_path / "runtime.py")
+    shutil.copy(_onnx_runtime.__file__, tmp_path / "onnx_runtime.py")
+    code = textwrap.dedent(
+        f"""
+        import sys
+
+        BLOCKED = ("tensorflow", "keras", "tfp_bcnn", "tensorflow_probability", "tf_keras",
+                   "tf2onnx")
+
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ImportError("blocked import: " + name)
+
+        sys.meta_path.insert(0, Block())
+        import numpy as np
+        from onnx_runtime import OnnxBayesianModel
+
+        model = OnnxBayesianModel({str(files["moments"])!r})
+        p = model.predict(np.zeros((3, 12, 12, 1), np.float32), num_invocations=2,
+                          return_samples=True)
+        assert p.mean.shape == (3, 3) and p.samples.shape == (2 * {S}, 3, 3)
+        try:
+            model.predict(np.full((1, 12, 12, 1), np.nan, np.float32))
+        except ValueError as err:
+            assert "NaN" in str(err)
+        else:
+            raise AssertionError("NaN accepted")
+        loaded = sorted(k for k in sys.modules if k.split(".")[0] in BLOCKED)
+        assert not loaded, loaded
+        print("OK")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
