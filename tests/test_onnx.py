@@ -74,6 +74,7 @@ def test_standard_ops_only_unseeded_random_ops_and_metadata(files, sampling):
     assert ("logit_mean" in outputs) == (sampling == "moments")
 
 
+@pytest.mark.slow
 def test_inference_form_equals_model_when_sigma_vanishes(tmp_path):
     """sigma -> 0: every form is the deterministic net (float32 round-off only)."""
     model = _tiny()
