@@ -8,11 +8,12 @@
 drawn in one run). The summaries are computed here from the samples, so
 several runs pool into one estimate of ``S * num_invocations`` samples.
 
-It imports no TensorFlow or Keras. Inside the package `Prediction`,
-`summarize` and the image checks are those of ``tfp_bcnn._prediction`` and
-``tfp_bcnn._validation`` (NumPy-only modules); copied to a device as
-``onnx_runtime.py`` beside ``runtime.py`` it takes them from there (``pip
-install numpy onnxruntime ai-edge-litert``: runtime.py imports LiteRT).
+It imports no TensorFlow or Keras, only numpy, ONNX Runtime and its sibling
+``runtime.py`` (numpy + LiteRT), whose input checks, chunking and summaries
+it shares: ``predict``, ``sample`` and the input validation are
+`TFLiteBayesianModel`'s own methods, run on this class's ``_invoke``. Copied
+to a device as ``onnx_runtime.py`` beside ``runtime.py`` it works there too
+(``pip install numpy onnxruntime ai-edge-litert``).
 
 Seeds: the file's random ops carry no ``seed`` attribute, and ONNX Runtime
 then seeds each from one process-wide seed (taken from the clock at start)
@@ -32,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
 
@@ -40,22 +40,17 @@ import numpy as np
 import onnxruntime as _ort
 
 if __package__ and __package__.split(".")[0] == "tfp_bcnn":
-    from .. import _validation
-    from .._prediction import Prediction, summarize
-    from .._prediction import concatenate as _concatenate
+    from . import runtime as _tflite
+else:  # copied to a device beside runtime.py
+    import runtime as _tflite
 
-    _positive_int = _validation.positive_int
-    #: stacklevel 4: images <- _validate <- predict/sample <- the caller
-    _check_images = functools.partial(_validation.images, name="x", stacklevel=4)
-else:  # copied to a device beside runtime.py (the same checks, without tfp_bcnn)
-    from runtime import Prediction, _check_images, _concatenate, _positive_int, summarize
+Prediction = _tflite.Prediction
+_positive_int = _tflite._positive_int
 
 __all__ = ["OnnxBayesianModel", "Prediction"]
 
 _INPUT = "images"
 _SAMPLES = "samples"
-#: Default cap on tiled rows per run (examples per chunk x samples), as for TFLite.
-_MAX_TILED_ROWS = 2048
 #: Largest ``.onnx`` file accepted (protobuf's limit without external data).
 MAX_FILE_BYTES = 2**31 - 1
 #: Held while the process-wide ONNX Runtime seed is set and a session opened.
@@ -113,6 +108,12 @@ class OnnxBayesianModel:
     flight, plus ``O(N * C)`` for the results (``S * N * C`` with
     ``return_samples=True``).
 
+    Methods ``predict(x, num_invocations=1, batch_size=None,
+    return_samples=False) -> Prediction`` and ``sample(x, num_invocations=1,
+    batch_size=None) -> (S * num_invocations, N, C)`` are
+    `TFLiteBayesianModel`'s (same arguments, checks, chunking of ``2048 //
+    S`` examples per run by default, errors and warnings).
+
     Args:
         path: the ``.onnx`` file.
         num_threads: intra-op threads of the session (None: ONNX Runtime's
@@ -154,6 +155,7 @@ class OnnxBayesianModel:
                 f"{_INPUT!r} (batch, *static shape) and an output {_SAMPLES!r} (S, batch, C); "
                 f"found inputs and outputs {found}. Received: path={self.path!r}")
         self.input_shape = (None, *inputs[0].shape[1:])
+        self._fixed_batch = None  # read by the shared _draws: ONNX files have a free batch
         self.num_samples = int(samples.shape[0])
         self.num_classes = int(samples.shape[2])
         self._invoke(np.zeros((1, *self.input_shape[1:]), np.float32))  # probe: finite?
@@ -167,76 +169,10 @@ class OnnxBayesianModel:
     def _invoke(self, x):
         return _check_samples(self._session.run([_SAMPLES], {_INPUT: x})[0], self.path)
 
-    def _validate(self, x):
-        x = np.asarray(x)
-        example = tuple(self.input_shape[1:])
-        if not np.issubdtype(x.dtype, np.floating):
-            raise ValueError(
-                "Inputs must be floating point (float32, scaled as in training, e.g. to "
-                f"[0, 1]; divide uint8 images by 255). Received: x.dtype={x.dtype}"
-            )
-        if x.ndim != len(example) + 1 or x.shape[1:] != example:
-            hint = "; use x[None] for one example" if x.shape == example else ""
-            raise ValueError(
-                f"Expected inputs of shape (batch, {', '.join(map(str, example))}){hint}. "
-                f"Received: x.shape={x.shape}"
-            )
-        _check_images(x)
-        return np.ascontiguousarray(x, dtype=np.float32)
-
-    def _draws(self, x, num_invocations, batch_size):
-        """Yields ``(S * num_invocations, b, C)`` samples per chunk of ``b`` examples."""
-        num_invocations = _positive_int("num_invocations", num_invocations)
-        if batch_size is None:
-            batch_size = max(1, _MAX_TILED_ROWS // self.num_samples)
-        batch_size = _positive_int("batch_size", batch_size)
-        if len(x) == 0:  # some graphs (the "weights" reshapes) fail on a 0-row batch
-            yield np.zeros((self.num_samples * num_invocations, 0, self.num_classes), np.float32)
-        for start in range(0, len(x), batch_size):
-            chunk = x[start : start + batch_size]
-            draws = [self._invoke(chunk) for _ in range(num_invocations)]
-            yield draws[0] if num_invocations == 1 else np.concatenate(draws, axis=0)
-
-    def sample(self, x, num_invocations: int = 1, batch_size: int | None = None) -> np.ndarray:
-        """Per-sample probabilities ``(S * num_invocations, N, C)`` (see `predict`)."""
-        draws = self._draws(self._validate(x), num_invocations, batch_size)
-        return np.concatenate(list(draws), axis=1)
-
-    def predict(
-        self,
-        x,
-        num_invocations: int = 1,
-        batch_size: int | None = None,
-        return_samples: bool = False,
-    ) -> Prediction:
-        """Monte Carlo prediction with the uncertainty decomposition.
-
-        Chunks of ``batch_size`` examples are run and summarised one at a
-        time. Safe to call from several threads.
-
-        Args:
-            x: ``(N, *example_shape)`` floating-point inputs (cast to float32;
-                ``N = 0`` gives fields with ``N = 0``).
-            num_invocations: runs per chunk; their samples are pooled, giving
-                ``S * num_invocations`` samples per example.
-            batch_size: examples per run (tiled S times inside); default
-                ``2048 // S`` (at least 1).
-            return_samples: keep the ``(S * num_invocations, N, C)`` samples.
-
-        Returns:
-            `Prediction` (the fields of `tfp_bcnn.predict`): ``mean``,
-            ``std`` ``(N, C)``; ``predictive_entropy``, ``aleatoric``,
-            ``epistemic`` ``(N,)`` in nats; the variance decomposition.
-
-        Raises:
-            ValueError: a wrong shape or dtype, NaN or infinity in some image
-                (the message gives the indices of the first five), or invalid
-                arguments; the message quotes the value received.
-
-        Warns:
-            UserWarning: ``max |x| > 20``: the images look unscaled (0-255).
-        """
-        parts = []
-        for draws in self._draws(self._validate(x), num_invocations, batch_size):
-            parts.append(summarize(draws, return_samples=return_samples))
-        return _concatenate(parts)
+    # The TFLite runner's methods, shared (they read input_shape, num_samples,
+    # num_classes, _fixed_batch and _invoke): the same checks, chunking and
+    # summaries, and the same docstrings.
+    _validate = _tflite.TFLiteBayesianModel._validate
+    _draws = _tflite.TFLiteBayesianModel._draws
+    sample = _tflite.TFLiteBayesianModel.sample
+    predict = _tflite.TFLiteBayesianModel.predict
