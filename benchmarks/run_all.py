@@ -51,7 +51,7 @@ BENCHMARKS = {
                 ["--epochs", "1", "--finetune-epochs", "1"],
                 "Pruning: accuracy and file size against sparsity", MNIST_5K),
     "export": ("export.py", [], ["--epochs", "1", "--finetune-epochs", "1", "--repeats", "3"],
-               "Export to TFLite: sizes, agreement with Keras and latency",
+               "Export to TFLite and ONNX: sizes, agreement with Keras and latency",
                MNIST_5K + "; letters A-J for the out-of-distribution columns"),
     "moments": ("moments.py", ["--seeds", "0", "1", "2"],
                 ["--epochs", "1", "--seeds", "0", "--repeats", "100", "--angles", "0", "45"],
