@@ -1,4 +1,4 @@
-"""Export of tfp_bcnn models: SavedModel, TFLite, and a TF-free runtime.
+"""Export of tfp_bcnn models: SavedModel, TFLite, ONNX, and TF-free runtimes.
 
 Each Bayesian layer is exported in an inference form with static kernels
 (``sampling="lrt"``: constant ``mu`` and ``sigma^2`` kernels, sampled
@@ -15,9 +15,14 @@ is stored: every call draws fresh samples.
 >>> export.to_tflite(model, "bcnn.tflite", quantize="dynamic")  # doctest: +SKIP
 >>> export.runtime.TFLiteBayesianModel("bcnn.tflite").predict(x).epistemic  # doctest: +SKIP
 >>> export.describe("bcnn.tflite")["size_bytes"]              # doctest: +SKIP
+>>> export.to_onnx(model, "bcnn.onnx", sampling="moments")    # doctest: +SKIP
+>>> export.runtime.OnnxBayesianModel("bcnn.onnx").predict(x).epistemic  # doctest: +SKIP
 
 `runtime` imports only numpy and ai_edge_litert; copy ``runtime.py`` to a
-device to run the ``.tflite`` file there.
+device to run the ``.tflite`` file there. `to_onnx` (module `onnx`, tf2onnx)
+writes the same graph as an ONNX file with standard ops only;
+``runtime.OnnxBayesianModel`` (module ``_onnx_runtime``: numpy and
+onnxruntime) runs it.
 """
 
 import importlib
