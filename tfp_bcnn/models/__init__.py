@@ -34,7 +34,8 @@ at the trained weights (MOPED, Krishnan et al. 2020,
 https://arxiv.org/abs/1906.05323, for the posterior std).
 
 The package's modules: `_recipe` (`RECIPE`, `recipe_callbacks`,
-`compile_bayesian`), `_zoo` (the builders and their deterministic twins) and
+`compile_bayesian`; its `MixtureLoss` / `MixtureMetric` for rank-1 models
+come from ``tfp_bcnn._mixture_fit``), `_zoo` (the builders and their deterministic twins) and
 `_conversion` (`to_bayesian` in its named steps); the MobileNetV2 pieces live
 in ``tfp_bcnn._mobilenet``.
 """
@@ -42,6 +43,7 @@ in ``tfp_bcnn._mobilenet``.
 from __future__ import annotations
 
 from .. import kl as kl_lib  # noqa: F401 (a name of the former module, used by callers)
+from .._mixture_fit import MixtureLoss, MixtureMetric
 from ._conversion import MOPED_SIGMA_FLOOR, to_bayesian
 from ._recipe import MOBILENET_RECIPE, RECIPE, compile_bayesian, recipe_callbacks
 from ._zoo import DEFAULT_POSTERIOR_STD_INIT, alexnet, lenet5, mobilenet_v2, three_conv_three_fc
@@ -50,6 +52,8 @@ __all__ = [
     "DEFAULT_POSTERIOR_STD_INIT",
     "MOBILENET_RECIPE",
     "MOPED_SIGMA_FLOOR",
+    "MixtureLoss",
+    "MixtureMetric",
     "RECIPE",
     "alexnet",
     "compile_bayesian",
