@@ -137,3 +137,72 @@ def test_lenet5_rank1_fits_evaluates_round_trips_and_predicts(tmp_path):
     q = tfp_bcnn.predict(model, x[:3], num_samples=4, method="moments", return_samples=True)
     assert p.samples.shape == (4, 3, 10)
     np.testing.assert_allclose(q.samples, p.samples, atol=1e-4)  # noise off: exact
+
+
+# ------------------------------------------------------- to_bayesian(posterior="rank1")
+def _sequential():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([
+        keras.Input((8, 8, 1), name="img"),
+        keras.layers.Conv2D(3, 3, activation="relu", name="c"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(4, activation="softmax", name="d"),
+    ], name="seq")
+
+
+def _functional():
+    keras.utils.set_random_seed(0)
+    x = keras.Input((6,), name="feat")
+    h = keras.layers.Dense(6, activation="relu", name="a")(x)
+    h = keras.layers.Add()([h, x])  # the input read by two layers
+    return keras.Model(x, keras.layers.Dense(3, activation="softmax", name="b")(h), name="fn")
+
+
+def _unit_factors(model):
+    _silence(model)
+    for layer in model.layers:
+        if isinstance(layer, layers.Rank1Layer):
+            for v in (layer.in_factor_loc, layer.out_factor_loc):
+                v.assign(np.ones(v.shape, "float32"))
+
+
+@pytest.mark.parametrize("build, shape", [(_sequential, (5, 8, 8, 1)), (_functional, (5, 6))])
+def test_to_bayesian_rank1_keeps_the_trained_function(build, shape):
+    net = build()
+    x = np.random.default_rng(0).random(shape).astype("float32")
+    bnn = models.to_bayesian(net, num_train_examples=50, posterior="rank1", num_components=K,
+                             seed=0)
+    assert type(bnn) is type(net) and bnn.name == net.name
+    twins = [la for la in bnn.layers if isinstance(la, layers.Rank1Layer)]
+    assert len(twins) == 2 and all(t.num_components == K for t in twins)
+    assert twins[0].posterior_std_init == 0.05  # the mean-field default 1e-3 replaced
+    for twin in twins:
+        old = net.get_layer(twin.name)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(twin.kernel),
+                                      keras.ops.convert_to_numpy(old.kernel))
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(twin.bias),
+                                      np.tile(keras.ops.convert_to_numpy(old.bias), (K, 1)))
+    assert keras.ops.convert_to_numpy(bnn(x, training=True)).shape[0] == K * len(x)
+    # Factors at exactly 1 without noise: every component is the trained network.
+    _unit_factors(bnn)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bnn(x, training=False)),
+                               keras.ops.convert_to_numpy(net(x)), rtol=1e-5, atol=1e-6)
+    models.compile_bayesian(bnn)
+    hist = bnn.fit(x, np.arange(len(x)) % 3, epochs=1, batch_size=5, verbose=0)
+    assert np.isfinite(hist.history["loss"][0])
+
+
+def test_to_bayesian_rank1_errors():
+    net = keras.Sequential([keras.Input((8, 8, 2)),
+                            keras.layers.DepthwiseConv2D(3, name="dw"),
+                            keras.layers.Flatten(), keras.layers.Dense(2, name="out")])
+    with pytest.raises(ValueError, match="'dw' \\(DepthwiseConv2D\\).*Received: posterior="):
+        models.to_bayesian(net, num_train_examples=10, posterior="rank1")
+    ok = models.to_bayesian(net, num_train_examples=10, posterior="rank1", skip=["dw"])
+    assert isinstance(ok.get_layer("out"), layers.Rank1Dense)
+    with pytest.raises(ValueError, match="Received: moped_delta=0.1"):
+        models.to_bayesian(net, num_train_examples=10, posterior="rank1", moped_delta=0.1)
+    with pytest.raises(ValueError, match="Received: num_components=0"):
+        models.to_bayesian(net, num_train_examples=10, posterior="rank1", num_components=0)
+    with pytest.raises(ValueError, match="Received: posterior='rank2'"):
+        models.to_bayesian(net, num_train_examples=10, posterior="rank2")

@@ -18,6 +18,7 @@ from ..layers import ESTIMATORS, MCDropout, TileComponents, layer_class, rank1_c
 from ..layers._base import rho_from_sigma
 from .._mobilenet import MOBILENET_RECIPE
 from ._conversion import to_bayesian
+from ._rank1_conversion import RANK1_FACTOR_STD_INIT
 from ._recipe import _check_num_train_examples
 
 #: Default initial posterior std of the builders.
@@ -137,9 +138,6 @@ class _LayerFactory:
 #: Posterior families of the builders: mean-field Gaussian weights, or rank-1
 #: mixture layers (`tfp_bcnn.layers.Rank1Dense` / `Rank1Conv2D`).
 POSTERIOR_FAMILIES = ("mean_field", "rank1")
-#: Initial factor scale of rank-1 layers when ``posterior_std_init`` is left at
-#: the mean-field default (the layers' own default).
-RANK1_FACTOR_STD_INIT = 0.05
 
 
 def _rank1_layer(rank, size, factory, seed, **kwargs):
