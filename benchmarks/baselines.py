@@ -17,7 +17,9 @@ fitting) and evaluated with the same code:
   when that method exists;
 * rank-1 (K=4): ``models.lenet5(posterior="rank1", num_components=4)``, one
   model whose posterior is a mixture of 4 modes (issue 23), Monte Carlo and
-  moments;
+  moments; trained with the reference recipe (each batch tiled K times by the
+  model's ``TileComponents`` input, the likelihood averaged over the copies:
+  every example trains every component);
 * rank-1 (K=8) (only when named in ``--methods``): twice the modes;
 * rank-1 (K=4), random-sign factor means (only when named in ``--methods``):
   the issue's initialisation (means +-1), screened against the default;

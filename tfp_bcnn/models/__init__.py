@@ -31,7 +31,9 @@ Conversion
 of a trained deterministic model (e.g. ``keras.applications.MobileNetV2``)
 into its Bayesian twin, with the posterior means
 at the trained weights (MOPED, Krishnan et al. 2020,
-https://arxiv.org/abs/1906.05323, for the posterior std).
+https://arxiv.org/abs/1906.05323, for the posterior std); with
+``posterior="rank1"`` into rank-1 mixture layers (the trained kernel shared
+by K components of rank-1 factors).
 
 The package's modules: `_recipe` (`RECIPE`, `recipe_callbacks`,
 `compile_bayesian`; its `MixtureLoss` / `MixtureMetric` for rank-1 models
