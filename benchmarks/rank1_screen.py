@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import keras
@@ -28,6 +29,7 @@ CONFIGS = {
     "K=4 prior N(1,0.1^2)": {"num_components": 4, "prior": priors.Normal(1.0, 0.1)},
     "K=4 std 0.2": {"num_components": 4, "posterior_std_init": 0.2},
     "K=8 default": {"num_components": 8},
+    "K=4 random-sign means": {"num_components": 4, "random_sign_init": 0.5},
 }
 
 
@@ -40,7 +42,16 @@ def _split(seed=0):
 def run(name, kwargs, seed, epochs, num_samples=32):
     (x, y), (x_val, y_val), _ = _split()
     keras.utils.set_random_seed(seed)
+    kwargs = dict(kwargs)
+    signs = kwargs.pop("random_sign_init", None)
     model = models.lenet5(num_train_examples=len(x), seed=seed, posterior="rank1", **kwargs)
+    if signs:  # factor means at +-1 (as baselines.py's random-sign row)
+        rng = np.random.default_rng(seed)
+        for layer in model.layers:
+            for var in ("in_factor_loc", "out_factor_loc"):
+                if hasattr(layer, var):
+                    v = getattr(layer, var)
+                    v.assign(rng.choice([-1.0, 1.0], v.shape).astype("float32"))
     models.compile_bayesian(model, models.RECIPE["learning_rate"])
     t0 = time.perf_counter()
     model.fit(x, y, epochs=epochs, batch_size=models.RECIPE["batch_size"], verbose=0)
@@ -65,6 +76,9 @@ def main(argv=None):
     p.add_argument("--json")
     args = p.parse_args(argv)
     results = {}
+    if args.json and os.path.exists(args.json):  # --only adds to an earlier screen
+        with open(args.json) as f:
+            results = json.load(f)["results"]
     for name in args.only or CONFIGS:
         results[name] = run(name, CONFIGS[name], args.seed, args.epochs)
         if args.json:
