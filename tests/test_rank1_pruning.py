@@ -86,7 +86,7 @@ def test_prune_in_fit_then_strip_changes_nothing():
     pruning.prune(model, pruning.ConstantSparsity(0.6, begin_step=0), criterion="magnitude")
     models.compile_bayesian(model)
     x = _x(8)
-    model.fit(x, np.arange(8) % 3, epochs=2, batch_size=4, verbose=0,
+    model.fit(x, np.arange(8) % 3, epochs=1, batch_size=4, verbose=0,
               callbacks=[pruning.UpdatePruning()])
     assert pruning.sparsity(model)["total"] == pytest.approx(0.6, abs=0.01)
     _silence(model)
