@@ -28,6 +28,7 @@ def _model(std=0.2):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
         keras.Input((8, 8, 1)),
+        layers.TileComponents(K),  # the builders' training input: identity when exported
         layers.Rank1Conv2D(3, 3, activation="relu", num_components=K, seed=1, kl_weight=0.01,
                            posterior_std_init=std),
         keras.layers.MaxPooling2D(2),

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from .layers import BayesianLayer
+from .layers import BayesianLayer, TileComponents
 
 
 def default_kernel_moments(layer):
@@ -103,6 +103,7 @@ _INFERENCE_IDENTITY = (
     keras.layers.GaussianDropout,
     keras.layers.AlphaDropout,
     keras.layers.ActivityRegularization,
+    TileComponents,  # tiles only in training (rank-1 mixture models)
 )
 
 

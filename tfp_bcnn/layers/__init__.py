@@ -2,7 +2,8 @@
 Conv1D/2D/3DTranspose} x three estimators.
 
 Also the rank-1 mixture layers ``Rank1Dense`` / ``Rank1Conv1D/2D/3D``
-(``_rank1.py``: one shared kernel, K components of rank-1 factors),
+(``_rank1.py``: one shared kernel, K components of rank-1 factors;
+`TileComponents` tiles their training batch over the components),
 `GaussianHead` (regression output) and `MCDropout` (dropout that stays
 on at inference, the Monte Carlo dropout baseline).
 
@@ -22,6 +23,7 @@ from ._rank1 import (
     Rank1Conv3D,
     Rank1Dense,
     Rank1Layer,
+    TileComponents,
     rank1_class,
 )
 from ._public import (
@@ -111,5 +113,6 @@ __all__ = [
     "Rank1Conv3D",
     "Rank1Dense",
     "Rank1Layer",
+    "TileComponents",
     "rank1_class",
 ]

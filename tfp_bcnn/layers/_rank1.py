@@ -34,7 +34,12 @@ short batch of ``model.fit`` included). Each row draws its own factors (fresh
 noise per row, like Flipout). ``tfp_bcnn.predict`` tiles a batch of N
 examples S times (row ``s * N + n``), so with S a multiple of K sample ``s``
 of every example comes from component ``floor(s * K / S)``: each component
-gives exactly ``S / K`` samples of every example.
+gives exactly ``S / K`` samples of every example. In training the same map
+does the reference recipe (Dusenberry et al.'s code tiles images and labels
+``ensemble_size`` times): `TileComponents` at the input of a rank-1 model
+tiles the batch K times, so copy ``k`` of every example is in block ``k`` and
+every example trains every component (``models.MixtureLoss`` averages the
+likelihood over the copies; the KL below is added once per call).
 
 Loss: each call adds ``kl_weight * (1 / K) sum_k KL(q_k || p)``, the KL of
 every factor summed over entries and averaged over the components; by the
@@ -496,6 +501,55 @@ class Rank1Conv2D(Rank1Conv):
 class Rank1Conv3D(Rank1Conv):
     """3-D rank-1 mixture convolution (``Rank1Conv``)."""
     _rank = 3
+
+
+@_register
+class TileComponents(keras.layers.Layer):
+    """Training-time input of a rank-1 mixture model: the batch tiled K times.
+
+    In training (``training=True``, as ``model.fit`` calls the model) a batch
+    ``(B, ...)`` becomes ``(K * B, ...)``, sample-major (row ``k * B + n`` is
+    copy ``k`` of example ``n``). The rank-1 layers map the ``K * B`` rows to
+    their components in contiguous blocks (row ``i`` to ``floor(i K / (K B))
+    = floor(i / B)``), so copy ``k`` of every example goes through component
+    ``k``: every example trains every component, the recipe of Dusenberry et
+    al. 2020 (edward2 / uncertainty-baselines tile images and labels
+    ``ensemble_size`` times). The loss must then pair the ``K * B`` outputs
+    with the ``B`` labels: `tfp_bcnn.models.MixtureLoss` averages the
+    likelihood term over the K copies (``models.compile_bayesian`` uses it for
+    rank-1 models); the KL is added once per layer call, whatever the batch,
+    so it is counted once.
+
+    At inference (``training`` False or None: ``predict``, ``evaluate``,
+    moments, export) the layer is the identity and the caller's own tiling
+    spreads the samples over the components (`tfp_bcnn._mixture`).
+
+    Args:
+        num_components: K, >= 1 (keyword or first positional).
+
+    Input shape: ``(B, ...)``. Output shape: ``(K * B, ...)`` in training,
+    ``(B, ...)`` otherwise.
+
+    Raises:
+        ValueError: ``num_components`` not a positive int.
+    """
+
+    def __init__(self, num_components: int = 4, **kwargs):
+        super().__init__(**kwargs)
+        self.num_components = check.positive_int("num_components", num_components)
+        # the copies keep the dtype they receive (the image, float32)
+        self.autocast = False
+
+    def call(self, inputs, training=None):
+        if not training or self.num_components == 1:
+            return inputs
+        return ops.tile(inputs, (self.num_components,) + (1,) * (len(inputs.shape) - 1))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "num_components": self.num_components}
 
 
 #: rank -> class; rank 0 is Dense.

@@ -31,10 +31,13 @@ Conversion
 of a trained deterministic model (e.g. ``keras.applications.MobileNetV2``)
 into its Bayesian twin, with the posterior means
 at the trained weights (MOPED, Krishnan et al. 2020,
-https://arxiv.org/abs/1906.05323, for the posterior std).
+https://arxiv.org/abs/1906.05323, for the posterior std); with
+``posterior="rank1"`` into rank-1 mixture layers (the trained kernel shared
+by K components of rank-1 factors).
 
 The package's modules: `_recipe` (`RECIPE`, `recipe_callbacks`,
-`compile_bayesian`), `_zoo` (the builders and their deterministic twins) and
+`compile_bayesian`; its `MixtureLoss` / `MixtureMetric` for rank-1 models
+come from ``tfp_bcnn._mixture_fit``), `_zoo` (the builders and their deterministic twins) and
 `_conversion` (`to_bayesian` in its named steps); the MobileNetV2 pieces live
 in ``tfp_bcnn._mobilenet``.
 """
@@ -42,6 +45,7 @@ in ``tfp_bcnn._mobilenet``.
 from __future__ import annotations
 
 from .. import kl as kl_lib  # noqa: F401 (a name of the former module, used by callers)
+from .._mixture_fit import MixtureLoss, MixtureMetric
 from ._conversion import MOPED_SIGMA_FLOOR, to_bayesian
 from ._recipe import MOBILENET_RECIPE, RECIPE, compile_bayesian, recipe_callbacks
 from ._zoo import DEFAULT_POSTERIOR_STD_INIT, alexnet, lenet5, mobilenet_v2, three_conv_three_fc
@@ -50,6 +54,8 @@ __all__ = [
     "DEFAULT_POSTERIOR_STD_INIT",
     "MOBILENET_RECIPE",
     "MOPED_SIGMA_FLOOR",
+    "MixtureLoss",
+    "MixtureMetric",
     "RECIPE",
     "alexnet",
     "compile_bayesian",

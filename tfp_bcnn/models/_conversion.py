@@ -18,8 +18,9 @@ import numpy as np
 
 from .. import _validation as check
 from .._compat import all_layers, clone_model, input_layer_name, is_graph_model
-from ..layers import ESTIMATORS, layer_class
+from ..layers import ESTIMATORS, Rank1Layer, layer_class
 from ..layers._base import rho_from_sigma
+from . import _rank1_conversion as rank1
 from ._recipe import _check_num_train_examples
 
 #: Smallest posterior std that `to_bayesian` gives a weight with MOPED.
@@ -234,6 +235,37 @@ def _last_rule(model, rule: _SkipRule, last) -> _SkipRule:
     return dataclasses.replace(rule, names=rule.names | frozenset(keep))
 
 
+def _check_rank1(model, rule: _SkipRule, posterior, num_components, moped_delta,
+                 centered_prior) -> int | None:
+    """K for ``posterior="rank1"`` (None for ``"mean_field"``), checked.
+
+    Raises:
+        ValueError: an unknown ``posterior``, a bad ``num_components``,
+            ``moped_delta`` or ``centered_prior`` with rank-1 (they set a
+            weight's own posterior / prior, which rank-1 layers do not have),
+            or converted layers without a rank-1 twin (all named).
+    """
+    check.choice("posterior", posterior, ("mean_field", "rank1"))
+    k = check.positive_int("num_components", num_components)
+    if posterior != "rank1":
+        return None
+    for name, value in (("moped_delta", moped_delta), ("centered_prior", centered_prior)):
+        if value not in (None, False):
+            raise ValueError(
+                f"`{name}` sets a per-weight posterior or prior: posterior='rank1' keeps the "
+                f"trained kernel as the shared W and puts the posterior on rank-1 factors. "
+                f"Received: {name}={value!r}")
+    bad = [f"{layer.name!r} ({type(layer).__name__})" for layer in all_layers(model)
+           if layer not in rule and _converts(layer)
+           and type(layer) not in rank1.RANK1_CONVERTIBLE]
+    if bad:
+        raise ValueError(
+            "posterior='rank1' converts Dense and Conv1D/2D/3D layers; these have no rank-1 "
+            "mixture twin: " + ", ".join(bad) + ". Pass them in `skip=` to keep them "
+            "deterministic. Received: posterior='rank1'")
+    return k
+
+
 _PENALTIES = (
     "kernel_regularizer", "bias_regularizer", "kernel_constraint", "bias_constraint",
     "depthwise_regularizer", "depthwise_constraint",
@@ -325,7 +357,10 @@ class _TwinCloner:
             self.dropped.append(layer.name)
         index = self.next_seed_offset
         seed = None if self.seed is None else int(self.seed) + index
-        if _CONVERTIBLE[type(layer)][0] == "separable":
+        if "num_components" in self.options:  # posterior="rank1"
+            new = rank1.rank1_twin(layer, self.options, seed)
+            self.next_seed_offset += 1
+        elif _CONVERTIBLE[type(layer)][0] == "separable":
             new = _separable_twin(layer, self.estimator, self.options, seed)
             self.next_seed_offset += 2
         else:
@@ -356,6 +391,9 @@ def _init_posterior(old, new, moped_delta: float | None) -> None:
     kernels go to the two layers of its twin.
     """
     to_numpy = keras.ops.convert_to_numpy
+    if isinstance(new, Rank1Layer):
+        rank1.init_rank1(old, new)
+        return
     if isinstance(new, keras.Sequential):  # a separable convolution's twin
         depthwise, pointwise = new.layers
         _init_kernel(depthwise, to_numpy(old.depthwise_kernel), moped_delta)
@@ -380,6 +418,8 @@ def to_bayesian(
     seed: int | None = None,
     center_prior: bool | None = None,
     last: int | None = None,
+    posterior: str = "mean_field",
+    num_components: int = 4,
 ) -> keras.Model:
     """Convert a trained deterministic Keras model into a Bayesian one.
 
@@ -448,6 +488,16 @@ def to_bayesian(
             rest stay deterministic -- a partially Bayesian network (Sharma et
             al. 2023, https://arxiv.org/abs/2211.06291); with ``skip``, the
             count is over the layers not skipped (keyword-only).
+        posterior: ``"mean_field"`` (the above) or ``"rank1"``: every
+            converted ``Dense`` / ``ConvND`` becomes the rank-1 mixture layer of
+            its rank (`tfp_bcnn.layers.rank1_class`) with the trained kernel as
+            its shared ``W``, the trained bias in every component, factors at
+            the layers' initialisation with scale ``posterior_std_init`` (0.05
+            when left at 1e-3) and ``prior`` on the factors; each input gets a
+            `tfp_bcnn.layers.TileComponents` (train with
+            `compile_bayesian`). ``estimator`` does not apply; ``moped_delta``
+            and ``centered_prior`` are refused (keyword-only).
+        num_components: K of ``posterior="rank1"`` (keyword-only).
 
     Returns:
         A new ``keras.Model`` (same class of graph, same name), uncompiled.
@@ -484,12 +534,15 @@ def to_bayesian(
         )
         centered_prior = center_prior
     rule = _check_convertible(model, estimator, num_train_examples, moped_delta, skip, last)
+    k = _check_rank1(model, rule, posterior, num_components, moped_delta, centered_prior)
     options = {
         "prior": prior,
         "posterior_std_init": posterior_std_init,
         "kl_weight": 1.0 / num_train_examples,
         "centered_prior": bool(centered_prior),
     }
+    if k:
+        options = rank1.options(k, prior, posterior_std_init, 1.0 / num_train_examples)
     cloner = _TwinCloner(rule, estimator, options, seed)
     new_model = _clone_graph(model, cloner, cache={})
     if not new_model.built:
@@ -505,4 +558,4 @@ def to_bayesian(
             _init_posterior(old, new, moped_delta)
         else:
             new.set_weights(old.get_weights())
-    return new_model
+    return rank1.add_training_tile(new_model, k) if k else new_model

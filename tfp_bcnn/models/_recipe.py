@@ -15,7 +15,9 @@ from .. import _validation as check
 from .. import kl as kl_lib
 from .. import regularizers
 from .._annealing import KLAnnealing
+from .._mixture_fit import MixtureLoss, MixtureMetric
 from .._mobilenet import MOBILENET_RECIPE
+from ..layers import Rank1Layer
 
 __all__ = ["MOBILENET_RECIPE", "RECIPE", "compile_bayesian", "recipe_callbacks"]
 
@@ -77,6 +79,12 @@ def compile_bayesian(
     (``loss - kl`` is the likelihood term; not on the JAX backend, where
     ``tfp_bcnn.kl_divergence(model)`` gives it after ``fit``).
 
+    A model with rank-1 mixture layers (``posterior="rank1"``) gets the
+    loss wrapped in `MixtureLoss` and each metric in `MixtureMetric`: its
+    `tfp_bcnn.layers.TileComponents` input tiles every training batch K times,
+    and the wrappers average the likelihood over the K copies and score the
+    mixture's mean (the identity when nothing is tiled, as at evaluation).
+
     Args:
         model: a classifier ending in a softmax (e.g. from `lenet5`).
         learning_rate: Adam's learning rate (default: ``RECIPE["learning_rate"]``).
@@ -86,7 +94,10 @@ def compile_bayesian(
     Returns:
         ``model``, compiled.
     """
-    metrics = list(metrics)
+    metrics, loss = list(metrics), "sparse_categorical_crossentropy"
+    if _has_rank1(model):  # K predictions per label in training: average them
+        loss = MixtureLoss(loss)
+        metrics = [MixtureMetric(m) for m in metrics]
     # The kl metric reads the weights inside the step, which JAX's compiled step hides.
     if any(True for _ in kl_lib.variational_layers(model)) and keras.backend.backend() != "jax":
         metrics.append(kl_lib.KLDivergence(model))
@@ -94,11 +105,15 @@ def compile_bayesian(
             metrics.append(regularizers.RegularizationLoss(model))
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss="sparse_categorical_crossentropy",
+        loss=loss,
         metrics=metrics,
         **compile_kwargs,
     )
     return model
+
+
+def _has_rank1(model) -> bool:
+    return any(isinstance(layer, Rank1Layer) for layer in kl_lib.variational_layers(model))
 
 
 # The size of the training set that sets every Bayesian layer's KL weight: checked

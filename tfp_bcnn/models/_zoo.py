@@ -14,10 +14,11 @@ import numpy as np
 
 from .. import _mobilenet
 from .. import _validation as check
-from ..layers import ESTIMATORS, MCDropout, layer_class, rank1_class
+from ..layers import ESTIMATORS, MCDropout, TileComponents, layer_class, rank1_class
 from ..layers._base import rho_from_sigma
 from .._mobilenet import MOBILENET_RECIPE
 from ._conversion import to_bayesian
+from ._rank1_conversion import RANK1_FACTOR_STD_INIT
 from ._recipe import _check_num_train_examples
 
 #: Default initial posterior std of the builders.
@@ -137,9 +138,6 @@ class _LayerFactory:
 #: Posterior families of the builders: mean-field Gaussian weights, or rank-1
 #: mixture layers (`tfp_bcnn.layers.Rank1Dense` / `Rank1Conv2D`).
 POSTERIOR_FAMILIES = ("mean_field", "rank1")
-#: Initial factor scale of rank-1 layers when ``posterior_std_init`` is left at
-#: the mean-field default (the layers' own default).
-RANK1_FACTOR_STD_INIT = 0.05
 
 
 def _rank1_layer(rank, size, factory, seed, **kwargs):
@@ -198,6 +196,8 @@ def _build(body, name, input_shape, num_classes, estimator, num_train_examples, 
         output_bias_std, keras.regularizers.get(kernel_regularizer), k,
     )
     layers = [keras.Input(shape=input_shape, name="image")]
+    if k:  # training batches tiled over the components (TileComponents)
+        layers.append(TileComponents(k, name="tile_components"))
     layers += body(factory, input_shape, num_classes, **body_kwargs)
     suffix = "_rank1" if k else ""
     suffix = suffix if bayesian else ("_mc_dropout" if dropout else "_deterministic")
@@ -310,9 +310,13 @@ _COMMON_ARGS = """
             shared kernel and ``num_components`` components of rank-1
             factors); ``prior`` and ``posterior_std_init`` then apply to the
             factors (the mean-field default std becomes 0.05, a None prior
-            the layers' ``Normal(1, 1)``). ``tfp_bcnn.predict`` spreads its
-            samples over the components (``num_samples`` a multiple of K).
-            Keyword-only; Bayesian models only.
+            the layers' ``Normal(1, 1)``). The model starts with a
+            `tfp_bcnn.layers.TileComponents` layer: in training every batch
+            is tiled K times, so every example trains every component (train
+            it with `compile_bayesian`, whose loss averages the K copies).
+            ``tfp_bcnn.predict`` spreads its samples over the components
+            (``num_samples`` a multiple of K). Keyword-only; Bayesian models
+            only.
         num_components: K of ``posterior="rank1"``, >= 1 (keyword-only).
         name: model name (``"_deterministic"``, or ``"_mc_dropout"`` with
             dropout, is appended when not Bayesian).

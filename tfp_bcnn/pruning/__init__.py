@@ -40,6 +40,13 @@ Structured pruning (filters) and shrinking::
 bias); the sparsity is the fraction of filters; see ``_masks``. `shrink`
 rebuilds chain models without them (see ``_shrink``).
 
+Rank-1 mixture layers (`tfp_bcnn.layers.Rank1Layer`) prune the same way:
+their ``kernel_mask`` is on the shared kernel ``W``, so a pruned weight is 0
+in every component; ``"magnitude"`` / ``"l1"`` rank by ``|W|`` (``"snr"`` is
+refused: ``W`` is a point estimate, the noise is on the rank-1 factors), filter
+pruning zeroes the filter's bias in all K components, `strip` sets ``W = 0``
+and `shrink` slices ``W``, the factors and the biases.
+
 Schedules. A schedule is a callable ``step -> (should_prune, sparsity)``; the
 two here have tfmot's arguments and formulas, and any tfmot
 ``PruningSchedule`` object (or another callable returning that pair, as

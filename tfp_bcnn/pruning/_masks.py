@@ -50,8 +50,8 @@ import numpy as np
 from keras import ops
 
 from .. import _validation as check
-from ..kl import bayesian_layers
-from ..layers import BayesianLayer
+from ..kl import variational_layers
+from ..layers import BayesianLayer, Rank1Layer
 
 __all__ = [
     "CRITERIA",
@@ -61,6 +61,7 @@ __all__ = [
     "STRUCTURES",
     "apply_sparsity",
     "check_options",
+    "kernel_means",
     "pruned_filters",
     "zero_pruned_biases",
     "model_name",
@@ -91,11 +92,14 @@ def model_name(model) -> str:
 def prunable_layers(model) -> list:
     """The built Bayesian layers of ``model`` (nested models included).
 
+    Rank-1 mixture layers (`tfp_bcnn.layers.Rank1Layer`) count: their mask
+    is on the shared kernel ``W``, so a pruned weight is 0 in every component.
+
     Raises:
         ValueError: no Bayesian layer, duplicate names, an unbuilt layer, or
             a layer named ``"total"``.
     """
-    layers = list(bayesian_layers(model))
+    layers = list(variational_layers(model))
     if not layers:
         raise ValueError(f"The model has no Bayesian layer. Received: model={model_name(model)}")
     names = [layer.name for layer in layers]
@@ -145,6 +149,12 @@ def check_options(model, criterion, scope, exclude,
         ) from None
     layers = prunable_layers(model)
     names = [layer.name for layer in layers]
+    rank1 = [n for layer, n in zip(layers, names) if isinstance(layer, Rank1Layer)]
+    if criterion == "snr" and rank1:
+        raise ValueError(
+            "criterion='snr' needs a posterior std per weight; the rank-1 mixture layers "
+            f"{rank1} have a point-estimate kernel (their noise is on rank-1 factors). Use "
+            "criterion='magnitude' or 'l1'. Received: criterion='snr'")
     for name in exclude:
         if name not in names:
             raise ValueError(
@@ -163,9 +173,20 @@ def check_options(model, criterion, scope, exclude,
     return included, exclude
 
 
+def kernel_means(layer) -> np.ndarray:
+    """float64 kernel means: ``kernel_loc``, or a rank-1 layer's shared ``W``.
+
+    ``W`` is the point estimate that every component scales by its factors
+    (``W_io r_ki s_ko``): its magnitude is the weight's magnitude up to the
+    factors, which are ~1 in every component and are not pruned.
+    """
+    kernel = layer.kernel if isinstance(layer, Rank1Layer) else layer.kernel_loc
+    return ops.convert_to_numpy(kernel).astype("float64")
+
+
 def _scores(layer, criterion) -> np.ndarray:
     """Flat float64 scores of a layer's kernel; pruned weights get -inf."""
-    loc = np.abs(ops.convert_to_numpy(layer.kernel_loc).astype("float64"))
+    loc = np.abs(kernel_means(layer))
     if criterion == "snr":
         loc = loc / ops.convert_to_numpy(layer.kernel_sigma).astype("float64")
     mask = ops.convert_to_numpy(layer.kernel_mask).ravel()
@@ -177,8 +198,9 @@ def _scores(layer, criterion) -> np.ndarray:
 def _masked_moments(layer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(|mu| * mask, sigma, mask)`` as float64 ``(n_f, F)`` arrays (filters last)."""
     mask = ops.convert_to_numpy(layer.kernel_mask).astype("float64")
-    loc = np.abs(ops.convert_to_numpy(layer.kernel_loc).astype("float64")) * mask
-    sigma = ops.convert_to_numpy(layer.kernel_sigma).astype("float64")
+    loc = np.abs(kernel_means(layer)) * mask
+    sigma = (np.ones_like(loc) if isinstance(layer, Rank1Layer)  # snr refused for them
+             else ops.convert_to_numpy(layer.kernel_sigma).astype("float64"))
     units = mask.shape[-1]
     return loc.reshape(-1, units), sigma.reshape(-1, units), mask.reshape(-1, units)
 
@@ -224,7 +246,10 @@ def _assign_filters(layer, keep: np.ndarray) -> None:
 
 
 def zero_pruned_biases(layers: Sequence) -> None:
-    """Set the deterministic bias of every fully pruned filter of ``layers`` to 0."""
+    """Set the deterministic bias of every fully pruned filter of ``layers`` to 0.
+
+    A rank-1 layer's ``(K, units)`` biases: the filter's bias in every component.
+    """
     for layer in layers:
         if layer.bias is None:
             continue
@@ -348,10 +373,17 @@ def apply_sparsity(layers: Sequence, target: float, criterion: str, scope: str,
 
 
 def strip_masks(model: keras.Model) -> None:
-    """``kernel_loc = 0`` and ``kernel_rho = PRUNED_RHO`` wherever the mask is 0."""
+    """``kernel_loc = 0`` and ``kernel_rho = PRUNED_RHO`` wherever the mask is 0.
+
+    Rank-1 mixture layers: their shared ``kernel`` is set to 0 there.
+    """
     for layer in prunable_layers(model):
         pruned = ops.convert_to_numpy(layer.kernel_mask) == 0
         if not pruned.any():
+            continue
+        if isinstance(layer, Rank1Layer):  # a point estimate: W = 0 there
+            w = ops.convert_to_numpy(layer.kernel)
+            layer.kernel.assign(np.where(pruned, 0.0, w).astype(w.dtype))
             continue
         loc = ops.convert_to_numpy(layer.kernel_loc)
         rho = ops.convert_to_numpy(layer.kernel_rho)

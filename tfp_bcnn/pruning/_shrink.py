@@ -42,6 +42,13 @@ MobileNetV2) are shrunk by channel groups instead (`_groups`,
 `_shrink_graph`): channels tied by an ``Add`` go together, a depthwise
 layer's channels go with those of the layer before it.
 
+Rank-1 mixture layers (`tfp_bcnn.layers.Rank1Layer`) shrink like Bayesian
+ones: a removed filter leaves ``W[..., f]``, its output factors and its K
+biases; the next layer loses the input channel from ``W`` and its input
+factors (a channel is removed only if its K biases agree, 0 after filter
+pruning; a rank-1 consumer never folds a constant, its factors are random);
+`tfp_bcnn.layers.TileComponents` (the identity at inference) may open the chain.
+
 Unsupported (a ``ValueError`` naming the layer, the masked model left as it
 is): ``Concatenate`` and other merges but ``Add``, branching without a merge
 in a chain model, shared layers, nested models, subclassed models, grouped /
@@ -57,7 +64,7 @@ import numpy as np
 from keras import ops
 
 from .._compat import is_graph_model
-from ..layers import BayesianLayer
+from ..layers import BayesianLayer, Rank1Layer, TileComponents
 from ._groups import mixing_activation, per_channel
 
 __all__ = ["layer_costs", "shrink"]
@@ -77,8 +84,12 @@ def _unsupported(layer, why: str) -> ValueError:
     )
 
 
+#: Layers with a ``kernel_mask`` whose filters shrink removes.
+_MASKED = (BayesianLayer, Rank1Layer)
+
+
 def _is_linear(layer) -> bool:
-    if isinstance(layer, BayesianLayer):
+    if isinstance(layer, _MASKED):
         return True
     if isinstance(layer, _LINEAR_KERAS):
         if getattr(layer, "groups", 1) != 1:
@@ -143,15 +154,15 @@ def _chain(model) -> list:
 
 def _removable(layer, last: bool) -> np.ndarray:
     """Boolean ``(F,)``: the filters of ``layer`` that may be removed."""
-    units = int(layer.kernel_mask.shape[-1]) if isinstance(layer, BayesianLayer) else None
-    if units is None or last or layer.bias_loc is not None:
+    units = int(layer.kernel_mask.shape[-1]) if isinstance(layer, _MASKED) else None
+    if units is None or last or getattr(layer, "bias_loc", None) is not None:
         return np.zeros(int(_out_channels(layer)), dtype=bool)
     mask = ops.convert_to_numpy(layer.kernel_mask)
     return np.all(mask.reshape(-1, units) == 0, axis=0)
 
 
 def _out_channels(layer) -> int:
-    return int(layer.units if isinstance(layer, BayesianLayer) else
+    return int(layer.units if isinstance(layer, _MASKED) else
                getattr(layer, "filters", None) or layer.units)
 
 
@@ -167,7 +178,12 @@ def _filter_constants(layer, removed: np.ndarray) -> np.ndarray:
     bias = np.zeros(removed.shape, "float32")
     if getattr(layer, "bias", None) is not None:
         bias = ops.convert_to_numpy(layer.bias).astype("float32")
+    same = np.ones(removed.shape, dtype=bool)
+    if bias.ndim == 2:  # a rank-1 layer's bias per component: constant if all agree
+        same = np.all(bias == bias[:1], axis=0)
+        bias = bias[0]
     act = ops.convert_to_numpy(layer.activation(ops.convert_to_tensor(bias)))
+    act = np.where(same, act, np.inf)  # +inf: not constant, kept (see _propagate)
     return np.where(removed, act, np.nan)
 
 
@@ -220,7 +236,7 @@ def _plan(layers) -> _Plan:
     linear = [i for i, layer in enumerate(layers) if _is_linear(layer)]
     for layer in layers:
         if not (_is_linear(layer) or _is_per_channel(layer)
-                or isinstance(layer, keras.layers.Flatten)):
+                or isinstance(layer, (keras.layers.Flatten, TileComponents))):
             raise _unsupported(layer, "a layer that shrink does not know how to slice")
     for n, start in enumerate(linear):
         producer = layers[start]
@@ -248,7 +264,7 @@ def _plan(layers) -> _Plan:
         if _channel_axis(consumer, in_ndim) != axis % in_ndim:
             raise _unsupported(consumer, "its channel axis is not the one of the channels "
                                          "coming in")
-        foldable = (not isinstance(consumer, BayesianLayer)
+        foldable = (not isinstance(consumer, _MASKED)
                     and getattr(consumer, "bias", None) is not None
                     and getattr(consumer, "padding", "valid") == "valid")
         exact = (const == 0) | (np.isfinite(const) & foldable)
@@ -288,11 +304,25 @@ def _new_layer(layer, plan: _Plan):
     return type(layer).from_config(config)
 
 
+#: Rank-1 variables ``(K, channels)``: sliced along the last axis by the
+#: input (``in_factor_*``) or output (``out_factor_*``, ``bias``) channels.
+_RANK1_IN, _RANK1_OUT = ("in_factor_loc", "in_factor_rho"), (
+    "out_factor_loc", "out_factor_rho", "bias")
+
+
+def _slice_variable(layer, name: str, value: np.ndarray, in_keep, out_keep) -> np.ndarray:
+    if isinstance(layer, Rank1Layer) and name in _RANK1_IN + _RANK1_OUT:
+        keep = in_keep if name in _RANK1_IN else out_keep
+        return value if keep is None else np.take(value, keep, axis=-1)
+    return _slice(value, in_keep, out_keep)
+
+
 def _copy_weights(old, new, plan: _Plan) -> None:
     in_keep, out_keep = plan.in_keep.get(id(old)), plan.out_keep.get(id(old))
     old_vars = {v.name: v for v in old.weights}
     for var in new.weights:
-        value = _slice(ops.convert_to_numpy(old_vars[var.name]), in_keep, out_keep)
+        value = _slice_variable(old, var.name, ops.convert_to_numpy(old_vars[var.name]),
+                                in_keep, out_keep)
         if var.name == "bias" and id(old) in plan.bias_shift:
             value = value + plan.bias_shift[id(old)].astype(value.dtype)
         var.assign(value)
@@ -369,7 +399,7 @@ def layer_costs(model: keras.Model) -> list[dict]:
 
     rows = []
     for layer in all_layers(model):
-        if not (isinstance(layer, BayesianLayer) or isinstance(layer, _LINEAR_KERAS)):
+        if not (isinstance(layer, _MASKED) or isinstance(layer, _LINEAR_KERAS)):
             continue
         kernel = layer.kernel_loc if isinstance(layer, BayesianLayer) else layer.kernel
         shape = tuple(int(d) for d in kernel.shape)
