@@ -107,7 +107,9 @@ def summaries(probs, return_samples: bool = False) -> dict:
     """Monte Carlo summaries of per-sample class probabilities.
 
     Args:
-        probs: ``(S, N, C)`` probabilities of S Monte Carlo samples.
+        probs: ``(S, N, C)`` probabilities of S Monte Carlo samples; a dense
+            model's ``(S, N, *spatial, C)`` (per pixel: the reductions are
+            over the samples, axis 0, and the classes, the last axis).
         return_samples: also return ``probs`` as ``"samples"``.
 
     Returns:
@@ -115,7 +117,8 @@ def summaries(probs, return_samples: bool = False) -> dict:
         (over samples, ddof=0), ``predictive_entropy`` ``H[mean]``, ``aleatoric``
         ``mean_s H[p_s]`` (expected entropy) and ``epistemic`` (their
         difference, the mutual information, clipped at 0), each ``(N,)`` in
-        nats -- the definitions of ``tfp_bcnn._prediction.summarize`` (what
+        nats (dense: ``(N, *spatial, C)`` and ``(N, *spatial)``) -- the
+        definitions of ``tfp_bcnn._prediction.summarize`` (what
         `tfp_bcnn.predict` and the runtime compute in NumPy), here in
         TensorFlow ops so that they run inside the exported file.
     """
@@ -446,8 +449,11 @@ class InferenceGraph:
     Args:
         model: built Sequential or functional Keras model, one input, one
             output ``(batch, num_classes)`` of probabilities (or logits with
-            ``from_logits=True``). Deterministic models are accepted (their
-            samples coincide: epistemic 0).
+            ``from_logits=True``), or a dense (segmentation) model's
+            ``(batch, *spatial, num_classes)``, softmax over the last axis
+            (every field is then per pixel; all dimensions known).
+            Deterministic models are accepted (their samples coincide:
+            epistemic 0).
         num_samples: Monte Carlo samples S per call (the batch is tiled S times).
         sampling: ``"lrt"``, ``"weights"`` or ``"moments"`` (see the module
             docstring).
@@ -505,9 +511,10 @@ class InferenceGraph:
                 "Export supports models with one input and one output. "
                 f"Received: input_shape={input_shape}, output_shape={output_shape}"
             )
-        if len(output_shape) != 2 or output_shape[-1] is None:
+        if len(output_shape) < 2 or any(d is None for d in output_shape[1:]):
             raise ValueError(
-                "Export expects a classifier output (batch, num_classes). "
+                "Export expects a classifier output (batch, num_classes) or a dense one "
+                "(batch, *spatial, num_classes), every dimension but the batch known. "
                 f"Received: output_shape={output_shape}"
             )
         if any(d is None for d in input_shape[1:]):
@@ -521,6 +528,8 @@ class InferenceGraph:
         self.from_logits = bool(from_logits)
         self.input_shape = (None, *(int(d) for d in input_shape[1:]))
         self.num_classes = int(output_shape[-1])
+        #: ``(*spatial, C)``: ``(C,)`` for a classifier, ``(H, W, C)`` for segmentation.
+        self.output_shape = tuple(int(d) for d in output_shape[1:])
         self.max_pool = max_pool
         components = _mixture.check_num_samples(model, self.num_samples)
         if sampling == "moments":
@@ -564,19 +573,19 @@ class InferenceGraph:
         return tf.nn.softmax(out, axis=-1) if self.from_logits else out
 
     def sample(self, images):
-        """One stochastic forward pass: ``{"probabilities": (N, C)}``."""
+        """One stochastic forward pass: ``{"probabilities": (N, *spatial, C)}``."""
         if self._moments is not None:
             return {"probabilities": self._moments.probabilities(images, 1)[0]}
         return {"probabilities": self._probabilities(self._single, images)}
 
     def predict(self, images, return_samples: bool = False):
-        """S samples in one call; see `summaries` (``samples`` is ``(S, N, C)``)."""
+        """S samples in one call; see `summaries` (``samples``: ``(S, N, *spatial, C)``)."""
         s = self.num_samples
         if self._moments is not None:
             probs = self._moments.probabilities(images, s)
             return summaries(probs, return_samples=return_samples)
         probs = self._probabilities(self._tiled, images)  # tiles after the prefix
-        probs = tf.reshape(probs, [s, -1, self.num_classes])
+        probs = tf.reshape(probs, [s, -1, *self.output_shape])
         return summaries(probs, return_samples=return_samples)
 
 
@@ -585,7 +594,8 @@ def export_info(graph: InferenceGraph) -> dict:
 
     Returns:
         ``{"format_version": 1, "sampling": ..., "num_samples": S,
-        "max_pool": ... (``"moments"`` only), "num_classes": C}``.
+        "max_pool": ... (``"moments"`` only), "num_classes": C}``, and for
+        a dense model ``"output_shape": [*spatial, C]``.
     """
     info = {
         "format_version": 1,
@@ -595,4 +605,6 @@ def export_info(graph: InferenceGraph) -> dict:
     }
     if graph.sampling == "moments":
         info["max_pool"] = graph.max_pool
+    if len(graph.output_shape) > 1:
+        info["output_shape"] = list(graph.output_shape)
     return info

@@ -12,8 +12,10 @@ defines the same two itself::
 The model is a file written by `tfp_bcnn.export.to_tflite`: signature
 ``serving_default`` with input ``images`` (dynamic batch) and output
 ``samples`` ``(S, batch, C)``, the class probabilities of S Monte Carlo samples
-drawn in one invocation. The summaries are computed here from the samples, so
-several invocations pool into one estimate of ``S * num_invocations`` samples.
+drawn in one invocation (a segmentation model's ``(S, batch, H, W, C)``: every
+field is then per pixel, ``mean (N, H, W, C)``, entropies ``(N, H, W)``).
+The summaries are computed here from the samples, so several invocations
+pool into one estimate of ``S * num_invocations`` samples.
 
 Example:
 
@@ -115,10 +117,9 @@ else:
     def summarize(samples, return_samples: bool = False) -> Prediction:
         """Summaries of ``(S, N, C)`` per-sample probabilities (float64 fields)."""
         samples = np.asarray(samples)
-        if samples.ndim != 3:
-            raise ValueError(
-                f"`samples` must have shape (S, N, C). Received: samples.shape={samples.shape}"
-            )
+        if samples.ndim < 3:
+            raise ValueError(f"`samples` must have shape (S, N, [*spatial,] C). "
+                             f"Received: samples.shape={samples.shape}")
         p = np.clip(samples.astype(np.float64), 0.0, 1.0)
         mean = p.mean(axis=0)
         var = np.mean(np.square(p - mean), axis=0)
@@ -391,7 +392,8 @@ class TFLiteBayesianModel:
     Memory: the graph tiles each chunk of ``batch_size`` examples ``S``
     times, so at most ``max_interpreters * batch_size * S`` rows are in
     flight (one invocation per interpreter), plus ``O(N * C)`` for the
-    results (and ``S * N * C`` with ``return_samples=True``), whatever ``N``.
+    results (and ``S * N * C`` with ``return_samples=True``), whatever ``N``;
+    for a dense model count per pixel (``C`` is ``H * W * C``).
 
     Args:
         path: the ``.tflite`` file.
@@ -403,6 +405,7 @@ class TFLiteBayesianModel:
     Attributes:
         input_shape: ``(None, *example_shape)``.
         num_classes: C.
+        output_shape: ``(C,)``, or a dense model's ``(*spatial, C)``.
         num_samples: Monte Carlo samples S drawn per invocation.
         op_resolver: ``"auto"`` or ``"builtin_without_default_delegates"``.
         max_interpreters: the bound above.
@@ -481,7 +484,7 @@ class TFLiteBayesianModel:
         inp = runner.get_input_details()[_INPUT]
         out = runner.get_output_details()[_SAMPLES]
         shape = [int(d) for d in inp["shape_signature"]]
-        if inp["dtype"] != np.float32 or len(out["shape_signature"]) != 3:
+        if inp["dtype"] != np.float32 or len(out["shape_signature"]) < 3:
             raise _InvalidModel(
                 f"Unexpected signature: input {inp['dtype']} {shape}, samples "
                 f"{list(out['shape_signature'])}."
@@ -489,7 +492,8 @@ class TFLiteBayesianModel:
         self.input_shape = (None, *shape[1:])
         self._fixed_batch = shape[0] if shape[0] > 0 else None
         self.num_samples = int(out["shape_signature"][0])
-        self.num_classes = int(out["shape_signature"][2])
+        self.output_shape = tuple(int(d) for d in out["shape_signature"][2:])
+        self.num_classes = self.output_shape[-1]
         # Prepare the graph once, so a delegate that cannot take it fails here
         # (quietly: LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate").
         with _native_stderr_silenced():
@@ -571,7 +575,7 @@ class TFLiteBayesianModel:
                 f"Received: batch_size={batch_size}"
             )
         if len(x) == 0:
-            yield np.zeros((self.num_samples * num_invocations, 0, self.num_classes), np.float32)
+            yield np.zeros((self.num_samples * num_invocations, 0, *self.output_shape), np.float32)
         for start in range(0, len(x), batch_size):
             chunk = x[start : start + batch_size]
             rows = chunk.shape[0]
