@@ -407,3 +407,76 @@ def test_dense_weights_export_matches_keras_monte_carlo(tmp_path):
     mc = predict(model, x, num_samples=1024, batch_size=3)
     assert mc.epistemic.mean() > 1e-3  # the posterior is wide enough to matter
     _assert_same_mean(lite, mc, 1024, 1024)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampling", ["lrt", "weights", "moments"])
+def test_dense_regression_exports_equal_keras_when_sigma_vanishes(sampling, tmp_path):
+    """A per-pixel GaussianHead exports too: at sigma = 1e-8 the TFLite file (via
+    the runtime, a `RegressionPrediction`) and the SavedModel give the Keras
+    model's per-pixel mean and std (aleatoric variance = std^2, epistemic 0)
+    to float32 round-off."""
+    import tensorflow as tf
+
+    model = _unet("both", "gaussian", std=1e-8)
+    x = _images(3, 2)
+    expected = _np(model(x, training=False))
+    runtime, serving = _export_all(model, tmp_path, sampling, 4)
+    assert runtime.regression and runtime.output_shape == (8, 8, 2)
+    p = runtime.predict(x, num_invocations=2)
+    assert isinstance(p, RegressionPrediction) and p.mean.shape == (3, 8, 8, 1)
+    np.testing.assert_allclose(p.mean, expected[..., :1], atol=1e-5)
+    np.testing.assert_allclose(p.aleatoric_variance, expected[..., 1:] ** 2, rtol=1e-4)
+    assert p.epistemic_variance.max() < 1e-8
+    out = serving(images=tf.constant(x))
+    assert sorted(out) == sorted(("mean", "aleatoric_variance", "epistemic_variance",
+                                  "variance", "std"))
+    np.testing.assert_allclose(out["mean"].numpy(), expected[..., :1], atol=1e-5)
+    np.testing.assert_allclose(out["std"].numpy(), expected[..., 1:], rtol=1e-4)
+
+
+def test_export_refuses_misplaced_heads():
+    from tfp_bcnn.export._inference import InferenceGraph
+
+    inp = keras.Input((4,))
+    h = layers.GaussianHead(3)(inp)
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(h))
+    with pytest.raises(ValueError, match="output layer. Received: layer="):
+        InferenceGraph(model)
+    with pytest.raises(ValueError, match="Received: from_logits=True"):
+        InferenceGraph(_unet(head="gaussian"), from_logits=True)
+    inp = keras.Input((None, None, 1))
+    open_shape = keras.Model(inp, keras.layers.Conv2D(3, 1, activation="softmax")(inp))
+    with pytest.raises(ValueError, match=r"Received: output_shape=\(None, None, None, 3\)"):
+        InferenceGraph(open_shape)
+
+
+def test_standalone_runtime_summaries_are_the_package_ones():
+    """``runtime.py`` loaded as a lone file (its own copies of the summaries, no
+    tfp_bcnn import) gives the package's numbers on dense samples, per pixel
+    (float64 maths: 1e-12), classifier and GaussianHead."""
+    import importlib.util
+
+    from tfp_bcnn import _prediction
+    from tfp_bcnn.export import runtime
+
+    spec = importlib.util.spec_from_file_location("runtime_alone", runtime.__file__)
+    alone = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(alone)
+    assert alone.summarize is not _prediction.summarize  # the copy, not an import
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), size=(5, 2, 4, 4))
+    gauss = np.concatenate([rng.normal(size=(5, 2, 4, 4, 2)),
+                            rng.uniform(0.1, 1, size=(5, 2, 4, 4, 2))], axis=-1)
+    for mine, ours, samples in [(alone.summarize, _prediction.summarize, probs),
+                                (alone.summarize_gaussian, _prediction.summarize_gaussian,
+                                 gauss)]:
+        a = alone._concatenate([mine(samples[:, :1]), mine(samples[:, 1:])])
+        b = ours(samples)
+        assert type(a).__name__ == type(b).__name__
+        for name in ("mean", "std"):
+            np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-12,
+                                       atol=1e-15)
+        for f in ("epistemic", "epistemic_variance"):
+            if hasattr(b, f):
+                np.testing.assert_allclose(getattr(a, f), getattr(b, f), atol=1e-15)
