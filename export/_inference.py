@@ -84,7 +84,7 @@ from tfp_bcnn.layers import (
     Rank1Layer,
 )
 from tfp_bcnn.kl import bayesian_layers
-from tfp_bcnn.moments import MAX_POOLS
+from tfp_bcnn.moments import MAX_POOLS, _output_layer
 
 from ._rank1 import MixtureMomentsForm, Rank1Inference
 from ._random import sign_flip_normal, standard_normal, uniform
@@ -167,12 +167,6 @@ def gaussian_summaries(samples, return_samples: bool = False) -> dict:
     if return_samples:
         out["samples"] = samples
     return out
-
-
-def _output_layer(model):
-    while getattr(model, "layers", None):
-        model = model.layers[-1]
-    return model
 
 
 def _check_head(model, from_logits: bool) -> bool:
