@@ -382,6 +382,11 @@ class _Propagator:
         channels_first = rank > 0 and layer.data_format == "channels_first"
 
         def linear(x, k):
+            if rank == 0 and len(x.shape) > 2 and None not in x.shape[1:]:
+                # per-pixel dense map (a GaussianHead on a feature map): static reshapes
+                # around one matmul (TFLite FULLY_CONNECTED), no dynamic-shape tensordot
+                y = ops.matmul(ops.reshape(x, (-1, x.shape[-1])), k)
+                return ops.reshape(y, (-1, *x.shape[1:-1], k.shape[-1]))
             if rank == 0:
                 return ops.matmul(x, k)
             if isinstance(layer, BayesianLayer):

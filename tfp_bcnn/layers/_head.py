@@ -66,7 +66,14 @@ class GaussianHead(keras.layers.Layer):
         self.dense.build(input_shape)
 
     def call(self, inputs):
-        out = self.dense(inputs)
+        shape = tuple(inputs.shape)
+        if len(shape) > 2 and None not in shape[1:]:
+            # a feature map: one matmul over the flattened pixels between static
+            # reshapes (TFLite FULLY_CONNECTED, not a dynamic-shape tensordot)
+            out = self.dense(ops.reshape(inputs, (-1, shape[-1])))
+            out = ops.reshape(out, (-1, *shape[1:-1], 2 * self.units))
+        else:
+            out = self.dense(inputs)
         mean = out[..., : self.units]
         std = ops.softplus(out[..., self.units :]) + self.min_std
         return ops.concatenate([mean, std], axis=-1)
