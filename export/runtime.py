@@ -595,7 +595,7 @@ class TFLiteBayesianModel:
             yield draws[0] if num_invocations == 1 else np.concatenate(draws, axis=0)
 
     def sample(self, x, num_invocations: int = 1, batch_size: int | None = None) -> np.ndarray:
-        """Per-sample probabilities ``(S * num_invocations, N, C)`` (see `predict`)."""
+        """Per-sample outputs ``(S * num_invocations, N, [*spatial,] C)`` (see `predict`)."""
         draws = self._draws(self._validate(x), num_invocations, batch_size)
         return np.concatenate(list(draws), axis=1)
 
