@@ -12,9 +12,8 @@ defines the same two itself::
 The model is a file written by `tfp_bcnn.export.to_tflite`: signature
 ``serving_default`` with input ``images`` (dynamic batch) and output
 ``samples`` ``(S, batch, C)``, the class probabilities of S Monte Carlo samples
-drawn in one invocation (a segmentation model's ``(S, batch, H, W, C)``: every
-field is then per pixel, ``mean (N, H, W, C)``, entropies ``(N, H, W)``).
-The summaries are computed here from the samples, so several invocations
+drawn in one invocation (a segmentation model's ``(S, batch, H, W, C)``: fields per
+pixel). The summaries are computed here from the samples, so several invocations
 pool into one estimate of ``S * num_invocations`` samples.
 
 Example:
@@ -118,16 +117,11 @@ else:
                           np.mean(p * (1.0 - p), axis=0), var,
                           samples if return_samples else None)
 
-    @dataclasses.dataclass(frozen=True, eq=False)
-    class RegressionPrediction:
-        """GaussianHead predictive; as ``tfp_bcnn._prediction.RegressionPrediction``."""
-
-        mean: np.ndarray
-        aleatoric_variance: np.ndarray
-        epistemic_variance: np.ndarray
-        variance: np.ndarray
-        std: np.ndarray
-        samples: np.ndarray | None = None
+    # GaussianHead predictive: the fields of ``tfp_bcnn._prediction.RegressionPrediction``
+    RegressionPrediction = dataclasses.make_dataclass("RegressionPrediction", [
+        *((f, np.ndarray) for f in ("mean", "aleatoric_variance", "epistemic_variance",
+                                    "variance", "std")),
+        ("samples", "np.ndarray | None", None)], frozen=True, eq=False)
 
     def summarize_gaussian(samples, return_samples: bool = False) -> RegressionPrediction:
         """Summaries of ``(S, N, [*spatial,] 2K)`` sampled ``[mu, sigma]`` (float64)."""
@@ -584,7 +578,8 @@ class TFLiteBayesianModel:
                 f"Received: batch_size={batch_size}"
             )
         if len(x) == 0:
-            yield np.zeros((self.num_samples * num_invocations, 0, *self.output_shape), np.float32)
+            shape = getattr(self, "output_shape", (self.num_classes,))
+            yield np.zeros((self.num_samples * num_invocations, 0, *shape), np.float32)
         for start in range(0, len(x), batch_size):
             chunk = x[start : start + batch_size]
             rows = chunk.shape[0]
@@ -638,8 +633,8 @@ class TFLiteBayesianModel:
         """
         parts = []
         for draws in self._draws(self._validate(x), num_invocations, batch_size):
-            parts.append((summarize_gaussian if self.regression else summarize)(
-                draws, return_samples=return_samples))
+            fn = summarize_gaussian if getattr(self, "regression", False) else summarize
+            parts.append(fn(draws, return_samples=return_samples))
         return _concatenate(parts)
 
 
