@@ -84,16 +84,19 @@ from tfp_bcnn.layers import (
     Rank1Layer,
 )
 from tfp_bcnn.kl import bayesian_layers
-from tfp_bcnn.moments import MAX_POOLS
+from tfp_bcnn.moments import MAX_POOLS, _output_layer
 
 from ._rank1 import MixtureMomentsForm, Rank1Inference
 from ._random import sign_flip_normal, standard_normal, uniform
 
-__all__ = ["SAMPLINGS", "OUTPUT_NAMES", "InferenceGraph", "export_info", "summaries"]
+__all__ = ["SAMPLINGS", "OUTPUT_NAMES", "REGRESSION_OUTPUT_NAMES", "InferenceGraph",
+           "export_info", "gaussian_summaries", "summaries"]
 
 SAMPLINGS = ("lrt", "weights", "moments")
 #: Outputs of the ``serving_default`` signature, in this order.
 OUTPUT_NAMES = ("mean", "std", "predictive_entropy", "aleatoric", "epistemic")
+#: ... and of a ``GaussianHead`` regressor (dense or not), in this order.
+REGRESSION_OUTPUT_NAMES = ("mean", "aleatoric_variance", "epistemic_variance", "variance", "std")
 #: probabilities are clipped below at this value inside the log of an entropy
 #: (``0 * log(0)`` is 0; float32's smallest normal number keeps log finite).
 _TINY = float(np.finfo(np.float32).tiny)
@@ -107,7 +110,9 @@ def summaries(probs, return_samples: bool = False) -> dict:
     """Monte Carlo summaries of per-sample class probabilities.
 
     Args:
-        probs: ``(S, N, C)`` probabilities of S Monte Carlo samples.
+        probs: ``(S, N, C)`` probabilities of S Monte Carlo samples; a dense
+            model's ``(S, N, *spatial, C)`` (per pixel: the reductions are
+            over the samples, axis 0, and the classes, the last axis).
         return_samples: also return ``probs`` as ``"samples"``.
 
     Returns:
@@ -115,7 +120,8 @@ def summaries(probs, return_samples: bool = False) -> dict:
         (over samples, ddof=0), ``predictive_entropy`` ``H[mean]``, ``aleatoric``
         ``mean_s H[p_s]`` (expected entropy) and ``epistemic`` (their
         difference, the mutual information, clipped at 0), each ``(N,)`` in
-        nats -- the definitions of ``tfp_bcnn._prediction.summarize`` (what
+        nats (dense: ``(N, *spatial, C)`` and ``(N, *spatial)``) -- the
+        definitions of ``tfp_bcnn._prediction.summarize`` (what
         `tfp_bcnn.predict` and the runtime compute in NumPy), here in
         TensorFlow ops so that they run inside the exported file.
     """
@@ -134,6 +140,50 @@ def summaries(probs, return_samples: bool = False) -> dict:
     if return_samples:
         out["samples"] = probs
     return out
+
+
+def gaussian_summaries(samples, return_samples: bool = False) -> dict:
+    """Monte Carlo summaries of sampled ``GaussianHead`` outputs, in TensorFlow ops.
+
+    Args:
+        samples: ``(S, N, [*spatial,] 2K)``, ``[mu_s, sigma_s]`` on the last axis.
+        return_samples: also return ``samples``.
+
+    Returns:
+        dict of `REGRESSION_OUTPUT_NAMES`, each ``(N, [*spatial,] K)``: ``mean =
+        mean_s mu_s``, ``aleatoric_variance = mean_s sigma_s^2``,
+        ``epistemic_variance = mean_s (mu_s - mean)^2``, ``variance`` their sum
+        and ``std`` its root -- ``tfp_bcnn._prediction.summarize_gaussian``'s
+        definitions (what `tfp_bcnn.predict` and the runtime compute in NumPy).
+    """
+    k = samples.shape[-1] // 2
+    mu, sigma = samples[..., :k], samples[..., k:]
+    mean = tf.reduce_mean(mu, axis=0)
+    aleatoric = tf.reduce_mean(tf.square(sigma), axis=0)
+    epistemic = tf.reduce_mean(tf.square(mu - mean[None]), axis=0)
+    variance = aleatoric + epistemic
+    out = dict(zip(REGRESSION_OUTPUT_NAMES,
+                   (mean, aleatoric, epistemic, variance, tf.sqrt(variance))))
+    if return_samples:
+        out["samples"] = samples
+    return out
+
+
+def _check_head(model, from_logits: bool) -> bool:
+    """Whether ``model`` is a ``GaussianHead`` regressor (a head elsewhere: ValueError)."""
+    regression = isinstance(_output_layer(model), GaussianHead)
+    heads = [la for la in all_layers(model, include_self=True) if isinstance(la, GaussianHead)]
+    if heads and not regression:
+        raise ValueError(
+            "Export supports a GaussianHead only as the model's output layer. "
+            f"Received: layer={heads[0].name!r} inside model={model.name!r}"
+        )
+    if regression and from_logits:
+        raise ValueError(
+            "`from_logits=True` does not apply to a GaussianHead regressor. "
+            f"Received: from_logits={from_logits!r}"
+        )
+    return regression
 
 
 # ---------------------------------------------------------------- the layers
@@ -441,13 +491,18 @@ def _check_args(num_samples, sampling, max_pool="separate"):
 
 
 class InferenceGraph:
-    """TensorFlow inference functions of a Bayesian Keras classifier.
+    """TensorFlow inference functions of a Bayesian Keras classifier or regressor.
 
     Args:
         model: built Sequential or functional Keras model, one input, one
             output ``(batch, num_classes)`` of probabilities (or logits with
-            ``from_logits=True``). Deterministic models are accepted (their
-            samples coincide: epistemic 0).
+            ``from_logits=True``), or a dense (segmentation) model's
+            ``(batch, *spatial, num_classes)``, softmax over the last axis
+            (every field is then per pixel; all dimensions known); or a
+            regressor whose output layer is a ``GaussianHead`` (per pixel
+            or not), summarised by `gaussian_summaries`.
+            Deterministic models are accepted (their samples coincide:
+            epistemic 0).
         num_samples: Monte Carlo samples S per call (the batch is tiled S times).
         sampling: ``"lrt"``, ``"weights"`` or ``"moments"`` (see the module
             docstring).
@@ -461,7 +516,8 @@ class InferenceGraph:
 
     Raises:
         ValueError: a non-TensorFlow Keras backend, an unbuilt, multi-input or
-            multi-output model, a regression head, or invalid arguments.
+            multi-output model, a ``GaussianHead`` anywhere but at the output
+            (or with ``from_logits=True``), or invalid arguments.
     """
 
     def __init__(
@@ -487,11 +543,7 @@ class InferenceGraph:
                 "The model must be built (call it once or give it an Input). "
                 f"Received: model={model.name!r}"
             )
-        if any(isinstance(layer, GaussianHead) for layer in all_layers(model, include_self=True)):
-            raise ValueError(
-                "Export supports classifiers; regression models with a GaussianHead are "
-                f"not exported yet. Received: model={model.name!r}"
-            )
+        self.regression = _check_head(model, bool(from_logits))
         try:
             input_shape = model.input_shape
             output_shape = model.output_shape
@@ -505,9 +557,10 @@ class InferenceGraph:
                 "Export supports models with one input and one output. "
                 f"Received: input_shape={input_shape}, output_shape={output_shape}"
             )
-        if len(output_shape) != 2 or output_shape[-1] is None:
+        if len(output_shape) < 2 or any(d is None for d in output_shape[1:]):
             raise ValueError(
-                "Export expects a classifier output (batch, num_classes). "
+                "Export expects a classifier output (batch, num_classes) or a dense one "
+                "(batch, *spatial, num_classes), every dimension but the batch known. "
                 f"Received: output_shape={output_shape}"
             )
         if any(d is None for d in input_shape[1:]):
@@ -521,6 +574,8 @@ class InferenceGraph:
         self.from_logits = bool(from_logits)
         self.input_shape = (None, *(int(d) for d in input_shape[1:]))
         self.num_classes = int(output_shape[-1])
+        #: ``(*spatial, C)``: ``(C,)`` for a classifier, ``(H, W, C)`` for segmentation.
+        self.output_shape = tuple(int(d) for d in output_shape[1:])
         self.max_pool = max_pool
         components = _mixture.check_num_samples(model, self.num_samples)
         if sampling == "moments":
@@ -564,20 +619,23 @@ class InferenceGraph:
         return tf.nn.softmax(out, axis=-1) if self.from_logits else out
 
     def sample(self, images):
-        """One stochastic forward pass: ``{"probabilities": (N, C)}``."""
+        """One stochastic forward pass: ``{"probabilities": (N, *spatial, C)}``
+        (a regressor: ``{"outputs": (N, *spatial, 2K)}``, ``[mean, std]``)."""
+        key = "outputs" if self.regression else "probabilities"
         if self._moments is not None:
-            return {"probabilities": self._moments.probabilities(images, 1)[0]}
-        return {"probabilities": self._probabilities(self._single, images)}
+            return {key: self._moments.probabilities(images, 1)[0]}
+        return {key: self._probabilities(self._single, images)}
 
     def predict(self, images, return_samples: bool = False):
-        """S samples in one call; see `summaries` (``samples`` is ``(S, N, C)``)."""
+        """S samples in one call; see `summaries` (``samples``: ``(S, N, *spatial, C)``)."""
         s = self.num_samples
+        summarize = gaussian_summaries if self.regression else summaries
         if self._moments is not None:
             probs = self._moments.probabilities(images, s)
-            return summaries(probs, return_samples=return_samples)
+            return summarize(probs, return_samples=return_samples)
         probs = self._probabilities(self._tiled, images)  # tiles after the prefix
-        probs = tf.reshape(probs, [s, -1, self.num_classes])
-        return summaries(probs, return_samples=return_samples)
+        probs = tf.reshape(probs, [s, -1, *self.output_shape])
+        return summarize(probs, return_samples=return_samples)
 
 
 def export_info(graph: InferenceGraph) -> dict:
@@ -585,7 +643,9 @@ def export_info(graph: InferenceGraph) -> dict:
 
     Returns:
         ``{"format_version": 1, "sampling": ..., "num_samples": S,
-        "max_pool": ... (``"moments"`` only), "num_classes": C}``.
+        "max_pool": ... (``"moments"`` only), "num_classes": C}``, and for
+        a dense model ``"output_shape": [*spatial, C]``, for a regressor
+        ``"head": "gaussian"``.
     """
     info = {
         "format_version": 1,
@@ -595,4 +655,8 @@ def export_info(graph: InferenceGraph) -> dict:
     }
     if graph.sampling == "moments":
         info["max_pool"] = graph.max_pool
+    if len(graph.output_shape) > 1:
+        info["output_shape"] = list(graph.output_shape)
+    if graph.regression:
+        info["head"] = "gaussian"
     return info

@@ -53,6 +53,7 @@ class MomentsForm:
         self.max_pool = max_pool
         self._constants = {id(layer): constants(layer) for layer in bayesian_layers(model)}
         probe = self.moments(np.zeros((1, *input_shape[1:]), np.float32))
+        self.head = probe.head  # a GaussianHead output: sample its pre-activations
         if probe.output == "linear" and not from_logits:
             raise ValueError(
                 "sampling='moments' needs a classifier whose output is a softmax (or logits, "
@@ -90,9 +91,17 @@ class MomentsForm:
         )
 
     def probabilities(self, images, num_samples: int):
-        """``(num_samples, N, C)`` sampled class probabilities of ``images``."""
+        """``(num_samples, N, [*spatial,] C)`` sampled class probabilities of ``images``.
+
+        A ``GaussianHead`` regressor: ``[mean, softplus(.) + min_std]`` of the
+        sampled ``2K`` pre-activations, ``(num_samples, N, [*spatial,] 2K)``.
+        """
         out = self.moments(tf.cast(images, tf.float32))
         mean = tf.cast(out.mean, tf.float32)
         std = tf.sqrt(tf.cast(out.variance, tf.float32))
         eps = standard_normal(tf.concat([[num_samples], tf.shape(mean)], 0))
-        return tf.nn.softmax(mean[None] + std[None] * eps, axis=-1)
+        z = mean[None] + std[None] * eps
+        if self.head is not None:
+            k = self.head.units
+            return tf.concat([z[..., :k], tf.nn.softplus(z[..., k:]) + self.head.min_std], -1)
+        return tf.nn.softmax(z, axis=-1)

@@ -12,8 +12,9 @@ defines the same two itself::
 The model is a file written by `tfp_bcnn.export.to_tflite`: signature
 ``serving_default`` with input ``images`` (dynamic batch) and output
 ``samples`` ``(S, batch, C)``, the class probabilities of S Monte Carlo samples
-drawn in one invocation. The summaries are computed here from the samples, so
-several invocations pool into one estimate of ``S * num_invocations`` samples.
+drawn in one invocation (a segmentation model's ``(S, batch, H, W, C)``: fields per
+pixel). The summaries are computed here from the samples, so several invocations
+pool into one estimate of ``S * num_invocations`` samples.
 
 Example:
 
@@ -35,8 +36,8 @@ import warnings
 import numpy as np
 from ai_edge_litert import interpreter as _litert
 
-__all__ = ["Prediction", "TFLiteBayesianModel", "check_file", "read_tflite", "summarize",
-           "verify_tflite"]
+__all__ = ["Prediction", "RegressionPrediction", "TFLiteBayesianModel", "check_file",
+           "read_tflite", "summarize", "summarize_gaussian", "verify_tflite"]
 
 _SIGNATURE = "serving_default"
 _INPUT = "images"
@@ -80,7 +81,7 @@ _STDERR_LOCK = threading.RLock()
 
 if __package__ and __package__.split(".")[0] == "tfp_bcnn":
     # Inside the package: the one definition, shared with `tfp_bcnn.predict`.
-    from .._prediction import Prediction, summarize
+    from .._prediction import Prediction, RegressionPrediction, summarize, summarize_gaussian
     from .._prediction import concatenate as _concatenate
 else:
     # This file copied alone to a device (no tfp_bcnn, TensorFlow or Keras): the
@@ -89,19 +90,8 @@ else:
 
     @dataclasses.dataclass(frozen=True, eq=False)
     class Prediction:
-        """Monte Carlo predictive distribution; fields as `tfp_bcnn.predict`'s.
-
-        Attributes:
-            mean: ``(N, C)`` predictive probabilities (mean over samples).
-            std: ``(N, C)`` standard deviation over samples (ddof=0).
-            predictive_entropy: ``(N,)`` entropy of ``mean``, nats.
-            aleatoric: ``(N,)`` expected entropy ``mean_s H[p_s]``, nats.
-            epistemic: ``(N,)`` mutual information ``predictive_entropy -
-                aleatoric`` (clipped at 0), nats.
-            aleatoric_variance: ``(N, C)`` ``mean_s (p_s - p_s^2)``.
-            epistemic_variance: ``(N, C)`` ``mean_s (p_s - mean)^2``.
-            samples: ``(S, N, C)`` per-sample probabilities, or None.
-        """
+        """Monte Carlo predictive distribution; fields and formulas as
+        ``tfp_bcnn._prediction.Prediction``'s (``(N, [*spatial,] C)`` / ``(N, [*spatial])``)."""
 
         mean: np.ndarray
         std: np.ndarray
@@ -115,10 +105,9 @@ else:
     def summarize(samples, return_samples: bool = False) -> Prediction:
         """Summaries of ``(S, N, C)`` per-sample probabilities (float64 fields)."""
         samples = np.asarray(samples)
-        if samples.ndim != 3:
-            raise ValueError(
-                f"`samples` must have shape (S, N, C). Received: samples.shape={samples.shape}"
-            )
+        if samples.ndim < 3:
+            raise ValueError(f"`samples` must have shape (S, N, [*spatial,] C). "
+                             f"Received: samples.shape={samples.shape}")
         p = np.clip(samples.astype(np.float64), 0.0, 1.0)
         mean = p.mean(axis=0)
         var = np.mean(np.square(p - mean), axis=0)
@@ -128,14 +117,27 @@ else:
                           np.mean(p * (1.0 - p), axis=0), var,
                           samples if return_samples else None)
 
+    # GaussianHead predictive: the fields of ``tfp_bcnn._prediction.RegressionPrediction``
+    RegressionPrediction = dataclasses.make_dataclass("RegressionPrediction", [
+        *((f, np.ndarray) for f in ("mean", "aleatoric_variance", "epistemic_variance",
+                                    "variance", "std")),
+        ("samples", "np.ndarray | None", None)], frozen=True, eq=False)
+
+    def summarize_gaussian(samples, return_samples: bool = False) -> RegressionPrediction:
+        """Summaries of ``(S, N, [*spatial,] 2K)`` sampled ``[mu, sigma]`` (float64)."""
+        mu, sigma = np.split(np.asarray(samples, np.float64), 2, axis=-1)
+        ale, epi = np.mean(np.square(sigma), axis=0), np.mean(np.square(mu - mu.mean(0)), 0)
+        return RegressionPrediction(mu.mean(axis=0), ale, epi, ale + epi, np.sqrt(ale + epi),
+                                    samples if return_samples else None)
+
     def _concatenate(parts):
-        """Join per-chunk `Prediction`s along the example axis (axis 1 for samples)."""
+        """Join per-chunk results along the example axis (axis 1 for samples)."""
         if len(parts) == 1:
             return parts[0]
-        return Prediction(**{
+        return type(parts[0])(**{
             f.name: None if getattr(parts[0], f.name) is None else np.concatenate(
                 [getattr(p, f.name) for p in parts], axis=1 if f.name == "samples" else 0)
-            for f in dataclasses.fields(Prediction)})
+            for f in dataclasses.fields(parts[0])})
 
 
 def _check_images(x) -> None:
@@ -357,10 +359,10 @@ def read_tflite(path, runnable: bool = True) -> bytes:
     return data
 
 
-def _check_samples(samples: np.ndarray, path: str) -> np.ndarray:
-    """Samples if all are finite and in ``[0, 1]`` (+- 1e-3), else ``ValueError``."""
-    if samples.size and not (np.isfinite(samples).all() and samples.min() >= -1e-3
-                             and samples.max() <= 1.0 + 1e-3):
+def _check_samples(samples: np.ndarray, path: str, regression: bool = False) -> np.ndarray:
+    """Samples if finite and (a classifier's) in ``[0, 1]`` +- 1e-3, else ``ValueError``."""
+    if samples.size and not (np.isfinite(samples).all() and (regression or (
+            samples.min() >= -1e-3 and samples.max() <= 1.0 + 1e-3))):
         raise ValueError(
             f"The model returned NaN, infinity or values outside [0, 1] for finite inputs: the "
             f"file is damaged or not a classifier from to_tflite. Received: path={path!r}")
@@ -391,7 +393,8 @@ class TFLiteBayesianModel:
     Memory: the graph tiles each chunk of ``batch_size`` examples ``S``
     times, so at most ``max_interpreters * batch_size * S`` rows are in
     flight (one invocation per interpreter), plus ``O(N * C)`` for the
-    results (and ``S * N * C`` with ``return_samples=True``), whatever ``N``.
+    results (and ``S * N * C`` with ``return_samples=True``), whatever ``N``;
+    for a dense model count per pixel (``C`` is ``H * W * C``).
 
     Args:
         path: the ``.tflite`` file.
@@ -403,6 +406,8 @@ class TFLiteBayesianModel:
     Attributes:
         input_shape: ``(None, *example_shape)``.
         num_classes: C.
+        output_shape: ``(C,)``, a dense model's ``(*spatial, C)`` (a regressor's C is 2K).
+        regression: a ``GaussianHead`` file (`predict` gives a `RegressionPrediction`).
         num_samples: Monte Carlo samples S drawn per invocation.
         op_resolver: ``"auto"`` or ``"builtin_without_default_delegates"``.
         max_interpreters: the bound above.
@@ -481,7 +486,7 @@ class TFLiteBayesianModel:
         inp = runner.get_input_details()[_INPUT]
         out = runner.get_output_details()[_SAMPLES]
         shape = [int(d) for d in inp["shape_signature"]]
-        if inp["dtype"] != np.float32 or len(out["shape_signature"]) != 3:
+        if inp["dtype"] != np.float32 or len(out["shape_signature"]) < 3:
             raise _InvalidModel(
                 f"Unexpected signature: input {inp['dtype']} {shape}, samples "
                 f"{list(out['shape_signature'])}."
@@ -489,13 +494,15 @@ class TFLiteBayesianModel:
         self.input_shape = (None, *shape[1:])
         self._fixed_batch = shape[0] if shape[0] > 0 else None
         self.num_samples = int(out["shape_signature"][0])
-        self.num_classes = int(out["shape_signature"][2])
+        self.output_shape = tuple(int(d) for d in out["shape_signature"][2:])
+        self.regression = "variance" in spec["outputs"]  # GaussianHead: [mean, std] samples
+        self.num_classes = self.output_shape[-1]
         # Prepare the graph once, so a delegate that cannot take it fails here
         # (quietly: LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate").
         with _native_stderr_silenced():
             probe = runner(**{_INPUT: np.zeros((self._fixed_batch or 1, *shape[1:]), np.float32)})
         try:
-            _check_samples(probe[_SAMPLES], self.path)
+            _check_samples(probe[_SAMPLES], self.path, self.regression)
         except ValueError as err:
             raise _InvalidModel(str(err).split(" Received:")[0]) from None
         return runner
@@ -533,7 +540,7 @@ class TFLiteBayesianModel:
 
     def _invoke(self, x):
         with self._checkout() as runner:
-            return _check_samples(runner(**{_INPUT: x})[_SAMPLES], self.path)
+            return _check_samples(runner(**{_INPUT: x})[_SAMPLES], self.path, self.regression)
 
     def _validate(self, x):
         x = np.asarray(x)
@@ -571,7 +578,8 @@ class TFLiteBayesianModel:
                 f"Received: batch_size={batch_size}"
             )
         if len(x) == 0:
-            yield np.zeros((self.num_samples * num_invocations, 0, self.num_classes), np.float32)
+            shape = getattr(self, "output_shape", (self.num_classes,))
+            yield np.zeros((self.num_samples * num_invocations, 0, *shape), np.float32)
         for start in range(0, len(x), batch_size):
             chunk = x[start : start + batch_size]
             rows = chunk.shape[0]
@@ -582,7 +590,7 @@ class TFLiteBayesianModel:
             yield draws[0] if num_invocations == 1 else np.concatenate(draws, axis=0)
 
     def sample(self, x, num_invocations: int = 1, batch_size: int | None = None) -> np.ndarray:
-        """Per-sample probabilities ``(S * num_invocations, N, C)`` (see `predict`)."""
+        """Per-sample outputs ``(S * num_invocations, N, [*spatial,] C)`` (see `predict`)."""
         draws = self._draws(self._validate(x), num_invocations, batch_size)
         return np.concatenate(list(draws), axis=1)
 
@@ -611,7 +619,8 @@ class TFLiteBayesianModel:
             return_samples: keep the ``(S * num_invocations, N, C)`` samples.
 
         Returns:
-            `Prediction` (the fields of `tfp_bcnn.predict`).
+            `Prediction` (the fields of `tfp_bcnn.predict`), per pixel for a
+            dense model; a `RegressionPrediction` for a ``GaussianHead`` file.
 
         Raises:
             ValueError: a wrong shape or dtype (integer images: scale them to
@@ -624,7 +633,8 @@ class TFLiteBayesianModel:
         """
         parts = []
         for draws in self._draws(self._validate(x), num_invocations, batch_size):
-            parts.append(summarize(draws, return_samples=return_samples))
+            fn = summarize_gaussian if getattr(self, "regression", False) else summarize
+            parts.append(fn(draws, return_samples=return_samples))
         return _concatenate(parts)
 
 

@@ -13,6 +13,10 @@ Signatures (batch dimension dynamic):
 * ``sample``: ``images`` -> ``probabilities`` ``(batch, C)``, one stochastic
   forward pass (call it repeatedly for more samples).
 
+A dense (segmentation) model, output ``(batch, H, W, C)`` softmax over the
+last axis, gets the same signatures per pixel: ``mean``, ``std`` and
+``probabilities`` ``(batch, H, W, C)``, the entropies ``(batch, H, W)``.
+
 Every call draws fresh samples; no random seed is stored in the graph.
 
 Bad inputs: both signatures refuse images holding NaN or infinity inside the

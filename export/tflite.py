@@ -10,7 +10,9 @@ runtime does this and splits large batches into chunks, since the graph tiles
 the batch S times). Outputs: ``mean``, ``std`` ``(batch, C)``,
 ``predictive_entropy``, ``aleatoric``, ``epistemic`` ``(batch,)`` and
 ``samples`` ``(S, batch, C)`` (the per-sample probabilities, so that several
-invocations can be pooled into one estimate). Every invocation draws fresh
+invocations can be pooled into one estimate). A dense (segmentation) model
+gives them per pixel: ``(batch, H, W, C)``, ``(batch, H, W)`` and
+``(S, batch, H, W, C)``. Every invocation draws fresh
 samples; no seed is stored in the file.
 """
 

@@ -310,8 +310,10 @@ def test_invalid_arguments(kwargs, match):
 
 
 def test_unsupported_models(tmp_path):
-    head = keras.Sequential([keras.Input((4,)), layers.DenseFlipout(3), layers.GaussianHead(1)])
-    with pytest.raises(ValueError, match="GaussianHead"):
+    # a GaussianHead exports as the output layer only (tests/test_dense_inference.py)
+    head = keras.Sequential([keras.Input((4,)), layers.GaussianHead(2),
+                             layers.DenseFlipout(3, activation="softmax")])
+    with pytest.raises(ValueError, match="GaussianHead only as the model's output"):
         export.to_tflite(head, tmp_path / "m.tflite")
     inp = keras.Input((4,))
     multi = keras.Model(inp, [layers.DenseFlipout(2)(inp), keras.layers.Dense(2)(inp)])

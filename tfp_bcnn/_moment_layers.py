@@ -75,6 +75,9 @@ _SHAPE_LAYERS = (
     keras.layers.Cropping3D,
     keras.layers.Identity,
 )
+#: Upsampling layers: ``UpSampling1D`` / ``3D`` and nearest ``UpSampling2D`` repeat
+#: (both moments through the layer itself); bilinear ``UpSampling2D`` is linear.
+_UPSAMPLING = (keras.layers.UpSampling1D, keras.layers.UpSampling2D, keras.layers.UpSampling3D)
 _MAX_POOLS = (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D)
 _GLOBAL_MAX = (
     keras.layers.GlobalMaxPooling1D,
@@ -121,3 +124,26 @@ def _window_counts(pool, spatial_shape):
             per_dim = (np.minimum(start + k, size) - np.maximum(start, 0)).astype(np.float32)
         counts = np.multiply.outer(counts, per_dim)
     return counts[..., None]
+
+
+def bilinear_matrix(size: int, factor: int) -> np.ndarray:
+    """``(size * factor, size)`` weights of a 1-D bilinear upsampling by ``factor``.
+
+    Half-pixel centres, as ``keras.ops.image.resize(..., "bilinear")`` on every
+    backend (``tf.image.resize``, ``jax.image.resize``, torch's
+    ``interpolate(align_corners=False)``): output ``p`` reads the input at
+    ``t = (p + 0.5) / factor - 0.5``, weight ``1 - (t - floor t)`` on
+    ``floor t`` and ``t - floor t`` on ``floor t + 1``, indices clamped to
+    ``[0, size - 1]`` (weights of a clamped pair add up). Bilinear upsampling of
+    a ``(H, W)`` map is ``A x B^T`` with ``A = bilinear_matrix(H, fh)`` and
+    ``B = bilinear_matrix(W, fw)``, so independent inputs of variance ``v``
+    give ``var = A^2 v (B^2)^T`` (squared weights).
+    """
+    out = np.zeros((size * factor, size), np.float64)
+    for p in range(size * factor):
+        t = (p + 0.5) / factor - 0.5
+        lo = int(np.floor(t))
+        frac = t - lo
+        out[p, min(max(lo, 0), size - 1)] += 1.0 - frac
+        out[p, min(max(lo + 1, 0), size - 1)] += frac
+    return out

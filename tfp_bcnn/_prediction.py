@@ -52,7 +52,11 @@ class Prediction:
     """Monte Carlo predictive distribution of a classifier and its uncertainty.
 
     With ``S`` samples ``p_s`` (``N`` examples, ``C`` classes), ``pbar =
-    mean_s p_s`` and ``H[p] = -sum_c p_c log p_c`` (nats, ``0 log 0 = 0``):
+    mean_s p_s`` and ``H[p] = -sum_c p_c log p_c`` (nats, ``0 log 0 = 0``).
+    A dense (segmentation) model, output ``(N, H, W, C)`` softmax over the
+    last axis, gets the same fields per pixel: read ``(N,)`` below as
+    ``(N, H, W)`` and ``(N, C)`` as ``(N, H, W, C)`` (samples
+    ``(S, N, H, W, C)``); each pixel is summarised on its own.
 
     Attributes:
         mean: ``(N, C)`` predictive probabilities ``pbar``.
@@ -98,6 +102,10 @@ class RegressionPrediction:
         Var[y] = mean_s sigma_s^2      +  mean_s (mu_s - mean)^2
                = aleatoric_variance    +  epistemic_variance
 
+    A dense regressor (a ``GaussianHead`` applied per pixel, output
+    ``(N, H, W, 2K)``) gets the same fields per pixel: read ``(N, K)`` below
+    as ``(N, H, W, K)``.
+
     Attributes:
         mean: ``(N, K)`` predictive mean ``mean_s mu_s``.
         aleatoric_variance: ``(N, K)`` mean of the predicted variances.
@@ -132,26 +140,30 @@ def entropy(p: np.ndarray) -> np.ndarray:
 
 
 def summarize(samples, return_samples: bool = False) -> Prediction:
-    """The `Prediction` of ``(S, N, C)`` sampled class probabilities.
+    """The `Prediction` of ``(S, N, C)`` (or ``(S, N, *spatial, C)``) class probabilities.
 
     Double-precision maths on the probabilities clipped to ``[0, 1]`` (the
     formulas are in `Prediction`); no check that they are probabilities
-    (`tfp_bcnn.uncertainty.decompose` checks).
+    (`tfp_bcnn.uncertainty.decompose` checks). Rank-agnostic: the samples
+    axis is 0 and the class axis the last one, every axis between is an
+    example axis (a dense model's pixels, e.g. ``(S, N, H, W, C)`` gives a
+    ``mean`` of ``(N, H, W, C)`` and entropies of ``(N, H, W)``).
 
     Args:
-        samples: ``(S, N, C)`` array.
+        samples: ``(S, N, *spatial, C)`` array, ``spatial`` possibly empty.
         return_samples: keep ``samples`` (unchanged, their dtype) in the result.
 
     Returns:
         A `Prediction`.
 
     Raises:
-        ValueError: ``samples`` is not of rank 3.
+        ValueError: ``samples`` is of rank below 3.
     """
     samples = np.asarray(samples)
-    if samples.ndim != 3:
+    if samples.ndim < 3:
         raise ValueError(
-            f"`samples` must have shape (S, N, C). Received: samples.shape={samples.shape}"
+            "`samples` must have shape (S, N, C), or (S, N, *spatial, C) for a dense "
+            f"model. Received: samples.shape={samples.shape}"
         )
     p = np.clip(samples.astype(np.float64), 0.0, 1.0)
     mean = p.mean(axis=0)
@@ -171,11 +183,15 @@ def summarize(samples, return_samples: bool = False) -> Prediction:
 
 
 def summarize_gaussian(samples, return_samples: bool = False) -> RegressionPrediction:
-    """The `RegressionPrediction` of ``(S, N, 2K)`` sampled ``[mu, sigma]`` head outputs.
+    """The `RegressionPrediction` of ``(S, N, [*spatial,] 2K)`` sampled ``[mu, sigma]``.
+
+    Rank-agnostic like `summarize`: the last axis holds the head outputs
+    (a per-pixel ``GaussianHead`` gives ``(S, N, H, W, 2K)`` and fields of
+    ``(N, H, W, K)``).
 
     Args:
-        samples: ``(S, N, 2K)``: the first ``K`` columns the means, the last
-            ``K`` the standard deviations.
+        samples: ``(S, N, [*spatial,] 2K)``: the first ``K`` entries of the
+            last axis the means, the last ``K`` the standard deviations.
         return_samples: keep ``samples`` in the result.
 
     Returns:

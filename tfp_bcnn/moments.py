@@ -63,7 +63,12 @@ cdf / pdf):
     channels_last only.
 * Average pooling: ``mean = avg(mu)``, ``var = avg(v) / n`` (``n`` inputs
   per window). Flatten, Reshape, Permute, padding, cropping: applied to both.
-  Add / Subtract / Concatenate / Average: exact for independent inputs.
+  Add / Subtract / Concatenate / Average: exact for independent inputs (a
+  U-Net's skip concatenation joins the two moment pairs channel-wise).
+  Upsampling: nearest (``UpSampling1D/2D/3D``) copies each input, both
+  moments through the layer; bilinear ``UpSampling2D`` is linear, ``A mu
+  B^T`` with per-axis interpolation matrices, so ``var = A^2 v (B^2)^T``
+  (`bilinear_matrix`; other interpolations are refused).
 * BatchNormalization (inference): ``y = g x + h`` so ``var = g^2 v``; one
   that alone reads a linear layer's output is folded into that layer's
   kernels and bias instead (`tfp_bcnn._bn_fold`; exact).
@@ -72,7 +77,10 @@ cdf / pdf):
   ``mean = mu``, ``var = (v + p mu^2) / (1 - p)``.
 * The output: a final softmax is taken off (``Dense(..., activation="softmax")``
   or a ``Softmax`` / ``Activation("softmax")`` layer): the result is the
-  Gaussian of the logits. A ``GaussianHead`` regressor gives the Gaussian of
+  Gaussian of the logits. A dense (segmentation) model's per-pixel softmax
+  on the last axis is the same case: the logits are ``(N, H, W, C)``, and
+  ``MomentsSampler`` draws them per pixel and applies the softmax over
+  ``C``. A ``GaussianHead`` regressor (per pixel too) gives the Gaussian of
   its ``[mean, pre-softplus std]`` pre-activations.
 
 What the diagonal form misses: one kernel draw is shared by every position
@@ -109,10 +117,12 @@ from ._moment_layers import (
     _MAX_POOLS,
     _SHAPE_LAYERS,
     _TRANSPOSE,
+    _UPSAMPLING,
     PARAMETRIC_LAYERS,  # noqa: F401 (re-exported: export/_moments.py)
     _activation_name,
     _unsupported,
     _window_counts,
+    bilinear_matrix,
     default_kernel_moments,
 )
 from ._moment_rules import (
@@ -127,6 +137,7 @@ __all__ = [
     "MAX_POOLS",
     "MomentsSampler",
     "OutputMoments",
+    "bilinear_matrix",
     "default_kernel_moments",
     "max_moments",
     "normal_cdf_pdf",
@@ -159,8 +170,9 @@ class OutputMoments:
     """Gaussian moments of a model's output pre-activations.
 
     Attributes:
-        mean: ``(N, K)`` means (logits of a classifier).
-        variance: ``(N, K)`` variances (zeros for a deterministic model).
+        mean: ``(N, K)`` means (logits of a classifier); a dense model's
+            ``(N, *spatial, K)`` (per-pixel logits).
+        variance: same shape, variances (zeros for a deterministic model).
         output: ``"softmax"`` (a final softmax was taken off: ``mean`` are
             logits), ``"linear"`` (the model output itself) or
             ``"gaussian_head"`` (the ``2 * units`` pre-activations of a
@@ -327,6 +339,8 @@ class _Propagator:
             return self._activate(layer, g, keras.activations.softmax, final)
         if isinstance(layer, _SHAPE_LAYERS):
             return self._both(lambda t: self._run(layer, t), g)
+        if isinstance(layer, _UPSAMPLING):
+            return self._upsample(layer, g)
         if isinstance(layer, _AVG_POOLS):
             return self._avg_pool(layer, g)
         if isinstance(layer, _GLOBAL_AVG):
@@ -368,6 +382,11 @@ class _Propagator:
         channels_first = rank > 0 and layer.data_format == "channels_first"
 
         def linear(x, k):
+            if rank == 0 and len(x.shape) > 2 and None not in x.shape[1:]:
+                # per-pixel dense map (a GaussianHead on a feature map): static reshapes
+                # around one matmul (TFLite FULLY_CONNECTED), no dynamic-shape tensordot
+                y = ops.matmul(ops.reshape(x, (-1, x.shape[-1])), k)
+                return ops.reshape(y, (-1, *x.shape[1:-1], k.shape[-1]))
             if rank == 0:
                 return ops.matmul(x, k)
             if isinstance(layer, BayesianLayer):
@@ -439,6 +458,24 @@ class _Propagator:
             else:
                 mean, var_max = max_moments(mean, var_max, m_i, v_i)
         return _Gaussian(mean, var_max, positive=False)
+
+    def _upsample(self, layer, g: _Gaussian) -> _Gaussian:
+        """Nearest: a copy of each input (both moments through the layer); bilinear:
+        ``mean = A mu B^T``, ``var = A^2 v (B^2)^T`` (`bilinear_matrix`)."""
+        interpolation = getattr(layer, "interpolation", "nearest")
+        if interpolation == "nearest" or g.var is None:
+            return self._both(lambda t: self._run(layer, t), g)
+        if interpolation != "bilinear":
+            raise _unsupported(layer, f"interpolation {interpolation!r} (only 'nearest' "
+                               "and 'bilinear')")
+        first = layer.data_format == "channels_first"
+        var = ops.transpose(g.var, (0, 2, 3, 1)) if first else g.var
+        h, w = (int(d) for d in var.shape[1:3])
+        a2, b2 = (ops.convert_to_tensor(np.square(bilinear_matrix(n, f)), dtype=var.dtype)
+                  for n, f in ((h, layer.size[0]), (w, layer.size[1])))
+        var = ops.einsum("qw,npwc->npqc", b2, ops.einsum("ph,nhwc->npwc", a2, var))
+        var = ops.transpose(var, (0, 3, 1, 2)) if first else var
+        return _Gaussian(self._run(layer, g.mean), var, g.positive)
 
     def _avg_pool(self, layer, g: _Gaussian) -> _Gaussian:
         if layer.data_format != "channels_last":
@@ -559,7 +596,8 @@ _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class MomentsSampler:
-    """``chunk (b, ...) -> samples (S, b, K)`` drawn from the output Gaussian.
+    """``chunk (b, ...) -> samples (S, b, K)`` (dense: ``(S, b, *spatial, K)``) drawn
+    from the output Gaussian.
 
     The forward call of ``tfp_bcnn.predict(..., method="moments")``: one
     compiled moment pass per chunk (``tf.function`` on TensorFlow, ``jax.jit``

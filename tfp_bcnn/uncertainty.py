@@ -105,14 +105,18 @@ def decompose(samples, *, return_samples: bool = False) -> Prediction:
 
     Args:
         samples: array ``(S, N, C)``: ``S`` samples of the class probabilities
-            of ``N`` examples over ``C`` classes (rows sum to 1).
+            of ``N`` examples over ``C`` classes (rows sum to 1); or
+            ``(S, N, *spatial, C)`` for a dense model (e.g. per-pixel
+            probabilities ``(S, N, H, W, C)``, summed to 1 over the last axis).
         return_samples: keep ``samples`` in the result.
 
     Returns:
-        A ``Prediction``; see its docstring for the formula of every field.
+        A ``Prediction``; see its docstring for the formula of every field
+        (per pixel for dense samples: ``mean (N, H, W, C)``, entropies
+        ``(N, H, W)``).
 
     Raises:
-        ValueError: ``samples`` not of rank 3, empty, or not probabilities
+        ValueError: ``samples`` of rank below 3, empty, or not probabilities
             (negative, above 1, rows not summing to 1 within
             ``max(1e-3, 10 eps)``, NaN).
 
@@ -123,10 +127,11 @@ def decompose(samples, *, return_samples: bool = False) -> Prediction:
     (array([[0.5, 0.5]]), array([0.]), array([0.69314718]))
     """
     samples = np.asarray(samples)
-    if samples.ndim != 3 or 0 in samples.shape:
+    if samples.ndim < 3 or 0 in samples.shape:
         raise ValueError(
             "`samples` must be a non-empty array of shape (num_samples, "
-            f"num_examples, num_classes). Received: samples.shape={samples.shape}"
+            "num_examples, num_classes) or, dense, (num_samples, num_examples, "
+            f"*spatial, num_classes). Received: samples.shape={samples.shape}"
         )
     problem = _probability_problem(samples)
     if problem is not None:
@@ -172,16 +177,16 @@ def _scales_inputs(model) -> bool:
 def _empty_result(model, num_samples, regression, return_samples):
     """The result of ``predict`` on no examples: every field with N = 0."""
     try:
-        width = model.outputs[0].shape[-1]
+        out_shape = tuple(model.outputs[0].shape[1:])
     except (AttributeError, IndexError, TypeError, ValueError):
-        width = None
-    if width is None:
+        out_shape = (None,)
+    if not out_shape or any(d is None for d in out_shape):
         raise ValueError(
             "`x` is empty and the model's output shape is unknown (give the model an "
             "Input), so no empty result of the right shape can be made. Received: x with 0 "
             "examples"
         )
-    samples = np.zeros((num_samples, 0, width), np.float32)
+    samples = np.zeros((num_samples, 0, *out_shape), np.float32)
     if regression:
         return summarize_gaussian(samples, return_samples)
     return summarize(samples, return_samples)
@@ -340,11 +345,11 @@ def _monte_carlo(model, x, num_samples, batch_size, return_samples, from_logits,
         if regression:
             parts.append(summarize_gaussian(samples, return_samples))
             continue
-        if samples.ndim != 3:
+        if samples.ndim < 3:
             raise ValueError(
-                "predict() needs a classifier with outputs of shape (batch, classes) "
-                f"or a GaussianHead regressor. Received: outputs of shape "
-                f"{(None,) + samples.shape[2:]}"
+                "predict() needs a classifier with outputs of shape (batch, classes) or "
+                "(batch, *spatial, classes), or a GaussianHead regressor. Received: outputs "
+                f"of shape {(None,) + samples.shape[2:]}"
             )
         problem = _probability_problem(samples)
         if problem is not None:
@@ -455,6 +460,16 @@ def predict(
       returns a ``RegressionPrediction`` (predictive mean, aleatoric variance
       = mean of predicted variances, epistemic variance = variance of
       predicted means, their sum and its square root).
+    * dense models (segmentation, super-resolution), the same per pixel: a
+      segmentation model outputs ``(N, H, W, C)`` probabilities (softmax
+      over the last axis), and ``mean``, ``std`` and the Kwon variances are
+      ``(N, H, W, C)``, ``predictive_entropy``, ``aleatoric`` and
+      ``epistemic`` ``(N, H, W)``; a dense regressor ends in a
+      ``GaussianHead`` applied per pixel, output ``(N, H, W, 2K)`` =
+      ``[mean, std]``, and every field is ``(N, H, W, K)``. The maths is the
+      one above, reduced over the samples (axis 0) and the classes (the last
+      axis) only; any number of axes between (``(N, L, C)``,
+      ``(N, D, H, W, C)``) works the same way.
 
     Sampling: when every Bayesian layer is Flipout or local
     reparameterization (or there is none), each batch of ``b`` examples is
@@ -492,12 +507,16 @@ def predict(
     Memory bound: besides ``x`` (and one float32 copy of it), at most one
     forward call of ``batch_size * num_samples`` rows is in flight, and the
     results grow as ``O(N * C)`` (plus ``S * N * C`` with
-    ``return_samples=True``), whatever ``N``. 20,000 MNIST-sized images with
-    64 samples through LeNet-5 Flipout peaked at 1.8 GiB resident (0.7 GiB
-    above the process before the call) with ``batch_size=256`` and 1.1 GiB
-    (+0.04 GiB) with 64, where the 1.28 million tiled rows at once would need
-    22 GiB for the first convolution's output alone (BENCHMARKS.md,
-    "Reliability"). ``predict`` may be
+    ``return_samples=True``), whatever ``N``; for a dense model count the
+    per-pixel elements: ``C`` is then ``H * W * C`` (results ``O(N * H * W *
+    C)``, and one chunk's ``S * batch_size * H * W * C`` sampled values in
+    float64 while it is summarised: 32 samples of 256 images of 64x64x11 are
+    2.9 GiB, so pass a smaller ``batch_size`` for large dense outputs). 20,000
+    MNIST-sized images with 64 samples through LeNet-5 Flipout peaked at 1.8
+    GiB resident (0.7 GiB above the process before the call) with
+    ``batch_size=256`` and 1.1 GiB (+0.04 GiB) with 64, where the 1.28 million
+    tiled rows at once would need 22 GiB for the first convolution's output
+    alone (BENCHMARKS.md, "Reliability"). ``predict`` may be
     called from several threads at once (on TensorFlow the compiled call is
     shared; results are as from one thread).
 
@@ -515,7 +534,8 @@ def predict(
         num_samples: ``S``, Monte Carlo samples per example, >= 1.
         batch_size: examples per forward call, >= 1.
         return_samples: also return the samples, ``(S, N, C)`` (classifier)
-            or ``(S, N, 2K)`` (regressor, ``[mean, std]``).
+            or ``(S, N, 2K)`` (regressor, ``[mean, std]``); dense models
+            ``(S, N, H, W, C)`` or ``(S, N, H, W, 2K)``.
         from_logits: the model outputs logits; a softmax is applied to each
             sample (before averaging).
         method: ``"mc"`` (Monte Carlo, above) or ``"moments"``: one
