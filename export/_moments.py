@@ -96,7 +96,10 @@ class MomentsForm:
         A ``GaussianHead`` regressor: ``[mean, softplus(.) + min_std]`` of the
         sampled ``2K`` pre-activations, ``(num_samples, N, [*spatial,] 2K)``.
         """
-        out = self.moments(tf.cast(images, tf.float32))
+        return self.draw(self.moments(tf.cast(images, tf.float32)), num_samples)
+
+    def draw(self, out: moments.OutputMoments, num_samples: int):
+        """`probabilities` from the output moments ``out`` of one moment pass."""
         mean = tf.cast(out.mean, tf.float32)
         std = tf.sqrt(tf.cast(out.variance, tf.float32))
         eps = standard_normal(tf.concat([[num_samples], tf.shape(mean)], 0))

@@ -4,8 +4,8 @@
 `tfp_bcnn.export.runtime.TFLiteBayesianModel`: the same ``predict`` /
 ``sample`` API and the same `Prediction`, for a file written by
 `tfp_bcnn.export.to_onnx` (input ``images``, dynamic batch; output
-``samples`` ``(S, batch, C)``, the probabilities of S Monte Carlo samples
-drawn in one run). The summaries are computed here from the samples, so
+``samples`` ``(S, batch, C)``, or a dense model's ``(S, batch, *spatial, C)``:
+S Monte Carlo samples drawn in one run). The summaries are computed here from the samples, so
 several runs pool into one estimate of ``S * num_invocations`` samples.
 
 It imports no TensorFlow or Keras, only numpy, ONNX Runtime and its sibling
@@ -85,10 +85,10 @@ def _open_session(data: bytes, num_threads: int | None, path: str):
         raise ValueError(f"Not a valid ONNX model file ({why}). Received: path={path!r}") from err
 
 
-def _check_samples(samples: np.ndarray, path: str) -> np.ndarray:
-    """Samples if all are finite and in ``[0, 1]`` (+- 1e-3), else ``ValueError``."""
-    if samples.size and not (np.isfinite(samples).all() and samples.min() >= -1e-3
-                             and samples.max() <= 1.0 + 1e-3):
+def _check_samples(samples: np.ndarray, path: str, regression: bool = False) -> np.ndarray:
+    """Samples if finite and (a classifier's) in ``[0, 1]`` +- 1e-3, else ``ValueError``."""
+    if samples.size and not (np.isfinite(samples).all() and (regression or (
+            samples.min() >= -1e-3 and samples.max() <= 1.0 + 1e-3))):
         raise ValueError(
             f"The model returned NaN, infinity or values outside [0, 1] for finite inputs: the "
             f"file is damaged or not a classifier from to_onnx. Received: path={path!r}")
@@ -121,7 +121,9 @@ class OnnxBayesianModel:
 
     Attributes:
         input_shape: ``(None, *example_shape)``.
-        num_classes: C.
+        num_classes: C (a regressor's: 2K, mean and std).
+        output_shape: ``(C,)``, a dense model's ``(*spatial, C)``.
+        regression: a ``GaussianHead`` file (`predict` gives a `RegressionPrediction`).
         num_samples: Monte Carlo samples S drawn per run.
         outputs: names of the file's outputs.
 
@@ -129,7 +131,7 @@ class OnnxBayesianModel:
         FileNotFoundError: ``path`` does not exist.
         ValueError: ``path`` is a directory, over `MAX_FILE_BYTES`, not an
             ONNX model ONNX Runtime can load, or not a classifier written by
-            ``to_onnx`` (input ``images``, output ``samples`` of rank 3),
+            ``to_onnx`` (input ``images``, output ``samples`` of rank >= 3),
             or its samples on a zero image are not finite probabilities;
             an invalid ``num_threads``. Each message names the file.
     """
@@ -145,19 +147,24 @@ class OnnxBayesianModel:
         self.outputs = tuple(outputs)
         samples = outputs.get(_SAMPLES)
         if (len(inputs) != 1 or inputs[0].name != _INPUT or inputs[0].type != "tensor(float)"
-                or samples is None or len(samples.shape) != 3
+                or samples is None or len(samples.shape) < 3
                 or not all(isinstance(d, int) for d in (*inputs[0].shape[1:], samples.shape[0],
-                                                         samples.shape[2]))):
+                                                         *samples.shape[2:]))):
             found = ([(i.name, i.type, i.shape) for i in inputs],
                      [(o.name, o.shape) for o in outputs.values()])
             raise ValueError(
                 f"Not a model written by tfp_bcnn.export.to_onnx: expected one float input "
-                f"{_INPUT!r} (batch, *static shape) and an output {_SAMPLES!r} (S, batch, C); "
+                f"{_INPUT!r} (batch, *static shape) and an output {_SAMPLES!r} "
+                f"(S, batch, *spatial, C); "
                 f"found inputs and outputs {found}. Received: path={self.path!r}")
         self.input_shape = (None, *inputs[0].shape[1:])
         self._fixed_batch = None  # read by the shared _draws: ONNX files have a free batch
         self.num_samples = int(samples.shape[0])
-        self.num_classes = int(samples.shape[2])
+        # A dense model's samples are (S, batch, *spatial, C); a GaussianHead file's C is 2K
+        # (mean, std) and it also outputs "variance" (read by the shared predict).
+        self.output_shape = tuple(int(d) for d in samples.shape[2:])
+        self.regression = "variance" in outputs
+        self.num_classes = self.output_shape[-1]
         self._invoke(np.zeros((1, *self.input_shape[1:]), np.float32))  # probe: finite?
 
     def __repr__(self):
@@ -167,7 +174,8 @@ class OnnxBayesianModel:
         )
 
     def _invoke(self, x):
-        return _check_samples(self._session.run([_SAMPLES], {_INPUT: x})[0], self.path)
+        return _check_samples(self._session.run([_SAMPLES], {_INPUT: x})[0], self.path,
+                              self.regression)
 
     # The TFLite runner's methods, shared (they read input_shape, num_samples,
     # num_classes, _fixed_batch and _invoke): the same checks, chunking and

@@ -50,8 +50,7 @@ import tensorflow as tf
 from tfp_bcnn import _validation as check
 from tfp_bcnn._io import write_bytes_atomic
 from tfp_bcnn._quiet import native_stderr_silenced
-from ._inference import InferenceGraph, export_info, summaries
-from ._random import standard_normal
+from ._inference import InferenceGraph, export_info, gaussian_summaries, summaries
 from .tflite import METADATA_NAME
 
 __all__ = ["OPSETS", "RANDOM_OPS", "to_onnx", "convert"]
@@ -96,21 +95,20 @@ def _serving_function(graph: InferenceGraph):
     """The ``tf.function`` converted: `InferenceGraph.predict` with its samples.
 
     ``"moments"`` adds ``logit_mean`` and ``logit_variance``: one moment pass
-    feeds both them and the sampled logits (the same maths as
-    `tfp_bcnn.export._moments.MomentsForm.probabilities`).
+    feeds both them and the sampled logits (`MomentsForm.draw`: a softmax, or
+    a GaussianHead's ``[mean, std]``); a rank-1 mixture's K moment passes
+    have no single logit Gaussian, so its file has the summaries only.
     """
     def serve(images):
-        if graph.sampling != "moments":
-            return graph.predict(images, return_samples=True)
         form = graph._moments
+        if form is None or getattr(form, "num_components", None):  # MC, or a rank-1 mixture
+            return graph.predict(images, return_samples=True)
         out = form.moments(tf.cast(images, tf.float32))
-        mean = tf.cast(out.mean, tf.float32)
-        variance = tf.cast(out.variance, tf.float32)
-        eps = standard_normal(tf.concat([[graph.num_samples], tf.shape(mean)], 0))
-        probs = tf.nn.softmax(mean[None] + tf.sqrt(variance)[None] * eps, axis=-1)
-        result = summaries(probs, return_samples=True)
-        result["logit_mean"] = tf.identity(mean)
-        result["logit_variance"] = tf.identity(variance)
+        probs = form.draw(out, graph.num_samples)  # softmax, or a GaussianHead's [mean, std]
+        summarize = gaussian_summaries if graph.regression else summaries
+        result = summarize(probs, return_samples=True)
+        result["logit_mean"] = tf.cast(out.mean, tf.float32)
+        result["logit_variance"] = tf.cast(out.variance, tf.float32)
         return result
 
     # autograph off: no tensor-dependent Python control flow here (and it

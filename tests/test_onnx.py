@@ -366,3 +366,54 @@ def test_runner_runs_on_a_device_without_tensorflow_or_keras(files, tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
     )
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_dense_onnx_files_give_per_pixel_fields(tmp_path):
+    """A per-pixel softmax U-Net and a per-pixel GaussianHead regressor export
+    to ONNX and `OnnxBayesianModel` reads them: at sigma = 1e-8 every sample is
+    the mean network, so the per-pixel fields equal the Keras model to float32
+    round-off (1e-5), for Monte Carlo and moments files alike."""
+    from test_dense_inference import _images as _dense_images
+    from test_dense_inference import _unet
+
+    from tfp_bcnn.uncertainty import RegressionPrediction
+
+    x = _dense_images(3, 2)
+    for head in ("softmax", "gaussian"):
+        model = _unet("both", head, std=1e-8)
+        expected = np.asarray(model(x, training=False))
+        for sampling in ("lrt", "moments"):
+            path = export.to_onnx(model, tmp_path / f"{head}_{sampling}.onnx", num_samples=4,
+                                  sampling=sampling)
+            runner = OnnxBayesianModel(path)
+            assert runner.output_shape == expected.shape[1:], (head, sampling)
+            p = runner.predict(x, return_samples=True)
+            assert p.samples.shape == (4, *expected.shape)
+            if head == "softmax":
+                assert not runner.regression and p.epistemic.shape == (3, 8, 8)
+                np.testing.assert_allclose(p.mean, expected, atol=1e-5)
+            else:
+                assert runner.regression and isinstance(p, RegressionPrediction)
+                np.testing.assert_allclose(p.mean, expected[..., :1], atol=1e-5)
+                np.testing.assert_allclose(p.aleatoric_variance, expected[..., 1:] ** 2,
+                                           rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_rank1_moments_onnx_is_the_mixture(tmp_path):
+    """A rank-1 mixture (K = 2) exports its K moment passes: the ONNX file's
+    mean probabilities agree with ``predict(method="moments")`` within Monte
+    Carlo error (S = 1024 each; `_assert_same_mean`'s 5 standard errors)."""
+    from test_dense_inference import _assert_same_mean
+
+    from tfp_bcnn import models
+
+    keras.utils.set_random_seed(5)
+    model = models.lenet5(num_classes=4, posterior="rank1", num_components=2,
+                          num_train_examples=100)
+    x = np.random.default_rng(5).random((3, 28, 28, 1), dtype=np.float32)
+    path = export.to_onnx(model, tmp_path / "r1.onnx", num_samples=256, sampling="moments")
+    onnx_p = OnnxBayesianModel(path).predict(x, num_invocations=4)
+    keras_p = predict(model, x, num_samples=1024, method="moments")
+    _assert_same_mean(onnx_p, keras_p, 1024, 1024)
