@@ -144,6 +144,134 @@ LAYERS = register("torch_layers", textwrap.dedent(
 ), backend="torch")
 
 
+WORKFLOW = register("torch_workflow", textwrap.dedent(
+    """
+    import tempfile
+    import keras, numpy as np
+    import tfp_bcnn
+    from tfp_bcnn import datasets, models, pruning
+    assert keras.backend.backend() == "torch"
+    np_ = keras.ops.convert_to_numpy
+    out = {}
+    keras.utils.set_random_seed(0)
+    (x, y), (xt, yt) = datasets.digits()
+    x, y, xt, yt = x[:512], y[:512], xt[:120], yt[:120]
+
+    # fit with the KL metric; the KL counted once in the loss
+    model = models.lenet5(num_train_examples=len(x), estimator="flipout")
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy",
+                  metrics=["accuracy", tfp_bcnn.KLDivergence(model)])
+    hist = model.fit(x, y, batch_size=64, epochs=4, verbose=0).history
+    ev = model.evaluate(xt, yt, verbose=0, return_dict=True)
+    kl_direct = float(np_(tfp_bcnn.kl_divergence(model)))
+    probs = model.predict(xt, verbose=0)
+    nll = float(np.mean(-np.log(probs[np.arange(len(yt)), yt] + 1e-12)))
+    out["fit"] = {"loss": hist["loss"], "kl": hist["kl"], "accuracy": hist["accuracy"],
+                  "eval_loss": ev["loss"], "eval_kl": ev["kl"], "kl_direct": kl_direct,
+                  "nll": nll}
+
+    # predict: Monte Carlo and moments
+    out["predict"] = {}
+    for method in ("mc", "moments"):
+        a = tfp_bcnn.predict(model, xt, num_samples=16, batch_size=50, method=method,
+                             return_samples=True)
+        b = tfp_bcnn.predict(model, xt, num_samples=16, batch_size=50, method=method)
+        out["predict"][method] = {
+            "shapes": [list(a.mean.shape), list(a.std.shape), list(a.samples.shape),
+                       list(a.predictive_entropy.shape), list(a.aleatoric.shape),
+                       list(a.epistemic.shape)],
+            "sum_to_one": float(np.abs(a.mean.sum(-1) - 1).max()),
+            "decomposition": float(np.abs(a.predictive_entropy - a.aleatoric
+                                          - a.epistemic).max()),
+            "epistemic_min": float(a.epistemic.min()),
+            "accuracy": float(np.mean(a.mean.argmax(-1) == yt)),
+            "two_calls_differ": float(np.abs(a.mean - b.mean).max()),
+        }
+    out["moments_vs_mc_argmax"] = float(np.mean(
+        tfp_bcnn.predict(model, xt, num_samples=64).mean.argmax(-1)
+        == tfp_bcnn.predict(model, xt, method="moments").mean.argmax(-1)))
+
+    # rank-1 mixtures and MC dropout
+    out["other_posteriors"] = {}
+    for name, m in {
+        "rank1": models.lenet5(num_train_examples=len(x), posterior="rank1", num_components=2),
+        "mc_dropout": models.lenet5(bayesian=False, dropout=0.25),
+    }.items():
+        m.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+        h = m.fit(x, y, batch_size=64, epochs=2, verbose=0).history["loss"]
+        p = tfp_bcnn.predict(m, xt, num_samples=8)
+        q = tfp_bcnn.predict(m, xt, method="moments")
+        out["other_posteriors"][name] = [h[0], h[-1], float(p.epistemic.mean()),
+                                         float(q.epistemic.mean()), list(q.mean.shape)]
+
+    # pruning during training, strip, one-shot filter pruning and shrink
+    pm = models.lenet5(num_train_examples=len(x), estimator="flipout")
+    pruning.prune(pm, pruning.PolynomialDecay(0.0, 0.6, 0, 6, frequency=1), criterion="snr")
+    pm.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    pm.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[pruning.UpdatePruning()])
+    sparsity = pruning.sparsity(pm)["total"]
+    pruning.strip(pm)
+    conv = pm.get_layer("conv2")
+    dead = np_(conv.kernel_mask) == 0
+    loc, sigma = (np_(v) for v in conv.kernel_posterior())
+    p = tfp_bcnn.predict(pm, xt, num_samples=4)
+    sm = models.lenet5(num_train_examples=len(x), estimator="flipout")
+    sm(xt[:1])
+    pruning.prune_now(sm, 0.5, criterion="l1", structure="filter")
+    small = pruning.shrink(sm)
+    big_m = tfp_bcnn.predict(sm, xt, method="moments", num_samples=256)
+    small_m = tfp_bcnn.predict(small, xt, method="moments", num_samples=256)
+    out["pruning"] = {
+        "sparsity": sparsity, "dead_fraction": float(dead.mean()),
+        "dead_loc_sigma": float(max(np.abs(loc[dead]).max(), np.abs(sigma[dead]).max())),
+        "finite": bool(np.all(np.isfinite(p.mean))),
+        "params": [sm.count_params(), small.count_params()],
+        "shrink_same_moments": [float(np.abs(
+            np_(getattr(tfp_bcnn.moments.propagate(sm, xt), f))
+            - np_(getattr(tfp_bcnn.moments.propagate(small, xt), f))).max())
+            for f in ("mean", "variance")],
+        "shrink_mean_close": float(np.abs(big_m.mean - small_m.mean).max()),
+    }
+
+    # to_bayesian: the posterior means start at the trained weights
+    freq = models.lenet5(bayesian=False)
+    freq.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    freq.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    base = freq.predict(xt, verbose=0).argmax(-1)
+    out["to_bayesian"] = {}
+    for est in ("flipout", "reparameterization", "local_reparameterization"):
+        bm = models.to_bayesian(freq, estimator=est, num_train_examples=len(x), moped_delta=0.01)
+        same = float(np.abs(np_(bm.get_layer("conv1").kernel_loc)
+                            - np_(freq.get_layer("conv1").kernel)).max())
+        agree = float(np.mean(tfp_bcnn.predict(bm, xt, num_samples=8).mean.argmax(-1) == base))
+        out["to_bayesian"][est] = [same, agree]
+
+    # .keras save and load: the same weights, the same moments, training goes on
+    path = tempfile.mkdtemp() + "/model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    out["save_load"] = {
+        "weights_equal": all(np.array_equal(np_(a), np_(b))
+                             for a, b in zip(model.weights, loaded.weights)),
+        "moments_diff": float(np.abs(
+            np_(tfp_bcnn.moments.propagate(model, xt).mean)
+            - np_(tfp_bcnn.moments.propagate(loaded, xt).mean)).max()),
+        "classes": sorted({type(layer).__name__ for layer in loaded.layers}),
+    }
+    loaded.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+                   metrics=[tfp_bcnn.KLDivergence(loaded)])
+    out["save_load"]["refit_finite"] = bool(np.isfinite(
+        loaded.fit(x, y, batch_size=64, epochs=1, verbose=0).history["loss"][0]))
+    report(out)
+    """
+), backend="torch")
+
+
+@pytest.fixture(scope="module")
+def torch_workflow():
+    return result(WORKFLOW, backend="torch", timeout=400)
+
+
 @pytest.fixture(scope="module")
 def torch_layers():
     return result(LAYERS, backend="torch", timeout=400)
@@ -179,3 +307,66 @@ def test_layer_moments_match_torch_samples(torch_layers):
     for rank, (mean_ratio, var_ratio) in torch_layers["moments"].items():
         assert mean_ratio <= 1.0, (rank, mean_ratio)
         assert var_ratio <= 1.0, (rank, var_ratio)
+
+
+def test_fit_lowers_the_loss_and_counts_the_kl_once(torch_workflow):
+    fit = torch_workflow["fit"]
+    assert fit["loss"][-1] < fit["loss"][0], fit
+    assert fit["accuracy"][-1] > 0.5, fit   # chance is 0.1
+    # The logged kl is the model's KL (the metric sees the torch weights).
+    assert fit["eval_kl"] == pytest.approx(fit["kl_direct"], rel=1e-5), fit
+    # loss = NLL + KL: a second KL would add ~100 % of the KL (which is ~98 %
+    # of the loss here); the NLL of predict() is another Monte Carlo draw,
+    # so it agrees with loss - kl only up to sampling noise (0.3 nats).
+    assert fit["eval_loss"] - fit["eval_kl"] == pytest.approx(fit["nll"], abs=0.3), fit
+    assert fit["eval_loss"] - fit["eval_kl"] < 0.5 * fit["eval_kl"], fit
+
+
+@pytest.mark.parametrize("method", ["mc", "moments"])
+def test_predict_fields(torch_workflow, method):
+    p = torch_workflow["predict"][method]
+    assert p["shapes"] == [[120, 10], [120, 10], [16, 120, 10], [120], [120], [120]]
+    assert p["sum_to_one"] < 1e-5
+    assert p["decomposition"] < 1e-4          # entropy = aleatoric + epistemic
+    assert p["epistemic_min"] >= -1e-6
+    assert p["accuracy"] > 0.5, p
+    assert p["two_calls_differ"] > 0          # fresh draws on every call
+
+
+def test_moments_agree_with_monte_carlo(torch_workflow):
+    # 64 MC samples against moments on 120 digits of a 4-epoch model: only
+    # images with their top two classes within MC error can differ.
+    assert torch_workflow["moments_vs_mc_argmax"] >= 0.9
+
+
+def test_rank1_and_mc_dropout_models(torch_workflow):
+    for name, (first, last, mc_epi, mom_epi, shape) in torch_workflow[
+            "other_posteriors"].items():
+        assert last < first, name
+        assert mc_epi > 0 and mom_epi > 0, name
+        assert shape == [120, 10], name
+
+
+def test_pruning_strip_and_shrink(torch_workflow):
+    p = torch_workflow["pruning"]
+    assert p["sparsity"] == pytest.approx(0.6, abs=0.01), p
+    assert p["dead_fraction"] == pytest.approx(0.6, abs=0.01), p
+    assert p["dead_loc_sigma"] == 0.0                  # pruned: exactly 0 in mu and sigma
+    assert p["finite"]
+    assert p["params"][1] < 0.6 * p["params"][0], p    # filters removed physically
+    assert max(p["shrink_same_moments"]) < 1e-4, p     # shrinking changes nothing else
+    assert p["shrink_mean_close"] < 0.05, p            # 256 draws from the same Gaussian
+
+
+def test_to_bayesian(torch_workflow):
+    for est, (loc_diff, agree) in torch_workflow["to_bayesian"].items():
+        assert loc_diff == 0.0, est          # posterior mean = the trained kernel
+        assert agree >= 0.9, (est, agree)    # sigma = 0.01 |w|: predictions barely move
+
+
+def test_keras_save_and_load(torch_workflow):
+    s = torch_workflow["save_load"]
+    assert s["weights_equal"]
+    assert s["moments_diff"] == 0.0
+    assert "Conv2DFlipout" in s["classes"] and "DenseFlipout" in s["classes"]
+    assert s["refit_finite"]
