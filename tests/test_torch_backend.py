@@ -267,6 +267,85 @@ WORKFLOW = register("torch_workflow", textwrap.dedent(
 ), backend="torch")
 
 
+EXTRAS = register("torch_extras", textwrap.dedent(
+    """
+    import keras, numpy as np
+    import tfp_bcnn
+    from tfp_bcnn import export, layers, models, priors, regularizers
+    assert keras.backend.backend() == "torch"
+    out = {}
+    rng = np.random.default_rng(0)
+
+    def error(fn):
+        try:
+            fn()
+        except ValueError as e:
+            return str(e)
+        return None
+
+    # What needs TensorFlow says so.
+    import tensorflow_probability as tfp
+    out["tfp_prior_error"] = error(lambda: priors.TFPPrior(tfp.distributions.Laplace(0.0, 1.0)))
+    small = keras.Sequential([keras.Input((6,)), layers.DenseFlipout(3, activation="softmax")])
+    out["export_error"] = error(lambda: export.to_tflite(small, "/nonexistent/m.tflite"))
+
+    # KL annealing reaches the torch training loop (linear: per epoch; blundell: per step).
+    x = rng.random((64, 6)).astype("float32"); y = np.arange(64) % 3
+    out["annealing"] = {}
+    for schedule in ("linear", "blundell"):
+        m = keras.Sequential([keras.Input((6,)), layers.DenseFlipout(3, activation="softmax",
+                                                                     kl_weight=1 / 64)])
+        m.compile("adam", "sparse_categorical_crossentropy")
+        seen = []
+        log = keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda b, logs: seen.append(tfp_bcnn.get_kl_weight(m)))
+        m.fit(x, y, batch_size=32, epochs=2, verbose=0,
+              callbacks=[tfp_bcnn.KLAnnealing(schedule=schedule, warmup_epochs=2), log])
+        out["annealing"][schedule] = [float(v) for v in seen]
+
+    # Regression head: Monte Carlo and moments give the same variances.
+    keras.utils.set_random_seed(2)
+    reg = keras.Sequential([keras.Input((4,)),
+                            layers.DenseLocalReparameterization(16, activation="relu",
+                                                                posterior_std_init=0.3),
+                            layers.GaussianHead(1)])
+    reg.compile("adam", tfp_bcnn.gaussian_nll)
+    xr = rng.normal(size=(6, 4)).astype("float32")
+    reg.fit(xr, xr[:, :1], epochs=1, verbose=0)
+    mc = tfp_bcnn.predict(reg, xr, num_samples=4000)
+    mom = tfp_bcnn.predict(reg, xr, num_samples=4000, method="moments")
+    out["head"] = {"kind": type(mom).__name__,
+                   "mean_diff_in_sd": float(np.max(np.abs(mom.mean - mc.mean)
+                                                   / np.sqrt(mc.epistemic_variance / 2000))),
+                   "ratio": (mom.epistemic_variance / mc.epistemic_variance).ravel().tolist(),
+                   "aleatoric_ratio": (mom.aleatoric_variance
+                                       / mc.aleatoric_variance).ravel().tolist()}
+
+    # Deep ensemble of two frequentist models; a GroupL1 regularizer trains.
+    xi = rng.random((32, 8, 8, 1)).astype("float32"); yi = np.arange(32) % 10
+    members = []
+    for seed in (0, 1):
+        keras.utils.set_random_seed(seed)
+        mm = keras.Sequential([
+            keras.Input((8, 8, 1)),
+            layers.Conv2DFlipout(4, 3, kernel_regularizer=regularizers.GroupL1(1e-2)),
+            keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+        mm.compile("adam", "sparse_categorical_crossentropy")
+        h = mm.fit(xi, yi, epochs=2, verbose=0).history["loss"]
+        members.append(mm)
+    ens = tfp_bcnn.predict(members, xi)
+    out["ensemble"] = [list(ens.mean.shape), float(ens.epistemic.mean()), len(members[0].losses),
+                       bool(np.all(np.isfinite(h)))]
+    report(out)
+    """
+), backend="torch")
+
+
+@pytest.fixture(scope="module")
+def torch_extras():
+    return result(EXTRAS, backend="torch", timeout=400)
+
+
 @pytest.fixture(scope="module")
 def torch_workflow():
     return result(WORKFLOW, backend="torch", timeout=400)
@@ -370,3 +449,38 @@ def test_keras_save_and_load(torch_workflow):
     assert s["moments_diff"] == 0.0
     assert "Conv2DFlipout" in s["classes"] and "DenseFlipout" in s["classes"]
     assert s["refit_finite"]
+
+
+def test_what_needs_tensorflow_says_so(torch_extras):
+    assert "needs the TensorFlow backend" in torch_extras["tfp_prior_error"]
+    assert "backend='torch'" in torch_extras["tfp_prior_error"]
+    assert "KERAS_BACKEND=tensorflow" in torch_extras["export_error"]
+    assert "backend='torch'" in torch_extras["export_error"]
+
+
+def test_kl_annealing_in_the_torch_loop(torch_extras):
+    linear, blundell = torch_extras["annealing"]["linear"], torch_extras["annealing"]["blundell"]
+    base = 1 / 64
+    # linear, warm-up 2 epochs: beta 1/2 in epoch 1, 1 in epoch 2 (2 steps each)
+    assert linear == pytest.approx([base / 2] * 2 + [base] * 2, rel=1e-5), linear
+    # blundell: 2^(M-i) / (2^M - 1) times M steps, per minibatch i of M = 2
+    assert blundell == pytest.approx([base * 2 * 2 / 3, base * 2 * 1 / 3] * 2, rel=1e-5), blundell
+
+
+def test_gaussian_head_moments_match_monte_carlo(torch_extras):
+    # As tests/test_moments.py: one Bayesian hidden layer on a fixed input is
+    # exact up to MC error (4000 + 4000 draws: 6 sd of the mean; variance
+    # ratio within 20 %).
+    head = torch_extras["head"]
+    assert head["kind"] == "RegressionPrediction"
+    assert head["mean_diff_in_sd"] < 6
+    assert all(0.8 < r < 1.25 for r in head["ratio"]), head
+    assert all(0.8 < r < 1.25 for r in head["aleatoric_ratio"]), head
+
+
+def test_ensemble_and_group_l1(torch_extras):
+    shape, epistemic, n_losses, finite = torch_extras["ensemble"]
+    assert shape == [32, 10]
+    assert epistemic > 0          # two members disagree
+    assert n_losses == 2          # the KL and the GroupL1 penalty
+    assert finite
