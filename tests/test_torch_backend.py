@@ -1,7 +1,7 @@
 """The PyTorch backend (``KERAS_BACKEND=torch``, CPU): layers, training, inference, pruning.
 
 A process has one Keras backend, so the checks run in one torch subprocess
-(``tests/_backend.py``) as two scripts, each reporting a dict of results that
+(``tests/_backend.py``) as three scripts, each reporting a dict of results that
 the tests below read:
 
 * ``torch_layers``: Keras' own ``run_layer_test`` (config round trip, symbolic
@@ -20,6 +20,10 @@ the tests below read:
   with ``method="mc"`` and ``"moments"``; rank-1 and MC-dropout LeNet-5s;
   ``prune`` / ``UpdatePruning`` / ``strip`` / ``prune_now`` / ``shrink``;
   ``to_bayesian``; ``.keras`` save and load.
+* ``torch_extras``: what needs TensorFlow (``tfp.distributions`` priors,
+  export) raises an error that says so; ``KLAnnealing`` (per epoch and per
+  step) reaches the torch training loop; a `GaussianHead` regressor's moments
+  against Monte Carlo; a deep ensemble and a ``GroupL1`` regularizer.
 
 The subprocess runs torch with one OpenMP thread (``tests/_backend.py``):
 on the shared 2-core machine, torch's spinning worker threads made an
