@@ -459,23 +459,30 @@ def markdown(report) -> str:
 
 
 def torch_note(report) -> str:
-    """The PyTorch-backend rows in words: the target, the threads, the load."""
-    results, versions_ = report["results"], report["versions"]
-    flip = results["torch_flipout"]["median_epoch_s"] / results["flipout"]["median_epoch_s"]
-    freq = (results["torch_frequentist"]["median_epoch_s"]
-            / results["frequentist"]["median_epoch_s"])
+    """The PyTorch-backend rows in words: the target (met or missed, by how
+    much), where the time goes, the threads and the load."""
+    r, versions_ = report["results"], report["versions"]
+
+    def t(name):
+        return r[name]["median_epoch_s"]
+
+    flip, freq = t("torch_flipout") / t("flipout"), t("torch_frequentist") / t("frequentist")
+    verdict = ("met" if flip <= TORCH_TARGET
+               else f"MISSED by {flip - TORCH_TARGET:.2f}x")
     load = report.get("load_average")
     return (
-        f"PyTorch backend (torch {versions_.get('torch')}, "
-        f"{versions_.get('torch_threads')} intra-op threads, eager: Keras' torch trainer does "
-        f"not compile the step): Flipout {flip:.2f}x the TensorFlow backend's Flipout epoch "
-        f"(target <= {TORCH_TARGET:.1f}: {'met' if flip <= TORCH_TARGET else 'MISSED'}); "
-        f"the frequentist twin {freq:.2f}x the TensorFlow one (the backend's own cost per "
-        "step, without Bayesian layers)."
+        f"PyTorch backend (torch {versions_.get('torch')}, eager: Keras' torch trainer does "
+        f"not compile the step; {versions_.get('torch_threads')} intra-op thread(s), "
+        f"TensorFlow on its default threads): Flipout {flip:.2f}x the TensorFlow backend's "
+        f"Flipout epoch (target <= {TORCH_TARGET:.1f}: {verdict}). The two factors of it: "
+        f"the frequentist twin alone is {freq:.2f}x its TensorFlow epoch (the backend's cost "
+        "per step: eager ops and autograd against a compiled tf.function), and Flipout "
+        f"costs {t('torch_flipout') / t('torch_frequentist'):.2f}x the frequentist on torch "
+        f"against {t('flipout') / t('frequentist'):.2f}x on TensorFlow (the layers' own cost)."
         + (f" Load average over the run: {load[0]:.1f} at the start, {load[1]:.1f} at the end "
-           f"on {report['machine'].split(',')[0]}." if load else "")
+           f"on {report['machine'].split(',')[0]} (torch's spinning OpenMP threads are why "
+           "it runs on one thread here)." if load else "")
     )
-
 
 if __name__ == "__main__":
     main()
