@@ -351,6 +351,23 @@ def table(results, baseline):
     return "\n".join(rows)
 
 
+def start_workers(args, used, n_train, info, names):
+    """The TFP and PyTorch-backend workers that the options ask for (or None);
+    adds their versions to ``info`` and their models to ``names``."""
+    worker = torch_worker = None
+    if not args.skip_tfp:
+        worker = LegacyWorker(used["batch_size"], n_train, args.seed, used["learning_rate"])
+        info["tf_keras"] = worker.tf_keras_version
+        names += LEGACY_MODELS
+    if not args.skip_torch:
+        torch_worker = TorchWorker(used["batch_size"], n_train, args.seed,
+                                   used["learning_rate"], args.torch_threads)
+        info["torch"] = torch_worker.torch_version
+        info["torch_threads"] = torch_worker.threads
+        names += TORCH_MODELS
+    return worker, torch_worker
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per model (>= 2)")
@@ -384,19 +401,7 @@ def main(argv=None):
     info = versions()
     names = list(NATIVE_MODELS)
     native = {name: NativeModel(name, used, data, args.seed) for name in NATIVE_MODELS}
-    worker = None
-    if not args.skip_tfp:
-        worker = LegacyWorker(used["batch_size"], len(data[0][0]), args.seed,
-                              used["learning_rate"])
-        info["tf_keras"] = worker.tf_keras_version
-        names += LEGACY_MODELS
-    torch_worker = None
-    if not args.skip_torch:
-        torch_worker = TorchWorker(used["batch_size"], len(data[0][0]), args.seed,
-                                   used["learning_rate"], args.torch_threads)
-        info["torch"] = torch_worker.torch_version
-        info["torch_threads"] = torch_worker.threads
-        names += TORCH_MODELS
+    worker, torch_worker = start_workers(args, used, len(data[0][0]), info, names)
 
     def epoch(name):
         if name in native:
