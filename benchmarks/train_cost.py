@@ -15,18 +15,23 @@ the epochs after the first (the first one includes tracing):
   ``tf_keras_frequentist``, its deterministic twin in ``tf_keras`` (to tell
   the cost of the layers from the per-step cost of Keras 2 vs Keras 3).
   TFP's layers need Keras 2 (``TF_USE_LEGACY_KERAS=1``), which must be set
-  before TensorFlow is imported, so they run in a worker subprocess.
+  before TensorFlow is imported, so they run in a worker subprocess;
+* ``torch_flipout`` and ``torch_frequentist``: the same two tfp_bcnn
+  LeNet-5s on the PyTorch backend (``KERAS_BACKEND=torch``, CPU, eager: the
+  Keras torch trainer does not compile), in another worker subprocess, with
+  ``--torch-threads`` intra-op threads (default: torch's own, one per core).
 
 The models' epochs are interleaved (epoch e of every model before epoch e + 1
 of any), so a change of load on a shared machine hits all of them alike.
 
 Targets: Flipout <= 2.0x frequentist and faster than TFP Flipout;
-reparameterization <= 1.2x; local reparameterization <= 2.2x.
+reparameterization <= 1.2x; local reparameterization <= 2.2x; torch Flipout
+<= 3.0x the TensorFlow backend's Flipout.
 
 Usage::
 
     python benchmarks/train_cost.py            # 4 epochs, about 1.5 min on 2 cores
-    python benchmarks/train_cost.py --epochs 3 --json results.json --skip-tfp
+    python benchmarks/train_cost.py --epochs 3 --json results.json --skip-tfp --skip-torch
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ TARGETS = {
     "reparameterization": 1.2,
     "local_reparameterization": 2.2,
 }
+#: torch Flipout epoch over the TensorFlow backend's Flipout epoch.
+TORCH_TARGET = 3.0
 
 # The Keras 2 references (TFP Flipout LeNet-5 and its tf_keras frequentist
 # twin), run with TF_USE_LEGACY_KERAS=1 as a worker: it trains one epoch of
@@ -116,6 +123,51 @@ LEGACY_WORKER = textwrap.dedent(
 )
 
 LEGACY_MODELS = ("tfp_flipout", "tf_keras_frequentist")
+
+# The PyTorch-backend twins: the backend is fixed when Keras is imported, so
+# they too train in a worker that answers one epoch per line read.
+TORCH_WORKER = textwrap.dedent(
+    """
+    import json, sys, time
+    import keras, numpy as np, torch
+    from tfp_bcnn import datasets, models
+
+    batch_size, n_train, seed, threads = (int(v) for v in sys.argv[1:5])
+    learning_rate = float(sys.argv[5])
+    if threads > 0:
+        torch.set_num_threads(threads)
+    (x, y), (xt, yt) = datasets.mnist_5k()
+    x, y = x[:n_train], y[:n_train]
+    keras.utils.set_random_seed(seed)
+    models_ = {"torch_frequentist": models.lenet5(bayesian=False, seed=seed),
+               "torch_flipout": models.lenet5(estimator="flipout", num_train_examples=n_train,
+                                              seed=seed)}
+    for m in models_.values():
+        m.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+        def on_epoch_end(self, epoch, logs=None):
+            self.elapsed = time.perf_counter() - self.t
+
+    print(json.dumps({"ready": torch.__version__, "threads": torch.get_num_threads(),
+                      "backend": keras.backend.backend()}), flush=True)
+    for line in sys.stdin:
+        name = line.strip()
+        if name == "accuracy":
+            acc = {k: float(np.mean(m.predict(xt, batch_size=500, verbose=0).argmax(-1) == yt))
+                   for k, m in models_.items()}
+            print(json.dumps(acc), flush=True)
+            continue
+        timer = Timer()
+        models_[name].fit(x, y, batch_size=batch_size, epochs=1, verbose=0, callbacks=[timer])
+        print(json.dumps({"seconds": timer.elapsed}), flush=True)
+    """
+)
+
+TORCH_MODELS = ("torch_flipout", "torch_frequentist")
 NATIVE_MODELS = (
     "frequentist",
     "flipout",
@@ -192,19 +244,20 @@ class NativeModel:
         return float(np.mean(probs.argmax(-1) == self.yt))
 
 
-class LegacyWorker:
-    """The Keras 2 / TFP subprocess (``LEGACY_WORKER``), one epoch per request."""
+class Worker:
+    """A worker subprocess (``script``) that trains one epoch per request."""
 
-    def __init__(self, batch_size, n_train, seed, learning_rate):
-        env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
+    what = "worker"
+
+    def __init__(self, script, args, env):
         self.stderr = tempfile.TemporaryFile(mode="w+")  # a pipe could fill and block
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", LEGACY_WORKER, str(batch_size), str(n_train), str(seed),
-             repr(float(learning_rate))],
+            [sys.executable, "-c", script, *map(str, args)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
-            text=True, env=env,
+            text=True, env={k: v for k, v in dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+                                                     **env).items() if v is not None},
         )
-        self.tf_keras_version = self._ask(None)["ready"]
+        self.ready = self._ask(None)
 
     def _ask(self, request):
         if request is not None:
@@ -214,7 +267,7 @@ class LegacyWorker:
             line = self.proc.stdout.readline()
             if not line:
                 self.stderr.seek(0)
-                raise RuntimeError(f"The TFP reference failed:\n{self.stderr.read()[-3000:]}")
+                raise RuntimeError(f"The {self.what} failed:\n{self.stderr.read()[-3000:]}")
             if line.startswith("{"):
                 return json.loads(line)
 
@@ -228,6 +281,29 @@ class LegacyWorker:
         self.proc.stdin.close()
         self.proc.wait(timeout=60)
         self.stderr.close()
+
+
+class LegacyWorker(Worker):
+    """The Keras 2 / TFP subprocess (``LEGACY_WORKER``)."""
+
+    what = "TFP reference"
+
+    def __init__(self, batch_size, n_train, seed, learning_rate):
+        super().__init__(LEGACY_WORKER, [batch_size, n_train, seed, repr(float(learning_rate))],
+                         {"TF_USE_LEGACY_KERAS": "1"})
+        self.tf_keras_version = self.ready["ready"]
+
+
+class TorchWorker(Worker):
+    """The PyTorch-backend subprocess (``TORCH_WORKER``); ``threads`` 0: torch's default."""
+
+    what = "PyTorch-backend worker"
+
+    def __init__(self, batch_size, n_train, seed, learning_rate, threads=0):
+        super().__init__(TORCH_WORKER, [batch_size, n_train, seed, threads,
+                                        repr(float(learning_rate))],
+                         {"KERAS_BACKEND": "torch", "TF_USE_LEGACY_KERAS": None})
+        self.torch_version, self.threads = self.ready["ready"], self.ready["threads"]
 
 
 def median_after_first(times):
@@ -258,7 +334,11 @@ def table(results, baseline):
     for name, r in results.items():
         ratio = r["median_epoch_s"] / baseline
         target = TARGETS.get(name)
-        if name in LEGACY_MODELS:
+        if name == "torch_flipout" and "flipout" in results:
+            vs_tf = r["median_epoch_s"] / results["flipout"]["median_epoch_s"]
+            target_txt = (f"<= {TORCH_TARGET:.1f} x TF flipout: {vs_tf:.2f} "
+                          f"({'met' if vs_tf <= TORCH_TARGET else 'MISSED'})")
+        elif name in LEGACY_MODELS or name in TORCH_MODELS:
             target_txt = "-"
         elif target is None:
             target_txt = "1.0"
@@ -271,6 +351,23 @@ def table(results, baseline):
     return "\n".join(rows)
 
 
+def start_workers(args, used, n_train, info, names):
+    """The TFP and PyTorch-backend workers that the options ask for (or None);
+    adds their versions to ``info`` and their models to ``names``."""
+    worker = torch_worker = None
+    if not args.skip_tfp:
+        worker = LegacyWorker(used["batch_size"], n_train, args.seed, used["learning_rate"])
+        info["tf_keras"] = worker.tf_keras_version
+        names += LEGACY_MODELS
+    if not args.skip_torch:
+        torch_worker = TorchWorker(used["batch_size"], n_train, args.seed,
+                                   used["learning_rate"], args.torch_threads)
+        info["torch"] = torch_worker.torch_version
+        info["torch_threads"] = torch_worker.threads
+        names += TORCH_MODELS
+    return worker, torch_worker
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per model (>= 2)")
@@ -278,6 +375,10 @@ def main(argv=None):
     parser.add_argument("--train-size", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-tfp", action="store_true", help="skip the TFP reference")
+    parser.add_argument("--skip-torch", action="store_true",
+                        help="skip the PyTorch-backend rows (torch not installed)")
+    parser.add_argument("--torch-threads", type=int, default=0,
+                        help="intra-op threads of the torch worker (0: torch's default)")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--markdown", help="write the markdown block to this file")
     args = parser.parse_args(argv)
@@ -291,6 +392,8 @@ def main(argv=None):
 
     from tfp_bcnn import datasets
 
+    load_start = os.getloadavg()[0]
+
     tf.get_logger().setLevel("ERROR")  # one predict function per model is no retracing issue
     used = recipe(batch_size=args.batch_size)
     (x, y), test = datasets.mnist_5k()
@@ -298,15 +401,12 @@ def main(argv=None):
     info = versions()
     names = list(NATIVE_MODELS)
     native = {name: NativeModel(name, used, data, args.seed) for name in NATIVE_MODELS}
-    worker = None
-    if not args.skip_tfp:
-        worker = LegacyWorker(used["batch_size"], len(data[0][0]), args.seed,
-                              used["learning_rate"])
-        info["tf_keras"] = worker.tf_keras_version
-        names += LEGACY_MODELS
+    worker, torch_worker = start_workers(args, used, len(data[0][0]), info, names)
 
     def epoch(name):
-        return native[name].epoch() if name in native else worker.epoch(name)
+        if name in native:
+            return native[name].epoch()
+        return (torch_worker if name in TORCH_MODELS else worker).epoch(name)
 
     # Epoch e of every model runs before epoch e + 1 of any, so a change of
     # load on the machine hits all models alike; epoch 1 (tracing) is not timed.
@@ -319,6 +419,9 @@ def main(argv=None):
     if worker is not None:
         accuracy.update(worker.accuracies())
         worker.close()
+    if torch_worker is not None:
+        accuracy.update(torch_worker.accuracies())
+        torch_worker.close()
     results = {
         name: {"epoch_times": times[name], "test_accuracy": accuracy[name]} for name in names
     }
@@ -330,7 +433,8 @@ def main(argv=None):
     machine = f"{usable_cores()} cores, {cpu_model()}"
     report = {"machine": machine, "backend": keras.backend.backend(), "versions": info,
               "batch_size": used["batch_size"], "recipe": used, "epochs": args.epochs,
-              "train_size": len(data[0][0]), "results": results}
+              "train_size": len(data[0][0]), "results": results,
+              "load_average": [load_start, os.getloadavg()[0]]}
     emit(args.markdown, markdown(report))
     write_json(args.json, report)
 
@@ -354,8 +458,36 @@ def markdown(report) -> str:
         ratio = results["flipout"]["median_epoch_s"] / results["tfp_flipout"]["median_epoch_s"]
         lines += ["", f"Flipout here against TFP's Flipout layers (tf_keras): {ratio:.2f}x the "
                   "time per epoch."]
+    if "torch_flipout" in results:
+        lines += ["", torch_note(report)]
     return "\n".join(lines)
 
+
+def torch_note(report) -> str:
+    """The PyTorch-backend rows in words: the target (met or missed, by how
+    much), where the time goes, the threads and the load."""
+    r, versions_ = report["results"], report["versions"]
+
+    def t(name):
+        return r[name]["median_epoch_s"]
+
+    flip, freq = t("torch_flipout") / t("flipout"), t("torch_frequentist") / t("frequentist")
+    verdict = ("met" if flip <= TORCH_TARGET
+               else f"MISSED by {flip - TORCH_TARGET:.2f}x")
+    load = report.get("load_average")
+    return (
+        f"PyTorch backend (torch {versions_.get('torch')}, eager: Keras' torch trainer does "
+        f"not compile the step; {versions_.get('torch_threads')} intra-op thread(s), "
+        f"TensorFlow on its default threads): Flipout {flip:.2f}x the TensorFlow backend's "
+        f"Flipout epoch (target <= {TORCH_TARGET:.1f}: {verdict}). The two factors of it: "
+        f"the frequentist twin alone is {freq:.2f}x its TensorFlow epoch (the backend's cost "
+        "per step: eager ops and autograd against a compiled tf.function), and Flipout "
+        f"costs {t('torch_flipout') / t('torch_frequentist'):.2f}x the frequentist on torch "
+        f"against {t('flipout') / t('frequentist'):.2f}x on TensorFlow (the layers' own cost)."
+        + (f" Load average over the run: {load[0]:.1f} at the start, {load[1]:.1f} at the end "
+           f"on {report['machine'].split(',')[0]} (torch's spinning OpenMP threads are why "
+           "it runs on one thread here)." if load else "")
+    )
 
 if __name__ == "__main__":
     main()

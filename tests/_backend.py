@@ -1,4 +1,4 @@
-"""Run test code under another Keras backend (JAX), in subprocesses started once.
+"""Run test code under another Keras backend (JAX, PyTorch), in subprocesses started once.
 
 The backend is chosen when Keras is first imported, so code for JAX has to run
 in a fresh Python process (``KERAS_BACKEND=jax``). Starting one costs seconds
@@ -66,6 +66,10 @@ def _env(backend: str, extra: dict | None = None) -> dict:
     env.pop("TF_USE_LEGACY_KERAS", None)
     if backend == "jax":
         env.setdefault("JAX_PLATFORMS", "cpu")
+    if backend == "torch":
+        # torch's OpenMP workers spin: on a loaded 2-core machine an epoch ran
+        # ~30x slower with 2 threads than with 1 (tests/test_torch_backend.py).
+        env.setdefault("OMP_NUM_THREADS", "1")
     env.update(extra or {})
     return env
 

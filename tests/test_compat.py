@@ -125,3 +125,45 @@ def test_layer_test_harness_is_importable():
         _fail("keras.src.testing.TestCase", f"the import failed ({err})")
     if "run_mixed_precision_check" not in inspect.signature(TestCase.run_layer_test).parameters:
         _fail("keras.src.testing.TestCase.run_layer_test", "its mixed-precision check is gone")
+
+
+def test_torch_compiled_optimizer_configs_load_without_the_torch_backend(tmp_path):
+    # A .keras file compiled on the torch backend names the torch module of
+    # its optimizer; with tfp_bcnn imported, the registered plain name wins
+    # and Keras' torch backend is never imported (it crashed TensorFlow).
+    import json
+    import sys
+    import zipfile
+
+    import numpy as np
+
+    import tfp_bcnn  # noqa: F401  (registers the optimizers)
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    model.fit(np.ones((4, 3)), np.ones((4, 2)), verbose=0)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    with zipfile.ZipFile(path) as z:
+        files = {name: z.read(name) for name in z.namelist()}
+    config = json.loads(files["config.json"])
+    config["compile_config"]["optimizer"].update(   # as in a file saved on torch
+        module="keras.src.backend.torch.optimizers.torch_adam", registered_name="Adam")
+    files["config.json"] = json.dumps(config).encode()
+    torch_path = tmp_path / "torch.keras"
+    with zipfile.ZipFile(torch_path, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    # Checked first: without the registration the load below imports Keras'
+    # torch backend, which crashed this process (TensorFlow loaded) when
+    # torch is installed.
+    assert keras.saving.get_registered_object("Adam") is keras.optimizers.Adam
+    before = "keras.src.backend.torch" in sys.modules
+    loaded = keras.saving.load_model(torch_path)
+    assert type(loaded.optimizer) is type(model.optimizer)
+    assert loaded.optimizer.learning_rate.numpy() == pytest.approx(0.01)
+    if not before:
+        assert "keras.src.backend.torch" not in sys.modules
+    for name in _compat.TORCH_SWAPPED_OPTIMIZERS:   # the names Keras' torch backend swaps
+        if not hasattr(keras.optimizers, name):
+            _fail(f"keras.optimizers.{name}", "the optimizer is gone")

@@ -1,12 +1,13 @@
-"""JAX to TensorFlow hand-off: train on JAX, save ``.keras``, export on TensorFlow.
+"""JAX / PyTorch to TensorFlow hand-off: train on JAX or torch, save ``.keras``,
+export on TensorFlow.
 
-The GPU workflow: train with the JAX backend (fast, no TensorFlow needed),
-save the model as ``.keras``, load it in a TensorFlow process and export it.
-Two subprocesses (a process has one Keras backend). The check: on the 359
-held-out scikit-learn digits, the argmax of the 64-sample predictive mean of
-the JAX model agrees with that of the loaded TensorFlow model and of the
-TFLite file on >= 97 % of the images. The model is trained for 6 epochs
-(measured: 94.7 % accuracy). Only images whose two top classes are within
+The GPU workflow: train with the JAX or PyTorch backend (no TensorFlow
+needed), save the model as ``.keras``, load it in a TensorFlow process and
+export it. Two subprocesses (a process has one Keras backend). The check: on
+the 359 held-out scikit-learn digits, the argmax of the 64-sample predictive
+mean of the trained model agrees with that of the loaded TensorFlow model and
+of the TFLite file on >= 97 % of the images. The model is trained for 6 epochs
+(measured: 94.7 % accuracy on JAX). Only images whose two top classes are within
 Monte Carlo error of each other can flip between two independent 64-sample
 estimates (two JAX runs agreed on 100 %, TensorFlow and TFLite on 99.7 %; the
 TFLite file's ``lrt`` sampling also narrows the spread a little), so 97 %
@@ -21,7 +22,7 @@ from _backend import run_script
 
 pytestmark = pytest.mark.slow
 
-TRAIN_JAX = textwrap.dedent(
+TRAIN = textwrap.dedent(
     """
     import json, sys
     import keras, numpy as np
@@ -37,11 +38,11 @@ TRAIN_JAX = textwrap.dedent(
     model.save(out + "/model.keras")
     a = tfp_bcnn.predict(model, xt, num_samples=64).mean
     b = tfp_bcnn.predict(model, xt, num_samples=64).mean
-    np.save(out + "/jax_mean.npy", a)
+    np.save(out + "/trained_mean.npy", a)
     report({
         "backend": keras.backend.backend(),
         "accuracy": float(np.mean(a.argmax(-1) == yt)),
-        "jax_vs_jax": float(np.mean(a.argmax(-1) == b.argmax(-1))),
+        "repeat_agreement": float(np.mean(a.argmax(-1) == b.argmax(-1))),
     })
     """
 )
@@ -55,14 +56,14 @@ EXPORT_TF = textwrap.dedent(
     out = sys.argv[1]
     (_, _), (xt, yt) = datasets.digits()
     model = keras.saving.load_model(out + "/model.keras")
-    jax_top = np.load(out + "/jax_mean.npy").argmax(-1)
+    trained_top = np.load(out + "/trained_mean.npy").argmax(-1)
     tf_mean = tfp_bcnn.predict(model, xt, num_samples=64).mean
     path = export.to_tflite(model, out + "/model.tflite", num_samples=64)
     lite = export.runtime.TFLiteBayesianModel(path).predict(xt).mean
     report({
         "backend": keras.backend.backend(),
-        "keras_tf_vs_jax": float(np.mean(tf_mean.argmax(-1) == jax_top)),
-        "tflite_vs_jax": float(np.mean(lite.argmax(-1) == jax_top)),
+        "keras_tf_vs_trained": float(np.mean(tf_mean.argmax(-1) == trained_top)),
+        "tflite_vs_trained": float(np.mean(lite.argmax(-1) == trained_top)),
         "tflite_accuracy": float(np.mean(lite.argmax(-1) == yt)),
     })
     """
@@ -73,12 +74,24 @@ def _run(script, backend, tmp_path):
     return run_script(script, backend, args=(tmp_path,))
 
 
-def test_jax_trained_model_loads_and_exports_under_tensorflow(tmp_path):
-    trained = _run(TRAIN_JAX, "jax", tmp_path)
-    assert trained["backend"] == "jax"
+def _hand_off(backend, tmp_path):
+    trained = _run(TRAIN, backend, tmp_path)
+    assert trained["backend"] == backend
     assert trained["accuracy"] > 0.8, trained
     exported = _run(EXPORT_TF, "tensorflow", tmp_path)
     assert exported["backend"] == "tensorflow"
     print(trained, exported)
-    assert exported["keras_tf_vs_jax"] >= 0.97, (trained, exported)
-    assert exported["tflite_vs_jax"] >= 0.97, (trained, exported)
+    assert exported["keras_tf_vs_trained"] >= 0.97, (trained, exported)
+    assert exported["tflite_vs_trained"] >= 0.97, (trained, exported)
+
+
+def test_jax_trained_model_loads_and_exports_under_tensorflow(tmp_path):
+    pytest.importorskip("jax")
+    _hand_off("jax", tmp_path)
+
+
+def test_torch_trained_model_loads_and_exports_under_tensorflow(tmp_path):
+    # The same on PyTorch (measured: accuracy 95.0 %; the loaded TensorFlow model
+    # agrees on 100 %, the TFLite file on 99.7 %; about 2 minutes on 2 busy cores).
+    pytest.importorskip("torch")
+    _hand_off("torch", tmp_path)

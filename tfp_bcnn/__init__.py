@@ -25,6 +25,9 @@ with _native_stderr_silenced():
     from .layers import GaussianHead, gaussian_nll
     from .regularizers import RegularizationLoss
     from .uncertainty import Prediction, RegressionPrediction, decompose, predict
+    from ._compat import register_portable_optimizers as _register_portable_optimizers
+
+    _register_portable_optimizers()  # .keras files compiled on torch load anywhere
 
     if "tensorflow" in _sys.modules:
         _sys.modules["tensorflow"].config.list_physical_devices()

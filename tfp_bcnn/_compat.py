@@ -14,8 +14,15 @@ from __future__ import annotations
 
 import keras
 
-__all__ = ["all_layers", "calls_in_model", "clone_model", "conv_transpose_output_shape",
-           "input_layer_name", "is_graph_model"]
+__all__ = ["TORCH_SWAPPED_OPTIMIZERS", "all_layers", "calls_in_model", "clone_model",
+           "conv_transpose_output_shape", "input_layer_name", "is_graph_model",
+           "register_portable_optimizers"]
+
+#: The optimizers that Keras' torch backend replaces by classes of its own
+#: (``TorchOptimizer.__new__`` returns ``keras.src.backend.torch.optimizers.
+#: torch_adam.Adam`` for ``keras.optimizers.Adam``, ...).
+TORCH_SWAPPED_OPTIMIZERS = ("Adadelta", "Adagrad", "Adam", "Adamax", "AdamW", "Lion", "Nadam",
+                            "RMSprop", "SGD")
 
 
 def all_layers(model, *, include_self: bool = False) -> list:
@@ -77,3 +84,24 @@ def conv_transpose_output_shape(input_shape, kernel_size, filters, *, strides, p
         input_shape, kernel_size, filters, strides=strides, padding=padding,
         output_padding=output_padding, data_format=data_format, dilation_rate=dilation_rate,
     )
+
+
+def register_portable_optimizers() -> None:
+    """Let a ``.keras`` file compiled on the torch backend load on any backend.
+
+    A model compiled on torch saves its optimizer with the module of the torch
+    class (``"module": "keras.src.backend.torch.optimizers.torch_adam"``).
+    Loading it elsewhere imports Keras' torch backend: without torch that
+    fails, and in a TensorFlow process with torch 2.14 installed the import
+    (torch._dynamo, triton) crashed the interpreter (segmentation fault).
+    Keras looks a config's ``registered_name`` up among the global custom
+    objects before it imports the module, so registering the public
+    ``keras.optimizers`` classes under their plain names makes every backend
+    build its own class of the same optimizer (on torch, ``keras.optimizers.Adam``
+    still becomes the torch class). Saving is unchanged: that uses the names
+    of ``register_keras_serializable``, not this table. Names the user
+    registered already are left alone.
+    """
+    objects = keras.saving.get_custom_objects()
+    for name in TORCH_SWAPPED_OPTIMIZERS:
+        objects.setdefault(name, getattr(keras.optimizers, name))
