@@ -306,19 +306,22 @@ def finetune_schedule(num_examples: int, batch_size: int, epochs: int,
 
 
 def prune_and_finetune(model, x, y, *, final_sparsity, criterion, epochs, batch_size,
-                       learning_rate, scope="global", structure="weight", verbose=1):
+                       learning_rate, scope="global", structure="weight", verbose=1,
+                       **allocation):
     """Prune ``model`` while fine-tuning it on ``(x, y)``; returns it stripped.
 
     The schedule is `finetune_schedule`; the model is recompiled (a fresh
     optimizer, so steps count from 0) with ``learning_rate``. With
     ``structure="filter"`` whole filters are pruned (``final_sparsity`` is
     then the fraction of filters); ``pruning.shrink`` removes them after.
+    ``allocation``: ``min_channels``, ``min_fraction``, ``normalize`` of
+    ``pruning.prune`` (filter pruning's channel allocation).
     """
     from . import pruning
 
     schedule = finetune_schedule(len(x), batch_size, epochs, final_sparsity)
     pruning.prune(model, schedule=schedule, criterion=criterion, scope=scope,
-                  structure=structure)
+                  structure=structure, **allocation)
     from .models import compile_bayesian
 
     compile_bayesian(model, learning_rate)

@@ -52,6 +52,7 @@ from keras import ops
 from .. import _validation as check
 from ..kl import bayesian_layers
 from ..layers import BayesianLayer
+from ._allocation import allocate, check_allocation, prune_lowest
 
 __all__ = [
     "CRITERIA",
@@ -202,14 +203,6 @@ def _filter_scores(layer, criterion) -> np.ndarray:
     return scores
 
 
-def _prune_lowest(scores: np.ndarray, count: int) -> np.ndarray:
-    """Boolean keep-vector: the ``count`` lowest scores (stable order) are False."""
-    count = max(count, int(np.sum(scores == -np.inf)))  # masks only grow
-    keep = np.ones(scores.shape, dtype=bool)
-    keep[np.argsort(scores, kind="stable")[:count]] = False
-    return keep
-
-
 def _assign_mask(layer, keep: np.ndarray) -> None:
     mask = ops.convert_to_numpy(layer.kernel_mask)
     new = np.where(keep.reshape(mask.shape), mask, 0.0).astype(mask.dtype)
@@ -300,48 +293,39 @@ def grouped_channel_variables(model, layers: Sequence) -> list:
 
 
 def _apply_filter_sparsity(layers: Sequence, target: float, criterion: str, scope: str,
-                           model=None) -> None:
-    """Filter pruning: every unit (layer or channel group) keeps at least its best filter.
+                           model=None, **allocation) -> None:
+    """Filter pruning of the units (layers or channel groups) by `_allocation.allocate`.
 
-    A group's score of channel ``c`` is the mean of its producers' filter scores.
+    A group's score of channel ``c`` is the mean of its producers' filter
+    scores; ``allocation``: ``min_channels``, ``min_fraction``, ``normalize``.
     """
     units = filter_units(model, layers)
     if not units:
         return
     scores = [np.mean([_filter_scores(p, criterion) for p in unit.producers], axis=0)
               for unit in units]
-    if scope == "layer":
-        for unit, s in zip(units, scores):
-            _assign_channels(unit, _prune_lowest(s, min(round(target * s.size), s.size - 1)))
-        return
-    guarded = []
-    for s in scores:  # each unit's best filter ranks above every other
-        g = s.copy()
-        g[np.argmax(s)] = np.inf
-        guarded.append(g)
-    flat = np.concatenate(guarded)
-    keep = _prune_lowest(flat, min(round(target * flat.size), flat.size - len(units)))
-    offsets = np.cumsum([0] + [s.size for s in scores])
-    for unit, lo, hi in zip(units, offsets[:-1], offsets[1:]):
-        _assign_channels(unit, keep[lo:hi])
+    for unit, keep in zip(units, allocate(scores, target, scope, **allocation)):
+        _assign_channels(unit, keep)
 
 
 def apply_sparsity(layers: Sequence, target: float, criterion: str, scope: str,
-                   structure: str = "weight", model=None) -> None:
+                   structure: str = "weight", model=None, **allocation) -> None:
     """Grow the masks of ``layers`` to ``target`` sparsity (see the module docstring).
 
     With ``structure="filter"``, ``model`` (when given) lets channels tied by
-    a residual ``Add`` or a depthwise convolution be pruned as one group.
+    a residual ``Add`` or a depthwise convolution be pruned as one group, and
+    ``allocation`` (``min_channels``, ``min_fraction``, ``normalize``) sets
+    how many channels each unit loses (``_allocation``).
     """
     if structure == "filter":
-        return _apply_filter_sparsity(layers, target, criterion, scope, model)
+        return _apply_filter_sparsity(layers, target, criterion, scope, model, **allocation)
     scores = [_scores(layer, criterion) for layer in layers]
     if scope == "layer":
         for layer, s in zip(layers, scores):
-            _assign_mask(layer, _prune_lowest(s, round(target * s.size)))
+            _assign_mask(layer, prune_lowest(s, round(target * s.size)))
         return
     flat = np.concatenate(scores)
-    keep = _prune_lowest(flat, round(target * flat.size))
+    keep = prune_lowest(flat, round(target * flat.size))
     offsets = np.cumsum([0] + [s.size for s in scores])
     for layer, lo, hi in zip(layers, offsets[:-1], offsets[1:]):
         _assign_mask(layer, keep[lo:hi])
@@ -391,6 +375,10 @@ def prune_now(
     scope: str = "layer",
     exclude: Sequence[str] = (),
     structure: str = "weight",
+    *,
+    min_channels: int = 1,
+    min_fraction: float = 0.0,
+    normalize: str = "none",
 ) -> keras.Model:
     """Set the masks of ``model`` to ``sparsity`` at once (one-shot pruning).
 
@@ -404,6 +392,8 @@ def prune_now(
         sparsity: fraction in ``[0, 1)``.
         criterion, scope, exclude, structure: as in `prune` (with
             ``structure="filter"``, ``sparsity`` is the fraction of filters).
+        min_channels, min_fraction, normalize: the channel allocation of
+            filter pruning, as in `prune` (``_allocation``).
 
     Returns:
         ``model`` itself.
@@ -413,5 +403,8 @@ def prune_now(
     """
     target = check.fraction("sparsity", sparsity)
     layers, _ = check_options(model, criterion, scope, exclude, structure)
-    apply_sparsity(layers, target, criterion, scope, structure, model)
+    min_channels, min_fraction, normalize = check_allocation(structure, min_channels,
+                                                             min_fraction, normalize)
+    apply_sparsity(layers, target, criterion, scope, structure, model,
+                   min_channels=min_channels, min_fraction=min_fraction, normalize=normalize)
     return model
