@@ -533,13 +533,14 @@ def run_evaluate(*, model, dataset="mnist_5k", samples=32, out_dir="evaluation",
     members count as samples of one predictive distribution
     (``tfp_bcnn.predict`` on the list). ``out_dir``, ``mkdir``: as in `run_train`.
     """
-    from . import datasets
+    from . import _fit_images, datasets
     from ._console import progress_verbosity
     from ._io import check_output_path
     check_output_path(out_dir, name="out_dir", kind="files_in", mkdir=mkdir)
     paths = [model] if isinstance(model, (str, Path)) else list(model)
     nets = [load_model(p) for p in paths]
     (_, _), (x_test, y_test) = datasets.get(dataset)
+    (x_test,) = _fit_images.fit_to_model(nets[0], x_test)  # e.g. 28x28x1 -> 32x32x3
     what = paths[0] if len(paths) == 1 else f"an ensemble of {len(paths)} models"
     how = "one moment pass, " if method == "moments" else ""
     print(f"evaluating {what} on {len(x_test):,} test images ({how}{samples} samples), "
