@@ -560,7 +560,7 @@ def run_evaluate(*, model, dataset="mnist_5k", samples=32, out_dir="evaluation",
 def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global",
               epochs=FINETUNE["epochs"], batch_size=FINETUNE["batch_size"],
               learning_rate=FINETUNE["learning_rate"], dataset="mnist_5k", output=None, seed=0,
-              structured=False, verbose=None, mkdir=False) -> int:
+              structured=False, verbose=None, mkdir=False, **allocation) -> int:
     """``tfp-bcnn prune``: fine-tune with `finetune_schedule`, save stripped.
 
     With ``structured`` whole filters / units are pruned (``final_sparsity``,
@@ -568,6 +568,7 @@ def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global",
     otherwise), the model is shrunk by ``pruning.shrink`` and the channels,
     parameters and FLOPs of each layer are printed before and after.
     ``output`` (default ``<model stem>_pruned.keras``), ``verbose``, ``mkdir``: as in `run_train`.
+    ``allocation``: ``min_channels``, ``min_fraction``, ``normalize`` of ``pruning.prune``.
     """
     import keras
 
@@ -592,7 +593,7 @@ def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global",
     net = prune_and_finetune(net, x, y, final_sparsity=final_sparsity, criterion=criterion,
                              epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                              scope=scope, structure="filter" if structured else "weight",
-                             verbose=verbose)
+                             verbose=verbose, **allocation)
     print("\nsparsity per layer (the fraction of weights that are 0)")
     print_table([(k, f"{v:.3f}") for k, v in pruning.sparsity(net).items()],
                 ["layer", "sparsity"])
