@@ -32,8 +32,11 @@ the same size); it makes the scores of layers of different fan-in comparable
 under ``scope="global"``. ``sparsity`` is then the fraction of filters: per
 layer ``round(sparsity * F)`` of its ``F`` filters, globally
 ``round(sparsity * total)`` filters over the layers; every layer keeps at
-least one filter (its best), and the last Bayesian layer of the model (the
-classifier, whose units are the classes) is never filter-pruned. Pruning a
+least one filter (its best), or the floor ``min_channels`` /
+``min_fraction`` asks more, and global ranking may rescale each layer's or
+group's scores first (``normalize``): see ``_allocation``. The last Bayesian
+layer of the model (the classifier, whose units are the classes) is never
+filter-pruned. Pruning a
 filter also sets its (deterministic) bias to 0 -- the filter is removed,
 bias included -- and `UpdatePruning` keeps it at 0 during training, so a
 pruned filter outputs ``activation(0)`` (0 for relu / tanh / linear), which
