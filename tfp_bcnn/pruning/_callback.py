@@ -146,6 +146,8 @@ def prune(
             ``"none"``, ``"l2"`` (divided by their L2 norm: Molchanov et al.
             2017, https://arxiv.org/abs/1611.06440; prunes wide units
             first) or ``"mean"`` (divided by their mean). See ``_allocation``.
+            No effect with ``scope="layer"`` (a unit's scale does not change
+            its own ranking).
 
     Returns:
         ``model`` itself, ready to compile and fit.
