@@ -51,6 +51,9 @@ PRUNED = ("fully Bayesian", "Bayesian last block + head")
 ALLOCATIONS = {
     "per group": {"scope": "layer"},
     "global": {"scope": "global", "normalize": "l2", "min_channels": 8, "min_fraction": 0.25},
+    "per group floored": {"scope": "layer", "min_channels": 8},
+    "global mean": {"scope": "global", "normalize": "mean", "min_channels": 8,
+                     "min_fraction": 0.25},
 }
 
 
@@ -67,6 +70,10 @@ def parse_args(argv=None):
     p.add_argument("--pruning-only", action="store_true",
                    help="train only the pruned models (first seed), prune them and time "
                    "their MC-32 files against the unpruned ones: the pruning rows alone")
+    p.add_argument("--allocations", nargs="+", choices=list(ALLOCATIONS),
+                   default=["per group", "global"], help="channel allocations to compare")
+    p.add_argument("--pruned-models", nargs="+", choices=PRUNED, default=list(PRUNED),
+                   help="the models pruned")
     p.add_argument("--markdown", default=None)
     p.add_argument("--json", default=None)
     return p.parse_args(argv)
@@ -142,7 +149,7 @@ def train_all(args, data, recipe):
     return rows, per_epoch, kept
 
 
-def prune(nets, data, recipe, epochs):
+def prune(nets, data, recipe, epochs, allocations=("per group", "global"), labels=PRUNED):
     """50 % of the channels of the Bayesian models, fine-tuned and shrunk, per allocation.
 
     Returns:
@@ -153,11 +160,12 @@ def prune(nets, data, recipe, epochs):
     x, y = data["train"]
     xt, yt = data["test"]
     out = {}
-    for label in PRUNED:
+    for label in labels:
         source = nets[label]
         before = sum(r["flops"] for r in pruning.layer_costs(source))
         acc = common.mc_accuracy(source, xt, yt, 32)
-        for name, options in ALLOCATIONS.items():
+        for name in allocations:
+            options = ALLOCATIONS[name]
             common.log(f"pruning {label}, {name}")
             copy = _clone(source)
             workflow.prune_and_finetune(copy, x, y, final_sparsity=0.5, criterion="l1",
@@ -276,12 +284,12 @@ def pruning_block(args, ratios, pruned) -> str:
     return "\n\n".join([
         "Filter pruning, 50 % of the channels (`structure=\"filter\"`, L1; "
         f"{args.prune_epochs} fine-tuning epoch(s) with `UpdatePruning` at a quarter of the "
-        "recipe's learning rate, then `pruning.shrink`). Allocation `per group`: 50 % of "
-        "every channel group (`scope=\"layer\"`); `global`: "
-        f"`{ALLOCATIONS['global']}`, one ranking of L2-normalised group scores over the "
-        "net, 50 % of all the channels, every group keeping at least 8 and a quarter of "
-        "its channels. Parameters count every weight (a Bayesian kernel's mean, std and "
-        "mask each):",
+        "recipe's learning rate, then `pruning.shrink`). Allocations (`pruning.prune` "
+        "options): " + "; ".join(f"`{name}`: `{ALLOCATIONS[name]}`" for name in args.allocations)
+        + " (`scope=\"layer\"`: 50 % of every channel group; `\"global\"`: 50 % of all the "
+        "channels in one ranking of normalised group scores; `min_channels`, `min_fraction`: "
+        "the floor of every group). Parameters count every weight (a Bayesian kernel's "
+        "mean, std and mask each):",
         common.markdown_table(["model, allocation", "parameters", "FLOPs per image", "accuracy",
                                "MC-32 latency vs unpruned"], prune_rows),
     ])
@@ -331,10 +339,10 @@ def pruning_only(args, recipe, data) -> dict:
     x, y = data["train"]
     seed = args.seeds[0]
     nets = {}
-    for label in PRUNED:
+    for label in args.pruned_models:
         common.log(f"seed {seed}: training {label}")
         nets[label], _ = common.train(build(label, seed, len(x)), x, y, recipe=recipe, seed=seed)
-    pruned = prune(nets, data, recipe, args.prune_epochs)
+    pruned = prune(nets, data, recipe, args.prune_epochs, args.allocations, args.pruned_models)
     if args.json:  # the pruning results survive a failure in the latency stage
         common.write_json(args.json + ".pruned.json",
                           {k: {kk: v for kk, v in r.items() if kk != "model"}
@@ -342,12 +350,13 @@ def pruning_only(args, recipe, data) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         files = {f"{label} MC-32": export.to_tflite(nets[label], Path(tmp) / f"b{i}.tflite",
                                                     num_samples=32)
-                 for i, label in enumerate(PRUNED)}
+                 for i, label in enumerate(args.pruned_models)}
         for i, (label, res) in enumerate(pruned.items()):
             files[f"{label} pruned 50 % MC-32"] = export.to_tflite(
                 res["model"], Path(tmp) / f"p{i}.tflite", num_samples=32)
         lat = _latency.time_tflite_files(files, repeats=args.repeats)
-    ratios = _latency.ratios(lat, f"{PRUNED[0]} MC-32")
+    base = f"{args.pruned_models[0]} MC-32"
+    ratios = _latency.ratios(lat, base)
     lat_rows = [[name, f"{r['ms']:.3f}", f"{ratios[name]:.2f}x", r["ops"]]
                 for name, r in lat.items()]
     text = "\n\n".join([
@@ -355,7 +364,7 @@ def pruning_only(args, recipe, data) -> dict:
         f"`models.MOBILENET_RECIPE` for {recipe['epochs']} epochs; only the models that are "
         f"pruned are trained. TFLite latency (32x32x3, one image, one thread, every file "
         f"timed interleaved in one loop, {args.repeats} rounds; median ms):",
-        common.markdown_table(["file", "ms", f"vs {PRUNED[0]} MC-32", "ops"], lat_rows),
+        common.markdown_table(["file", "ms", f"vs {base}", "ops"], lat_rows),
         pruning_block(args, ratios, pruned),
         "Pruning targets of issue 21:\n\n" + "\n".join(pruning_targets(ratios, pruned)),
     ])
@@ -379,7 +388,7 @@ def main(argv=None) -> dict:
     rows, per_epoch, nets = train_all(args, data, recipe)
     if args.json:  # the quality rows survive a failure in the later stages
         common.write_json(args.json + ".rows.json", {"rows": rows, "per_epoch": per_epoch})
-    pruned = prune(nets, data, recipe, args.prune_epochs)
+    pruned = prune(nets, data, recipe, args.prune_epochs, args.allocations, args.pruned_models)
     with tempfile.TemporaryDirectory() as tmp:
         lat, ratios = latency(nets, pruned, args.repeats, tmp)
     text = markdown(args, recipe, rows, per_epoch, lat, ratios, pruned)
