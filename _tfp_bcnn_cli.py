@@ -151,7 +151,9 @@ def cmd_prune(args):
         model=args.model, final_sparsity=args.final_sparsity, criterion=args.criterion,
         scope=args.scope, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, dataset=args.dataset, output=args.output,
-        seed=args.seed, structured=args.structured, verbose=args.verbose, mkdir=args.mkdir)
+        seed=args.seed, structured=args.structured, verbose=args.verbose, mkdir=args.mkdir,
+        **{k: getattr(args, k) for k in ("min_channels", "min_fraction", "normalize")
+           if getattr(args, k) is not None})
 
 
 def cmd_export(args):
@@ -301,6 +303,15 @@ def _add_prune(sub) -> None:
                    help="rank weights across all layers or per layer; per layer, "
                    "90%% of LeNet-5's 150-weight first convolution leaves 15 weights "
                    "(default: %(default)s)")
+    r.add_argument("--min-channels", type=POSITIVE_INT, default=None,
+                   help="with --structured: every layer / channel group keeps at least this "
+                   "many channels (default 1)")
+    r.add_argument("--min-fraction", type=SPARSITY, default=None,
+                   help="with --structured: ... and at least this fraction of its channels "
+                   "(default 0); a floor spares the narrow layers of a thin network")
+    r.add_argument("--normalize", choices=("none", "l2", "mean"), default=None,
+                   help="with --structured --scope global: rescale each group's filter scores "
+                   "before one ranking; l2 prunes wide groups first (default none)")
     r.add_argument("--epochs", type=POSITIVE_INT, default=3,
                    help="fine-tuning epochs (default: %(default)s)")
     r.add_argument("--batch-size", type=POSITIVE_INT, default=64,

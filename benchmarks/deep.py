@@ -44,6 +44,17 @@ CONFIGS = {
     "Bayesian head only": {"bayesian": True, "last": 1},
 }
 PRUNED = ("fully Bayesian", "Bayesian last block + head")
+#: channel allocation -> `pruning.prune` options (criterion L1, 50 % of the channels):
+#: the same fraction of every group, or one global ranking of L2-normalised
+#: group scores with a floor (the narrow groups of alpha 0.35 keep >= 8 channels
+#: and >= a quarter of theirs); see tfp_bcnn/pruning/_allocation.py
+ALLOCATIONS = {
+    "per group": {"scope": "layer"},
+    "global": {"scope": "global", "normalize": "l2", "min_channels": 8, "min_fraction": 0.25},
+    "per group floored": {"scope": "layer", "min_channels": 8},
+    "global mean": {"scope": "global", "normalize": "mean", "min_channels": 8,
+                     "min_fraction": 0.25},
+}
 
 
 def parse_args(argv=None):
@@ -54,8 +65,15 @@ def parse_args(argv=None):
     p.add_argument("--members", type=int, default=3, help="deep ensemble size")
     p.add_argument("--num-samples", type=int, default=32)
     p.add_argument("--letters-per-class", type=int, default=50)
-    p.add_argument("--prune-epochs", type=int, default=1)
+    p.add_argument("--prune-epochs", type=int, default=4)
     p.add_argument("--repeats", type=int, default=30, help="latency rounds")
+    p.add_argument("--pruning-only", action="store_true",
+                   help="train only the pruned models (first seed), prune them and time "
+                   "their MC-32 files against the unpruned ones: the pruning rows alone")
+    p.add_argument("--allocations", nargs="+", choices=list(ALLOCATIONS),
+                   default=["per group", "global"], help="channel allocations to compare")
+    p.add_argument("--pruned-models", nargs="+", choices=PRUNED, default=list(PRUNED),
+                   help="the models pruned")
     p.add_argument("--markdown", default=None)
     p.add_argument("--json", default=None)
     return p.parse_args(argv)
@@ -131,27 +149,34 @@ def train_all(args, data, recipe):
     return rows, per_epoch, kept
 
 
-def prune(nets, data, recipe, epochs):
-    """50 % of the channels of the Bayesian models, fine-tuned and shrunk."""
+def prune(nets, data, recipe, epochs, allocations=("per group", "global"), labels=PRUNED):
+    """50 % of the channels of the Bayesian models, fine-tuned and shrunk, per allocation.
+
+    Returns:
+        ``{"<model>, <allocation>": {"model", "params", "flops", "acc"}}``.
+    """
     from tfp_bcnn import pruning, workflow
 
     x, y = data["train"]
+    xt, yt = data["test"]
     out = {}
-    for label in PRUNED:
+    for label in labels:
         source = nets[label]
         before = sum(r["flops"] for r in pruning.layer_costs(source))
-        params = source.count_params()
-        copy = _clone(source)
-        workflow.prune_and_finetune(copy, x, y, final_sparsity=0.5, criterion="l1",
-                                    epochs=epochs, batch_size=recipe["batch_size"],
-                                    learning_rate=recipe["learning_rate"] / 4, scope="layer",
-                                    structure="filter", verbose=0)
-        small = pruning.shrink(copy)
-        xt, yt = data["test"]
-        out[label] = {"model": small, "params": (params, small.count_params()),
-                      "flops": (before, sum(r["flops"] for r in pruning.layer_costs(small))),
-                      "acc": (common.mc_accuracy(source, xt, yt, 32),
-                              common.mc_accuracy(small, xt, yt, 32))}
+        acc = common.mc_accuracy(source, xt, yt, 32)
+        for name in allocations:
+            options = ALLOCATIONS[name]
+            common.log(f"pruning {label}, {name}")
+            copy = _clone(source)
+            workflow.prune_and_finetune(copy, x, y, final_sparsity=0.5, criterion="l1",
+                                        epochs=epochs, batch_size=recipe["batch_size"],
+                                        learning_rate=recipe["learning_rate"] / 4,
+                                        structure="filter", verbose=0, **options)
+            small = pruning.shrink(copy)
+            out[f"{label}, {name}"] = {
+                "model": small, "params": (source.count_params(), small.count_params()),
+                "flops": (before, sum(r["flops"] for r in pruning.layer_costs(small))),
+                "acc": (acc, common.mc_accuracy(small, xt, yt, 32))}
     return out
 
 
@@ -180,10 +205,20 @@ def latency(nets, pruned, repeats, tmp):
             files[name] = export.to_tflite(nets[label], Path(tmp) / f"b{i}_{sampling}.tflite",
                                            num_samples=32, sampling=sampling)
     for i, (label, res) in enumerate(pruned.items()):
-        files[f"{label}, pruned 50 % MC-32"] = export.to_tflite(
+        files[f"{label} pruned 50 % MC-32"] = export.to_tflite(
             res["model"], Path(tmp) / f"p{i}.tflite", num_samples=32)
     results = _latency.time_tflite_files(files, repeats=repeats)
     return results, _latency.ratios(results, "deterministic")
+
+
+def _model(label: str) -> str:
+    """``"fully Bayesian, global"`` -> ``"fully Bayesian"``."""
+    return label.rsplit(", ", 1)[0]
+
+
+def _speedup(ratios, label: str) -> float:
+    """MC-32 latency of a pruned file over its unpruned model's file."""
+    return ratios[f"{label} pruned 50 % MC-32"] / ratios[f"{_model(label)} MC-32"]
 
 
 def _verdict(ok: bool) -> str:
@@ -220,16 +255,44 @@ def targets(rows, ratios, pruned) -> list[str]:
     head = ratios["Bayesian head only MC-32"]
     out.append(f"- head-only MC-32 TFLite latency <= 2x deterministic: {head:.2f}x: "
                f"{_verdict(head <= 2.0)}")
+    return out + pruning_targets(ratios, pruned)
+
+
+def pruning_targets(ratios, pruned) -> list[str]:
+    """The pruning target of issue 21 for every pruned model and allocation."""
+    out = []
     for label, res in pruned.items():
         fewer = 1 - res["params"][1] / res["params"][0]
         drop = res["acc"][0] - res["acc"][1]
-        speed = (ratios[f"{label}, pruned 50 % MC-32"] / ratios[f"{label} MC-32"])
+        speed = _speedup(ratios, label)
         out.append(
-            f"- {label}, 50 % of the channels pruned: {100 * fewer:.0f} % fewer parameters "
+            f"- {label} allocation, 50 % of the channels pruned: {100 * fewer:.0f} % fewer "
+            "parameters "
             f"({_verdict(fewer >= 0.4)}), accuracy {res['acc'][0]:.3f} -> {res['acc'][1]:.3f} "
             f"({_verdict(drop <= 0.015)}), MC-32 latency {speed:.2f}x the unpruned file "
             f"({_verdict(speed <= 0.7)})")
     return out
+
+
+def pruning_block(args, ratios, pruned) -> str:
+    """The pruning paragraph and table of the markdown block."""
+    prune_rows = [[label, f"{a:,} -> {b:,}", f"{f0:,} -> {f1:,}",
+                   f"{res['acc'][0]:.3f} -> {res['acc'][1]:.3f}",
+                   f"{_speedup(ratios, label):.2f}x"]
+                  for label, res in pruned.items()
+                  for (a, b), (f0, f1) in [(res["params"], res["flops"])]]
+    return "\n\n".join([
+        "Filter pruning, 50 % of the channels (`structure=\"filter\"`, L1; "
+        f"{args.prune_epochs} fine-tuning epoch(s) with `UpdatePruning` at a quarter of the "
+        "recipe's learning rate, then `pruning.shrink`). Allocations (`pruning.prune` "
+        "options): " + "; ".join(f"`{name}`: `{ALLOCATIONS[name]}`" for name in args.allocations)
+        + " (`scope=\"layer\"`: 50 % of every channel group; `\"global\"`: 50 % of all the "
+        "channels in one ranking of normalised group scores; `min_channels`, `min_fraction`: "
+        "the floor of every group). Parameters count every weight (a Bayesian kernel's "
+        "mean, std and mask each):",
+        common.markdown_table(["model, allocation", "parameters", "FLOPs per image", "accuracy",
+                               "MC-32 latency vs unpruned"], prune_rows),
+    ])
 
 
 def markdown(args, recipe, rows, per_epoch, lat, ratios, pruned) -> str:
@@ -247,11 +310,6 @@ def markdown(args, recipe, rows, per_epoch, lat, ratios, pruned) -> str:
     lat_rows = [[name, f"{r['ms']:.3f}", f"{ratios[name]:.2f}x", r["ops"],
                  r["partitions"] if r["partitions"] is not None else "?"]
                 for name, r in lat.items()]
-    prune_rows = [[label, f"{a:,} -> {b:,}", f"{f0:,} -> {f1:,}",
-                   f"{res['acc'][0]:.3f} -> {res['acc'][1]:.3f}",
-                   f"{ratios[label + ', pruned 50 % MC-32'] / ratios[label + ' MC-32']:.2f}x"]
-                  for label, res in pruned.items()
-                  for (a, b), (f0, f1) in [(res["params"], res["flops"])]]
     from tfp_bcnn.models import MOBILENET_RECIPE
 
     note = (f"Training: `models.MOBILENET_RECIPE` (Adam {recipe['learning_rate']:g}, batch "
@@ -269,14 +327,50 @@ def markdown(args, recipe, rows, per_epoch, lat, ratios, pruned) -> str:
         "TFLite latency (32x32x3 input; median ms per call):",
         common.markdown_table(["file", "ms", "vs deterministic", "ops", "partitions"],
                               lat_rows),
-        f"Filter pruning, 50 % of the channels of every Bayesian layer's group "
-        f"(`structure=\"filter\"`, L1, per group; {args.prune_epochs} fine-tuning "
-        "epoch(s) with `UpdatePruning`, then `pruning.shrink`); parameters count every "
-        "weight (a Bayesian kernel's mean, std and mask each):",
-        common.markdown_table(["model", "parameters", "FLOPs per image", "accuracy",
-                               "MC-32 latency vs unpruned"], prune_rows),
+        pruning_block(args, ratios, pruned),
         "Targets of issue 21:\n\n" + "\n".join(targets(rows, ratios, pruned)),
     ])
+
+
+def pruning_only(args, recipe, data) -> dict:
+    """``--pruning-only``: the models of `PRUNED` (first seed), pruned per allocation, timed."""
+    from tfp_bcnn import export
+
+    x, y = data["train"]
+    seed = args.seeds[0]
+    nets = {}
+    for label in args.pruned_models:
+        common.log(f"seed {seed}: training {label}")
+        nets[label], _ = common.train(build(label, seed, len(x)), x, y, recipe=recipe, seed=seed)
+    pruned = prune(nets, data, recipe, args.prune_epochs, args.allocations, args.pruned_models)
+    if args.json:  # the pruning results survive a failure in the latency stage
+        common.write_json(args.json + ".pruned.json",
+                          {k: {kk: v for kk, v in r.items() if kk != "model"}
+                           for k, r in pruned.items()})
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {f"{label} MC-32": export.to_tflite(nets[label], Path(tmp) / f"b{i}.tflite",
+                                                    num_samples=32)
+                 for i, label in enumerate(args.pruned_models)}
+        for i, (label, res) in enumerate(pruned.items()):
+            files[f"{label} pruned 50 % MC-32"] = export.to_tflite(
+                res["model"], Path(tmp) / f"p{i}.tflite", num_samples=32)
+        lat = _latency.time_tflite_files(files, repeats=args.repeats)
+    base = f"{args.pruned_models[0]} MC-32"
+    ratios = _latency.ratios(lat, base)
+    lat_rows = [[name, f"{r['ms']:.3f}", f"{ratios[name]:.2f}x", r["ops"]]
+                for name, r in lat.items()]
+    text = "\n\n".join([
+        f"`--pruning-only`: seed {seed}, {args.train_size} training digits, "
+        f"`models.MOBILENET_RECIPE` for {recipe['epochs']} epochs; only the models that are "
+        f"pruned are trained. TFLite latency (32x32x3, one image, one thread, every file "
+        f"timed interleaved in one loop, {args.repeats} rounds; median ms):",
+        common.markdown_table(["file", "ms", f"vs {base}", "ops"], lat_rows),
+        pruning_block(args, ratios, pruned),
+        "Pruning targets of issue 21:\n\n" + "\n".join(pruning_targets(ratios, pruned)),
+    ])
+    common.emit(args.markdown, text)
+    return {"ratios": ratios, "pruned": {k: {kk: v for kk, v in r.items() if kk != "model"}
+                                         for k, r in pruned.items()}}
 
 
 def main(argv=None) -> dict:
@@ -287,10 +381,14 @@ def main(argv=None) -> dict:
     if args.epochs is not None:
         recipe["epochs"] = args.epochs
     data = load_data(args.train_size, args.letters_per_class)
+    if args.pruning_only:
+        result = pruning_only(args, recipe, data)
+        common.write_json(args.json, result)
+        return result
     rows, per_epoch, nets = train_all(args, data, recipe)
     if args.json:  # the quality rows survive a failure in the later stages
         common.write_json(args.json + ".rows.json", {"rows": rows, "per_epoch": per_epoch})
-    pruned = prune(nets, data, recipe, args.prune_epochs)
+    pruned = prune(nets, data, recipe, args.prune_epochs, args.allocations, args.pruned_models)
     with tempfile.TemporaryDirectory() as tmp:
         lat, ratios = latency(nets, pruned, args.repeats, tmp)
     text = markdown(args, recipe, rows, per_epoch, lat, ratios, pruned)

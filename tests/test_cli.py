@@ -164,6 +164,9 @@ def test_load_model_says_not_a_valid_keras_file(tmp_path):
     (["prune", "MODEL", "--epochs", "0"], "--epochs: must be an integer >= 1"),
     (["prune", "MODEL", "--learning-rate", "inf"], "--learning-rate: must be a finite number"),
     (["prune", "MODEL", "--output", "pruned"], "--output: must be a file name ending in .keras"),
+    (["prune", "MODEL", "--min-channels", "0"], "--min-channels: must be an integer >= 1"),
+    (["prune", "MODEL", "--min-fraction", "1"], "--min-fraction: must be a number in [0, 1)"),
+    (["prune", "MODEL", "--normalize", "max"], "--normalize: invalid choice"),
     (["export", "MODEL", "--tflite", "m.tfl"], "--tflite: must be a file name ending in .tflite"),
     (["export", "MODEL", "--tflite", "m.tflite", "--samples", "0"],
      "--samples: must be an integer >= 1"),
@@ -260,6 +263,7 @@ def test_structured_prune_prints_costs_and_writes_a_smaller_model(tmp_path, caps
     out = tmp_path / "small.keras"
     assert cli.main(["prune", str(model), "--structured", "--criterion", "l1",
                      "--final-sparsity", "0.5", "--epochs", "2", "--verbose", "0",
+                     "--min-channels", "4", "--normalize", "l2",
                      "--output", str(out), "--dataset", tiny_npz]) == 0
     text = capsys.readouterr().out
     assert "channels before" in text and "FLOPs per image" in text and "parameters" in text
@@ -273,3 +277,4 @@ def test_structured_prune_prints_costs_and_writes_a_smaller_model(tmp_path, caps
     # global scope: half of the 6 + 16 + 120 + 84 hidden filters / units, over the layers
     hidden = ("conv1", "conv2", "fc1", "fc2")
     assert sum(small.get_layer(n).kernel_loc.shape[-1] for n in hidden) == 226 - 113
+    assert min(small.get_layer(n).kernel_loc.shape[-1] for n in hidden) >= 4  # the floor

@@ -112,6 +112,7 @@ def test_cli_trains_and_structurally_prunes_mobilenet_v2(tmp_path):
     """``train --model mobilenet_v2 --last K --input-size`` then ``prune --structured``
     on a tiny .npz set (28x28x1 digits padded to 32x32x3): the commands, not
     the accuracy."""
+    import json
     import os
     import subprocess
     import sys
@@ -140,3 +141,9 @@ def test_cli_trains_and_structurally_prunes_mobilenet_v2(tmp_path):
     assert small.get_layer("Conv_1").units < net.get_layer("Conv_1").units
     assert small.get_layer("block_16_depthwise").kernel_loc.shape[-2] == \
         small.get_layer("block_16_expand").units < 336
+    # evaluate: the 28x28x1 test digits, letters and noise are fitted to 32x32x3
+    out = run_cli("evaluate", "mn_pruned.keras", "--dataset", "tiny.npz", "--samples", "2",
+                  "--out-dir", "ev", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "ev" / "mn_pruned_report.json").read_text())
+    assert report["num_test"] == 32 and set(report["ood"]) == {"letters", "noise"}

@@ -92,6 +92,22 @@ def test_shrink_through_add_and_depthwise_keeps_the_function():
     _assert_same_moments(model, small, x)
 
 
+def test_global_allocation_with_a_floor_spares_groups_and_shrinks_exactly():
+    """Groups stem+project (6 channels) and expand (12): 9 of the 18 go in one
+    L2-normalised ranking, each group keeping at least 4."""
+    model = _block_net()
+    pruning.prune_now(model, 0.5, criterion="l1", scope="global", structure="filter",
+                      min_channels=4, normalize="l2")
+    pruned = _pruned(model)
+    np.testing.assert_array_equal(pruned["stem"], pruned["project"])
+    assert pruned["stem"].sum() + pruned["expand"].sum() == 9
+    assert (~pruned["stem"]).sum() >= 4 and (~pruned["expand"]).sum() >= 4
+    small = pruning.shrink(model)
+    assert small.get_layer("expand").units + small.get_layer("stem").units == 9
+    _assert_same_moments(model, small, np.random.default_rng(0).random((3, 8, 8, 3))
+                         .astype("float32"))
+
+
 def test_a_revived_batchnorm_channel_is_kept():
     """A pruned channel whose normalisation is not zero any more (e.g. ``beta``
     moved in training without UpdatePruning) is not exactly 0: it stays."""
@@ -134,11 +150,24 @@ def test_concatenate_is_refused_clearly():
 
 
 @pytest.mark.slow
-def test_shrink_rebuilds_mobilenet_v2_smaller_with_the_same_function():
+@pytest.mark.parametrize("allocation", [
+    {"scope": "layer"},
+    {"scope": "global", "normalize": "l2", "min_channels": 8, "min_fraction": 0.25},
+])
+def test_shrink_rebuilds_mobilenet_v2_smaller_with_the_same_function(allocation):
+    from tfp_bcnn.pruning._groups import channel_groups
+
     det = models.mobilenet_v2(bayesian=False, seed=0)
     _calibrate_batchnorm(det, (32, 32, 3))
     model = models.to_bayesian(det, num_train_examples=100, posterior_std_init=0.01, seed=0)
-    pruning.prune_now(model, 0.5, criterion="l1", scope="layer", structure="filter")
+    pruning.prune_now(model, 0.5, criterion="l1", structure="filter", **allocation)
+    groups = [g for g in channel_groups(model) if g.prunable()]
+    kept = [int((~pruning._masks.pruned_filters(g.producers[0])).sum()) for g in groups]
+    total = sum(g.channels for g in groups)
+    assert abs(total - sum(kept) - round(0.5 * total)) <= len(groups)  # ~50 % of channels
+    if allocation["scope"] == "global":  # the floor: >= 8 and >= a quarter of each group
+        assert all(k >= max(8, -(-g.channels // 4)) for k, g in zip(kept, groups))
+        assert min(k for k, g in zip(kept, groups) if g.channels == 8) == 8
     small = pruning.shrink(model)
     assert small.count_params() < 0.6 * model.count_params()
     x = np.random.default_rng(0).random((2, 32, 32, 3)).astype("float32")

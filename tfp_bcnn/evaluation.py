@@ -14,7 +14,7 @@ import numpy as np
 from . import datasets, metrics
 from .uncertainty import predict
 
-__all__ = ["evaluate_classifier", "is_deterministic", "DEFAULT_ANGLES"]
+__all__ = ["evaluate_classifier", "is_deterministic", "ood_sets", "DEFAULT_ANGLES"]
 
 DEFAULT_ANGLES = (0, 15, 30, 45, 60, 75, 90)
 
@@ -37,6 +37,54 @@ def is_deterministic(pred) -> bool:
     return bool(np.max(pred.std) <= DETERMINISTIC_STD)
 
 
+def ood_sets(ood: dict | None, x_test: np.ndarray) -> dict[str, np.ndarray]:
+    """The out-of-distribution sets of an evaluation, shaped like ``x_test``.
+
+    The default sets (``ood=None``) are ``datasets.letters()`` (letters A-J)
+    and ``datasets.noise(len(x_test))`` (uniform), both 28x28x1 like MNIST.
+    Every set whose image shape differs from the test images' ``(H, H, C)``
+    is brought to it by ``datasets.fit_images``, as the training images of
+    a network with a larger input were (e.g. MobileNetV2 at 32x32x3: zero
+    padding around the centre, the grey channel repeated; a larger image is
+    resized with an antialiased linear filter), so in- and
+    out-of-distribution images differ in content only, never in framing.
+
+    Args:
+        ood: ``{name: (N_k, h, w, c)}`` images, or None for the defaults;
+            ``{}``: none.
+        x_test: the test images ``(N, H, W, C)``.
+
+    Returns:
+        ``{name: (N_k, H, W, C)}`` float32 arrays (the given arrays when
+        their shape already matches). No default sets when ``H != W``
+        (``fit_images`` makes square images only).
+
+    Raises:
+        ValueError: a set that cannot be fitted (not 4-D, ``c`` neither 1
+            nor ``C``, or the test images not square); the message names it.
+    """
+    from ._fit_images import fit_images
+
+    shape = tuple(x_test.shape[1:])
+    if ood is None:
+        if shape[0] != shape[1]:
+            return {}
+        ood = {"letters": datasets.letters()[0],
+               "noise": datasets.noise(len(x_test), shape=(28, 28, 1))[0]}
+    fitted = {}
+    for name, x in ood.items():
+        x = np.asarray(x)
+        if tuple(x.shape[1:]) != shape:
+            if x.ndim != 4 or shape[0] != shape[1] or x.shape[-1] not in (1, shape[-1]):
+                raise ValueError(
+                    f"The out-of-distribution set {name!r} cannot be brought to the test "
+                    f"images' shape {shape} (square images, 1 or {shape[-1]} channels). "
+                    f"Received: ood[{name!r}] with shape {x.shape}")
+            x = fit_images(x, shape[0], shape[-1])
+        fitted[name] = x
+    return fitted
+
+
 def evaluate_classifier(
     model,
     x_test: np.ndarray,
@@ -57,7 +105,8 @@ def evaluate_classifier(
         x_test: images ``(N, H, W, C)``; y_test: int labels ``(N,)``.
         num_samples: Monte Carlo samples per image.
         ood: ``{name: images}`` out-of-distribution sets; default letters A-J
-            and uniform noise when the images are 28x28x1.
+            and uniform noise when the images are square (see `ood_sets`:
+            brought to the test images' size and channels).
         angles: rotation angles (degrees) for the distribution-shift curve, or
             None to skip it.
         method: ``"mc"`` (Monte Carlo) or ``"moments"`` (one moment pass,
@@ -100,11 +149,8 @@ def evaluate_classifier(
         "predictive_entropy": float(np.mean(pred.predictive_entropy)),
     }
     predictions = {"test": pred}
-    if ood is None and tuple(x_test.shape[1:]) == (28, 28, 1):
-        ood = {"letters": datasets.letters()[0],
-               "noise": datasets.noise(len(x_test), shape=(28, 28, 1))[0]}
     report["ood"] = {}
-    for name, x_ood in (ood or {}).items():
+    for name, x_ood in ood_sets(ood, x_test).items():
         t0 = time.time()
         p_ood = predict(model, x_ood, num_samples=num_samples, batch_size=batch_size,
                         method=method)

@@ -306,19 +306,22 @@ def finetune_schedule(num_examples: int, batch_size: int, epochs: int,
 
 
 def prune_and_finetune(model, x, y, *, final_sparsity, criterion, epochs, batch_size,
-                       learning_rate, scope="global", structure="weight", verbose=1):
+                       learning_rate, scope="global", structure="weight", verbose=1,
+                       **allocation):
     """Prune ``model`` while fine-tuning it on ``(x, y)``; returns it stripped.
 
     The schedule is `finetune_schedule`; the model is recompiled (a fresh
     optimizer, so steps count from 0) with ``learning_rate``. With
     ``structure="filter"`` whole filters are pruned (``final_sparsity`` is
     then the fraction of filters); ``pruning.shrink`` removes them after.
+    ``allocation``: ``min_channels``, ``min_fraction``, ``normalize`` of
+    ``pruning.prune`` (filter pruning's channel allocation).
     """
     from . import pruning
 
     schedule = finetune_schedule(len(x), batch_size, epochs, final_sparsity)
     pruning.prune(model, schedule=schedule, criterion=criterion, scope=scope,
-                  structure=structure)
+                  structure=structure, **allocation)
     from .models import compile_bayesian
 
     compile_bayesian(model, learning_rate)
@@ -561,13 +564,14 @@ def run_evaluate(*, model, dataset="mnist_5k", samples=32, out_dir="evaluation",
     members count as samples of one predictive distribution
     (``tfp_bcnn.predict`` on the list). ``out_dir``, ``mkdir``: as in `run_train`.
     """
-    from . import datasets
+    from . import _fit_images, datasets
     from ._console import progress_verbosity
     from ._io import check_output_path
     check_output_path(out_dir, name="out_dir", kind="files_in", mkdir=mkdir)
     paths = [model] if isinstance(model, (str, Path)) else list(model)
     nets = [load_model(p) for p in paths]
     (_, _), (x_test, y_test) = datasets.get(dataset)
+    (x_test,) = _fit_images.fit_to_model(nets[0], x_test)  # e.g. 28x28x1 -> 32x32x3
     what = paths[0] if len(paths) == 1 else f"an ensemble of {len(paths)} models"
     how = "one moment pass, " if method == "moments" else ""
     print(f"evaluating {what} on {len(x_test):,} test images ({how}{samples} samples), "
@@ -587,7 +591,7 @@ def run_evaluate(*, model, dataset="mnist_5k", samples=32, out_dir="evaluation",
 def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global",
               epochs=FINETUNE["epochs"], batch_size=FINETUNE["batch_size"],
               learning_rate=FINETUNE["learning_rate"], dataset="mnist_5k", output=None, seed=0,
-              structured=False, verbose=None, mkdir=False) -> int:
+              structured=False, verbose=None, mkdir=False, **allocation) -> int:
     """``tfp-bcnn prune``: fine-tune with `finetune_schedule`, save stripped.
 
     With ``structured`` whole filters / units are pruned (``final_sparsity``,
@@ -595,6 +599,7 @@ def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global",
     otherwise), the model is shrunk by ``pruning.shrink`` and the channels,
     parameters and FLOPs of each layer are printed before and after.
     ``output`` (default ``<model stem>_pruned.keras``), ``verbose``, ``mkdir``: as in `run_train`.
+    ``allocation``: ``min_channels``, ``min_fraction``, ``normalize`` of ``pruning.prune``.
     """
     import keras
 
@@ -619,7 +624,7 @@ def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global",
     net = prune_and_finetune(net, x, y, final_sparsity=final_sparsity, criterion=criterion,
                              epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                              scope=scope, structure="filter" if structured else "weight",
-                             verbose=verbose)
+                             verbose=verbose, **allocation)
     print("\nsparsity per layer (the fraction of weights that are 0)")
     print_table([(k, f"{v:.3f}") for k, v in pruning.sparsity(net).items()],
                 ["layer", "sparsity"])

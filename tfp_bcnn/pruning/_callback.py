@@ -32,6 +32,7 @@ from ._masks import (
     pruned_filters,
     strip_masks,
 )
+from ._allocation import check_allocation
 from ._schedules import PruningSchedule, Schedule, default_schedule, evaluate_schedule
 
 __all__ = ["REGISTRY", "PruningConfig", "UpdatePruning", "prune", "pruning_config", "strip"]
@@ -47,6 +48,9 @@ class PruningConfig:
         scope: ``"layer"`` or ``"global"``.
         exclude: names of the Bayesian layers left unpruned.
         structure: ``"weight"`` or ``"filter"``.
+        min_channels, min_fraction, normalize: the channel allocation of
+            filter pruning (``_allocation``; defaults: no floor beyond one
+            channel, raw scores).
     """
 
     schedule: Any
@@ -54,6 +58,14 @@ class PruningConfig:
     scope: str
     exclude: tuple[str, ...]
     structure: str = "weight"
+    min_channels: int = 1
+    min_fraction: float = 0.0
+    normalize: str = "none"
+
+    def allocation(self) -> dict[str, Any]:
+        """``{"min_channels", "min_fraction", "normalize"}`` for `apply_sparsity`."""
+        return {"min_channels": self.min_channels, "min_fraction": self.min_fraction,
+                "normalize": self.normalize}
 
     def get_config(self) -> dict[str, Any]:
         schedule = self.schedule
@@ -65,6 +77,7 @@ class PruningConfig:
             "scope": self.scope,
             "exclude": list(self.exclude),
             "structure": self.structure,
+            **self.allocation(),
         }
 
     @classmethod
@@ -88,6 +101,10 @@ def prune(
     scope: str = "layer",
     exclude: Sequence[str] = (),
     structure: str = "weight",
+    *,
+    min_channels: int = 1,
+    min_fraction: float = 0.0,
+    normalize: str = "none",
 ) -> keras.Model:
     """Prepare ``model`` for pruning during training with `UpdatePruning`.
 
@@ -117,6 +134,20 @@ def prune(
             sparsity is then the fraction of filters; the last Bayesian
             layer, the classifier, is never filter-pruned and each layer
             keeps at least one filter). `shrink` removes pruned filters.
+        min_channels: (``structure="filter"``) every layer / channel group
+            keeps at least this many channels (its best), or all it has.
+        min_fraction: (``structure="filter"``) ... and at least
+            ``ceil(min_fraction * C)`` of its ``C`` channels, in ``[0, 1)``.
+            A floor spares the narrow layers of a thin network (MobileNetV2
+            alpha 0.35 has groups of 8 channels) that a global ranking
+            would otherwise empty.
+        normalize: (``structure="filter"``, ``scope="global"``) how each
+            unit's filter scores are rescaled before the global ranking:
+            ``"none"``, ``"l2"`` (divided by their L2 norm: Molchanov et al.
+            2017, https://arxiv.org/abs/1611.06440; prunes wide units
+            first) or ``"mean"`` (divided by their mean). See ``_allocation``.
+            No effect with ``scope="layer"`` (a unit's scale does not change
+            its own ranking).
 
     Returns:
         ``model`` itself, ready to compile and fit.
@@ -124,8 +155,10 @@ def prune(
     Raises:
         ValueError: a model with no (or an unbuilt) Bayesian layer, an unknown
             criterion or scope, an excluded name that is not a Bayesian
-            layer of the model, an unknown structure, or a schedule that is
-            not such a callable.
+            layer of the model, an unknown structure, a schedule that is
+            not such a callable, ``min_channels`` not a positive int,
+            ``min_fraction`` outside ``[0, 1)``, an unknown ``normalize``, or
+            an allocation option with ``structure="weight"``.
 
     Example:
 
@@ -134,6 +167,7 @@ def prune(
     >>> model.fit(x, y, callbacks=[pruning.UpdatePruning()])  # doctest: +SKIP
     """
     _, exclude = check_options(model, criterion, scope, exclude, structure)
+    allocation = check_allocation(structure, min_channels, min_fraction, normalize)
     if schedule is None:
         schedule = default_schedule()
     if not callable(schedule):
@@ -142,7 +176,7 @@ def prune(
             f"Received: schedule={schedule!r}"
         )
     evaluate_schedule(schedule, 0)  # fail now, not in the middle of fit
-    REGISTRY[model] = PruningConfig(schedule, criterion, scope, exclude, structure)
+    REGISTRY[model] = PruningConfig(schedule, criterion, scope, exclude, structure, *allocation)
     return model
 
 
@@ -264,7 +298,7 @@ class UpdatePruning(keras.callbacks.Callback):
             layers, _ = check_options(self.model, config.criterion, config.scope,
                                       config.exclude, config.structure)
             apply_sparsity(layers, due, config.criterion, config.scope, config.structure,
-                           self.model)
+                           self.model, **config.allocation())
             self._track_biases(self.model)
 
     def on_train_batch_end(self, batch, logs=None):

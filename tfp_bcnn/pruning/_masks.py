@@ -32,8 +32,11 @@ the same size); it makes the scores of layers of different fan-in comparable
 under ``scope="global"``. ``sparsity`` is then the fraction of filters: per
 layer ``round(sparsity * F)`` of its ``F`` filters, globally
 ``round(sparsity * total)`` filters over the layers; every layer keeps at
-least one filter (its best), and the last Bayesian layer of the model (the
-classifier, whose units are the classes) is never filter-pruned. Pruning a
+least one filter (its best), or the floor ``min_channels`` /
+``min_fraction`` asks more, and global ranking may rescale each layer's or
+group's scores first (``normalize``): see ``_allocation``. The last Bayesian
+layer of the model (the classifier, whose units are the classes) is never
+filter-pruned. Pruning a
 filter also sets its (deterministic) bias to 0 -- the filter is removed,
 bias included -- and `UpdatePruning` keeps it at 0 during training, so a
 pruned filter outputs ``activation(0)`` (0 for relu / tanh / linear), which
@@ -52,6 +55,7 @@ from keras import ops
 from .. import _validation as check
 from ..kl import variational_layers
 from ..layers import BayesianLayer, Rank1Layer
+from ._allocation import allocate, check_allocation, prune_lowest
 
 __all__ = [
     "CRITERIA",
@@ -224,14 +228,6 @@ def _filter_scores(layer, criterion) -> np.ndarray:
     return scores
 
 
-def _prune_lowest(scores: np.ndarray, count: int) -> np.ndarray:
-    """Boolean keep-vector: the ``count`` lowest scores (stable order) are False."""
-    count = max(count, int(np.sum(scores == -np.inf)))  # masks only grow
-    keep = np.ones(scores.shape, dtype=bool)
-    keep[np.argsort(scores, kind="stable")[:count]] = False
-    return keep
-
-
 def _assign_mask(layer, keep: np.ndarray) -> None:
     mask = ops.convert_to_numpy(layer.kernel_mask)
     new = np.where(keep.reshape(mask.shape), mask, 0.0).astype(mask.dtype)
@@ -325,48 +321,39 @@ def grouped_channel_variables(model, layers: Sequence) -> list:
 
 
 def _apply_filter_sparsity(layers: Sequence, target: float, criterion: str, scope: str,
-                           model=None) -> None:
-    """Filter pruning: every unit (layer or channel group) keeps at least its best filter.
+                           model=None, **allocation) -> None:
+    """Filter pruning of the units (layers or channel groups) by `_allocation.allocate`.
 
-    A group's score of channel ``c`` is the mean of its producers' filter scores.
+    A group's score of channel ``c`` is the mean of its producers' filter
+    scores; ``allocation``: ``min_channels``, ``min_fraction``, ``normalize``.
     """
     units = filter_units(model, layers)
     if not units:
         return
     scores = [np.mean([_filter_scores(p, criterion) for p in unit.producers], axis=0)
               for unit in units]
-    if scope == "layer":
-        for unit, s in zip(units, scores):
-            _assign_channels(unit, _prune_lowest(s, min(round(target * s.size), s.size - 1)))
-        return
-    guarded = []
-    for s in scores:  # each unit's best filter ranks above every other
-        g = s.copy()
-        g[np.argmax(s)] = np.inf
-        guarded.append(g)
-    flat = np.concatenate(guarded)
-    keep = _prune_lowest(flat, min(round(target * flat.size), flat.size - len(units)))
-    offsets = np.cumsum([0] + [s.size for s in scores])
-    for unit, lo, hi in zip(units, offsets[:-1], offsets[1:]):
-        _assign_channels(unit, keep[lo:hi])
+    for unit, keep in zip(units, allocate(scores, target, scope, **allocation)):
+        _assign_channels(unit, keep)
 
 
 def apply_sparsity(layers: Sequence, target: float, criterion: str, scope: str,
-                   structure: str = "weight", model=None) -> None:
+                   structure: str = "weight", model=None, **allocation) -> None:
     """Grow the masks of ``layers`` to ``target`` sparsity (see the module docstring).
 
     With ``structure="filter"``, ``model`` (when given) lets channels tied by
-    a residual ``Add`` or a depthwise convolution be pruned as one group.
+    a residual ``Add`` or a depthwise convolution be pruned as one group, and
+    ``allocation`` (``min_channels``, ``min_fraction``, ``normalize``) sets
+    how many channels each unit loses (``_allocation``).
     """
     if structure == "filter":
-        return _apply_filter_sparsity(layers, target, criterion, scope, model)
+        return _apply_filter_sparsity(layers, target, criterion, scope, model, **allocation)
     scores = [_scores(layer, criterion) for layer in layers]
     if scope == "layer":
         for layer, s in zip(layers, scores):
-            _assign_mask(layer, _prune_lowest(s, round(target * s.size)))
+            _assign_mask(layer, prune_lowest(s, round(target * s.size)))
         return
     flat = np.concatenate(scores)
-    keep = _prune_lowest(flat, round(target * flat.size))
+    keep = prune_lowest(flat, round(target * flat.size))
     offsets = np.cumsum([0] + [s.size for s in scores])
     for layer, lo, hi in zip(layers, offsets[:-1], offsets[1:]):
         _assign_mask(layer, keep[lo:hi])
@@ -423,6 +410,10 @@ def prune_now(
     scope: str = "layer",
     exclude: Sequence[str] = (),
     structure: str = "weight",
+    *,
+    min_channels: int = 1,
+    min_fraction: float = 0.0,
+    normalize: str = "none",
 ) -> keras.Model:
     """Set the masks of ``model`` to ``sparsity`` at once (one-shot pruning).
 
@@ -436,6 +427,8 @@ def prune_now(
         sparsity: fraction in ``[0, 1)``.
         criterion, scope, exclude, structure: as in `prune` (with
             ``structure="filter"``, ``sparsity`` is the fraction of filters).
+        min_channels, min_fraction, normalize: the channel allocation of
+            filter pruning, as in `prune` (``_allocation``).
 
     Returns:
         ``model`` itself.
@@ -445,5 +438,8 @@ def prune_now(
     """
     target = check.fraction("sparsity", sparsity)
     layers, _ = check_options(model, criterion, scope, exclude, structure)
-    apply_sparsity(layers, target, criterion, scope, structure, model)
+    min_channels, min_fraction, normalize = check_allocation(structure, min_channels,
+                                                             min_fraction, normalize)
+    apply_sparsity(layers, target, criterion, scope, structure, model,
+                   min_channels=min_channels, min_fraction=min_fraction, normalize=normalize)
     return model
