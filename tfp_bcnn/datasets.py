@@ -57,8 +57,11 @@ from . import _untrusted
 from . import _validation as check
 from ._fit_images import _resize, fit_images
 from ._ood_data import letters, noise, rotated, shifted_digits
+from ._scenes import DigitScenes, digit_scenes, superres_digits
 
 __all__ = [
+    "DigitScenes",
+    "digit_scenes",
     "digits",
     "fit_images",
     "get",
@@ -69,13 +72,16 @@ __all__ = [
     "noise",
     "rotated",
     "shifted_digits",
+    "superres_digits",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
 Arrays = tuple[np.ndarray, np.ndarray]
 TrainTest = tuple[Arrays, Arrays]
 
-_NAMES = ("mnist_5k", "digits")
+_NAMES = ("mnist_5k", "digits", "digit_scenes")
+#: Scenes of ``get("digit_scenes")``: train / test counts and canvas side.
+DIGIT_SCENES_SIZES = {"train": 1000, "test": 250, "size": 32}
 _IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 
 
@@ -429,7 +435,9 @@ def get(name: PathLike) -> TrainTest:
     """A train/test pair by dataset name or path (used by the command line).
 
     Args:
-        name: ``"mnist_5k"``, ``"digits"``, a ``.npz`` file, or a folder of
+        name: ``"mnist_5k"``, ``"digits"``, ``"digit_scenes"`` (segmentation:
+            `DIGIT_SCENES_SIZES` scenes of `digit_scenes` with seeds 0 / 1,
+            labels ``(N, S, S)``), a ``.npz`` file, or a folder of
             class subfolders. A ``.npz`` holding ``x_train``, ``y_train``,
             ``x_test``, ``y_test`` is used as is; one holding ``x``, ``y`` is
             split 80 / 20 per class with seed 0. A folder is split 80 / 20 by
@@ -447,6 +455,11 @@ def get(name: PathLike) -> TrainTest:
         return mnist_5k()
     if name == "digits":
         return digits()
+    if name == "digit_scenes":
+        sizes = DIGIT_SCENES_SIZES
+        train = digit_scenes(sizes["train"], sizes["size"], split="train", seed=0)
+        test = digit_scenes(sizes["test"], sizes["size"], split="test", seed=1)
+        return (train.x, train.y), (test.x, test.y)
     path = os.fspath(name)
     if path.lower().endswith(".npz"):
         keys = set()
