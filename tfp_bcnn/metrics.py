@@ -70,6 +70,17 @@ __all__ = [
     "ood_auroc",
     "reliability_curve",
     "summary",
+    # dense (per-pixel) metrics, from ``_dense_metrics`` (imported at the end)
+    "Sparsification",
+    "ause",
+    "gaussian_nll_per_pixel",
+    "mean_iou",
+    "pixel_expected_calibration_error",
+    "psnr",
+    "regression_summary",
+    "segmentation_summary",
+    "sparsification_curve",
+    "uncertainty_error_spearman",
 ]
 
 _SUM_TOLERANCE = 1e-3
@@ -578,3 +589,18 @@ def apply_temperature(
     logits = _as_logits(probs, from_logits, "logits" if from_logits else "probs")
     out = _softmax(logits / float(temperature))
     return out.astype(dtype if np.issubdtype(dtype, np.floating) else np.float64)
+
+
+# Dense metrics build on the functions above, so they are imported last.
+from ._dense_metrics import (  # noqa: E402
+    Sparsification,
+    ause,
+    gaussian_nll_per_pixel,
+    mean_iou,
+    pixel_expected_calibration_error,
+    psnr,
+    regression_summary,
+    segmentation_summary,
+    sparsification_curve,
+    uncertainty_error_spearman,
+)
