@@ -51,8 +51,10 @@ __all__ = [
     "reliability_diagram",
     "rotation_curve",
     "sample_predictions",
+    "sparsification_plot",
     "sparsity_curve",
     "uncertainty_histograms",
+    "uncertainty_maps",
 ]
 
 PathLike = str | os.PathLike
@@ -687,3 +689,7 @@ def sparsity_curve(
     ax.legend(fontsize=9, loc="lower left")
     ax.set_title(title if title is not None else "Accuracy under pruning")
     return _save(figure, path)
+
+
+# Dense figures (per-pixel maps, sparsification), drawn with the helpers above.
+from ._dense_plots import sparsification_plot, uncertainty_maps  # noqa: E402

@@ -1,0 +1,202 @@
+"""Per-pixel uncertainty: Bayesian vs frequentist U-Net and super-resolution net.
+
+For each seed:
+
+* segmentation: ``models.unet((32, 32, 1), 11, depth=2, base_filters=16)``
+  (Flipout) and its frequentist twin (same seed, same initial kernels),
+  trained with ``models.compile_bayesian`` (per-pixel cross-entropy; the
+  Bayesian net's KL weighted ``1 / (N H W)``) on ``datasets.digit_scenes``
+  (``--train-scenes`` training scenes from MNIST-5k's training digits),
+  evaluated on test scenes made from its test digits: pixel accuracy, mean
+  IoU, per-pixel NLL, pixel ECE, AUSE of the predictive entropy / aleatoric
+  / epistemic part against misclassification (and as a ratio to a random
+  ranking's AUSE), their Spearman correlation with the error; the AUROC of
+  the aleatoric part for the scenes' ambiguous pixels (rims, overlaps, bars)
+  against the other digit and background pixels; the AUROC of the epistemic
+  part for the pixels of letters pasted into the test scenes (``letters=1``)
+  against the digit pixels.
+* super-resolution: ``models.super_resolution(2, (14, 14, 1))`` and its
+  twin, trained with the Gaussian NLL on ``datasets.superres_digits(2)``
+  (MNIST-5k, 4,000 pairs), evaluated on its 1,000 test pairs: PSNR (the
+  bilinear upsampling's too), per-pixel NLL, AUSE of the total / aleatoric /
+  epistemic variance against the absolute error, Spearman; and the AUROC of
+  the per-image mean epistemic variance for the scikit-learn digits
+  (``source="digits"``, another writer population) against MNIST's.
+
+Predictions are Monte Carlo with ``--num-samples`` samples through
+``tfp_bcnn._dense_predict.predict_dense`` (``tfp_bcnn.predict`` once it takes
+dense outputs). TFLite latency (moments vs MC-16 vs deterministic) needs the
+dense exporters of issue 24's inference half; its row is marked pending
+when they are missing.
+
+    python benchmarks/dense.py --seeds 0 1 2 --json dense.json
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from _common import emit, log, markdown_table, mean_std, recipe, recipe_note, train, write_json
+
+from tfp_bcnn import datasets, metrics, models
+from tfp_bcnn._dense_predict import predict_dense
+
+SEG_SHAPE = (32, 32, 1)
+SEG_CLASSES = 11
+
+
+def _auroc(scores, positive, negative):
+    return metrics.ood_auroc(scores[negative], scores[positive])
+
+
+def segmentation_run(seed, args):
+    train_set = datasets.digit_scenes(args.train_scenes, split="train", seed=seed)
+    test = datasets.digit_scenes(args.test_scenes, split="test", seed=100 + seed)
+    ood = datasets.digit_scenes(args.test_scenes, split="test", letters=1, seed=200 + seed)
+    used = recipe(epochs=args.epochs, batch_size=args.batch_size)
+    out = {}
+    for bayesian in (True, False):
+        model = models.unet(SEG_SHAPE, SEG_CLASSES, bayesian=bayesian, seed=seed,
+                            num_train_examples=args.train_scenes)
+        model, secs = train(model, train_set.x, train_set.y, recipe=used, seed=seed)
+        samples = args.num_samples if bayesian else 1
+        p = predict_dense(model, test.x, samples)
+        unc = {"entropy": p.predictive_entropy, "aleatoric": p.aleatoric,
+               "epistemic": p.epistemic}
+        row = metrics.segmentation_summary(p.mean, test.y, unc if bayesian else
+                                           {"entropy": p.predictive_entropy})
+        other = ~test.ambiguous
+        row["auroc_aleatoric_ambiguous"] = _auroc(p.aleatoric, test.ambiguous, other)
+        q = predict_dense(model, ood.x, samples)
+        digits = (ood.y > 0) & ~ood.ambiguous & ~ood.foreign
+        row["auroc_epistemic_letters"] = _auroc(q.epistemic, ood.foreign, digits)
+        row["auroc_entropy_letters"] = _auroc(q.predictive_entropy, ood.foreign, digits)
+        row["train_s"] = secs
+        out["bayesian" if bayesian else "frequentist"] = row
+        log(f"seg seed {seed} bayesian={bayesian}: {row}")
+    return out
+
+
+def super_resolution_run(seed, args):
+    (lo, hi), (lo_t, hi_t) = datasets.superres_digits(2)
+    _, (lo_s, hi_s) = datasets.superres_digits(2, source="digits")
+    used = recipe(epochs=args.sr_epochs, batch_size=args.batch_size)
+    out = {}
+    for bayesian in (True, False):
+        model = models.super_resolution(2, lo.shape[1:], bayesian=bayesian, seed=seed,
+                                        num_train_examples=len(lo))
+        model, secs = train(model, lo, hi, recipe=used, seed=seed)
+        samples = args.num_samples if bayesian else 1
+        p = predict_dense(model, lo_t, samples)
+        row = metrics.regression_summary(p.mean, p.aleatoric_variance, p.epistemic_variance,
+                                         hi_t)
+        q = predict_dense(model, lo_s, samples)
+        in_epi = p.epistemic_variance.reshape(len(lo_t), -1).mean(1)
+        out_epi = q.epistemic_variance.reshape(len(lo_s), -1).mean(1)
+        row["auroc_epistemic_shift"] = metrics.ood_auroc(in_epi, out_epi)
+        row["psnr_shift"] = metrics.psnr(q.mean, hi_s)
+        row["train_s"] = secs
+        out["bayesian" if bayesian else "frequentist"] = row
+        log(f"sr seed {seed} bayesian={bayesian}: {row}")
+    bilinear = np.repeat(np.repeat(lo_t, 2, 1), 2, 2)  # nearest, for scale
+    out["nearest_psnr"] = metrics.psnr(bilinear, hi_t)
+    return out
+
+
+def _cells(runs, model, keys, digits=3):
+    return [mean_std([r[model][k] for r in runs], digits) if k in runs[0][model] else "-"
+            for k in keys]
+
+
+SEG_KEYS = ["mean_iou", "pixel_accuracy", "nll", "pixel_ece", "ause_entropy",
+            "ause_ratio_entropy", "ause_ratio_aleatoric", "ause_ratio_epistemic",
+            "spearman_entropy", "auroc_aleatoric_ambiguous", "auroc_epistemic_letters",
+            "auroc_entropy_letters", "train_s"]
+SR_KEYS = ["psnr", "nll", "ause_ratio_total", "ause_ratio_aleatoric", "ause_ratio_epistemic",
+           "spearman_total", "spearman_epistemic", "auroc_epistemic_shift", "psnr_shift",
+           "train_s"]
+
+
+def _mean(runs, model, key):
+    return float(np.mean([r[model][key] for r in runs]))
+
+
+def verdicts(seg, sr):
+    """One line per target of issue 24: met or missed, by how much."""
+    lines = []
+    d_iou = 100 * (_mean(seg, "bayesian", "mean_iou") - _mean(seg, "frequentist", "mean_iou"))
+    lines.append(f"Bayesian mIoU within 1 point of the frequentist: "
+                 f"{'met' if d_iou >= -1 else 'missed'} ({d_iou:+.2f} points).")
+    d_psnr = _mean(sr, "bayesian", "psnr") - _mean(sr, "frequentist", "psnr")
+    lines.append(f"Bayesian PSNR within 0.3 dB of the frequentist: "
+                 f"{'met' if d_psnr >= -0.3 else 'missed'} ({d_psnr:+.2f} dB).")
+    ece_b, ece_f = _mean(seg, "bayesian", "pixel_ece"), _mean(seg, "frequentist", "pixel_ece")
+    lines.append(f"Pixel ECE below the frequentist's: {'met' if ece_b < ece_f else 'missed'} "
+                 f"({ece_b:.4f} vs {ece_f:.4f}).")
+    ratio = _mean(seg, "bayesian", "ause_ratio_entropy")
+    lines.append(f"AUSE of the predictive entropy at most half a random ranking's: "
+                 f"{'met' if ratio <= 0.5 else 'missed'} (ratio {ratio:.3f}).")
+    amb = _mean(seg, "bayesian", "auroc_aleatoric_ambiguous")
+    lines.append(f"Aleatoric highest on the ambiguous pixels: AUROC {amb:.3f} "
+                 f"({'met' if amb > 0.5 else 'missed'}: above 0.5 means higher there).")
+    let = _mean(seg, "bayesian", "auroc_epistemic_letters")
+    lines.append(f"Epistemic highest on letters in the scene: AUROC {let:.3f} against digit "
+                 f"pixels ({'met' if let > 0.5 else 'missed'}).")
+    return lines
+
+
+def markdown(seg, sr, args):
+    seg_rows = [[m] + _cells(seg, m, SEG_KEYS) for m in ("bayesian", "frequentist")]
+    sr_rows = [[m] + _cells(sr, m, SR_KEYS) for m in ("bayesian", "frequentist")]
+    sr_rows.append(["nearest upsampling", mean_std([r["nearest_psnr"] for r in sr])]
+                   + ["-"] * (len(SR_KEYS) - 1))
+    n = len(args.seeds)
+    return "\n".join([
+        f"Seeds {args.seeds} ({n} runs, mean +- std); Monte Carlo with "
+        f"{args.num_samples} samples (the frequentist: one pass). "
+        + recipe_note(recipe(epochs=args.epochs, batch_size=args.batch_size),
+                      "fewer epochs: 2 CPU cores shared by six jobs")
+        + f" Super-resolution: {args.sr_epochs} epochs.",
+        "",
+        f"Segmentation: U-Net (depth 2, 16 base filters, Flipout) on digit scenes 32x32, "
+        f"{args.train_scenes} training / {args.test_scenes} test scenes (11 classes). "
+        "AUSE ratios are AUSE / a random ranking's AUSE (misclassification as the error; "
+        "lower is better, 1 is random); AUROCs: aleatoric on ambiguous pixels vs the rest, "
+        "epistemic / entropy on letter pixels vs digit pixels.",
+        "",
+        markdown_table(["model"] + SEG_KEYS, seg_rows),
+        "",
+        "Super-resolution x2 (14x14 -> 28x28, MNIST-5k; shift: scikit-learn digits). "
+        "AUSE against the absolute error.",
+        "",
+        markdown_table(["model"] + SR_KEYS, sr_rows),
+        "",
+        "Targets (issue 24):",
+        "",
+        *[f"- {line}" for line in verdicts(seg, sr)],
+        "- TFLite latency, moments vs MC-16 vs deterministic: pending (the dense "
+        "exporters are the inference half of issue 24, not in this branch).",
+    ])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--sr-epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--train-scenes", type=int, default=1000)
+    p.add_argument("--test-scenes", type=int, default=200)
+    p.add_argument("--num-samples", type=int, default=16)
+    p.add_argument("--markdown")
+    p.add_argument("--json")
+    args = p.parse_args(argv)
+    seg = [segmentation_run(s, args) for s in args.seeds]
+    sr = [super_resolution_run(s, args) for s in args.seeds]
+    write_json(args.json, {"segmentation": seg, "super_resolution": sr})
+    emit(args.markdown, markdown(seg, sr, args))
+
+
+if __name__ == "__main__":
+    main()
