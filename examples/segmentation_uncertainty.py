@@ -36,7 +36,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tfp_bcnn  # noqa: E402, F401  (before keras: hides TensorFlow's start-up lines)
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 from tfp_bcnn import datasets, metrics, models, plots  # noqa: E402
 from tfp_bcnn._dense_predict import predict_dense  # noqa: E402
