@@ -22,7 +22,7 @@ epistemic side by side), ``maps_letters.png`` and ``sparsification.png``.
 Run (a few minutes on 2 CPU cores)::
 
     python examples/segmentation_uncertainty.py
-    python examples/segmentation_uncertainty.py --epochs 40 --train-scenes 2000
+    python examples/segmentation_uncertainty.py --epochs 60 --train-scenes 2000
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train-scenes", type=int, default=1000)
     parser.add_argument("--test-scenes", type=int, default=100)
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--base-filters", type=int, default=16)
     parser.add_argument("--num-samples", type=int, default=16)
