@@ -25,9 +25,12 @@ For each seed:
 
 Predictions are Monte Carlo with ``--num-samples`` samples through
 ``tfp_bcnn._dense_predict.predict_dense`` (``tfp_bcnn.predict`` once it takes
-dense outputs). TFLite latency (moments vs MC-16 vs deterministic) needs the
-dense exporters of issue 24's inference half; its row is marked pending
-when they are missing.
+dense outputs). TFLite latency per image of the moments file, the MC-16
+file (``sampling="lrt"``) and the deterministic twin, every file of a net
+timed interleaved (``benchmarks/_latency.py``), needs the dense exporters
+of issue 24's inference half; marked pending when they are missing.
+``--latency-only`` measures just that; ``--from-json`` (with
+``--latency-json``) rebuilds the block from saved runs.
 
     python benchmarks/dense.py --seeds 0 1 2 --json dense.json
 """
@@ -128,6 +131,82 @@ def _mean(runs, model, key):
     return float(np.mean([r[model][key] for r in runs]))
 
 
+def _tflite_files(tmp, name, bayesian, twin, samples):
+    """{label: path}: moments, MC-``samples`` (lrt, tiled) and the deterministic twin."""
+    import contextlib
+    import io
+    import os
+
+    import tensorflow as tf
+
+    from tfp_bcnn import export
+
+    paths = {
+        "moments": export.to_tflite(bayesian, os.path.join(tmp, f"{name}_moments.tflite"),
+                                    sampling="moments", num_samples=samples),
+        f"MC-{samples} (lrt)": export.to_tflite(bayesian, os.path.join(tmp, f"{name}_mc.tflite"),
+                                                sampling="lrt", num_samples=samples),
+        "deterministic": os.path.join(tmp, f"{name}_det.tflite"),
+    }
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras prints its export summary
+        data = tf.lite.TFLiteConverter.from_keras_model(twin).convert()
+    Path(paths["deterministic"]).write_bytes(data)
+    return {k: str(v) for k, v in paths.items()}
+
+
+def latency_run(args):
+    """TFLite latency per image (batch 1, one thread), every file of a net timed interleaved.
+
+    Untrained nets (the weights do not change the work). Returns
+    ``{"unet": {label: result}, "super_resolution": ...}``, or ``{"pending":
+    reason}`` when the dense exporters are missing (this branch alone).
+    """
+    import tempfile
+
+    from _latency import time_tflite_files
+
+    nets = {
+        "unet": [models.unet(SEG_SHAPE, SEG_CLASSES, bayesian=b, seed=0, num_train_examples=10)
+                 for b in (True, False)],
+        "super_resolution": [models.super_resolution(2, (14, 14, 1), bayesian=b, seed=0,
+                                                     num_train_examples=10)
+                             for b in (True, False)],
+    }
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (bnn, twin) in nets.items():
+            try:
+                files = _tflite_files(tmp, name, bnn, twin, args.latency_samples)
+            except (ValueError, NotImplementedError) as err:
+                return {"pending": str(err).splitlines()[0][:300]}
+            timing = time_tflite_files(files, repeats=args.repeats)
+            out[name] = {k: {f: r[f] for f in ("ms", "ms_p10", "ms_p90", "ops", "partitions")}
+                         for k, r in timing.items()}
+            log(f"latency {name}: {out[name]}")
+    return out
+
+
+def _latency_section(latency, args):
+    if not latency or "pending" in latency:
+        why = (latency or {}).get("pending", "not measured in this run")
+        return [], [f"TFLite latency, moments vs MC-{args.latency_samples} vs deterministic: "
+                    f"pending ({why})."]
+    rows, verdicts = [], []
+    for name, files in latency.items():
+        base = files["deterministic"]["ms"]
+        for label, r in files.items():
+            rows.append([name, label, r["ops"], r["partitions"], f"{r['ms']:.3f}",
+                         f"{r['ms'] / base:.2f}x"])
+        ratio = files["moments"]["ms"] / base
+        verdicts.append(f"{name}: moments TFLite <= 4x the deterministic file: "
+                        f"{'met' if ratio <= 4 else 'missed'} ({ratio:.2f}x).")
+    table = markdown_table(["net", "file", "ops", "XNNPack partitions", "ms per image",
+                            "vs deterministic"], rows)
+    head = (f"TFLite latency (untrained nets, batch 1, one LiteRT thread, median of "
+            f"{args.repeats} interleaved rounds per net, every file of a net in one loop):")
+    return [head, "", table, ""], verdicts
+
+
 def seg_verdicts(seg):
     """One line per segmentation target of issue 24: met or missed, by how much."""
     d_iou = 100 * (_mean(seg, "bayesian", "mean_iou") - _mean(seg, "frequentist", "mean_iou"))
@@ -180,8 +259,10 @@ def _sr_section(sr):
     return [head, "", markdown_table(["model"] + SR_KEYS, rows)]
 
 
-def markdown(seg, sr, args):
-    verdicts = (seg_verdicts(seg) if seg else []) + (sr_verdicts(sr) if sr else [])
+def markdown(seg, sr, args, latency=None):
+    lat_lines, lat_verdicts = _latency_section(latency, args)
+    verdicts = ((seg_verdicts(seg) if seg else []) + (sr_verdicts(sr) if sr else [])
+                + lat_verdicts)
     return "\n".join([
         f"Seeds {args.seeds} (mean +- std over the seeds run); Monte Carlo with "
         f"{args.num_samples} samples (the frequentist: one pass). "
@@ -194,11 +275,10 @@ def markdown(seg, sr, args):
         "",
         *_sr_section(sr),
         "",
+        *lat_lines,
         "Targets (issue 24):",
         "",
         *[f"- {line}" for line in verdicts],
-        "- TFLite latency, moments vs MC-16 vs deterministic: pending (the dense "
-        "exporters are the inference half of issue 24, not in this branch).",
     ])
 
 
@@ -212,16 +292,28 @@ def main(argv=None):
     p.add_argument("--train-scenes", type=int, default=1000)
     p.add_argument("--test-scenes", type=int, default=200)
     p.add_argument("--num-samples", type=int, default=16)
+    p.add_argument("--latency-samples", type=int, default=16)
+    p.add_argument("--repeats", type=int, default=30, help="interleaved TFLite rounds")
+    p.add_argument("--latency-only", action="store_true",
+                   help="only the TFLite latency, written to --json")
+    p.add_argument("--latency-json", help="with --from-json: the latency of another run")
     p.add_argument("--markdown")
     p.add_argument("--json", help="write the raw results here (after every run)")
     p.add_argument("--from-json", help="only rebuild the block from a JSON of a run (with "
                    "the run's arguments; partial runs too)")
     args = p.parse_args(argv)
+    if args.latency_only:
+        write_json(args.json, latency_run(args))
+        return
     if args.from_json:
         saved = json.loads(Path(args.from_json).read_text())
         vars(args).update({k: v for k, v in saved["args"].items() if "json" not in k
                            and k != "markdown"})
-        emit(args.markdown, markdown(saved["segmentation"], saved["super_resolution"], args))
+        latency = saved.get("latency")
+        if args.latency_json:
+            latency = json.loads(Path(args.latency_json).read_text())
+        emit(args.markdown, markdown(saved["segmentation"], saved["super_resolution"], args,
+                                     latency))
         return
     seg, sr = [], []
     for s in args.seeds:
@@ -230,7 +322,10 @@ def main(argv=None):
     for s in args.seeds:
         sr.append(super_resolution_run(s, args))
         write_json(args.json, {"args": vars(args), "segmentation": seg, "super_resolution": sr})
-    emit(args.markdown, markdown(seg, sr, args))
+    latency = latency_run(args)
+    write_json(args.json, {"args": vars(args), "segmentation": seg, "super_resolution": sr,
+                           "latency": latency})
+    emit(args.markdown, markdown(seg, sr, args, latency))
 
 
 if __name__ == "__main__":
