@@ -20,20 +20,23 @@ __all__ = ["sparsification_plot", "uncertainty_maps"]
 
 
 def _maps(prediction, target) -> list[tuple[str, np.ndarray, str]]:
-    """``[(title, (N, H, W) values, colormap)]``: prediction, error, aleatoric, epistemic."""
+    """``[(title, (N, H, W) values, colormap, vmax)]``: prediction, error, aleatoric,
+    epistemic (vmax None: the largest value shown)."""
     mean = np.asarray(prediction.mean)
     if hasattr(prediction, "predictive_entropy"):  # classes: argmax and entropies
         pred = mean.argmax(-1)
-        maps = [("prediction", pred, "tab20")]
+        # classes on one fixed colour scale (0 .. C-1), whatever the images show
+        maps = [("prediction", pred, "tab20", mean.shape[-1] - 1)]
         if target is not None:
-            maps.append(("error", (pred != np.asarray(target)).astype(float), "Reds"))
-        return maps + [("aleatoric (nats)", np.asarray(prediction.aleatoric), "magma"),
-                       ("epistemic (nats)", np.asarray(prediction.epistemic), "magma")]
-    maps = [("prediction", mean[..., 0], "gray")]
+            maps.append(("error", (pred != np.asarray(target)).astype(float), "Reds", 1.0))
+        return maps + [("aleatoric (nats)", np.asarray(prediction.aleatoric), "magma", None),
+                       ("epistemic (nats)", np.asarray(prediction.epistemic), "magma", None)]
+    maps = [("prediction", mean[..., 0], "gray", 1.0)]
     if target is not None:
-        maps.append(("|error|", np.abs(np.asarray(target) - mean)[..., 0], "Reds"))
-    return maps + [("aleatoric std", np.sqrt(prediction.aleatoric_variance)[..., 0], "magma"),
-                   ("epistemic std", np.sqrt(prediction.epistemic_variance)[..., 0], "magma")]
+        maps.append(("|error|", np.abs(np.asarray(target) - mean)[..., 0], "Reds", None))
+    return maps + [
+        ("aleatoric std", np.sqrt(prediction.aleatoric_variance)[..., 0], "magma", None),
+        ("epistemic std", np.sqrt(prediction.epistemic_variance)[..., 0], "magma", None)]
 
 
 def uncertainty_maps(images: ArrayLike, prediction, path, target: ArrayLike | None = None,
@@ -73,8 +76,8 @@ def uncertainty_maps(images: ArrayLike, prediction, path, target: ArrayLike | No
     axes = np.asarray(figure.subplots(rows, cols, squeeze=False))
     for r in range(rows):
         axes[r, 0].imshow(images[r, ..., 0], cmap="gray", vmin=0, vmax=1)
-        for c, (name, values, cmap) in enumerate(maps, start=1):
-            vmax = float(np.max(values[:rows])) or 1.0
+        for c, (name, values, cmap, vmax) in enumerate(maps, start=1):
+            vmax = vmax if vmax is not None else (float(np.max(values[:rows])) or 1.0)
             shown = axes[r, c].imshow(values[r], cmap=cmap, vmin=0, vmax=vmax,
                                       interpolation="nearest")
             if r == 0:
