@@ -1,6 +1,8 @@
 """Metrics for dense (per-pixel) predictions: segmentation, regression, uncertainty quality.
 
-``tfp_bcnn.metrics`` re-exports every public name. Inputs are NumPy-compatible
+``tfp_bcnn.metrics`` re-exports every public name and adds the two that
+build on its classifier metrics (``pixel_expected_calibration_error``,
+``segmentation_summary``; this module does not import it). Inputs are NumPy-compatible
 arrays (``tfp_bcnn.predict(...)`` fields work as is), outputs Python floats or
 small NumPy arrays. Notation: ``N`` images of ``H x W`` pixels, ``C`` classes
 or regression channels, ``M = N H W`` pixels in all.
@@ -36,17 +38,14 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _validation as check
-from .metrics import expected_calibration_error
 
 __all__ = [
     "Sparsification",
     "ause",
     "gaussian_nll_per_pixel",
     "mean_iou",
-    "pixel_expected_calibration_error",
     "psnr",
     "regression_summary",
-    "segmentation_summary",
     "sparsification_curve",
     "uncertainty_error_spearman",
 ]
@@ -80,25 +79,6 @@ def _same_shape(**arrays) -> list[np.ndarray]:
                              f"{name} of shape {a.shape} with "
                              f"{int((~np.isfinite(a)).sum())} NaN/inf")
     return out
-
-
-def pixel_expected_calibration_error(probs: ArrayLike, labels: ArrayLike,
-                                     num_bins: int = 15) -> float:
-    """ECE with every pixel an example.
-
-    Args:
-        probs: ``(N, H, W, C)`` per-pixel probabilities (any leading shape).
-        labels: ``(N, H, W)`` integer classes in ``[0, C)``.
-        num_bins: equal-width confidence bins, > 0.
-
-    Returns:
-        ``sum_b |B_b| / M * |acc(B_b) - conf(B_b)|`` over the ``M`` pixels.
-
-    Raises:
-        ValueError: mismatched shapes or invalid probabilities (quoted).
-    """
-    probs, labels = _dense_probs_labels(probs, labels)
-    return expected_calibration_error(probs, labels, num_bins)
 
 
 def mean_iou(probs: ArrayLike, labels: ArrayLike) -> float:
@@ -289,44 +269,6 @@ def _uncertainty_rows(error: np.ndarray, uncertainties: dict) -> dict:
     if uncertainties:
         out["ause_random"] = curve.ause_random
     return out
-
-
-def segmentation_summary(probs: ArrayLike, labels: ArrayLike,
-                         uncertainties: dict | None = None, num_bins: int = 15) -> dict:
-    """The dense classification metrics in one dict (what the CLI and benchmark print).
-
-    The per-pixel error of the uncertainty measures is the misclassification
-    ``[argmax probs != label]`` (0 or 1).
-
-    Args:
-        probs: ``(N, H, W, C)`` predictive probabilities.
-        labels: ``(N, H, W)`` integer classes.
-        uncertainties: ``{name: (N, H, W) values}``, e.g. ``{"entropy":
-            p.predictive_entropy, "aleatoric": p.aleatoric, "epistemic":
-            p.epistemic}``.
-        num_bins: ECE bins.
-
-    Returns:
-        ``{"pixel_accuracy", "mean_iou", "nll", "pixel_ece"}`` plus, for each
-        uncertainty ``u``, ``ause_u``, ``ause_ratio_u`` (AUSE over a random
-        ranking's: below 1 is better than random) and ``spearman_u``, and
-        ``ause_random``; floats.
-
-    Raises:
-        ValueError: mismatched shapes or invalid probabilities (quoted).
-    """
-    from .metrics import negative_log_likelihood
-
-    flat_probs, flat_labels = _dense_probs_labels(probs, labels)
-    wrong = (flat_probs.argmax(axis=1) != flat_labels).astype(np.float64)
-    out = {
-        "pixel_accuracy": float(1.0 - wrong.mean()),
-        "mean_iou": mean_iou(probs, labels),
-        "nll": negative_log_likelihood(flat_probs, flat_labels),
-        "pixel_ece": expected_calibration_error(flat_probs, flat_labels, num_bins),
-    }
-    shape = np.asarray(labels).shape
-    return out | _uncertainty_rows(wrong.reshape(shape), dict(uncertainties or {}))
 
 
 def regression_summary(mean: ArrayLike, aleatoric_variance: ArrayLike,

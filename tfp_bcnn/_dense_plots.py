@@ -15,6 +15,7 @@ from numpy.typing import ArrayLike
 
 from . import _validation as check
 from ._dense_metrics import Sparsification
+from ._figures import new_figure, save
 
 __all__ = ["sparsification_plot", "uncertainty_maps"]
 
@@ -62,8 +63,6 @@ def uncertainty_maps(images: ArrayLike, prediction, path, target: ArrayLike | No
     Raises:
         ValueError: ``num_images`` below 1 or ``images`` not ``(N, H, W, C)``.
     """
-    from .plots import _new_figure, _save
-
     num_images = check.positive_int("num_images", num_images)
     images = np.asarray(images)
     if images.ndim != 4:
@@ -72,7 +71,7 @@ def uncertainty_maps(images: ArrayLike, prediction, path, target: ArrayLike | No
     maps = _maps(prediction, target)
     rows = min(num_images, len(images))
     cols = 1 + len(maps)
-    figure = _new_figure(2.2 * cols, 2.2 * rows + (0.4 if title else 0))
+    figure = new_figure(2.2 * cols, 2.2 * rows + (0.4 if title else 0))
     axes = np.asarray(figure.subplots(rows, cols, squeeze=False))
     for r in range(rows):
         axes[r, 0].imshow(images[r, ..., 0], cmap="gray", vmin=0, vmax=1)
@@ -90,7 +89,7 @@ def uncertainty_maps(images: ArrayLike, prediction, path, target: ArrayLike | No
         ax.set_yticks([])
     if title:
         figure.suptitle(title)
-    return _save(figure, path)
+    return save(figure, path)
 
 
 def sparsification_plot(curves: Sparsification | Mapping[str, Sparsification], path,
@@ -110,14 +109,12 @@ def sparsification_plot(curves: Sparsification | Mapping[str, Sparsification], p
     Raises:
         ValueError: an empty mapping or an entry that is not a `Sparsification`.
     """
-    from .plots import _new_figure, _save
-
     if isinstance(curves, Sparsification):
         curves = {"uncertainty": curves}
     if not curves or not all(isinstance(c, Sparsification) for c in curves.values()):
         raise ValueError("`curves` must be a Sparsification or a non-empty mapping of them. "
                          f"Received: curves={curves!r}"[:300])
-    figure = _new_figure(6.5, 4.5)
+    figure = new_figure(6.5, 4.5)
     ax = figure.subplots()
     first = next(iter(curves.values()))
     for i, (name, c) in enumerate(curves.items()):
@@ -131,4 +128,4 @@ def sparsification_plot(curves: Sparsification | Mapping[str, Sparsification], p
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9)
     ax.set_title(title if title is not None else "Sparsification")
-    return _save(figure, path)
+    return save(figure, path)

@@ -2,7 +2,8 @@
 
 ``tfp_bcnn.workflow.run_train`` hands ``--model unet`` here and
 ``run_evaluate`` a model with a per-pixel output; kept apart so the
-classifier workflow stays one screen per step.
+classifier workflow stays one screen per step. Imports no workflow (the
+workflow imports this module).
 """
 
 from __future__ import annotations
@@ -38,8 +39,11 @@ def _segmentation_data(dataset):
 
 
 def train_unet(*, dataset, frequentist, estimator, epochs, batch_size, learning_rate,
-               kl_schedule, warmup_epochs, seed, verbose, output) -> int:
+               kl_schedule, warmup_epochs, seed, verbose, output, fit, save) -> int:
     """``tfp-bcnn train --model unet``: build, fit, print pixel accuracy and mIoU, save.
+
+    ``fit`` and ``save`` are the workflow's ``fit`` (the recipe's callbacks)
+    and ``save_model`` (passed in: this module does not import the workflow).
 
     Returns:
         0 (the exit status).
@@ -51,7 +55,6 @@ def train_unet(*, dataset, frequentist, estimator, epochs, batch_size, learning_
 
     from . import metrics, models
     from ._dense_predict import predict_dense
-    from .workflow import fit, save_model
 
     (x, y), (x_test, y_test) = _segmentation_data(dataset)
     num_classes = int(max(y.max(), y_test.max()) + 1)
@@ -68,7 +71,7 @@ def train_unet(*, dataset, frequentist, estimator, epochs, batch_size, learning_
     secs = time.time() - t0
     p = predict_dense(net, x_test, _TRAIN_REPORT_SAMPLES)
     acc = float(np.mean(p.mean.argmax(-1) == y_test))
-    path = save_model(net, output)
+    path = save(net, output)
     print(f"trained unet ({kind}) in {secs:.1f} s; test pixel accuracy {acc:.4f}, mean IoU "
           f"{metrics.mean_iou(p.mean, y_test):.4f}; wrote {path}")
     return 0

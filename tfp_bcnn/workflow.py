@@ -493,7 +493,7 @@ def run_train(*, model="lenet5", estimator="flipout", frequentist=False, dataset
         return train_unet(dataset=dataset, frequentist=frequentist, estimator=estimator,
                           epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                           kl_schedule=kl_schedule, warmup_epochs=warmup_epochs, seed=seed,
-                          verbose=verbose, output=paths[0])
+                          verbose=verbose, output=paths[0], fit=fit, save=save_model)
     (x, y), (x_test, y_test) = datasets.get(dataset)
     if model == "mobilenet_v2" or input_size is not None:
         from .datasets import fit_images
