@@ -250,6 +250,9 @@ NOTES = [
     "the mIoU compares the Bayesian and frequentist nets at equal, short training, not at "
     "their best. Background is about 94% of the pixels, so pixel accuracy is high for any "
     "net and mIoU (11 classes, background included) is the figure to read.",
+    "Seed spread: at this budget the mIoU and PSNR vary between seeds (the +- columns) by "
+    "more than the 1 point / 0.3 dB margins of the targets; the means meet them, but three "
+    "seeds cannot resolve differences that small.",
     "AUSE ratios near 0 are easy to get here: most pixels are clean background that every "
     "net labels right with near-zero entropy, so removing the uncertain pixels first "
     "removes almost all errors. The ratio tests the ranking, not how hard the pixels are.",
