@@ -33,12 +33,12 @@ __all__ = ["build_parser", "main"]
 
 # The choices are literal here so that `tfp-bcnn --help` imports neither Keras nor TF;
 # tests/test_workflow.py checks them against workflow.MODELS and layers.ESTIMATORS.
-MODELS = ("lenet5", "alexnet", "three_conv_three_fc", "mobilenet_v2")
+MODELS = ("lenet5", "alexnet", "three_conv_three_fc", "mobilenet_v2", "unet")
 ESTIMATORS = ("flipout", "reparameterization", "local_reparameterization")
 METHODS = ("mc", "moments")
 SAMPLINGS = ("lrt", "weights", "moments")
 #: Named data sets of ``tfp_bcnn.datasets.get``; anything else must be a path.
-DATASETS = ("mnist_5k", "digits")
+DATASETS = ("mnist_5k", "digits", "digit_scenes")
 
 
 # ---------------------------------------------------------- argument types
@@ -226,8 +226,8 @@ def _add_train(sub) -> None:
     t.add_argument("--frequentist", action="store_true",
                    help="train the deterministic twin instead (default: Bayesian)")
     t.add_argument("--dataset", type=_dataset, default="mnist_5k",
-                   help="mnist_5k, digits, a .npz file or a folder of class subfolders "
-                   "(default: %(default)s)")
+                   help="mnist_5k, digits, digit_scenes (per-pixel labels, for --model "
+                   "unet), a .npz file or a folder of class subfolders (default: %(default)s)")
     # None: the tuned recipe, tfp_bcnn.models.RECIPE (20 epochs, batch 64, Adam 2e-3)
     t.add_argument("--epochs", type=POSITIVE_INT, default=None,
                    help="training epochs (default: models.RECIPE, 20; mobilenet_v2: "
@@ -271,8 +271,9 @@ def _add_evaluate(sub) -> None:
     e.add_argument("model", type=_model_file, nargs="+",
                    help="a .keras file, or several: a deep ensemble (members are samples)")
     e.add_argument("--dataset", type=_dataset, default="mnist_5k",
-                   help="test set: mnist_5k, digits, a .npz file or a folder of class "
-                   "subfolders (default: %(default)s)")
+                   help="test set: mnist_5k, digits, digit_scenes (a segmentation model: "
+                   "per-pixel metrics, maps and sparsification curves), a .npz file or a "
+                   "folder of class subfolders (default: %(default)s)")
     e.add_argument("--samples", type=POSITIVE_INT, default=32,
                    help="Monte Carlo samples per image (default: %(default)s)")
     e.add_argument("--method", choices=METHODS, default="mc",

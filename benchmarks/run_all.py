@@ -95,6 +95,13 @@ BENCHMARKS = {
              "Deep networks: Bayesian MobileNetV2, partially Bayesian, pruned",
              MNIST_5K + " padded to 32x32x3; OOD: letters A-J and uniform noise; shift: "
              "datasets.shifted_digits()"),
+    "dense": ("dense.py", ["--seeds", "0", "1", "2"],
+              ["--seeds", "0", "--epochs", "1", "--sr-epochs", "1", "--train-scenes", "100",
+               "--test-scenes", "20", "--num-samples", "4"],
+              "Per-pixel uncertainty: Bayesian vs frequentist U-Net and super-resolution",
+              "datasets.digit_scenes (32x32 scenes of MNIST-5k digits; test scenes from its "
+              "test digits, letters A-J pasted in for the epistemic column) and "
+              "datasets.superres_digits(2) (MNIST-5k; shift: scikit-learn digits)"),
     "cli_startup": ("cli_startup.py", ["--repeats", "5"], ["--repeats", "2"],
                     "Command line start-up: help and argument errors",
                     "none (the commands stop after parsing)"),

@@ -261,3 +261,31 @@ def test_mobilenet_uncertainty(tmp_path):
     # asserted, only that the pipeline runs and the files agree.
     assert result["epistemic_test"] >= 0
     assert all(v >= 0.5 for v in result["agreement"].values())
+
+
+def test_segmentation_uncertainty(tmp_path):
+    result = load_example("segmentation_uncertainty").main([
+        "--train-scenes", "64", "--test-scenes", "8", "--epochs", "1", "--base-filters", "4",
+        "--num-samples", "4", "--out-dir", str(tmp_path),
+    ])
+    p = result["prediction"]
+    assert p.mean.shape == (8, 32, 32, 11) and p.epistemic.shape == (8, 32, 32)
+    # One epoch on 64 scenes learns little: only that the pipeline runs, the
+    # figures are defined and the files are written (the default run learns).
+    assert 0 <= result["mean_iou"] <= 1 and result["ause_random"] > 0
+    assert 0 <= result["auroc_epistemic_letters"] <= 1
+    for path in result["files"].values():
+        assert_png(path)
+
+
+def test_super_resolution(tmp_path):
+    result = load_example("super_resolution").main([
+        "--train-size", "128", "--test-size", "24", "--epochs", "1", "--num-samples", "4",
+        "--out-dir", str(tmp_path),
+    ])
+    p = result["prediction"]
+    assert p.mean.shape == p.aleatoric_variance.shape == (24, 28, 28, 1)
+    assert (p.aleatoric_variance > 0).all() and (p.epistemic_variance >= 0).all()
+    assert result["epistemic_ratio_photos"] > 0 and np.isfinite(result["psnr"])
+    for path in result["files"].values():
+        assert_png(path)

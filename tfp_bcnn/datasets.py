@@ -57,8 +57,13 @@ from . import _untrusted
 from . import _validation as check
 from ._fit_images import _resize, fit_images
 from ._ood_data import letters, noise, rotated, shifted_digits
+from ._ood_data import letters as _ood_letters  # digit_scenes' argument shadows it
+from . import _scenes
+from ._scenes import DigitScenes
 
 __all__ = [
+    "DigitScenes",
+    "digit_scenes",
     "digits",
     "fit_images",
     "get",
@@ -69,13 +74,16 @@ __all__ = [
     "noise",
     "rotated",
     "shifted_digits",
+    "superres_digits",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
 Arrays = tuple[np.ndarray, np.ndarray]
 TrainTest = tuple[Arrays, Arrays]
 
-_NAMES = ("mnist_5k", "digits")
+_NAMES = ("mnist_5k", "digits", "digit_scenes")
+#: Scenes of ``get("digit_scenes")``: train / test counts and canvas side.
+DIGIT_SCENES_SIZES = {"train": 1000, "test": 250, "size": 32}
 _IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 
 
@@ -175,6 +183,116 @@ def digits() -> TrainTest:
     """
     x_train, y_train, x_test, y_test = _copy(*_digits_arrays())
     return (x_train, y_train), (x_test, y_test)
+
+# --------------------------------------------------------------------------
+# Dense prediction: segmentation scenes and super-resolution pairs
+# --------------------------------------------------------------------------
+
+
+def digit_scenes(
+    num_scenes: int = 1000,
+    size: int = 32,
+    max_digits: int = 3,
+    *,
+    split: str = "train",
+    letters: int = 0,
+    noise_std: float = 0.1,
+    occlusion: float = 0.3,
+    seed: int = 0,
+) -> DigitScenes:
+    """Segmentation scenes: MNIST digits on a canvas, one label per pixel.
+
+    Each scene draws ``k ~ U{1..max_digits}`` digits from MNIST-5k (its
+    training digits for ``split="train"``, its test digits for
+    ``split="test"``), scales each to ``size // 2`` pixels square and pastes
+    it at a uniform random place; overlapping strokes combine by ``max``
+    (later digits on top in the labels). A pixel is labelled ``d + 1`` where
+    digit ``d``'s stroke exceeds ``_scenes.STROKE_THRESHOLD`` (0.5), else 0 (background).
+    Then ``letters`` letters A-J (`tfp_bcnn.datasets.letters`, labelled
+    background, marked ``foreign``) are pasted the same way; with
+    probability ``occlusion`` a grey bar (level ``_scenes.OCCLUDER_LEVEL`` (0.5), 2 to
+    ``size // 8`` pixels wide) crosses the scene, hiding what lies under it
+    while the labels keep the digits (amodal labels: the image cannot tell
+    them); finally Gaussian pixel noise of std ``noise_std`` is added and the
+    image clipped to ``[0, 1]``. Where the image truly cannot settle the
+    label (``ambiguous``): stroke rims, overlaps and bars.
+
+    Args:
+        num_scenes: ``N`` >= 1.
+        size: canvas side ``S`` >= 16 (a U-Net of depth ``d`` needs ``S``
+            divisible by ``2**d``).
+        max_digits: most digits per scene, >= 1.
+        split: ``"train"`` or ``"test"``: which MNIST-5k digits are used
+            (keyword-only, as all that follow).
+        letters: letters per scene (0: none), the out-of-distribution objects.
+        noise_std: std of the additive pixel noise, >= 0.
+        occlusion: probability in ``[0, 1]`` that a scene has a bar.
+        seed: seed of every random choice; the same arguments give the same
+            scenes.
+
+    Returns:
+        A `DigitScenes` ``(x, y, ambiguous, foreign)``: ``x`` float32
+        ``(N, S, S, 1)``, ``y`` int64 ``(N, S, S)`` in ``0..10`` (11 classes),
+        ``ambiguous`` and ``foreign`` bool ``(N, S, S)``.
+
+    Raises:
+        ValueError: an argument out of range (the value is quoted).
+
+    Example:
+    >>> from tfp_bcnn import datasets
+    >>> x, y, ambiguous, foreign = datasets.digit_scenes(4, size=32, seed=0)
+    >>> x.shape, y.shape, int(y.max()) <= 10
+    ((4, 32, 32, 1), (4, 32, 32), True)
+    """
+    _scenes.check_scene_args(num_scenes, size, max_digits, letters, split, noise_std,
+                             occlusion)
+    seed = check.integer("seed", seed, minimum=0)
+    (x_train, y_train), (x_test, y_test) = mnist_5k()
+    pool_x, pool_y = (x_train, y_train) if split == "train" else (x_test, y_test)
+    glyphs = _ood_letters(20, seed=1)[0][..., 0] if letters else None
+    return _scenes.make_digit_scenes(pool_x[..., 0], pool_y, glyphs, num_scenes, size,
+                                     max_digits, letters=letters, noise_std=noise_std,
+                                     occlusion=occlusion, seed=seed)
+
+
+def superres_digits(
+    scale: int = 2, *, source: str = "mnist_5k", noise_std: float = 0.0, seed: int = 0
+) -> TrainTest:
+    """Low / high resolution pairs of digits for super-resolution.
+
+    The high-resolution images are the 28x28 digits of ``source``, cropped
+    centrally to the largest multiple of ``scale`` (28 for 2, 4, 7, 14; 27
+    for 3); the low-resolution ones average each ``scale x scale`` block (box
+    downsampling: the sensor integrates the light of its area) and, with
+    ``noise_std > 0``, add Gaussian noise (clipped to ``[0, 1]``). Train and
+    test keep the source's fixed split (`tfp_bcnn.datasets.mnist_5k`: 4,000
+    / 1,000; `tfp_bcnn.datasets.digits`, scikit-learn's 8x8 digits upsampled
+    to MNIST's layout: 1,438 / 359, a covariate shift for a net trained on
+    MNIST: other writers, smoother strokes).
+
+    Args:
+        scale: downsampling factor, 2 to 14.
+        source: ``"mnist_5k"`` or ``"digits"`` (keyword-only, as all that follow).
+        noise_std: std of the noise on the low-resolution images, >= 0.
+        seed: seed of the noise.
+
+    Returns:
+        ``((low_train, high_train), (low_test, high_test))``: float32
+        ``(N, H / scale, W / scale, 1)`` and ``(N, H, W, 1)`` in ``[0, 1]``.
+
+    Raises:
+        ValueError: an argument out of range or an unknown source (quoted).
+
+    Example:
+    >>> from tfp_bcnn import datasets
+    >>> (lo, hi), _ = datasets.superres_digits(2)
+    >>> lo.shape, hi.shape
+    ((4000, 14, 14, 1), (4000, 28, 28, 1))
+    """
+    scale, source, noise_std, seed = _scenes.check_superres_args(scale, source, noise_std,
+                                                                 seed)
+    return _scenes.superres_pairs(mnist_5k() if source == "mnist_5k" else digits(), scale,
+                                  noise_std, seed)
 
 
 # --------------------------------------------------------------------------
@@ -429,7 +547,9 @@ def get(name: PathLike) -> TrainTest:
     """A train/test pair by dataset name or path (used by the command line).
 
     Args:
-        name: ``"mnist_5k"``, ``"digits"``, a ``.npz`` file, or a folder of
+        name: ``"mnist_5k"``, ``"digits"``, ``"digit_scenes"`` (segmentation:
+            `DIGIT_SCENES_SIZES` scenes of `digit_scenes` with seeds 0 / 1,
+            labels ``(N, S, S)``), a ``.npz`` file, or a folder of
             class subfolders. A ``.npz`` holding ``x_train``, ``y_train``,
             ``x_test``, ``y_test`` is used as is; one holding ``x``, ``y`` is
             split 80 / 20 per class with seed 0. A folder is split 80 / 20 by
@@ -447,6 +567,11 @@ def get(name: PathLike) -> TrainTest:
         return mnist_5k()
     if name == "digits":
         return digits()
+    if name == "digit_scenes":
+        sizes = DIGIT_SCENES_SIZES
+        train = digit_scenes(sizes["train"], sizes["size"], split="train", seed=0)
+        test = digit_scenes(sizes["test"], sizes["size"], split="test", seed=1)
+        return (train.x, train.y), (test.x, test.y)
     path = os.fspath(name)
     if path.lower().endswith(".npz"):
         keys = set()

@@ -70,6 +70,17 @@ __all__ = [
     "ood_auroc",
     "reliability_curve",
     "summary",
+    # dense (per-pixel) metrics, from ``_dense_metrics`` (imported at the end)
+    "Sparsification",
+    "ause",
+    "gaussian_nll_per_pixel",
+    "mean_iou",
+    "pixel_expected_calibration_error",
+    "psnr",
+    "regression_summary",
+    "segmentation_summary",
+    "sparsification_curve",
+    "uncertainty_error_spearman",
 ]
 
 _SUM_TOLERANCE = 1e-3
@@ -578,3 +589,74 @@ def apply_temperature(
     logits = _as_logits(probs, from_logits, "logits" if from_logits else "probs")
     out = _softmax(logits / float(temperature))
     return out.astype(dtype if np.issubdtype(dtype, np.floating) else np.float64)
+
+
+# Dense (per-pixel) metrics: the module ``_dense_metrics`` and the two below,
+# which build on the classifier metrics above (``_dense_metrics`` does not
+# import this module).
+from . import _dense_metrics as _dense  # noqa: E402
+from ._dense_metrics import (  # noqa: E402
+    Sparsification,
+    ause,
+    gaussian_nll_per_pixel,
+    mean_iou,
+    psnr,
+    regression_summary,
+    sparsification_curve,
+    uncertainty_error_spearman,
+)
+
+
+def pixel_expected_calibration_error(probs: ArrayLike, labels: ArrayLike,
+                                     num_bins: int = 15) -> float:
+    """ECE with every pixel an example.
+
+    Args:
+        probs: ``(N, H, W, C)`` per-pixel probabilities (any leading shape).
+        labels: ``(N, H, W)`` integer classes in ``[0, C)``.
+        num_bins: equal-width confidence bins, > 0.
+
+    Returns:
+        ``sum_b |B_b| / M * |acc(B_b) - conf(B_b)|`` over the ``M`` pixels.
+
+    Raises:
+        ValueError: mismatched shapes or invalid probabilities (quoted).
+    """
+    probs, labels = _dense._dense_probs_labels(probs, labels)
+    return expected_calibration_error(probs, labels, num_bins)
+
+
+def segmentation_summary(probs: ArrayLike, labels: ArrayLike,
+                         uncertainties: dict | None = None, num_bins: int = 15) -> dict:
+    """The dense classification metrics in one dict (what the CLI and benchmark print).
+
+    The per-pixel error of the uncertainty measures is the misclassification
+    ``[argmax probs != label]`` (0 or 1).
+
+    Args:
+        probs: ``(N, H, W, C)`` predictive probabilities.
+        labels: ``(N, H, W)`` integer classes.
+        uncertainties: ``{name: (N, H, W) values}``, e.g. ``{"entropy":
+            p.predictive_entropy, "aleatoric": p.aleatoric, "epistemic":
+            p.epistemic}``.
+        num_bins: ECE bins.
+
+    Returns:
+        ``{"pixel_accuracy", "mean_iou", "nll", "pixel_ece"}`` plus, for each
+        uncertainty ``u``, ``ause_u``, ``ause_ratio_u`` (AUSE over a random
+        ranking's: below 1 is better than random) and ``spearman_u``, and
+        ``ause_random``; floats.
+
+    Raises:
+        ValueError: mismatched shapes or invalid probabilities (quoted).
+    """
+    flat_probs, flat_labels = _dense._dense_probs_labels(probs, labels)
+    wrong = (flat_probs.argmax(axis=1) != flat_labels).astype(np.float64)
+    out = {
+        "pixel_accuracy": float(1.0 - wrong.mean()),
+        "mean_iou": _dense.mean_iou(probs, labels),
+        "nll": negative_log_likelihood(flat_probs, flat_labels),
+        "pixel_ece": expected_calibration_error(flat_probs, flat_labels, num_bins),
+    }
+    shape = np.asarray(labels).shape
+    return out | _dense._uncertainty_rows(wrong.reshape(shape), dict(uncertainties or {}))

@@ -38,27 +38,27 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
 from . import _validation as check
 from . import metrics
-from ._io import atomic_file
+from ._figures import new_figure as _new_figure
+from ._figures import save as _save
 
 __all__ = [
     "SCORE_LABELS",
     "reliability_diagram",
     "rotation_curve",
     "sample_predictions",
+    "sparsification_plot",
     "sparsity_curve",
     "uncertainty_histograms",
+    "uncertainty_maps",
 ]
 
 PathLike = str | os.PathLike
 Series = ArrayLike | Mapping[str, ArrayLike]
 
-_DPI = 100
 
 #: The one display name of each uncertainty score (keys as in
 #: ``tfp_bcnn.predict``'s ``Prediction``), used by the plots, the command
@@ -75,20 +75,6 @@ NOT_APPLICABLE = "n/a"
 # --------------------------------------------------------------------------- #
 # Helpers
 # --------------------------------------------------------------------------- #
-def _new_figure(width: float, height: float) -> Figure:
-    figure = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _save(figure: Figure, path: PathLike) -> pathlib.Path:
-    """Writes ``figure`` as a PNG to ``path`` atomically and returns the path."""
-    path = pathlib.Path(os.fspath(path))
-    with atomic_file(path) as tmp, open(tmp, "xb") as handle:
-        figure.savefig(handle, format="png", dpi=_DPI)
-    return path
-
-
 def _as_series(name: str, value: Series) -> dict[str, np.ndarray]:
     """Turns an array or a {name: array} mapping into {name: float array}."""
     if isinstance(value, Mapping):
@@ -687,3 +673,7 @@ def sparsity_curve(
     ax.legend(fontsize=9, loc="lower left")
     ax.set_title(title if title is not None else "Accuracy under pruning")
     return _save(figure, path)
+
+
+# Dense figures (per-pixel maps, sparsification), drawn with the helpers above.
+from ._dense_plots import sparsification_plot, uncertainty_maps  # noqa: E402

@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 #: Builders of ``tfp_bcnn.models`` that the commands can train.
-MODELS = ("lenet5", "alexnet", "three_conv_three_fc", "mobilenet_v2")
+MODELS = ("lenet5", "alexnet", "three_conv_three_fc", "mobilenet_v2", "unet")
 
 
 # ------------------------------------------------------------ files and data
@@ -521,6 +521,13 @@ def run_train(*, model="lenet5", estimator="flipout", frequentist=False, dataset
             raise ValueError(f"The output must end in .keras. Received: output={str(path)!r}")
         check_output_path(path, name="output", mkdir=mkdir)
     verbose = progress_verbosity(verbose)
+    if model == "unet":  # per-pixel labels: the dense steps (_dense_workflow)
+        from ._dense_workflow import train_unet
+
+        return train_unet(dataset=dataset, frequentist=frequentist, estimator=estimator,
+                          epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                          kl_schedule=kl_schedule, warmup_epochs=warmup_epochs, seed=seed,
+                          verbose=verbose, output=paths[0], fit=fit, save=save_model)
     (x, y), (x_test, y_test) = datasets.get(dataset)
     if model == "mobilenet_v2" or input_size is not None:
         from .datasets import fit_images
@@ -570,6 +577,10 @@ def run_evaluate(*, model, dataset="mnist_5k", samples=32, out_dir="evaluation",
     check_output_path(out_dir, name="out_dir", kind="files_in", mkdir=mkdir)
     paths = [model] if isinstance(model, (str, Path)) else list(model)
     nets = [load_model(p) for p in paths]
+    from ._dense_workflow import evaluate_dense, is_dense
+
+    if len(nets) == 1 and is_dense(nets[0]):  # per-pixel outputs: dense metrics
+        return evaluate_dense(nets[0], paths[0], dataset, samples, out_dir)
     (_, _), (x_test, y_test) = datasets.get(dataset)
     (x_test,) = _fit_images.fit_to_model(nets[0], x_test)  # e.g. 28x28x1 -> 32x32x3
     what = paths[0] if len(paths) == 1 else f"an ensemble of {len(paths)} models"

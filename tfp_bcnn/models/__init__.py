@@ -47,7 +47,8 @@ from __future__ import annotations
 from .. import kl as kl_lib  # noqa: F401 (a name of the former module, used by callers)
 from .._mixture_fit import MixtureLoss, MixtureMetric
 from ._conversion import MOPED_SIGMA_FLOOR, to_bayesian
-from ._recipe import MOBILENET_RECIPE, RECIPE, compile_bayesian, recipe_callbacks
+from ._dense import super_resolution, unet
+from ._recipe import MOBILENET_RECIPE, RECIPE, compile_bayesian, loss_for, recipe_callbacks
 from ._zoo import DEFAULT_POSTERIOR_STD_INIT, alexnet, lenet5, mobilenet_v2, three_conv_three_fc
 
 __all__ = [
@@ -60,8 +61,11 @@ __all__ = [
     "alexnet",
     "compile_bayesian",
     "lenet5",
+    "loss_for",
     "mobilenet_v2",
     "recipe_callbacks",
+    "super_resolution",
     "three_conv_three_fc",
     "to_bayesian",
+    "unet",
 ]

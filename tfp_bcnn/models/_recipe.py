@@ -17,9 +17,9 @@ from .. import regularizers
 from .._annealing import KLAnnealing
 from .._mixture_fit import MixtureLoss, MixtureMetric
 from .._mobilenet import MOBILENET_RECIPE
-from ..layers import Rank1Layer
+from ..layers import GaussianHead, Rank1Layer, gaussian_nll
 
-__all__ = ["MOBILENET_RECIPE", "RECIPE", "compile_bayesian", "recipe_callbacks"]
+__all__ = ["MOBILENET_RECIPE", "RECIPE", "compile_bayesian", "loss_for", "recipe_callbacks"]
 
 #: The training recipe that goes with the builders' defaults, chosen by the
 #: screening recorded in BENCHMARKS.md ("Tuning of the Bayesian recipe"):
@@ -66,13 +66,17 @@ def compile_bayesian(
     model: keras.Model,
     learning_rate: float = RECIPE["learning_rate"],
     *,
-    metrics: Iterable = ("accuracy",),
+    metrics: Iterable | None = None,
     **compile_kwargs,
 ) -> keras.Model:
     """Compile a classifier with the recommended settings; returns the same model.
 
-    Adam with ``learning_rate``, ``sparse_categorical_crossentropy`` on the
-    softmax outputs (integer labels), the given metrics and, when the model
+    Adam with ``learning_rate``, the loss of the model's head (`loss_for`):
+    ``sparse_categorical_crossentropy`` on softmax outputs (integer labels;
+    per pixel for a segmentation model, labels ``(batch, H, W)``) or
+    ``tfp_bcnn.gaussian_nll`` when the output layer is a
+    `tfp_bcnn.layers.GaussianHead` (per pixel on a dense model), the given
+    metrics and, when the model
     has Bayesian layers, ``tfp_bcnn.KLDivergence(model)`` logged as ``kl``
     (and, when a layer has a kernel regularizer,
     ``tfp_bcnn.RegularizationLoss(model)`` logged as ``reg``)
@@ -86,15 +90,21 @@ def compile_bayesian(
     mixture's mean (the identity when nothing is tiled, as at evaluation).
 
     Args:
-        model: a classifier ending in a softmax (e.g. from `lenet5`).
+        model: a classifier ending in a softmax (e.g. from `lenet5` or
+            `unet`) or a regression model ending in a GaussianHead (e.g. from
+            `super_resolution`).
         learning_rate: Adam's learning rate (default: ``RECIPE["learning_rate"]``).
-        metrics: metrics before ``kl`` (keyword-only).
+        metrics: metrics before ``kl`` (keyword-only); None: ``("accuracy",)``
+            for a softmax head, none for a Gaussian head.
         **compile_kwargs: passed to ``model.compile`` (e.g. ``jit_compile``).
 
     Returns:
         ``model``, compiled.
     """
-    metrics, loss = list(metrics), "sparse_categorical_crossentropy"
+    loss = loss_for(model)
+    if metrics is None:
+        metrics = ("accuracy",) if loss == "sparse_categorical_crossentropy" else ()
+    metrics = list(metrics)
     if _has_rank1(model):  # K predictions per label in training: average them
         loss = MixtureLoss(loss)
         metrics = [MixtureMetric(m) for m in metrics]
@@ -114,6 +124,23 @@ def compile_bayesian(
 
 def _has_rank1(model) -> bool:
     return any(isinstance(layer, Rank1Layer) for layer in kl_lib.variational_layers(model))
+
+
+def loss_for(model: keras.Model):
+    """The training loss of a model's head: Gaussian NLL or sparse cross-entropy.
+
+    Args:
+        model: a Keras model.
+
+    Returns:
+        ``tfp_bcnn.gaussian_nll`` when the model's last layer is a
+        `tfp_bcnn.layers.GaussianHead`, else the name
+        ``"sparse_categorical_crossentropy"`` (softmax probabilities and
+        integer labels; Keras applies it per pixel to ``(batch, H, W, C)``
+        outputs with ``(batch, H, W)`` labels and averages over pixels).
+    """
+    last = model.layers[-1] if model.layers else None
+    return gaussian_nll if isinstance(last, GaussianHead) else "sparse_categorical_crossentropy"
 
 
 # The size of the training set that sets every Bayesian layer's KL weight: checked
