@@ -24,8 +24,7 @@ For each seed:
   (``source="digits"``, another writer population) against MNIST's.
 
 Predictions are Monte Carlo with ``--num-samples`` samples through
-``tfp_bcnn._dense_predict.predict_dense`` (``tfp_bcnn.predict`` once it takes
-dense outputs). TFLite latency per image of the moments file, the MC-16
+``tfp_bcnn.predict`` (per-pixel fields). TFLite latency per image of the moments file, the MC-16
 file (``sampling="lrt"``) and the deterministic twin, every file of a net
 timed interleaved (``benchmarks/_latency.py``), needs the dense exporters
 of issue 24's inference half; marked pending when they are missing.
@@ -45,7 +44,7 @@ import numpy as np
 from _common import emit, log, markdown_table, mean_std, recipe, recipe_note, train, write_json
 
 from tfp_bcnn import datasets, metrics, models
-from tfp_bcnn._dense_predict import predict_dense
+from tfp_bcnn import predict as predict_dense
 
 SEG_SHAPE = (32, 32, 1)
 SEG_CLASSES = 11

@@ -40,7 +40,7 @@ import tfp_bcnn  # noqa: E402, F401  (before keras: hides TensorFlow's start-up 
 import keras  # noqa: E402
 
 from tfp_bcnn import datasets, metrics, models, plots  # noqa: E402
-from tfp_bcnn._dense_predict import predict_dense  # noqa: E402
+from tfp_bcnn import predict as predict_dense  # noqa: E402
 
 
 def parse_args(argv=None):

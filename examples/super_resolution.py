@@ -38,7 +38,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tfp_bcnn import datasets, metrics, models, plots  # noqa: E402
-from tfp_bcnn._dense_predict import predict_dense  # noqa: E402
+from tfp_bcnn import predict as predict_dense  # noqa: E402
 
 
 def photo_patches(num: int, size: int = 28, seed: int = 0) -> np.ndarray:

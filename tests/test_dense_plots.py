@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from tfp_bcnn import metrics, plots
-from tfp_bcnn._dense_predict import predict_dense
+from tfp_bcnn import predict as predict_dense
 from tfp_bcnn._prediction import summarize, summarize_gaussian
 
 
 def dense(prediction, shape):
-    """A flat (pixels as examples) prediction reshaped to images, as predict_dense does."""
+    """A flat (pixels as examples) prediction reshaped to images."""
     fields = {k: (v.reshape(shape + v.shape[1:]) if isinstance(v, np.ndarray) else v)
               for k, v in vars(prediction).items()}
     return type(prediction)(**fields)

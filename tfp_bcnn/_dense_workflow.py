@@ -54,7 +54,7 @@ def train_unet(*, dataset, frequentist, estimator, epochs, batch_size, learning_
     import keras
 
     from . import metrics, models
-    from ._dense_predict import predict_dense
+    from .uncertainty import predict as predict_dense
 
     (x, y), (x_test, y_test) = _segmentation_data(dataset)
     num_classes = int(max(y.max(), y_test.max()) + 1)
@@ -90,7 +90,7 @@ def evaluate_dense(model, path, dataset, samples, out_dir) -> int:
         0 (the exit status).
     """
     from . import metrics, plots
-    from ._dense_predict import predict_dense
+    from .uncertainty import predict as predict_dense
     from ._io import atomic_file
     from ._report import fmt, print_table
 
