@@ -201,7 +201,9 @@ WORKFLOW = register("torch_workflow", textwrap.dedent(
         "rank1": models.lenet5(num_train_examples=len(x), posterior="rank1", num_components=2),
         "mc_dropout": models.lenet5(bayesian=False, dropout=0.25),
     }.items():
-        m.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+        # compile_bayesian: the rank-1 model tiles its training batch K times and
+        # needs the MixtureLoss that averages the K copies
+        models.compile_bayesian(m, learning_rate=3e-3)
         h = m.fit(x, y, batch_size=64, epochs=2, verbose=0).history["loss"]
         p = tfp_bcnn.predict(m, xt, num_samples=8)
         q = tfp_bcnn.predict(m, xt, method="moments")
