@@ -61,6 +61,7 @@ from ._forward_runners import (  # noqa: F401 (the cache and the tiling check: u
     _forward,
     _is_stochastic,
     _tiled_after_prefix,
+    groups_flipout,
 )
 from ._prediction import (
     Prediction,
@@ -144,17 +145,21 @@ def _can_tile(model) -> bool:
     """True when tiling a batch gives independent samples.
 
     That is when no Bayesian layer uses the ``"reparameterization"``
-    estimator (one kernel per call, shared by the whole batch). Other layers
-    are assumed to draw their noise per example (Flipout, local
-    reparameterization, an ``MCDropout`` with a mask per example) or to be
-    deterministic.
+    estimator (one kernel per call, shared by the whole batch) and the
+    Flipout layers, if any, can be told that the batch holds ``S`` tiled
+    copies (`_forward_runners.groups_flipout`: one kernel noise per copy;
+    else the copies would share one). Other layers are assumed to draw their
+    noise per example (local reparameterization, an ``MCDropout`` with a mask
+    per example) or to be deterministic.
     """
     if any(
         isinstance(layer, MCDropout) and layer.shares_mask_across_batch
         for layer in all_layers(model)
     ):
         return False
-    return all(layer.estimator != "reparameterization" for layer in bayesian_layers(model))
+    if any(layer.estimator == "reparameterization" for layer in bayesian_layers(model)):
+        return False
+    return groups_flipout(model)
 
 
 def _output_layer(model):

@@ -410,7 +410,40 @@ class BayesianLayer(keras.layers.Layer):
             return (self.units,) + (1,) * self.rank
         return (self.units,)
 
-    def call(self, inputs):
+    def grouped_linear(self, inputs, kernels):
+        """`linear` with one kernel per group of rows: ``G`` independent draws.
+
+        Args:
+            inputs: ``(G * b, ...)``, sample-major: rows ``g * b .. (g + 1) * b - 1``
+                form group ``g``.
+            kernels: ``(G, *kernel_shape)``, kernel ``g`` for group ``g``.
+
+        Returns:
+            ``(G * b, ...)``: row ``g * b + n`` is ``linear(inputs[g * b + n], kernels[g])``.
+            A batched matrix product for Dense, ``G`` linear maps of ``b`` rows
+            otherwise (the FLOPs of one map of ``G * b`` rows).
+        """
+        groups = int(kernels.shape[0])
+        if self.rank == 0:
+            shape = ops.shape(inputs)
+            rows = ops.reshape(inputs, (groups, -1, shape[-1]))
+            return ops.reshape(ops.matmul(rows, kernels), (*shape[:-1], -1))
+        rows = ops.reshape(inputs, (groups, -1, *inputs.shape[1:]))
+        return ops.concatenate([self.linear(rows[g], kernels[g]) for g in range(groups)], axis=0)
+
+    def call(self, inputs, sample_groups=1):
+        """The layer output (see the class docstring for the estimators).
+
+        Args:
+            inputs: ``(batch, ...)``.
+            sample_groups: Flipout only, ``G`` >= 1: the batch holds ``G``
+                sample-major groups of rows (``predict`` tiles a batch of
+                ``b`` examples ``G = S`` times) and each group gets its own
+                kernel noise ``eps_g``, so that the ``S`` copies of an example
+                are independent posterior draws (one ``eps`` per call would
+                be shared by them and only their signs would differ). Other
+                estimators draw per row already and ignore it.
+        """
         # Mixed precision: loc, sigma, the sampled kernels and the KL are
         # float32; noise, signs and the linear maps are in the compute dtype
         # (the float32 tensors are cast right before a linear map).
@@ -425,15 +458,17 @@ class BayesianLayer(keras.layers.Layer):
             kernel_sample = loc + sigma * ops.cast(eps, loc.dtype)
             outputs = self.linear(inputs, ops.cast(kernel_sample * mask, dtype))
         elif self.estimator == "flipout":
-            eps = self._normal(ops.shape(loc), dtype)
-            eps = ops.cast(eps, loc.dtype)
-            kernel_sample = loc + sigma * eps
+            groups = check.positive_int("sample_groups", sample_groups)
+            shape = ops.shape(loc) if groups == 1 else (groups, *ops.shape(loc))
+            eps = ops.cast(self._normal(shape, dtype), loc.dtype)
+            kernel_sample = loc + sigma * (eps if groups == 1 else eps[0])
             in_channels = ops.shape(loc)[self._kernel_in_axis]
             sign_in = self._sign(self._sign_shape(inputs, in_channels))
             sign_out = self._sign(self._sign_shape(inputs, self.units))
             outputs = self.linear(inputs, ops.cast(loc * mask, dtype))
             delta = ops.cast(sigma * eps * mask, dtype)
-            outputs = outputs + self.linear(inputs * sign_in, delta) * sign_out
+            linear = self.linear if groups == 1 else self.grouped_linear
+            outputs = outputs + linear(inputs * sign_in, delta) * sign_out
         else:  # local reparameterization
             mean = self.linear(inputs, ops.cast(loc * mask, dtype))
             vtype = self._variance_dtype()
