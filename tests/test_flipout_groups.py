@@ -8,9 +8,13 @@ Monte Carlo mean converges to ``E[f | eps]``, not to ``E[f]``, and its
 variance over repeated calls stops shrinking like ``1 / S``.
 """
 
+import importlib.util
+import inspect
+
 import keras
 import numpy as np
 import pytest
+from _backend import register, result
 
 import tfp_bcnn as bcnn
 from tfp_bcnn import _forward_runners, layers, uncertainty
@@ -88,3 +92,32 @@ def test_rebuilt_graph_passes_groups_and_keeps_the_prefix():
     assert names.index("tile_0") > names.index("body")
     node = late.get_layer("head")._inbound_nodes[-1]
     assert node.arguments.kwargs.get("sample_groups") == 8
+
+
+def _jax_script() -> str:
+    """The independence check above, run under JAX (the same `_net` / `_variance_ratio`)."""
+    head = ("import keras, numpy as np\nimport tfp_bcnn as bcnn\n"
+            "from tfp_bcnn import layers, uncertainty\n"
+            f"S, REPEATS = {S}, {REPEATS}\n"
+            "assert keras.backend.backend() == 'jax'\n")
+    body = inspect.getsource(_net) + inspect.getsource(_variance_ratio)
+    run = ("ratios = []\n"
+           "for conv in (False, True):\n"
+           "    keras.utils.set_random_seed(0)\n"
+           "    x = np.random.default_rng(0).normal(size=(16, 4, 4, 1) if conv else (16, 4))\n"
+           "    model = _net(conv)\n"
+           "    assert uncertainty._can_tile(model)\n"
+           "    ratios.append(_variance_ratio(model, x.astype('float32')))\n"
+           "report(ratios)\n")
+    return head + body + run
+
+
+JAX_INDEPENDENT = register("jax_flipout_groups", _jax_script())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_predict_flipout_samples_are_independent_on_jax():
+    """The same check and tolerance as on TensorFlow (the jitted runner of the rebuilt graph)."""
+    for ratio in result(JAX_INDEPENDENT):
+        assert 0.6 < ratio < 1.6, ratio
