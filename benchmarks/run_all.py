@@ -93,6 +93,12 @@ BENCHMARKS = {
              "Deep networks: Bayesian MobileNetV2, partially Bayesian, pruned",
              MNIST_5K + " padded to 32x32x3; OOD: letters A-J and uniform noise; shift: "
              "datasets.shifted_digits()"),
+    "flipout_groups": ("flipout_groups.py", [],
+                       ["--seeds", "0", "--epochs", "1", "--images", "50", "--num-samples", "16",
+                        "--repeats", "3", "--reference", "64", "--batch", "32",
+                        "--mobilenet-batch", "2", "--cost-samples", "4", "--cost-repeats", "2"],
+                       "Flipout in predict: independent samples and their cost",
+                       MNIST_5K + " (statistics); random images (cost)"),
     "cli_startup": ("cli_startup.py", ["--repeats", "5"], ["--repeats", "2"],
                     "Command line start-up: help and argument errors",
                     "none (the commands stop after parsing)"),
