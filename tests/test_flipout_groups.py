@@ -64,12 +64,22 @@ def test_predict_flipout_samples_are_independent(conv):
     assert 0.6 < ratio < 1.6, ratio
 
 
-@pytest.mark.parametrize("conv", [False, True], ids=["dense", "conv"])
-def test_grouped_linear_is_one_linear_map_per_group(conv):
+_KINDS = {
+    "dense": (lambda: layers.DenseFlipout(2), (3,)),
+    "dense_sequence": (lambda: layers.DenseFlipout(2), (4, 3)),
+    "conv": (lambda: layers.Conv2DFlipout(2, 3), (5, 5, 3)),
+    "depthwise": (lambda: layers.DepthwiseConv2DFlipout(3, depth_multiplier=2), (5, 5, 3)),
+    "transpose": (lambda: layers.Conv2DTransposeFlipout(2, 3, strides=2), (5, 5, 3)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_KINDS))
+def test_grouped_linear_is_one_linear_map_per_group(kind):
     """``grouped_linear``: group g of the rows through kernel g (against per-group maps)."""
-    layer = layers.Conv2DFlipout(2, 3) if conv else layers.DenseFlipout(2)
+    make, shape = _KINDS[kind]
+    layer = make()
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(6, 5, 5, 3) if conv else (6, 3)).astype("float32")  # G=3, b=2
+    x = rng.normal(size=(6, *shape)).astype("float32")  # G=3 groups of b=2 rows
     layer.build(x.shape)
     kernels = rng.normal(size=(3, *layer.kernel_loc.shape)).astype("float32")
     got = keras.ops.convert_to_numpy(layer.grouped_linear(x, kernels))

@@ -131,7 +131,10 @@ class BayesianLayer(keras.layers.Layer):
     * ``"flipout"``: ``y = x (*) mu + ((x o s) (*) (sigma o eps)) o r`` with
       random signs ``s``, ``r`` per example, so each example sees its own
       pseudo-independent kernel (Wen et al. 2018, https://arxiv.org/abs/1803.04386);
-      a Bayesian bias is drawn per example too.
+      a Bayesian bias is drawn per example too. ``eps`` is one draw per call:
+      the copies of an example tiled into one batch share it, so ``predict``
+      passes ``sample_groups=S`` and each copy gets its own ``eps``
+      (`grouped_linear`).
     * ``"local_reparameterization"``: pre-activations drawn from
       ``N(x (*) mu, x^2 (*) sigma^2)``, independently per output element: two
       convolutions (Kingma et al. 2015, https://arxiv.org/abs/1506.02557;
