@@ -76,9 +76,19 @@ def _samples(model, x, reps: int, grouped: bool) -> np.ndarray:
     import tfp_bcnn as bcnn
 
     if grouped:
-        return bcnn.predict(model, x, num_samples=reps, return_samples=True).samples
+        return bcnn.predict(model, x, num_samples=reps, batch_size=CHUNK,
+                            return_samples=True).samples
     y = model(tf.tile(tf.constant(x), [reps, 1, 1, 1]), training=False).numpy()
     return y.reshape(reps, len(x), -1)
+
+
+#: Images per forward call in the statistics (S * CHUNK rows at once).
+CHUNK = 25
+
+
+def _chunked(draw, x) -> np.ndarray:
+    """``draw`` (``x -> (S, n, C)``) over chunks of `CHUNK` images, joined: ``(S, N, C)``."""
+    return np.concatenate([draw(x[i:i + CHUNK]) for i in range(0, len(x), CHUNK)], axis=1)
 
 
 def _export_samples(model, reps: int, sampling: str):
@@ -103,7 +113,7 @@ def independence(model, x, reps: int, repeats: int, reference: np.ndarray) -> di
              "export weights": _export_samples(model, reps, "weights")}
     out = {}
     for name, draw in forms.items():
-        runs = np.stack([draw(x) for _ in range(repeats)])
+        runs = np.stack([_chunked(draw, x) for _ in range(repeats)])
         means = runs.mean(axis=1)  # (R, N, C)
         per_sample = runs.reshape(-1, *runs.shape[2:]).var(axis=0, ddof=1)
         keep = per_sample > 1e-6
@@ -124,7 +134,7 @@ def statistics_table(args) -> str:
         set_seed(seed)
         net = models.lenet5(num_train_examples=len(xtr), seed=seed)
         train(net, xtr, ytr, recipe=recipe(epochs=args.epochs), seed=seed)
-        reference = bcnn.predict(net, x, num_samples=args.reference).mean
+        reference = bcnn.predict(net, x, num_samples=args.reference, batch_size=4).mean
         for reps in args.num_samples:
             log(f"seed {seed} S={reps}")
             for name, (ratio, gap) in independence(net, x, reps, args.repeats,
@@ -175,7 +185,7 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--num-samples", type=int, nargs="+", default=[16, 64, 256])
-    p.add_argument("--repeats", type=int, default=8, help="predict calls per S (statistics)")
+    p.add_argument("--repeats", type=int, default=6, help="predict calls per S (statistics)")
     p.add_argument("--reference", type=int, default=2048)
     p.add_argument("--batch", type=int, default=256, help="LeNet-5 chunk for the cost")
     p.add_argument("--mobilenet-batch", type=int, default=16)
