@@ -93,7 +93,7 @@ BENCHMARKS = {
              "Deep networks: Bayesian MobileNetV2, partially Bayesian, pruned",
              MNIST_5K + " padded to 32x32x3; OOD: letters A-J and uniform noise; shift: "
              "datasets.shifted_digits()"),
-    "flipout_groups": ("flipout_groups.py", [],
+    "flipout_groups": ("flipout_groups.py", ["--seeds", "0", "1", "--images", "100"],
                        ["--seeds", "0", "--epochs", "1", "--images", "50", "--num-samples", "16",
                         "--repeats", "3", "--reference", "64", "--batch", "32",
                         "--mobilenet-batch", "2", "--cost-samples", "4", "--cost-repeats", "2"],
