@@ -68,6 +68,7 @@ _KINDS = {
     "dense": (lambda: layers.DenseFlipout(2), (3,)),
     "dense_sequence": (lambda: layers.DenseFlipout(2), (4, 3)),
     "conv": (lambda: layers.Conv2DFlipout(2, 3), (5, 5, 3)),
+    "pointwise": (lambda: layers.Conv2DFlipout(4, 1), (5, 5, 3)),
     "depthwise": (lambda: layers.DepthwiseConv2DFlipout(3, depth_multiplier=2), (5, 5, 3)),
     "transpose": (lambda: layers.Conv2DTransposeFlipout(2, 3, strides=2), (5, 5, 3)),
 }
