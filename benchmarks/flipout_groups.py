@@ -223,10 +223,11 @@ TARGETS = (
     "one after another through `ops.map`, a per-group overhead; TensorFlow on CPU has no "
     "convolution with a kernel per batch group, and a grouped convolution over S * C "
     "channels ran 6x slower; 1x1 convolutions and Dense run as one batched matmul); it is "
-    "cheaper than S separate calls, the other correct form. Export: `sampling=\"weights\"` draws S independent kernels "
-    "(ratio ~1); `sampling=\"lrt\"` shares |eps| across the S samples "
-    "(`export/_random.sign_flip_normal`, signs flipped per sample), so its ratio grows with S "
-    "as the old Flipout's did: the same kind of problem, left to the export's owner.")
+    "cheaper than S separate calls, the other correct form. Export: "
+    "`sampling=\"weights\"` draws S independent kernels (ratio ~1); "
+    "`sampling=\"lrt\"` shares |eps| across the S samples "
+    "(`export/_random.sign_flip_normal`, signs flipped per sample), so its ratio grows with "
+    "S as the old Flipout's did: the same kind of problem, left to the export's owner.")
 
 
 if __name__ == "__main__":
