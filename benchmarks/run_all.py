@@ -102,6 +102,12 @@ BENCHMARKS = {
               "datasets.digit_scenes (32x32 scenes of MNIST-5k digits; test scenes from its "
               "test digits, letters A-J pasted in for the epistemic column) and "
               "datasets.superres_digits(2) (MNIST-5k; shift: scikit-learn digits)"),
+    "flipout_groups": ("flipout_groups.py", ["--seeds", "0", "1", "--images", "100"],
+                       ["--seeds", "0", "--epochs", "1", "--images", "50", "--num-samples", "16",
+                        "--repeats", "3", "--reference", "64", "--batch", "32",
+                        "--mobilenet-batch", "2", "--cost-samples", "4", "--cost-repeats", "2"],
+                       "Flipout in predict: independent samples and their cost",
+                       MNIST_5K + " (statistics); random images (cost)"),
     "cli_startup": ("cli_startup.py", ["--repeats", "5"], ["--repeats", "2"],
                     "Command line start-up: help and argument errors",
                     "none (the commands stop after parsing)"),

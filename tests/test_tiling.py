@@ -116,13 +116,16 @@ def test_predict_tiles_after_the_prefix_same_distribution(nets, monkeypatch):
     """Late tiling in ``predict`` against tiling the input.
 
     Local reparameterization draws independent noise for every row, so the S
-    samples are independent (Flipout's rows share one kernel draw per call:
-    pseudo-independent, their spread within a call depends on that draw).
+    samples are independent (Flipout too since its layers get
+    ``sample_groups``: tests/test_flipout_groups.py).
     """
     det, flipout, x = nets
     assert uncertainty._tiled_after_prefix(flipout, 8) is not None
-    fully = models.to_bayesian(det, num_train_examples=50)
+    fully = models.to_bayesian(det, "local_reparameterization", num_train_examples=50)
     assert uncertainty._tiled_after_prefix(fully, 8) is None  # nothing to save
+    # a fully Flipout model is rebuilt all the same: its layers get sample_groups=8
+    rebuilt = uncertainty._tiled_after_prefix(models.to_bayesian(det, num_train_examples=50), 8)
+    assert rebuilt is not None and rebuilt.layers[1].name == "tile_0"
     assert uncertainty._tiled_after_prefix(flipout, 1) is None
     bnn = models.to_bayesian(det, "local_reparameterization", num_train_examples=50,
                              moped_delta=0.5, last=2, seed=1)

@@ -108,23 +108,64 @@ def _stochastic_layer(layer) -> bool:
     ) or (isinstance(layer, keras.Model) and _is_stochastic(layer))
 
 
+def _flipout_layers(model) -> list:
+    return [la for la in bayesian_layers(model) if la.estimator == "flipout"]
+
+
+def _rebuildable(model) -> bool:
+    """A built graph model with one input and one output (`tfp_bcnn._tiling`)."""
+    from ._compat import is_graph_model
+
+    if not is_graph_model(model) or not model.built:
+        return False
+    try:
+        return len(model.inputs) == 1 and len(model.outputs) == 1
+    except (AttributeError, ValueError):
+        return False
+
+
+def groups_flipout(model) -> bool:
+    """Whether a tiled forward call of ``model`` gives independent Flipout samples.
+
+    A Flipout layer draws one kernel noise ``eps`` per call: the ``S`` tiled
+    copies of an example would share it (only Flipout's random signs would
+    differ). The compiled runners rebuild the graph (`_tiled_after_prefix`)
+    so that every Flipout layer is called with ``sample_groups=S`` and draws
+    one ``eps`` per copy. That needs a graph model whose Flipout layers are
+    all top-level layers (not inside a nested model) on a backend with a
+    compiled runner (TensorFlow, JAX); True as well when there is no Flipout
+    layer.
+    """
+    flipout = _flipout_layers(model)
+    if not flipout:
+        return True
+    if keras.backend.backend() not in ("tensorflow", "jax") or not _rebuildable(model):
+        return False
+    top = {id(la) for la in model.layers}
+    return all(id(la) in top for la in flipout)
+
+
 def _tiled_after_prefix(model, reps: int):
     """``model`` rebuilt to tile after its deterministic prefix, or None where it does not pay.
 
-    None when ``reps == 1``, when the model is not a one-input one-output
-    graph model, or when its first layer already samples (nothing to save).
-    See `tfp_bcnn._tiling.tile_after_prefix`.
+    Every Flipout layer of the rebuilt graph is called with
+    ``sample_groups=reps`` (one kernel noise per tiled copy, see
+    `groups_flipout`); a model with Flipout layers is rebuilt even when its
+    first layer samples. Otherwise None when ``reps == 1``, when the model is
+    not a one-input one-output graph model, or when its first layer already
+    samples (nothing to save). See `tfp_bcnn._tiling.tile_after_prefix`.
     """
-    from ._compat import is_graph_model
     from ._tiling import tile_after_prefix
 
-    if reps == 1 or not is_graph_model(model) or not model.built:
+    if reps == 1 or not _rebuildable(model):
         return None
-    try:
-        if len(model.inputs) != 1 or len(model.outputs) != 1:
+    flipout = {id(la) for la in _flipout_layers(model)}
+    if flipout:
+        if not groups_flipout(model):
             return None
-    except (AttributeError, ValueError):
-        return None
+        return tile_after_prefix(
+            model, reps, _stochastic_layer,
+            lambda la: {"sample_groups": reps} if id(la) in flipout else {})
     body = [la for la in model.layers if not isinstance(la, keras.layers.InputLayer)]
     if not body or _stochastic_layer(body[0]):
         return None
@@ -137,21 +178,31 @@ class _JAXForward(_Forward):
     def _compile(self, ref, reps, from_logits):
         import jax
 
+        # the rebuilt graph (Flipout groups, late tiling) shares the model's layers
+        # and variables; it holds no reference to the model itself
+        self._late = _tiled_after_prefix(ref(), reps)
+        late = self._late
+        tiles, model = (1, lambda: late) if late is not None else (reps, ref)
+
         def pure(trainable, non_trainable, x):
             state = {}
 
             def call(t):
-                y, state["nt"] = ref().stateless_call(trainable, non_trainable, t, training=False)
+                y, state["nt"] = model().stateless_call(trainable, non_trainable, t,
+                                                        training=False)
                 return y
 
-            return _forward_body(call, x, reps, from_logits), state["nt"]
+            return _forward_body(call, x, tiles, from_logits, reps_out=reps), state["nt"]
 
         return jax.jit(pure)
+
+    def _model(self):
+        return self._late if self._late is not None else self._ref()
 
     def start(self):
         # A copy per predict() call: concurrent calls must not share the state.
         run = copy.copy(self)
-        model = self._ref()
+        model = self._model()
         run._trainable = [v.value for v in model.trainable_variables]
         run._non_trainable = [v.value for v in model.non_trainable_variables]
         return run
@@ -161,7 +212,7 @@ class _JAXForward(_Forward):
         return np.asarray(y)
 
     def finish(self):
-        for variable, value in zip(self._ref().non_trainable_variables, self._non_trainable):
+        for variable, value in zip(self._model().non_trainable_variables, self._non_trainable):
             variable.assign(value)
         self._trainable = self._non_trainable = None
 

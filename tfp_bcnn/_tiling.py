@@ -53,7 +53,9 @@ def _is_symbolic(x) -> bool:
 
 
 def tile_after_prefix(model: keras.Model, reps: int,
-                      is_stochastic: Callable[[keras.layers.Layer], bool]) -> keras.Model:
+                      is_stochastic: Callable[[keras.layers.Layer], bool],
+                      layer_kwargs: Callable[[keras.layers.Layer], dict] | None = None,
+                      ) -> keras.Model:
     """A functional model ``(N, ...) -> (reps * N, ...)`` that tiles as late as it can.
 
     The layers of ``model`` are reused (shared weights and random state),
@@ -69,6 +71,9 @@ def tile_after_prefix(model: keras.Model, reps: int,
             one output.
         reps: the number of copies ``S`` (>= 1).
         is_stochastic: whether a layer draws noise (needs ``S`` copies).
+        layer_kwargs: extra call arguments of a layer that receives tiled
+            inputs (e.g. ``{"sample_groups": S}`` for a Flipout layer), kept
+            in the rebuilt graph; None: none.
 
     Returns:
         A functional ``keras.Model`` whose output equals ``model(tile(x,
@@ -100,7 +105,7 @@ def tile_after_prefix(model: keras.Model, reps: int,
         args, kwargs = keras.tree.map_structure(
             lambda t: tile(t) if _is_symbolic(t) and id(t) not in made else t, (args, kwargs)
         )
-        out = layer(*args, **kwargs)
+        out = layer(*args, **kwargs, **(layer_kwargs(layer) if layer_kwargs else {}))
         for t in keras.tree.flatten(out):
             made.add(id(t))
             tiled[id(t)] = (t, t)

@@ -25,7 +25,12 @@ How the ``S`` samples are drawn depends on the Bayesian layers of the model:
 
 * Flipout / local reparameterization (and plain Keras layers): every example
   of a batch gets its own noise, so each batch of ``b`` inputs is tiled
-  ``S`` times and run as ONE compiled forward call of ``S * b`` rows.
+  ``S`` times and run as ONE compiled forward call of ``S * b`` rows. A
+  Flipout layer draws one kernel noise per call, so the runner calls it with
+  ``sample_groups=S`` (one kernel noise per tiled copy: the S samples of an
+  example are independent posterior draws, not S sign patterns of one draw);
+  where it cannot (a subclassed model, a Flipout layer inside a nested
+  model, the torch backend) the batch is run ``S`` times instead.
   On TensorFlow, a graph model whose first layers are deterministic is
   tiled only where it first samples (`tfp_bcnn._tiling`): a Bayesian head
   on a deterministic body costs one body pass.
@@ -61,6 +66,7 @@ from ._forward_runners import (  # noqa: F401 (the cache and the tiling check: u
     _forward,
     _is_stochastic,
     _tiled_after_prefix,
+    groups_flipout,
 )
 from ._prediction import (
     Prediction,
@@ -144,17 +150,21 @@ def _can_tile(model) -> bool:
     """True when tiling a batch gives independent samples.
 
     That is when no Bayesian layer uses the ``"reparameterization"``
-    estimator (one kernel per call, shared by the whole batch). Other layers
-    are assumed to draw their noise per example (Flipout, local
-    reparameterization, an ``MCDropout`` with a mask per example) or to be
-    deterministic.
+    estimator (one kernel per call, shared by the whole batch) and the
+    Flipout layers, if any, can be told that the batch holds ``S`` tiled
+    copies (`_forward_runners.groups_flipout`: one kernel noise per copy;
+    else the copies would share one). Other layers are assumed to draw their
+    noise per example (local reparameterization, an ``MCDropout`` with a mask
+    per example) or to be deterministic.
     """
     if any(
         isinstance(layer, MCDropout) and layer.shares_mask_across_batch
         for layer in all_layers(model)
     ):
         return False
-    return all(layer.estimator != "reparameterization" for layer in bayesian_layers(model))
+    if any(layer.estimator == "reparameterization" for layer in bayesian_layers(model)):
+        return False
+    return groups_flipout(model)
 
 
 def _output_layer(model):
@@ -473,9 +483,11 @@ def predict(
 
     Sampling: when every Bayesian layer is Flipout or local
     reparameterization (or there is none), each batch of ``b`` examples is
-    tiled ``S`` times and run in one compiled call of ``S * b`` rows; with
-    any reparameterization layer (one kernel per call, shared by the batch),
-    each batch runs ``S`` times. Either way a forward call holds at most
+    tiled ``S`` times and run in one compiled call of ``S * b`` rows (the
+    Flipout layers draw one kernel noise per tiled copy, ``sample_groups``);
+    with any reparameterization layer (one kernel per call, shared by the
+    batch), or Flipout layers the runner cannot reach (subclassed or nested
+    models, the torch backend), each batch runs ``S`` times. Either way a forward call holds at most
     ``batch_size * num_samples`` rows: lower ``batch_size`` if memory is
     tight. The last batch is padded to ``batch_size`` (and the padding
     dropped) so the compiled call is traced once.
