@@ -22,10 +22,13 @@ demo: venv-demo
 	$(BIN)/tfp-bcnn demo $(ARGS)
 	@echo "The tools are in $(VENV)/: run 'source $(VENV)/bin/activate', then 'tfp-bcnn --help'."
 
-# One line per test file with its progress in percent (not a wall of dots), then the
-# ten slowest tests; ARGS='-m "not slow"' is the fast loop (README: "Development").
+# Two pytest-xdist workers (one per core of the reference 2-core machine; most tests
+# are single-threaded TensorFlow tracing or subprocesses, so two workers nearly halve
+# the wall time), work stealing so the long subprocess tests do not end up queued
+# behind each other; progress in percent, then the ten slowest tests.
+# ARGS='-m "not slow"' is the fast loop (README: "Development"); ARGS='-n 0' runs serially.
 test: venv-dev
-	$(BIN)/python -m pytest --durations=10 $(ARGS)
+	$(BIN)/python -m pytest -n 2 --dist worksteal --durations=10 $(ARGS)
 
 bench: venv-dev
 	$(BIN)/python benchmarks/run_all.py $(ARGS)

@@ -131,7 +131,7 @@ def versions() -> str:
 
     out = [f"python {platform.python_version()}"]
     for pkg in ("tensorflow", "keras", "tensorflow-probability", "ai-edge-litert", "jax",
-                "tensorflow-model-optimization", "numpy"):
+                "torch", "tf2onnx", "onnxruntime", "tensorflow-model-optimization", "numpy"):
         try:
             out.append(f"{pkg} {version(pkg)}")
         except PackageNotFoundError:

@@ -284,9 +284,12 @@ def test_predict_forward_calls_hold_at_most_batch_size_times_samples_rows(model)
     rows = []  # rows of each traced forward call (static shapes of the first trace)
     original = _forward_runners._forward_body
 
-    def recording(call, x, reps, from_logits):
-        rows.append(None if x.shape[0] is None else reps * int(x.shape[0]))
-        return original(call, x, reps, from_logits)
+    def recording(call, x, reps, from_logits, reps_out=None):
+        # a model that tiles inside (after its deterministic prefix, or to give each
+        # Flipout sample its own noise) gets reps = 1 and holds reps_out * rows
+        total = reps if reps_out is None else reps_out
+        rows.append(None if x.shape[0] is None else total * int(x.shape[0]))
+        return original(call, x, reps, from_logits, reps_out=reps_out)
 
     uncertainty._FORWARD_CACHE.pop(model, None)  # retrace with the recorder
     try:
