@@ -24,11 +24,11 @@ demo: venv-demo
 
 # Two pytest-xdist workers (one per core of the reference 2-core machine; most tests
 # are single-threaded TensorFlow tracing or subprocesses, so two workers nearly halve
-# the wall time), work stealing so the long subprocess tests do not end up queued
-# behind each other; progress in percent, then the ten slowest tests.
+# the wall time); the tests that share one JAX or PyTorch subprocess stay on one worker
+# (tests/conftest.py), so it starts once; progress in percent, then the ten slowest tests.
 # ARGS='-m "not slow"' is the fast loop (README: "Development"); ARGS='-n 0' runs serially.
 test: venv-dev
-	$(BIN)/python -m pytest -n 2 --dist worksteal --durations=10 $(ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=10 $(ARGS)
 
 bench: venv-dev
 	$(BIN)/python benchmarks/run_all.py $(ARGS)

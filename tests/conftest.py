@@ -26,3 +26,28 @@ def tiny_npz(tmp_path):
     path = tmp_path / "tiny.npz"
     np.savez(path, x=x, y=y)
     return str(path)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
+def pytest_collection_modifyitems(config, items):
+    """Keep the tests of one backend subprocess on one xdist worker.
+
+    `_backend.result` runs every registered script of a backend in one
+    subprocess per pytest process (minutes for JAX); under ``pytest -n 2``
+    each worker would start its own. An ``xdist_group`` per backend (honoured
+    by ``--dist loadgroup``, the Makefile's) sends those tests to one worker,
+    so the subprocess runs once. Serial runs ignore the mark.
+    """
+    import inspect
+
+    import _backend
+
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is None:
+            continue
+        if module.__name__ == "test_torch_backend":
+            item.add_marker(pytest.mark.xdist_group("torch_subprocess"))
+        elif getattr(module, "result", None) is _backend.result and \
+                "result(" in inspect.getsource(item.function):
+            item.add_marker(pytest.mark.xdist_group("jax_subprocess"))
