@@ -59,6 +59,31 @@ TARGETS = {
 #: torch Flipout epoch over the TensorFlow backend's Flipout epoch.
 TORCH_TARGET = 3.0
 
+# The end of both worker scripts: one epoch of ``nets[name]`` per line read from
+# stdin (its seconds back as JSON), or every net's test accuracy for "accuracy".
+# The script above it defines ``nets``, ``Callback`` (its Keras' base class),
+# ``x, y, xt, yt`` and ``batch_size``.
+EPOCH_LOOP = textwrap.dedent(
+    """
+    class Timer(Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+        def on_epoch_end(self, epoch, logs=None):
+            self.elapsed = time.perf_counter() - self.t
+
+    for line in sys.stdin:
+        name = line.strip()
+        if name == "accuracy":
+            acc = {k: float(np.mean(m.predict(xt, batch_size=500, verbose=0).argmax(-1) == yt))
+                   for k, m in nets.items()}
+            print(json.dumps(acc), flush=True)
+            continue
+        timer = Timer()
+        nets[name].fit(x, y, batch_size=batch_size, epochs=1, verbose=0, callbacks=[timer])
+        print(json.dumps({"seconds": timer.elapsed}), flush=True)
+    """
+)
+
 # The Keras 2 references (TFP Flipout LeNet-5 and its tf_keras frequentist
 # twin), run with TF_USE_LEGACY_KERAS=1 as a worker: it trains one epoch of
 # the named model per line read from stdin and answers with one JSON line, so
@@ -101,26 +126,11 @@ LEGACY_WORKER = textwrap.dedent(
                       metrics=["accuracy"])
         return model
 
-    class Timer(tf_keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t = time.perf_counter()
-        def on_epoch_end(self, epoch, logs=None):
-            self.elapsed = time.perf_counter() - self.t
-
-    models = {"tfp_flipout": lenet5(True), "tf_keras_frequentist": lenet5(False)}
+    Callback = tf_keras.callbacks.Callback
+    nets = {"tfp_flipout": lenet5(True), "tf_keras_frequentist": lenet5(False)}
     print(json.dumps({"ready": tf_keras.__version__}), flush=True)
-    for line in sys.stdin:
-        name = line.strip()
-        if name == "accuracy":
-            acc = {k: float(np.mean(m.predict(xt, batch_size=500, verbose=0).argmax(-1) == yt))
-                   for k, m in models.items()}
-            print(json.dumps(acc), flush=True)
-            continue
-        timer = Timer()
-        models[name].fit(x, y, batch_size=batch_size, epochs=1, verbose=0, callbacks=[timer])
-        print(json.dumps({"seconds": timer.elapsed}), flush=True)
     """
-)
+) + EPOCH_LOOP
 
 LEGACY_MODELS = ("tfp_flipout", "tf_keras_frequentist")
 
@@ -139,33 +149,17 @@ TORCH_WORKER = textwrap.dedent(
     (x, y), (xt, yt) = datasets.mnist_5k()
     x, y = x[:n_train], y[:n_train]
     keras.utils.set_random_seed(seed)
-    models_ = {"torch_frequentist": models.lenet5(bayesian=False, seed=seed),
-               "torch_flipout": models.lenet5(estimator="flipout", num_train_examples=n_train,
-                                              seed=seed)}
-    for m in models_.values():
+    nets = {"torch_frequentist": models.lenet5(bayesian=False, seed=seed),
+            "torch_flipout": models.lenet5(estimator="flipout", num_train_examples=n_train,
+                                           seed=seed)}
+    for m in nets.values():
         m.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t = time.perf_counter()
-        def on_epoch_end(self, epoch, logs=None):
-            self.elapsed = time.perf_counter() - self.t
-
+    Callback = keras.callbacks.Callback
     print(json.dumps({"ready": torch.__version__, "threads": torch.get_num_threads(),
                       "backend": keras.backend.backend()}), flush=True)
-    for line in sys.stdin:
-        name = line.strip()
-        if name == "accuracy":
-            acc = {k: float(np.mean(m.predict(xt, batch_size=500, verbose=0).argmax(-1) == yt))
-                   for k, m in models_.items()}
-            print(json.dumps(acc), flush=True)
-            continue
-        timer = Timer()
-        models_[name].fit(x, y, batch_size=batch_size, epochs=1, verbose=0, callbacks=[timer])
-        print(json.dumps({"seconds": timer.elapsed}), flush=True)
     """
-)
+) + EPOCH_LOOP
 
 TORCH_MODELS = ("torch_flipout", "torch_frequentist")
 NATIVE_MODELS = (

@@ -42,13 +42,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 
 import keras
 import tensorflow as tf
 
 from tfp_bcnn import _validation as check
-from tfp_bcnn._io import write_bytes_atomic
+from tfp_bcnn._io import refuse_directory, write_bytes_atomic
 from tfp_bcnn._quiet import native_stderr_silenced
 from ._inference import InferenceGraph, export_info, gaussian_summaries, summaries
 from .tflite import METADATA_NAME
@@ -227,10 +226,7 @@ def to_onnx(
     >>> to_onnx(model, "bcnn.onnx", sampling="moments")       # doctest: +SKIP
     >>> OnnxBayesianModel("bcnn.onnx").predict(x).epistemic   # doctest: +SKIP
     """
-    if os.path.isdir(os.fspath(path)):  # fail before the slow conversion
-        raise ValueError(
-            f"The export path is an existing directory. Received: path={os.fspath(path)!r}"
-        )
+    refuse_directory(path)  # fail before the slow conversion
     data = convert(
         model,
         num_samples=num_samples,

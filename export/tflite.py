@@ -26,7 +26,7 @@ import keras
 import tensorflow as tf
 
 from tfp_bcnn import _validation as check
-from tfp_bcnn._io import write_bytes_atomic
+from tfp_bcnn._io import refuse_directory, write_bytes_atomic
 from tfp_bcnn._quiet import native_stderr_silenced
 from ._inference import InferenceGraph, export_info
 
@@ -180,10 +180,7 @@ def to_tflite(
     >>> TFLiteBayesianModel(path).predict(x_test).mean.shape     # doctest: +SKIP
     (1000, 10)
     """
-    if os.path.isdir(os.fspath(path)):  # fail before the slow conversion
-        raise ValueError(
-            f"The export path is an existing directory. Received: path={os.fspath(path)!r}"
-        )
+    refuse_directory(path)  # fail before the slow conversion
     data = convert(
         model,
         num_samples=num_samples,

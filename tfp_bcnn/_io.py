@@ -47,6 +47,7 @@ __all__ = [
     "atomic_directory",
     "atomic_file",
     "check_output_path",
+    "refuse_directory",
     "remove_stale_temporaries",
     "write_bytes_atomic",
 ]
@@ -224,6 +225,14 @@ def _exchange(a: str, b: str) -> bool:
     raise OSError(code, os.strerror(code), a, None, b)
 
 
+def refuse_directory(path) -> None:
+    """``ValueError`` naming ``path`` when it is an existing directory (an
+    exporter calls it before a slow conversion whose bytes go to ``path``)."""
+    if os.path.isdir(os.fspath(path)):
+        raise ValueError(
+            f"The export path is an existing directory. Received: path={os.fspath(path)!r}")
+
+
 def write_bytes_atomic(path, data: bytes) -> str:
     """Writes ``data`` to ``path`` through a temporary file and ``os.replace``.
 
@@ -236,8 +245,7 @@ def write_bytes_atomic(path, data: bytes) -> str:
             docstring); ``path`` is left as it was.
     """
     path, parent, name = _prepare(path)
-    if os.path.isdir(path):
-        raise ValueError(f"The export path is an existing directory. Received: path={path!r}")
+    refuse_directory(path)
     with _target_errors(path):
         fd, tmp = tempfile.mkstemp(prefix=_prefix(name), suffix=".tmp", dir=parent)
         try:
