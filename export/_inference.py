@@ -76,8 +76,6 @@ from tfp_bcnn import _validation as check
 from tfp_bcnn._compat import all_layers
 from tfp_bcnn._tiling import tile_after_prefix
 from tfp_bcnn.layers import (
-    BayesianConvTranspose,
-    BayesianDepthwiseConv,
     BayesianLayer,
     GaussianHead,
     MCDropout,
@@ -196,8 +194,9 @@ class _PosteriorConstants(keras.layers.Layer):
 
     Weights (frozen into constants by the TFLite converter): ``kernel_mean``
     ``mu * mask``; for ``"lrt"`` ``kernel_variance`` ``(sigma * mask)^2``, for
-    ``"weights"`` ``kernel_std`` ``sigma * mask``; ``bias`` or ``bias_loc`` and
-    ``bias_std``. Masked entries are exactly +0.0.
+    ``"weights"`` ``kernel_std`` ``sigma * mask`` (both from the layer's
+    ``kernel_posterior``); ``bias`` or ``bias_loc`` and ``bias_std``. Masked
+    entries are exactly +0.0.
 
     With ``sparse=True`` (``"weights"`` only, and only when it is smaller:
     fewer than 2/3 of the kernel unpruned) ``kernel_mean`` and ``kernel_std``
@@ -207,10 +206,9 @@ class _PosteriorConstants(keras.layers.Layer):
 
     def __init__(self, source: BayesianLayer, sampling: str, sparse: bool = False, **kwargs):
         super().__init__(name=f"{source.name}_posterior", dtype="float32", **kwargs)
-        mask = _numpy(source.kernel_mask)
-        keep = mask != 0
-        mu = np.where(keep, _numpy(source.kernel_loc) * mask, 0.0).astype(np.float32)
-        sigma = np.where(keep, _numpy(source.kernel_sigma) * mask, 0.0).astype(np.float32)
+        keep = _numpy(source.kernel_mask) != 0
+        mu, sigma = (np.where(keep, _numpy(t), 0.0).astype(np.float32)
+                     for t in source.kernel_posterior())
         self.kernel_shape = mu.shape
         self.kernel_indices = None
         if sampling == "lrt":
@@ -241,12 +239,27 @@ class _PosteriorConstants(keras.layers.Layer):
             dtype=dtype,
         )
 
+    def moments(self):
+        """``(kernel_mean, kernel_variance, bias mean or None, bias variance or None)``
+        (``"lrt"`` constants): the ``posterior`` of ``BayesianLayer.preactivation_moments``."""
+        if self.bias_std is not None:
+            return self.kernel_mean, self.kernel_variance, self.bias_loc, tf.square(self.bias_std)
+        return self.kernel_mean, self.kernel_variance, self.bias, None
+
 
 class _BayesianInference(keras.layers.Layer):
-    """Export-only stand-in for a `BayesianLayer`: its sampling written in tf ops.
+    """Export-only stand-in for a `BayesianLayer`: its sampling with unseeded builtin ops.
 
-    Input and output shapes are those of the source layer. In ``"weights"``
-    mode the batch must be ``num_samples`` tiled groups (sample-major).
+    The maths is the source layer's: ``"lrt"`` samples the Gaussian of its
+    ``preactivation_moments`` and ``"weights"`` applies its ``linear`` map
+    (or, Dense, its ``grouped_linear``) to kernels drawn here, on the
+    constants of `_PosteriorConstants`, always channels_last (a channels_first
+    layer's input is transposed in and its output back). What is the
+    exporter's own: the draws (`tfp_bcnn.export._random`, no seed in the
+    graph), the sparse scatter of the kernels, the grouping of the tiled
+    batch and the CONV_2D filter layout. Input and output shapes are those of
+    the source layer. In ``"weights"`` mode the batch must be ``num_samples``
+    tiled groups (sample-major).
     """
 
     def __init__(self, source, constants, sampling, num_samples, **kwargs):
@@ -258,42 +271,19 @@ class _BayesianInference(keras.layers.Layer):
         self.units = source.units
         self.activation = source.activation
         self.kernel_shape = tuple(int(d) for d in constants.kernel_shape)
+        # Bound methods of the source (not the layer itself, which would be
+        # tracked and bring its seed generator into the exported graph).
         self._source_output_shape = source.compute_output_shape
-        self.kind = "conv"
-        if isinstance(source, BayesianDepthwiseConv):
-            self.kind = "depthwise"
-        elif isinstance(source, BayesianConvTranspose):
-            self.kind = "transpose"
-            self.output_padding = source.output_padding
-        if self.rank:
-            self.strides = list(source.strides)
-            self.dilations = list(source.dilation_rate)
-            self.padding = source.padding.upper()
-            self.channels_first = source.data_format == "channels_first"
+        self._linear = source.linear
+        self._grouped_linear = source.grouped_linear
+        self._preactivation_moments = source.preactivation_moments
+        # TFLite's CONV_2D filter is (out, h, w, in): see `_split_kernels`.
+        self._conv2d = self.rank == 2 and type(source).linear is BayesianLayer.linear
+        self.channels_first = self.rank > 0 and source.data_format == "channels_first"
         self.built = True
 
     def compute_output_shape(self, input_shape):
         return self._source_output_shape(input_shape)
-
-    def _linear(self, x, kernel):
-        if self.rank == 0:
-            flat = tf.reshape(x, [-1, self.kernel_shape[0]])
-            out = tf.matmul(flat, kernel)
-            return tf.reshape(out, tf.concat([tf.shape(x)[:-1], [self.units]], 0))
-        if self.kind == "depthwise":  # TFLite DEPTHWISE_CONV_2D
-            return keras.ops.depthwise_conv(
-                x, kernel, strides=tuple(self.strides), padding=self.padding.lower(),
-                data_format="channels_last", dilation_rate=tuple(self.dilations),
-            )
-        if self.kind == "transpose":  # TFLite TRANSPOSE_CONV
-            return keras.ops.conv_transpose(
-                x, kernel, strides=tuple(self.strides), padding=self.padding.lower(),
-                output_padding=self.output_padding, data_format="channels_last",
-                dilation_rate=tuple(self.dilations),
-            )
-        return tf.nn.convolution(
-            x, kernel, strides=self.strides, padding=self.padding, dilations=self.dilations
-        )
 
     def _group(self, x):
         """``(S * N, ...)`` -> ``(S, N, ...)``."""
@@ -315,54 +305,53 @@ class _BayesianInference(keras.layers.Layer):
         dense = tf.scatter_nd(c.kernel_indices, values, [size, s])
         return tf.reshape(dense, [*self.kernel_shape, s])
 
+    def _split_kernels(self, kernels):
+        """``(*kernel_shape, S)`` -> S kernels of ``kernel_shape``.
+
+        A 2-D convolution draws its kernels in TFLite's CONV_2D filter layout
+        ``(out, h, w, in)`` and transposes each back, so that the converter
+        cancels its filter transpose against ours (no TRANSPOSE per sample).
+        """
+        s = self.num_samples
+        if self._conv2d:
+            ks = tf.unstack(tf.transpose(kernels, [4, 3, 0, 1, 2]), num=s, axis=0)
+            return [tf.transpose(k, [1, 2, 3, 0]) for k in ks]
+        perm = [self.rank + 2, *range(self.rank + 2)]
+        return tf.unstack(tf.transpose(kernels, perm), num=s, axis=0)
+
+    def _sample_weights(self, x):
+        """``"weights"``: kernel ``s`` applied to sample group ``s`` of the tiled batch."""
+        c, s = self.constants, self.num_samples
+        kernels = self._draw_kernels()  # (*kernel_shape, S)
+        if self.rank == 0:  # one batched matmul (S, M, in) x (S, in, units)
+            out = self._grouped_linear(x, tf.transpose(kernels, [2, 0, 1]))
+        else:  # an unrolled loop of S convolutions (no map_fn: it would need Flex)
+            xs = tf.unstack(self._group(x), num=s, axis=0)
+            out = tf.concat([self._linear(a, k, data_format="channels_last")
+                             for a, k in zip(xs, self._split_kernels(kernels))], axis=0)
+        if c.bias is not None:
+            out = out + c.bias
+        elif c.bias_loc is not None:  # one bias draw per sample, as the kernel
+            b = c.bias_loc[None] + c.bias_std[None] * standard_normal((s, self.units))
+            b = tf.reshape(b, [s] + [1] * (len(out.shape) - 1) + [self.units])
+            out = self._ungroup(self._group(out) + b)
+        return out
+
     def call(self, inputs):
-        c = self.constants
         x = tf.cast(inputs, tf.float32)
-        if self.rank and self.channels_first:
+        if self.channels_first:
             x = tf.transpose(x, [0, *range(2, self.rank + 2), 1])
         if self.sampling == "lrt":
-            # biases added to the convolutions' outputs first: the converter
+            # biases are added to the convolutions' outputs first: the converter
             # folds them into the CONV_2D bias (no full-tensor ADD per layer)
-            mean = self._linear(x, c.kernel_mean)
-            if c.bias is not None:
-                mean = mean + c.bias
-            elif c.bias_loc is not None:
-                mean = mean + c.bias_loc
-            var = self._linear(tf.square(x), c.kernel_variance)
-            if c.bias_std is not None:
-                var = var + tf.square(c.bias_std)
+            mean, var = self._preactivation_moments(
+                x, posterior=self.constants.moments(), data_format="channels_last")
             out = mean + tf.sqrt(var) * sign_flip_normal(mean, self.num_samples)
         else:
-            s = self.num_samples
-            kernels = self._draw_kernels()  # (*kernel_shape, S)
-            groups = self._group(x)
-            if self.rank == 0:
-                kernels = tf.transpose(kernels, [2, 0, 1])  # (S, in, units)
-                flat = tf.reshape(groups, [s, -1, self.kernel_shape[0]])
-                out = tf.matmul(flat, kernels)  # (S, M, units)
-                out = tf.reshape(out, tf.concat([tf.shape(x)[:-1], [self.units]], 0))
-            else:
-                xs = tf.unstack(groups, num=s, axis=0)
-                if self.rank == 2 and self.kind == "conv":
-                    # TFLite's CONV_2D filter is (out, h, w, in): drawing the
-                    # kernels in that layout lets the converter cancel its
-                    # filter transpose against ours (no TRANSPOSE per sample).
-                    ks = tf.unstack(tf.transpose(kernels, [4, 3, 0, 1, 2]), num=s, axis=0)
-                    ks = [tf.transpose(k, [1, 2, 3, 0]) for k in ks]
-                else:
-                    perm = [self.rank + 2, *range(self.rank + 2)]
-                    ks = tf.unstack(tf.transpose(kernels, perm), num=s, axis=0)
-                out = tf.concat([self._linear(a, k) for a, k in zip(xs, ks)], axis=0)
-            if c.bias is not None:
-                out = out + c.bias
-            elif c.bias_loc is not None:
-                b = c.bias_loc[None] + c.bias_std[None] * standard_normal((s, self.units))
-                grouped = self._group(out)
-                b = tf.reshape(b, [s] + [1] * (len(out.shape) - 1) + [self.units])
-                out = self._ungroup(grouped + b)
+            out = self._sample_weights(x)
         if self.activation is not None:
             out = self.activation(out)
-        if self.rank and self.channels_first:
+        if self.channels_first:
             out = tf.transpose(out, [0, self.rank + 1, *range(1, self.rank + 1)])
         return out
 

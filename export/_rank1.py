@@ -57,11 +57,8 @@ class Rank1Inference(keras.layers.Layer):
     def __init__(self, source: Rank1Layer, **kwargs):
         super().__init__(name=f"{source.name}_inference", dtype="float32", **kwargs)
         self.num_components = source.num_components
-        self.posterior = source.posterior
-        self.activation = source.activation
-        self.channels_first = source.rank > 0 and source.data_format == "channels_first"
         self._source_output_shape = source.compute_output_shape
-        self._source_linear = source.linear
+        self._source_sample = source.sample
         self.kernel = self._constant("kernel", _numpy(source.masked_kernel()))
         self.in_factor_loc = self._constant("in_factor_loc", _numpy(source.in_factor_loc))
         self.in_factor_scale = self._constant("in_factor_scale", _numpy(source.in_factor_sigma))
@@ -78,39 +75,21 @@ class Rank1Inference(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return self._source_output_shape(input_shape)
 
-    def _rows(self, table, x, index):
-        rows = tf.gather(table, index)
-        ones = [1] * (len(x.shape) - 2)
-        if not ones:
-            return rows
-        if self.channels_first:
-            return tf.reshape(rows, [-1, int(table.shape[-1]), *ones])
-        return tf.reshape(rows, [-1, *ones, int(table.shape[-1])])
-
-    def _noise(self, shape):
-        eps = standard_normal(shape)
-        if self.posterior == "cauchy":
-            eps = eps / standard_normal(shape)
-        return eps
-
     def call(self, inputs):
         x = tf.cast(inputs, tf.float32)
         # TFLite's converter drops a TILE that feeds a broadcasting MUL whose
         # other operand has a dynamic batch (then multiplies the untiled batch
         # by the tiled factors); a reshape in between keeps the tile.
         x = tf.reshape(x, [-1, *x.shape[1:]])
-        batch = tf.shape(x)[0]
-        index = (tf.range(batch) * self.num_components) // batch
-        r_loc = self._rows(self.in_factor_loc, x, index)
-        s_loc = self._rows(self.out_factor_loc, x, index)
-        r = r_loc + self._rows(self.in_factor_scale, x, index) * self._noise(tf.shape(r_loc))
-        s = s_loc + self._rows(self.out_factor_scale, x, index) * self._noise(tf.shape(s_loc))
-        out = self._source_linear(x * r, self.kernel) * s
-        if self.bias is not None:
-            out = out + self._rows(self.bias, x, index)
-        if self.activation is not None:
-            out = self.activation(out)
-        return out
+        factors = (self.kernel, self.in_factor_loc, self.in_factor_scale,
+                   self.out_factor_loc, self.out_factor_scale, self.bias)
+        return self._source_sample(x, factors, normal=_normal)
+
+
+def _normal(shape, dtype):
+    """Unseeded ``N(0, 1)`` (`tfp_bcnn.export._random`), float32 like the whole export."""
+    del dtype
+    return standard_normal(shape)
 
 
 class MixtureMomentsForm(MomentsForm):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from keras import ops
 
 from .layers import BayesianLayer, TileComponents
 
@@ -23,10 +22,7 @@ def default_kernel_moments(layer):
     Keras Dense / Conv layer's ``kernel`` with no variance.
     """
     if isinstance(layer, BayesianLayer):
-        loc, sigma = layer.kernel_posterior()
-        if layer.bias_loc is not None:
-            return loc, ops.square(sigma), layer.bias_loc, ops.square(layer.bias_sigma)
-        return loc, ops.square(sigma), layer.bias, None
+        return layer.posterior_moments()
     bias = layer.bias if getattr(layer, "use_bias", False) else None
     return layer.kernel, None, bias, None
 

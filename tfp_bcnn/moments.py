@@ -107,6 +107,7 @@ from . import _bn_fold
 from . import _validation as check
 from . import layers as layers_lib
 from .layers import BayesianLayer, GaussianHead
+from .layers._linear import dense_map, linear_moments
 from ._moment_layers import (
     _AVG_POOLS,
     _DENSE_CONV,
@@ -372,55 +373,19 @@ class _Propagator:
         raise _unsupported(layer, "no moment rule for this layer")
 
     def _linear(self, layer, g: _Gaussian, final: bool, bn=None) -> _Gaussian:
+        """A linear layer (`linear_moments`); a Bayesian layer's own
+        ``preactivation_moments``, a plain Keras layer's with its map `_keras_linear`."""
         kernel_moments = self.kernel_moments(layer)
         if bn is not None:  # an inference BatchNormalization folded into the kernels
             kernel_moments = _bn_fold.fold(layer, kernel_moments, bn)
-        kernel, kernel_var, bias, bias_var = kernel_moments
-        rank = getattr(layer, "rank", 0)
-        if isinstance(layer, keras.layers.Dense):
-            rank = 0
-        channels_first = rank > 0 and layer.data_format == "channels_first"
-
-        def linear(x, k):
-            if rank == 0 and len(x.shape) > 2 and None not in x.shape[1:]:
-                # per-pixel dense map (a GaussianHead on a feature map): static reshapes
-                # around one matmul (TFLite FULLY_CONNECTED), no dynamic-shape tensordot
-                y = ops.matmul(ops.reshape(x, (-1, x.shape[-1])), k)
-                return ops.reshape(y, (-1, *x.shape[1:-1], k.shape[-1]))
-            if rank == 0:
-                return ops.matmul(x, k)
-            if isinstance(layer, BayesianLayer):
-                return layer.linear(x, k)
-            if isinstance(layer, _DEPTHWISE):
-                return ops.depthwise_conv(x, k, strides=layer.strides, padding=layer.padding,
-                                          data_format=layer.data_format,
-                                          dilation_rate=layer.dilation_rate)
-            if isinstance(layer, _TRANSPOSE):
-                return ops.conv_transpose(x, k, strides=layer.strides, padding=layer.padding,
-                                          output_padding=layer.output_padding,
-                                          data_format=layer.data_format,
-                                          dilation_rate=layer.dilation_rate)
-            return layer.convolution_op(x, k)
-
-        def per_unit(b):
-            return ops.reshape(b, (-1,) + (1,) * rank) if channels_first else b
-
-        mean = linear(g.mean, kernel)
-        if bias is not None:
-            mean = mean + per_unit(bias)
-        var = None
-        if g.var is not None:
-            var = linear(g.var, ops.square(kernel))
-        if kernel_var is not None:
-            second = ops.square(g.mean) if g.var is None else g.var + ops.square(g.mean)
-            term = linear(second, kernel_var)
-            var = term if var is None else var + term
-        if var is not None:
-            units = int(mean.shape[1 if channels_first else -1])
-            floor = ops.full((units,), VAR_FLOOR, dtype=var.dtype)
-            if bias_var is not None:
-                floor = floor + ops.cast(bias_var, var.dtype)
-            var = var + per_unit(floor)
+        if isinstance(layer, BayesianLayer):
+            mean, var = layer.preactivation_moments(g.mean, g.var, kernel_moments,
+                                                    variance_floor=VAR_FLOOR)
+        else:
+            channels_first = (not isinstance(layer, keras.layers.Dense)
+                              and layer.data_format == "channels_first")
+            mean, var = linear_moments(_keras_linear(layer), g.mean, g.var, *kernel_moments,
+                                       channels_first=channels_first, variance_floor=VAR_FLOOR)
         out = _Gaussian(mean, var, positive=var is not None)
         return self._activate(layer, out, layer.activation, final)
 
@@ -508,6 +473,23 @@ class _Propagator:
         if isinstance(layer, keras.layers.Average):
             var = var / float(len(gs) ** 2)
         return _Gaussian(mean, var, all(x.positive for x in gs if x.var is not None))
+
+
+def _keras_linear(layer) -> Callable:
+    """``(x, kernel) -> x (*) kernel``, the linear map of a Keras Dense / Conv /
+    DepthwiseConv / ConvTranspose layer (no bias, no activation)."""
+    if isinstance(layer, keras.layers.Dense):
+        return dense_map
+    if isinstance(layer, _DEPTHWISE):
+        return lambda x, k: ops.depthwise_conv(
+            x, k, strides=layer.strides, padding=layer.padding,
+            data_format=layer.data_format, dilation_rate=layer.dilation_rate)
+    if isinstance(layer, _TRANSPOSE):
+        return lambda x, k: ops.conv_transpose(
+            x, k, strides=layer.strides, padding=layer.padding,
+            output_padding=layer.output_padding, data_format=layer.data_format,
+            dilation_rate=layer.dilation_rate)
+    return layer.convolution_op
 
 
 def _check_max_pool(max_pool):

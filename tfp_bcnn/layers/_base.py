@@ -6,6 +6,13 @@ rank and an estimator fixed; nothing else differs between them. The
 depthwise and transposed convolutions (``_public.py``) also override the two
 seams ``_kernel_shape`` (the kernel layout) and ``linear`` (the linear map),
 and set ``_kernel_in_axis`` (which kernel axis Flipout's input signs run over).
+
+The seams are the one home of the sampling maths: the exporters
+(``tfp_bcnn.export._inference``) and the moment pass (`tfp_bcnn.moments`)
+call ``linear`` (with a ``data_format`` override), ``grouped_linear``,
+``kernel_posterior`` / ``posterior_moments`` and ``preactivation_moments``
+(`linear_moments` of module ``_linear``) instead of writing their own maps,
+and add only what is theirs (unseeded draws, constant kernels, tiling).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from keras import ops
 
 from .. import _validation as check
 from .. import priors as priors_lib
+from ._linear import dense_map, linear_moments
 
 ESTIMATORS = ("reparameterization", "flipout", "local_reparameterization")
 
@@ -320,18 +328,84 @@ class BayesianLayer(keras.layers.Layer):
         mask = ops.convert_to_tensor(self.kernel_mask)
         return self.kernel_loc * mask, self.kernel_sigma * mask
 
-    def linear(self, inputs, kernel):
-        """The layer's linear map ``x (*) kernel``, without bias or activation."""
+    def posterior_moments(self):
+        """``(kernel mean, kernel variance, bias mean or None, bias variance or None)``.
+
+        The masked kernel posterior ``(mu * mask, (sigma * mask)^2)``; the
+        bias ``bias_loc`` and ``bias_sigma^2`` when it is Bayesian, else the
+        deterministic bias (or None) and None. The tuple that
+        `preactivation_moments` takes as ``posterior``.
+        """
+        loc, sigma = self.kernel_posterior()
+        if self.bias_loc is not None:
+            return loc, ops.square(sigma), self.bias_loc, ops.square(self.bias_sigma)
+        return loc, ops.square(sigma), self.bias, None
+
+    def _data_format(self, data_format=None):
+        """``data_format`` (checked) or the layer's own; None for Dense."""
         if self.rank == 0:
-            return ops.matmul(inputs, kernel)
+            return None
+        if data_format is None:
+            return self.data_format
+        return check.choice("data_format", data_format, ("channels_last", "channels_first"))
+
+    def linear(self, inputs, kernel, data_format=None):
+        """The layer's linear map ``x (*) kernel``, without bias or activation.
+
+        Args:
+            inputs: ``(batch, ..., in)`` (Dense) or the convolution's input
+                in ``data_format``.
+            kernel: a kernel of the layer's kernel shape (``_kernel_shape``).
+            data_format: overrides the layer's layout (the exporters run every
+                layer channels_last); None keeps it. Ignored by Dense.
+
+        Returns:
+            ``x (*) kernel``: a matrix product over the last axis for Dense
+            (`dense_map`), the layer's convolution otherwise.
+        """
+        if self.rank == 0:
+            return dense_map(inputs, kernel)
         return ops.conv(
             inputs,
             kernel,
             strides=self.strides,
             padding=self.padding,
-            data_format=self.data_format,
+            data_format=self._data_format(data_format),
             dilation_rate=self.dilation_rate,
         )
+
+    def preactivation_moments(self, mean, variance=None, posterior=None, data_format=None,
+                              variance_floor=0.0):
+        """Mean and variance of the pre-activations ``x (*) W + b`` for Gaussian inputs.
+
+        `linear_moments` with the layer's own linear map: ``mean = mu (*) M +
+        b``, ``var = v (*) M^2 + (v + mu^2) (*) S^2 + var(b)``. With
+        ``variance=None`` (a deterministic input) this is the local
+        reparameterization: the pre-activations are ``N(x (*) M + b,
+        x^2 (*) S^2 + var(b))``, which is what the layer's
+        ``"local_reparameterization"`` estimator and the ``"lrt"`` export
+        sample, and the rule of `tfp_bcnn.moments` for a Bayesian layer.
+
+        Args:
+            mean: input means ``mu``, the layer's input shape.
+            variance: input variances ``v`` (same shape) or None.
+            posterior: ``(kernel_mean, kernel_variance, bias_mean or None,
+                bias_variance or None)``, default `posterior_moments` (the
+                exporter passes its frozen constants, the moment pass its
+                BatchNorm-folded moments).
+            data_format: see `linear`.
+            variance_floor: added to every output variance.
+
+        Returns:
+            ``(mean, var)``, each of the layer's output shape (before the
+            activation).
+        """
+        posterior = self.posterior_moments() if posterior is None else posterior
+        data_format = self._data_format(data_format)
+        return linear_moments(
+            functools.partial(self.linear, data_format=data_format), mean, variance,
+            *posterior, channels_first=data_format == "channels_first",
+            variance_floor=variance_floor)
 
     # -------------------------------------------------------------------- KL
     def _kl_sum(self, loc, sigma, sample, mask=None, prior_loc=None):
@@ -480,16 +554,13 @@ class BayesianLayer(keras.layers.Layer):
             delta = ops.cast(sigma * eps * mask, dtype)
             linear = self.linear if groups == 1 else self.grouped_linear
             outputs = outputs + linear(inputs * sign_in, delta) * sign_out
-        else:  # local reparameterization
-            mean = self.linear(inputs, ops.cast(loc * mask, dtype))
+        else:  # local reparameterization: N(x (*) mu, x^2 (*) sigma^2 + var(b)), bias later
             vtype = self._variance_dtype()
-            var = self.linear(
-                ops.square(ops.cast(inputs, vtype)), ops.cast(ops.square(sigma * mask), vtype)
-            )
+            b_var = None if self.bias_loc is None else ops.square(self.bias_sigma)
+            mean, var = self.preactivation_moments(inputs, posterior=(
+                ops.cast(loc * mask, dtype), ops.cast(ops.square(sigma * mask), vtype),
+                None, b_var))
             noise = self._normal(ops.shape(mean), dtype)
-            if self.bias_loc is not None:
-                b_var = ops.cast(ops.square(self.bias_sigma), vtype)
-                var = var + ops.reshape(b_var, self._bias_shape())
             outputs = mean + ops.cast(_safe_sqrt(var), dtype) * noise
             if self.prior.needs_sample:
                 eps = self._normal(ops.shape(loc), dtype)

@@ -192,14 +192,15 @@ class BayesianDepthwiseConv(BayesianLayer):
     def _kernel_shape(self, in_channels):
         return self.kernel_size + (in_channels, self.depth_multiplier)
 
-    def linear(self, inputs, kernel):
-        """``ops.depthwise_conv(x, kernel)``, without bias or activation."""
+    def linear(self, inputs, kernel, data_format=None):
+        """``ops.depthwise_conv(x, kernel)``, without bias or activation (see
+        ``BayesianLayer.linear`` for ``data_format``)."""
         return ops.depthwise_conv(
             inputs,
             kernel,
             strides=self.strides,
             padding=self.padding,
-            data_format=self.data_format,
+            data_format=self._data_format(data_format),
             dilation_rate=self.dilation_rate,
         )
 
@@ -283,15 +284,16 @@ class BayesianConvTranspose(BayesianConv):
     def _kernel_shape(self, in_channels):
         return self.kernel_size + (self.units, in_channels)
 
-    def linear(self, inputs, kernel):
-        """``ops.conv_transpose(x, kernel)``, without bias or activation."""
+    def linear(self, inputs, kernel, data_format=None):
+        """``ops.conv_transpose(x, kernel)``, without bias or activation (see
+        ``BayesianLayer.linear`` for ``data_format``)."""
         return ops.conv_transpose(
             inputs,
             kernel,
             strides=self.strides,
             padding=self.padding,
             output_padding=self.output_padding,
-            data_format=self.data_format,
+            data_format=self._data_format(data_format),
             dilation_rate=self.dilation_rate,
         )
 

@@ -278,8 +278,14 @@ class Rank1Layer(keras.layers.Layer):
 
         Row ``i`` of the ``B`` rows of ``x`` gets component ``floor(i K / B)``;
         the result is ``(B, c)`` for Dense inputs of rank 2, ``(B, 1.., c)`` for
-        channels_last and ``(B, c, 1..)`` for channels_first inputs.
+        channels_last and ``(B, c, 1..)`` for channels_first inputs. A list of
+        tables gives the list of their rows, from one gather of their
+        concatenation (one GATHER op in an exported graph).
         """
+        if isinstance(table, (list, tuple)):
+            widths = np.cumsum([int(t.shape[-1]) for t in table])[:-1].tolist()
+            rows = self.per_row(ops.concatenate(table, axis=-1), x)
+            return ops.split(rows, widths, axis=self._channel_axis())
         rows = ops.take(table, component_index(ops.shape(x)[0], self.num_components), axis=0)
         ones = (1,) * (len(x.shape) - 2)
         if not ones:
@@ -288,12 +294,18 @@ class Rank1Layer(keras.layers.Layer):
             return ops.reshape(rows, (-1, table.shape[-1]) + ones)
         return ops.reshape(rows, (-1,) + ones + (table.shape[-1],))
 
-    def _noise(self, shape, dtype):
-        """Standard normal (or standard Cauchy, the ratio of two normals) noise."""
+    def _noise(self, shape, dtype, normal=None):
+        """Standard normal (or standard Cauchy, the ratio of two normals) noise.
+
+        ``normal(shape, dtype)`` draws the standard normals; default the
+        layer's seeded generator (the exporter passes its unseeded draw).
+        """
         with keras.name_scope(DRAW_SCOPE):
-            eps = keras.random.normal(shape, dtype=dtype, seed=self.seed_generator)
+            if normal is None:
+                normal = functools.partial(keras.random.normal, seed=self.seed_generator)
+            eps = normal(shape, dtype=dtype)
             if self.posterior == "cauchy":
-                eps = eps / keras.random.normal(shape, dtype=dtype, seed=self.seed_generator)
+                eps = eps / normal(shape, dtype=dtype)
         return eps
 
     def apply_factors(self, x, kernel, r, s, bias):
@@ -333,18 +345,40 @@ class Rank1Layer(keras.layers.Layer):
         return total / float(self.num_components)
 
     # ------------------------------------------------------------------ call
+    def factors(self):
+        """``(W o mask, mu_r, sigma_r, mu_s, sigma_s, b or None)``, the tuple `sample` takes."""
+        return (self.masked_kernel(), self.in_factor_loc, self.in_factor_sigma,
+                self.out_factor_loc, self.out_factor_sigma, self.bias)
+
+    def sample(self, x, factors=None, normal=None):
+        """One posterior draw per row: ``((x o r) (*) W) o s + b``, then the activation.
+
+        Row ``i`` of ``x`` draws ``r = mu_r[k] + sigma_r[k] eps`` and ``s =
+        mu_s[k] + sigma_s[k] eps'`` of its component ``k = floor(i K / B)``
+        (`per_row`; ``eps`` normal or Cauchy noise) and adds ``b[k]``.
+
+        Args:
+            x: inputs ``(B, ...)`` in the compute dtype.
+            factors: the `factors` tuple (the exporter passes its constants);
+                default the layer's own.
+            normal: ``(shape, dtype) -> N(0, 1)`` draws (see ``_noise``).
+
+        Returns:
+            ``(B, ..., units)`` outputs in ``x``'s dtype.
+        """
+        kernel, *tables = factors or self.factors()
+        dtype = x.dtype
+        rows = [*self.per_row([t for t in tables if t is not None], x), None]
+        r_loc, r_scale, s_loc, s_scale, bias = rows[:5]
+        r = r_loc + r_scale * ops.cast(self._noise(ops.shape(r_loc), dtype, normal), r_loc.dtype)
+        s = s_loc + s_scale * ops.cast(self._noise(ops.shape(s_loc), dtype, normal), s_loc.dtype)
+        if bias is not None:
+            bias = ops.cast(bias, dtype)
+        return self.apply_factors(x, ops.cast(kernel, dtype), ops.cast(r, dtype),
+                                  ops.cast(s, dtype), bias)
+
     def call(self, inputs):
-        dtype = self.compute_dtype
-        x = ops.convert_to_tensor(inputs, dtype=dtype)
-        r_loc = self.per_row(self.in_factor_loc, x)
-        s_loc = self.per_row(self.out_factor_loc, x)
-        r = r_loc + self.per_row(self.in_factor_sigma, x) * ops.cast(
-            self._noise(ops.shape(r_loc), dtype), r_loc.dtype)
-        s = s_loc + self.per_row(self.out_factor_sigma, x) * ops.cast(
-            self._noise(ops.shape(s_loc), dtype), s_loc.dtype)
-        bias = None if self.bias is None else ops.cast(self.per_row(self.bias, x), dtype)
-        out = self.apply_factors(x, ops.cast(self.masked_kernel(), dtype), ops.cast(r, dtype),
-                                 ops.cast(s, dtype), bias)
+        out = self.sample(ops.convert_to_tensor(inputs, dtype=self.compute_dtype))
         kl = self.kl_divergence()
         self.add_loss(ops.cast(self.kl_weight, kl.dtype) * kl)
         if self.kernel_regularizer is not None:
