@@ -26,6 +26,7 @@ import pytest
 
 import tfp_bcnn as bcnn
 from tfp_bcnn import export, layers
+from tfp_bcnn._prediction import summarize
 from tfp_bcnn.export.runtime import TFLiteBayesianModel
 from tfp_bcnn.layers._base import rho_from_sigma
 
@@ -50,11 +51,10 @@ def _net(estimator: str, sigma: float = SIGMA):
     ])
 
 
-def _estimates(draw) -> tuple[np.ndarray, np.ndarray]:
-    """``R`` repetitions of ``draw() -> Prediction``: ``(R, N, C)`` means, ``(R, N)`` epistemic."""
-    preds = [draw() for _ in range(R)]
-    return (np.stack([p.mean for p in preds]).astype(np.float64),
-            np.stack([p.epistemic for p in preds]).astype(np.float64))
+def _estimates(predictions) -> tuple[np.ndarray, np.ndarray]:
+    """``R`` predictions -> ``(R, N, C)`` mean probabilities, ``(R, N)`` epistemic."""
+    return (np.stack([p.mean for p in predictions]).astype(np.float64),
+            np.stack([p.epistemic for p in predictions]).astype(np.float64))
 
 
 def _z_scores(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -64,7 +64,9 @@ def _z_scores(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _keras_estimates(model, x):
-    return _estimates(lambda: bcnn.predict(model, x, num_samples=S))
+    """One ``predict`` of ``R * S`` independent samples, summarised in ``R`` blocks of S."""
+    samples = bcnn.predict(model, x, num_samples=R * S, return_samples=True).samples
+    return _estimates([summarize(block) for block in np.split(samples, R)])
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,7 @@ def test_exported_file_agrees_with_predict(setup, sampling, tmp_path):
     path = export.to_tflite(flipout, tmp_path / f"{sampling}.tflite", num_samples=S,
                             sampling=sampling, sparse=False)
     runtime = TFLiteBayesianModel(path)
-    file_mean, file_epi = _estimates(lambda: runtime.predict(x))
+    file_mean, file_epi = _estimates([runtime.predict(x) for _ in range(R)])
     keras.utils.set_random_seed(1)
     reference = lrt if sampling == "lrt" else flipout
     ref_mean, ref_epi = _keras_estimates(reference, x)
@@ -94,12 +96,13 @@ def test_exported_file_agrees_with_predict(setup, sampling, tmp_path):
                         _z_scores(file_epi, ref_epi).ravel()])
     assert np.abs(z).max() < Z_MAX, z
 
-    # The comparison has the power to see a kernel posterior 1.5x too wide.
+    # The comparison has the power to see a kernel posterior 1.2x too wide
+    # (measured: max |z| of the epistemic 9-10 against the file).
     wide = _net("local_reparameterization" if sampling == "lrt" else "flipout")
     wide.set_weights(reference.get_weights())
     for layer in wide.layers:
         if isinstance(layer, layers.BayesianLayer):
             sigma = keras.ops.convert_to_numpy(layer.kernel_sigma)
-            layer.kernel_rho.assign(rho_from_sigma(1.5 * sigma).astype(np.float32))
+            layer.kernel_rho.assign(rho_from_sigma(1.2 * sigma).astype(np.float32))
     _, wide_epi = _keras_estimates(wide, x)
     assert np.abs(_z_scores(file_epi, wide_epi)).max() > Z_MAX

@@ -511,7 +511,7 @@ class BayesianLayer(keras.layers.Layer):
             shape = ops.shape(inputs)
             rows = ops.reshape(inputs, (groups, -1, shape[-1]))
             kernels = ops.reshape(kernels, (groups, shape[-1], -1))
-            return ops.reshape(ops.matmul(rows, kernels), (*shape[:-1], -1))
+            return ops.reshape(ops.matmul(rows, kernels), (*shape[:-1], kernels.shape[-1]))
         rows = ops.reshape(inputs, (groups, -1, *inputs.shape[1:]))
         out = ops.map(lambda pair: self.linear(pair[0], pair[1]), (rows, kernels))
         return ops.reshape(out, (-1, *out.shape[2:]))
