@@ -367,7 +367,7 @@ class Rank1Layer(keras.layers.Layer):
             ``(B, ..., units)`` outputs in ``x``'s dtype.
         """
         kernel, *tables = factors or self.factors()
-        dtype = x.dtype
+        dtype = keras.backend.standardize_dtype(x.dtype)
         rows = [*self.per_row([t for t in tables if t is not None], x), None]
         r_loc, r_scale, s_loc, s_scale, bias = rows[:5]
         r = r_loc + r_scale * ops.cast(self._noise(ops.shape(r_loc), dtype, normal), r_loc.dtype)
