@@ -359,8 +359,8 @@ class _BayesianInference(keras.layers.Layer):
 class _DropoutInference(keras.layers.Layer):
     """Export-only stand-in for `MCDropout`: ``x * (u < keep) / keep``, builtin ops.
 
-    ``keep = 1 - rate``; ``u ~ U[0, 1)`` has the shape of ``noise_shape`` (its
-    None entries, and all of it when None, take the input's size), so every
+    ``keep = 1 - rate``; ``u ~ U[0, 1)`` has the layer's ``mask_shape`` (its
+    ``noise_shape``, None entries, and all of it when None, the input's size), so every
     row of the tiled batch gets its own mask, as in Keras. TFLite ops:
     RANDOM_UNIFORM, LESS, CAST, MUL.
     """
@@ -368,7 +368,7 @@ class _DropoutInference(keras.layers.Layer):
     def __init__(self, source: MCDropout, **kwargs):
         super().__init__(name=f"{source.name}_inference", dtype="float32", **kwargs)
         self.keep = 1.0 - float(source.rate)
-        self.noise_shape = source.noise_shape
+        self._mask_shape = source.mask_shape
         self.built = True
 
     def compute_output_shape(self, input_shape):
@@ -378,12 +378,8 @@ class _DropoutInference(keras.layers.Layer):
         x = tf.cast(inputs, tf.float32)
         if self.keep == 1.0:
             return x
-        shape = tf.shape(x)
-        if self.noise_shape is not None:
-            shape = tf.stack(
-                [shape[i] if d is None else d for i, d in enumerate(self.noise_shape)]
-            )
-        mask = tf.cast(uniform(shape) < self.keep, tf.float32)
+        shape = self._mask_shape(x)
+        mask = tf.cast(uniform(tf.shape(x) if shape is None else shape) < self.keep, tf.float32)
         return x * (mask * (1.0 / self.keep))
 
 

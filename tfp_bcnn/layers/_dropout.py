@@ -90,10 +90,13 @@ class MCDropout(keras.layers.Layer):
         if self.rate == 0.0:
             return inputs
         return keras.random.dropout(
-            inputs, self.rate, noise_shape=self._noise_shape(inputs), seed=self.seed_generator
+            inputs, self.rate, noise_shape=self.mask_shape(inputs), seed=self.seed_generator
         )
 
-    def _noise_shape(self, inputs):
+    def mask_shape(self, inputs):
+        """Shape of the mask drawn for ``inputs``: ``noise_shape`` with its None entries
+        taken from ``inputs`` (dynamic ones as scalar tensors); None when ``noise_shape``
+        is None (the input's own shape). Also used by the exported form."""
         if self.noise_shape is None:
             return None
         shape = keras.ops.shape(inputs)
