@@ -106,3 +106,24 @@ def test_exported_file_agrees_with_predict(setup, sampling, tmp_path):
             layer.kernel_rho.assign(rho_from_sigma(1.2 * sigma).astype(np.float32))
     _, wide_epi = _keras_estimates(wide, x)
     assert np.abs(_z_scores(file_epi, wide_epi)).max() > Z_MAX
+
+
+@pytest.mark.slow
+def test_channels_first_conv_exports_with_weights_sampling(tmp_path):
+    """A channels_first Bayesian Conv2D under ``sampling="weights"`` (the exporter runs
+    the layer's own ``linear`` channels_last, transposing around it): builtin ops
+    only, and at the default sigma (1e-3) the file's mean is ``predict``'s (tolerance
+    5e-3: the spread of the sampled probabilities is ~1e-2 here, so the two means of
+    32 and 128 samples differ by ~2e-3; a wrong layout moves them by ~0.1)."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((3, 6, 6)),
+        layers.Conv2DFlipout(4, 3, data_format="channels_first", activation="relu", seed=1),
+        keras.layers.Flatten(),
+        layers.DenseFlipout(3, activation="softmax", seed=2),
+    ])
+    path = export.to_tflite(model, tmp_path / "cf.tflite", num_samples=S, sampling="weights")
+    assert export.describe(path)["flex_ops"] == []
+    x = np.random.default_rng(0).normal(size=(N, 3, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(TFLiteBayesianModel(path).predict(x).mean,
+                               bcnn.predict(model, x, num_samples=128).mean, atol=5e-3)
