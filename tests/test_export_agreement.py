@@ -109,21 +109,24 @@ def test_exported_file_agrees_with_predict(setup, sampling, tmp_path):
 
 
 @pytest.mark.slow
-def test_channels_first_conv_exports_with_weights_sampling(tmp_path):
-    """A channels_first Bayesian Conv2D under ``sampling="weights"`` (the exporter runs
-    the layer's own ``linear`` channels_last, transposing around it): builtin ops
-    only, and at the default sigma (1e-3) the file's mean is ``predict``'s (tolerance
-    5e-3: the spread of the sampled probabilities is ~1e-2 here, so the two means of
-    32 and 128 samples differ by ~2e-3; a wrong layout moves them by ~0.1)."""
+def test_dense_on_a_feature_map_then_a_conv_exports_with_weights_sampling(tmp_path):
+    """A Bayesian Dense on a feature map, then a channels_first Bayesian Conv2D, under
+    ``sampling="weights"``: builtin ops only (before the exporter called the layers'
+    ``grouped_linear``, the Dense lost its static output shape and the next CONV_2D
+    needed the Flex delegate), and at the default sigma (1e-3) the file's mean is
+    ``predict``'s (tolerance 5e-3: the sampled probabilities spread by ~1e-2 here, so
+    means of 32 and 128 samples differ by ~2e-3; a wrong layout moves them by ~0.1)."""
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
-        keras.Input((3, 6, 6)),
+        keras.Input((6, 6, 2)),
+        layers.DenseFlipout(3, activation="relu", seed=0),
+        keras.layers.Permute((3, 1, 2)),
         layers.Conv2DFlipout(4, 3, data_format="channels_first", activation="relu", seed=1),
         keras.layers.Flatten(),
         layers.DenseFlipout(3, activation="softmax", seed=2),
     ])
     path = export.to_tflite(model, tmp_path / "cf.tflite", num_samples=S, sampling="weights")
     assert export.describe(path)["flex_ops"] == []
-    x = np.random.default_rng(0).normal(size=(N, 3, 6, 6)).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=(N, 6, 6, 2)).astype(np.float32)
     np.testing.assert_allclose(TFLiteBayesianModel(path).predict(x).mean,
                                bcnn.predict(model, x, num_samples=128).mean, atol=5e-3)
