@@ -541,38 +541,6 @@ def latency(num_samples=32, k=4, repeats=50):
     return lines, check
 
 
-def epoch_cost(k=4, rounds=3, batch_size=64):
-    """Seconds per training epoch, frequentist vs mean-field vs rank-1 K, interleaved.
-
-    The three LeNet-5s train on the 3,600 training images; after one warm-up
-    epoch each, ``rounds`` rounds of one epoch of every model in turn (so a
-    change of machine load hits all three alike). Returns the markdown line
-    and the issue-23 check (median rank-1 epoch / median frequentist epoch).
-    """
-    (x, y), _, _ = _split()
-    built = {"frequentist": models.lenet5(bayesian=False, seed=0),
-             "mean-field": models.lenet5(num_train_examples=len(x), seed=0),
-             f"rank-1 K={k}": models.lenet5(num_train_examples=len(x), seed=0,
-                                            posterior="rank1", num_components=k)}
-    times = {name: [] for name in built}
-    for model in built.values():
-        models.compile_bayesian(model)
-        model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0)  # trace, warm up
-    for _ in range(rounds):
-        for name, model in built.items():
-            t0 = time.perf_counter()
-            model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0)
-            times[name].append(time.perf_counter() - t0)
-    med = {name: float(np.median(t)) for name, t in times.items()}
-    base = med["frequentist"]
-    line = ("Training time per epoch, interleaved (one epoch of each model in turn, "
-            f"{rounds} rounds, median): " + ", ".join(
-                f"{name} {m:.2f} s ({m / base:.2f}x)" for name, m in med.items()) + ".")
-    ratio = med[f"rank-1 K={k}"] / base
-    return line, ("training time <= 3x the frequentist per epoch (interleaved epochs)",
-                  ratio <= 3.0, f"{ratio:.2f}x (K = {k}: each example passes K times)")
-
-
 def _emit(block, path):
     print(block)
     if path:
@@ -584,9 +552,11 @@ def _latency_block(args) -> str:
     """The latency table and its issue-23 target, unless ``--no-latency``."""
     if args.no_latency:
         return ""
+    from rank1_screen import epoch_cost
+
     lines, check = latency(args.num_samples)
-    cost_line, cost_check = epoch_cost()
-    lines += ["", cost_line, ""]
+    cost_lines, cost_check = epoch_cost()
+    lines += [""] + cost_lines + [""]
     for what, ok, numbers in (check, cost_check):
         lines.append(f"- {what}: {numbers} — " + ("met" if ok else "**missed**"))
     return "\n" + "\n".join(lines)
