@@ -62,6 +62,13 @@ def test_is_graph_model_uses_functional_class():
         _fail(api, "is_graph_model no longer tells graph models from subclassed ones")
 
 
+def test_functional_class_is_what_keras_model_returns():
+    api = "keras.src.models.functional.Functional (functional_class)"
+    model = _nested_model()
+    if type(model) is not _compat.functional_class():
+        _fail(api, f"keras.Model(inputs, outputs) is a {type(model).__name__}, not it")
+
+
 def test_calls_in_model_uses_function_nodes():
     api = "Function._nodes / Operation._inbound_nodes"
     dense = keras.layers.Dense(2, name="shared_dense")

@@ -8,7 +8,11 @@
 * `models.MixtureLoss` is the mean over the K copies of the per-example loss
   (NumPy reference), `models.MixtureMetric` scores the mixture's mean;
 * a rank-1 LeNet-5 built and compiled by the library trains with plain
-  ``fit``, evaluates, round-trips through ``.keras`` and predicts.
+  ``fit``, evaluates, round-trips through ``.keras`` and predicts;
+* a rank-1 model of the library (`models.Rank1Sequential` /
+  `Rank1Functional`) compiled with a PLAIN loss trains the same objective as
+  with `MixtureLoss` (it wraps the loss and metrics), and a bad loss is named;
+* the builders' ``rank1_options`` reach the layers and are checked.
 """
 
 import keras
@@ -22,11 +26,11 @@ RHO_ZERO = -40.0  # sigma ~ 1e-8: the factor noise switched off
 K = 4
 
 
-def _dense_model(tile=True, k=K):
+def _dense_model(tile=True, k=K, cls=keras.Sequential):
     body = [layers.Rank1Dense(3, activation="softmax", num_components=k, seed=0,
                               random_sign_init=0.5, kl_weight=0.0)]
     head = [keras.Input((5,))] + ([layers.TileComponents(k)] if tile else [])
-    return keras.Sequential(head + body)
+    return cls(head + body)
 
 
 def _silence(model):
@@ -108,6 +112,62 @@ def test_mixture_loss_and_metric_against_numpy():
         assert again.get_config() == obj.get_config()
 
 
+def test_plain_compile_of_a_rank1_model_trains_the_mixture_objective():
+    # Same start, noise off, one SGD epoch: a plain loss name on Rank1Sequential
+    # must give exactly the MixtureLoss run (before the fix: a Keras shape error,
+    # K * B predictions for B labels).
+    x = np.random.default_rng(0).normal(size=(8, 5)).astype("float32")
+    y = np.arange(8) % 3
+    runs = []
+    for plain in (True, False):
+        keras.utils.set_random_seed(0)
+        model = _dense_model(cls=models.Rank1Sequential)
+        _silence(model)
+        if plain:
+            model.compile(keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy",
+                          metrics=["accuracy"])
+        else:
+            model.compile(keras.optimizers.SGD(0.1), models.MixtureLoss(),
+                          metrics=[models.MixtureMetric("accuracy")])
+        hist = model.fit(x, y, epochs=1, batch_size=4, verbose=0, shuffle=False)
+        runs.append((hist.history, [keras.ops.convert_to_numpy(v) for v in model.weights]))
+    assert isinstance(model.loss, models.MixtureLoss)
+    for key in ("loss", "accuracy"):
+        np.testing.assert_allclose(runs[0][0][key], runs[1][0][key], rtol=1e-6)
+    for a, b in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="Received: loss='nope'"):
+        _dense_model(cls=models.Rank1Sequential).compile("sgd", loss="nope")
+
+
+def test_mixture_wrappers_keep_structures_and_wrapped_objects():
+    from tfp_bcnn._mixture_fit import mixture_loss, mixture_metrics
+
+    loss = models.MixtureLoss()
+    assert mixture_loss(loss) is loss and mixture_loss(None) is None
+    wrapped = mixture_loss({"a": "mse", "b": loss})
+    assert isinstance(wrapped["a"], models.MixtureLoss) and wrapped["b"] is loss
+    kl = tfp_bcnn.KLDivergence(_dense_model())
+    got = mixture_metrics(["accuracy", kl])
+    assert isinstance(got[0], models.MixtureMetric) and got[1] is kl
+    assert isinstance(mixture_metrics("accuracy")[0], models.MixtureMetric)
+
+
+def test_builder_rank1_options():
+    model = models.lenet5(num_train_examples=10, posterior="rank1", num_components=2,
+                          rank1_options={"posterior": "cauchy", "random_sign_init": 0.5})
+    assert isinstance(model, models.Rank1Sequential)
+    rank1 = [la for la in model.layers if isinstance(la, layers.Rank1Layer)]
+    assert rank1 and all(la.posterior == "cauchy" and la.random_sign_init == 0.5
+                         for la in rank1)
+    with pytest.raises(ValueError, match="unknown: \\['units'\\].*Received: rank1_options="):
+        models.lenet5(num_train_examples=10, posterior="rank1", rank1_options={"units": 3})
+    with pytest.raises(ValueError, match="posterior='rank1'.*Received: rank1_options="):
+        models.lenet5(num_train_examples=10, rank1_options={"posterior": "cauchy"})
+    with pytest.raises(TypeError, match="Received: rank1_options='cauchy'"):
+        models.lenet5(num_train_examples=10, posterior="rank1", rank1_options="cauchy")
+
+
 def test_tile_components_errors():
     with pytest.raises(ValueError, match="Received: num_components=0"):
         layers.TileComponents(0)
@@ -131,6 +191,7 @@ def test_lenet5_rank1_fits_evaluates_round_trips_and_predicts(tmp_path):
     path = str(tmp_path / "r.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, models.Rank1Sequential)
     assert isinstance(loaded.loss, models.MixtureLoss)
     _silence(model)
     p = tfp_bcnn.predict(model, x[:3], num_samples=4, return_samples=True)
@@ -167,12 +228,15 @@ def _unit_factors(model):
 
 
 @pytest.mark.parametrize("build, shape", [(_sequential, (5, 8, 8, 1)), (_functional, (5, 6))])
-def test_to_bayesian_rank1_keeps_the_trained_function(build, shape):
+def test_to_bayesian_rank1_keeps_the_trained_function(build, shape, tmp_path):
     net = build()
     x = np.random.default_rng(0).random(shape).astype("float32")
     bnn = models.to_bayesian(net, num_train_examples=50, posterior="rank1", num_components=K,
                              seed=0)
-    assert type(bnn) is type(net) and bnn.name == net.name
+    # Rank1Sequential / Rank1Functional: the same kind of graph model, whose
+    # compile wraps plain losses for the tiled copies.
+    assert isinstance(bnn, type(net)) and bnn.name == net.name
+    assert isinstance(bnn, (models.Rank1Sequential, models.Rank1Functional))
     twins = [la for la in bnn.layers if isinstance(la, layers.Rank1Layer)]
     assert len(twins) == 2 and all(t.num_components == K for t in twins)
     assert twins[0].posterior_std_init == 0.05  # the mean-field default 1e-3 replaced
@@ -187,10 +251,17 @@ def test_to_bayesian_rank1_keeps_the_trained_function(build, shape):
     _unit_factors(bnn)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(bnn(x, training=False)),
                                keras.ops.convert_to_numpy(net(x)), rtol=1e-5, atol=1e-6)
-    if build is _functional:  # the tiled input trains (one step; the small model)
-        models.compile_bayesian(bnn)
+    if build is _functional:  # the tiled input trains with a plain loss (one step)
+        bnn.compile("sgd", loss="sparse_categorical_crossentropy")
         hist = bnn.fit(x, np.arange(len(x)) % 3, epochs=1, batch_size=5, verbose=0)
         assert np.isfinite(hist.history["loss"][0])
+        path = str(tmp_path / "fn.keras")  # the functional subclass round-trips
+        bnn.save(path)
+        loaded = keras.saving.load_model(path)
+        assert isinstance(loaded, models.Rank1Functional)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x, training=False)),
+                                   keras.ops.convert_to_numpy(bnn(x, training=False)),
+                                   rtol=1e-5, atol=1e-6)
 
 
 def test_to_bayesian_rank1_errors():

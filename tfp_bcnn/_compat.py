@@ -15,8 +15,8 @@ from __future__ import annotations
 import keras
 
 __all__ = ["TORCH_SWAPPED_OPTIMIZERS", "all_layers", "calls_in_model", "clone_model",
-           "conv_transpose_output_shape", "input_layer_name", "is_graph_model",
-           "register_portable_optimizers"]
+           "conv_transpose_output_shape", "functional_class", "input_layer_name",
+           "is_graph_model", "register_portable_optimizers"]
 
 #: The optimizers that Keras' torch backend replaces by classes of its own
 #: (``TorchOptimizer.__new__`` returns ``keras.src.backend.torch.optimizers.
@@ -42,6 +42,17 @@ def is_graph_model(model) -> bool:
     from keras.src.models.functional import Functional
 
     return isinstance(model, (keras.Sequential, Functional))
+
+
+def functional_class() -> type:
+    """``keras.src.models.functional.Functional``, the class of ``keras.Model(inputs, outputs)``.
+
+    For a subclass that keeps the functional constructor and config (Keras
+    revives a config as functional only for classes with its ``__init__``).
+    """
+    from keras.src.models.functional import Functional
+
+    return Functional
 
 
 def calls_in_model(model, layer) -> int:

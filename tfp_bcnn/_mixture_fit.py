@@ -19,6 +19,16 @@ label:
 also take ``K = 1``: at evaluation (``model.evaluate``, ``validation_data``)
 the tiling layer is the identity and the wrappers are the wrapped loss and
 metric.
+
+The builders (``posterior="rank1"``) and ``to_bayesian(posterior="rank1")``
+return a `Rank1Sequential` / `Rank1Functional`: a Keras Sequential /
+functional model whose ``compile`` wraps a plain loss and plain metrics in
+these two (`mixture_loss`, `mixture_metrics`), so ``model.compile(loss=
+"sparse_categorical_crossentropy", metrics=["accuracy"])`` trains the same
+objective as ``models.compile_bayesian`` instead of failing with a shape error
+(``K * B`` predictions for ``B`` labels). A hand-built model with a
+`TileComponents` input (a plain ``keras.Sequential``) must be compiled with
+``compile_bayesian`` or an explicit `MixtureLoss`.
 """
 
 from __future__ import annotations
@@ -26,7 +36,10 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-__all__ = ["MixtureLoss", "MixtureMetric", "split_copies"]
+from ._compat import functional_class
+
+__all__ = ["MixtureLoss", "MixtureMetric", "Rank1Functional", "Rank1Sequential",
+           "mixture_loss", "mixture_metrics", "split_copies"]
 
 
 def split_copies(y_true, y_pred):
@@ -146,3 +159,90 @@ class MixtureMetric(keras.metrics.Metric):
         config = dict(config)
         config["metric"] = keras.metrics.deserialize(config["metric"])
         return cls(**config)
+
+
+def mixture_loss(loss):
+    """``loss`` wrapped in `MixtureLoss` (each entry of a list or dict); None and
+    `MixtureLoss` objects unchanged.
+
+    Args:
+        loss: what ``keras.Model.compile`` takes as ``loss``.
+
+    Returns:
+        The same structure with every loss a `MixtureLoss`.
+
+    Raises:
+        ValueError: an entry that is not a Keras loss (quoted: ``Received: loss=...``).
+    """
+    if loss is None or isinstance(loss, MixtureLoss):
+        return loss
+    if isinstance(loss, dict):
+        return {key: mixture_loss(value) for key, value in loss.items()}
+    if isinstance(loss, (list, tuple)):
+        return [mixture_loss(value) for value in loss]
+    return MixtureLoss(loss)
+
+
+def _reads_model(metric) -> bool:
+    """True for the metrics that read the model's KL / penalty, not the predictions."""
+    from .kl import KLDivergence
+    from .regularizers import RegularizationLoss
+
+    return isinstance(metric, (MixtureMetric, KLDivergence, RegularizationLoss))
+
+
+def mixture_metrics(metrics):
+    """Every metric of ``metrics`` (a metric, list or dict of them) as a `MixtureMetric`.
+
+    Metrics already wrapped, and `tfp_bcnn.KLDivergence` /
+    `tfp_bcnn.RegularizationLoss` (they ignore the predictions), are kept.
+
+    Args:
+        metrics: what ``keras.Model.compile`` takes as ``metrics``, or None.
+
+    Returns:
+        The same structure (a list for a single metric).
+    """
+    if metrics is None:
+        return None
+    if isinstance(metrics, dict):
+        return {key: mixture_metrics(value) for key, value in metrics.items()}
+    if not isinstance(metrics, (list, tuple)):
+        metrics = [metrics]
+    return [mixture_metrics(m) if isinstance(m, (list, tuple)) else
+            m if m is None or _reads_model(m) else MixtureMetric(m) for m in metrics]
+
+
+class _MixtureCompile:
+    """``compile`` with the loss and metrics wrapped for K tiled copies (module docstring)."""
+
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None,
+                weighted_metrics=None, **kwargs):
+        """``keras.Model.compile`` with `mixture_loss` (loss) and `mixture_metrics`
+        (metrics, weighted_metrics) applied first; the other arguments as Keras'."""
+        super().compile(optimizer=optimizer, loss=mixture_loss(loss),
+                        loss_weights=loss_weights, metrics=mixture_metrics(metrics),
+                        weighted_metrics=mixture_metrics(weighted_metrics), **kwargs)
+
+    def compile_from_config(self, config):
+        """Recompiles a loaded model (Keras skips models that override ``compile``)."""
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+
+@keras.saving.register_keras_serializable(package="tfp_bcnn")
+class Rank1Sequential(_MixtureCompile, keras.Sequential):
+    """A ``keras.Sequential`` rank-1 mixture model whose ``compile`` wraps plain losses.
+
+    Everything else is ``keras.Sequential``'s (config, saving, ``fit``). See
+    the module docstring.
+    """
+
+
+@keras.saving.register_keras_serializable(package="tfp_bcnn")
+class Rank1Functional(_MixtureCompile, functional_class()):
+    """A functional (``keras.Model(inputs, outputs)``) rank-1 mixture model whose
+    ``compile`` wraps plain losses; built as ``Rank1Functional(inputs, outputs, name=...)``.
+    """

@@ -45,7 +45,7 @@ in ``tfp_bcnn._mobilenet``.
 from __future__ import annotations
 
 from .. import kl as kl_lib  # noqa: F401 (a name of the former module, used by callers)
-from .._mixture_fit import MixtureLoss, MixtureMetric
+from .._mixture_fit import MixtureLoss, MixtureMetric, Rank1Functional, Rank1Sequential
 from ._conversion import MOPED_SIGMA_FLOOR, to_bayesian
 from ._dense import super_resolution, unet
 from ._recipe import MOBILENET_RECIPE, RECIPE, compile_bayesian, loss_for, recipe_callbacks
@@ -58,6 +58,8 @@ __all__ = [
     "MixtureLoss",
     "MixtureMetric",
     "RECIPE",
+    "Rank1Functional",
+    "Rank1Sequential",
     "alexnet",
     "compile_bayesian",
     "lenet5",

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from .._compat import input_layer_name
+from .._mixture_fit import Rank1Functional, Rank1Sequential
 from ..layers import TileComponents, rank1_class
 
 __all__ = ["RANK1_CONVERTIBLE", "RANK1_FACTOR_STD_INIT", "options", "rank1_twin",
@@ -82,11 +83,13 @@ def add_training_tile(model: keras.Model, num_components: int) -> keras.Model:
     and the tiled tensor given to every layer that read the input.
 
     Returns:
-        A new model object of the same class and name sharing ``model``'s layers.
+        A `tfp_bcnn._mixture_fit.Rank1Sequential` (for a Sequential ``model``) or
+        `Rank1Functional`, with ``model``'s name and layers; its ``compile``
+        wraps plain losses for the K tiled copies.
     """
     if isinstance(model, keras.Sequential):
         first = model.inputs[0]
-        return keras.Sequential(
+        return Rank1Sequential(
             [keras.Input(batch_shape=first.shape, dtype=first.dtype, name=input_layer_name(first)),
              TileComponents(num_components, name="tile_components"), *model.layers],
             name=model.name)
@@ -105,4 +108,4 @@ def add_training_tile(model: keras.Model, num_components: int) -> keras.Model:
 
     rebuilt = keras.models.clone_model(model, input_tensors=inputs,
                                        clone_function=lambda la: la, call_function=call)
-    return keras.Model(inputs, rebuilt.output, name=model.name)
+    return Rank1Functional(inputs, rebuilt.output, name=model.name)
