@@ -61,6 +61,7 @@ import tensorflow as tf  # noqa: E402
 from _latency import format_ops, ratios, time_tflite_files  # noqa: E402
 
 from tfp_bcnn import export, models, pruning  # noqa: E402
+from tfp_bcnn import _moment_layers  # noqa: E402
 from tfp_bcnn import moments as moments_lib  # noqa: E402
 from tfp_bcnn._io import write_bytes_atomic  # noqa: E402
 
@@ -158,7 +159,7 @@ def _previous_clipped_relu(mean, var, upper):
 @contextlib.contextmanager
 def previous_moments():
     """Export the moments form as before: two variance maps, the 38-op ReLU6 rule."""
-    with _patched(moments_lib, "CONCAT_VARIANCE_MAPS", False), \
+    with _patched(_moment_layers, "CONCAT_VARIANCE_MAPS", False), \
             _patched(moments_lib, "clipped_relu_moments", _previous_clipped_relu):
         yield
 

@@ -121,6 +121,28 @@ def test_linear_variance_concatenated_map_equals_the_two_maps(kind):
     assert _moment_rules.linear_variance(linear, mu, None, m, None) is None
 
 
+def test_propagate_same_with_one_or_two_variance_maps(monkeypatch):
+    """A Bayesian conv net (conv, depthwise, dense: the concatenated map where it
+    applies, two maps elsewhere) gives the same moments either way (float32)."""
+    from tfp_bcnn import _moment_layers
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8, 8, 2)),
+        layers.Conv2DFlipout(4, 3, activation="relu"),
+        layers.Conv2DFlipout(3, 1, activation="relu"),  # random input: concatenated map
+        layers.DepthwiseConv2DFlipout(3, activation="relu6"),
+        keras.layers.Flatten(),
+        layers.DenseFlipout(3),
+    ])
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 2)).astype("float32")
+    one = moments.propagate(model, x)
+    monkeypatch.setattr(_moment_layers, "CONCAT_VARIANCE_MAPS", False)
+    two = moments.propagate(model, x)
+    np.testing.assert_allclose(_np(one.mean), _np(two.mean), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(_np(one.variance), _np(two.variance), rtol=1e-4, atol=1e-7)
+
+
 def _relu_by_quadrature(m, s):
     pdf = lambda x: np.exp(-((x - m) ** 2) / (2 * s * s)) / (s * np.sqrt(2 * np.pi))
     lo, hi = 0.0, max(m, 0.0) + 12 * s

@@ -110,6 +110,22 @@ _INFERENCE_IDENTITY = (
 )
 
 
+#: Merge the two variance maps of a layer into one on concatenated channels
+#: (`tfp_bcnn._moment_rules.linear_variance`); measured in ``benchmarks/mobilenet.py``.
+CONCAT_VARIANCE_MAPS = True
+
+
+def _concat(layer, rank: int) -> bool:
+    """``layer``'s map sums over the last input axis against kernel axis -2
+    (Dense, channels_last Conv: `linear_variance` may concatenate)."""
+    if not CONCAT_VARIANCE_MAPS or isinstance(layer, _DEPTHWISE + _TRANSPOSE):
+        return False
+    if isinstance(layer, BayesianLayer):
+        if type(layer).linear is not BayesianLayer.linear:  # depthwise, transposed
+            return False
+    return rank == 0 or layer.data_format == "channels_last"
+
+
 def _window_counts(pool, spatial_shape):
     """Inputs per window of an average pool, ``(*out_spatial, 1)`` (channels_last)."""
     counts = np.ones((), np.float32)

@@ -121,6 +121,7 @@ from ._moment_layers import (
     PARAMETRIC_LAYERS,  # noqa: F401 (re-exported: export/_moments.py)
     _activation_name,
     _unsupported,
+    _concat,
     _window_counts,
     bilinear_matrix,
     default_kernel_moments,
@@ -503,22 +504,6 @@ class _Propagator:
         if isinstance(layer, keras.layers.Average):
             var = var / float(len(gs) ** 2)
         return _Gaussian(mean, var, all(x.positive for x in gs if x.var is not None))
-
-
-#: Merge the two variance maps of a layer into one on concatenated channels
-#: (`linear_variance`); measured in ``benchmarks/mobilenet.py``.
-CONCAT_VARIANCE_MAPS = True
-
-
-def _concat(layer, rank: int) -> bool:
-    """``layer``'s map sums over the last input axis against kernel axis -2
-    (Dense, channels_last Conv: `linear_variance` may concatenate)."""
-    if not CONCAT_VARIANCE_MAPS or isinstance(layer, _DEPTHWISE + _TRANSPOSE):
-        return False
-    if isinstance(layer, BayesianLayer):
-        if type(layer).linear is not BayesianLayer.linear:  # depthwise, transposed
-            return False
-    return rank == 0 or layer.data_format == "channels_last"
 
 
 def _check_max_pool(max_pool):
