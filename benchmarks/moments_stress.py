@@ -174,15 +174,16 @@ def reading(runs: list[dict]) -> str:
             f"{mean('conv1 sampled', s) - mc:+.4f}, conv2 drawn per position "
             f"{mean('conv1 sampled, conv2 drawn per position', s) - mc:+.4f}, conv1 + conv2 "
             f"sampled {mean('conv1 + conv2 sampled', s) - mc:+.4f}")
-    gap = {s: abs(mean(n, s) - mean("MC-32", s))
-           for n in ("conv1 sampled, conv2 drawn per position",) for s in SETS[1:]}
-    closed = all(g <= TARGET_GAP / 2 for g in gap.values())
+    short = {s: mean("conv1 sampled, conv2 drawn per position", s) - mean("MC-32", s)
+             for s in SETS[1:]}
+    closed = all(g >= -TARGET_GAP / 2 for g in short.values())  # at or above MC-32
     verdict = (
         "drawing conv2 per position (its outputs' marginals exact, the correlation of its "
-        "shared kernel dropped) closes the gap as well as sampling its shared kernel: the "
-        "ranking is lost in the moment rules applied to conv2's output (its ReLU and the "
-        "2x2 max pool on Gaussians, the separate and the Clark forms alike), not in the "
-        "correlation a shared kernel creates, nor in conv1's rules"
+        "shared kernel dropped) brings the ranking up to MC-32's (or above), as sampling "
+        "its shared kernel does: the ranking is lost in the moment rules applied to "
+        "conv2's output (its ReLU and the 2x2 max pool on Gaussians, the separate and the "
+        "Clark forms alike), not in the correlation a shared kernel creates, nor in "
+        "conv1's rules (sampling conv1 alone does not help)"
         if closed else
         "drawing conv2 per position does not close the gap: the correlation that conv2's "
         "shared kernel creates is part of the loss")
