@@ -72,7 +72,8 @@ TARGET_MOMENTS, TARGET_MC = 4.0, 160.0
 #: inflated by preemption).
 KEY = "cpu_ms"
 #: Labels of the moments profiling files.
-PREVIOUS = "moments, previous (two variance maps, 38-op ReLU6)"
+PREVIOUS = "moments, previous (38-op ReLU6, v + mu^2 pass)"
+CONCAT = "moments, one variance map (concatenated channels)"
 UNFOLDED = "moments, BatchNorm unfolded"
 NO_ACTIVATION = "moments, ReLU6 rule removed (profiling)"
 #: The previous files' ratios measured by issue 22 on an idle machine (interleaved).
@@ -162,9 +163,26 @@ def _previous_clipped_relu(mean, var, upper):
 
 @contextlib.contextmanager
 def previous_moments():
-    """Export the moments form as before: two variance maps, the 38-op ReLU6 rule."""
-    with _patched(_moment_layers, "CONCAT_VARIANCE_MAPS", False), \
+    """Export the moments form as before: the 38-op ReLU6 rule, a ``v + mu^2`` pass."""
+    from tfp_bcnn import _moment_rules
+
+    def linear_variance(linear, mean, var, kernel, kernel_var, concat=False):
+        if var is None or kernel_var is None:
+            return _moment_rules.linear_variance(linear, mean, var, kernel, kernel_var)
+        from keras import ops
+
+        return (linear(var, ops.square(kernel))
+                + linear(var + ops.square(mean), kernel_var))
+
+    with _patched(moments_lib, "linear_variance", linear_variance), \
             _patched(moments_lib, "clipped_relu_moments", _previous_clipped_relu):
+        yield
+
+
+@contextlib.contextmanager
+def concatenated_maps():
+    """Export the moments form with one variance map per Dense / Conv layer."""
+    with _patched(_moment_layers, "CONCAT_VARIANCE_MAPS", True):
         yield
 
 
@@ -199,6 +217,7 @@ def main_point(args, tmp):
                                         sampling="moments")
     for label, context, name in (
             (PREVIOUS, previous_moments, "moments_previous"),
+            (CONCAT, concatenated_maps, "moments_concat"),
             (UNFOLDED, unfolded_batch_norm, "moments_unfolded"),
             (NO_ACTIVATION, no_activation_rule, "moments_no_activation")):
         with context():
@@ -356,13 +375,17 @@ def moments_reading(results, ratio) -> str:
     return (
         f"Moments: {ratio['moments']:.1f}x ({m['ops']:,} ops), against {ratio[PREVIOUS]:.1f}x "
         f"for the previous file ({prev['ops']:,} ops; same loop: "
-        f"{prev[KEY] / m[KEY]:.2f}x its CPU time). The changes: one variance map per Dense / "
-        f"Conv layer, `[v, mu^2] (*) [M^2 + S^2 ; S^2]` on concatenated channels, instead "
-        f"of two maps, their sum and a `v + mu^2` pass (depthwise layers keep two maps, "
-        f"without the `v + mu^2` pass); the ReLU6 rule regrouped (the cdf's sign folded "
-        f"into its constants, `D^2` never formed): fewer ops and convolutions, but no time "
-        f"gain beyond the few per cent by which equivalent files differ in one loop (the "
-        f"concatenation costs about the pass it saves). Where the time goes (profiling files of "
+        f"{prev[KEY] / m[KEY]:.2f}x its CPU time). The changes: the variance map computed as "
+        f"`v (*) (M^2 + S^2) + mu^2 (*) S^2` (no `v + mu^2` pass) and the ReLU6 rule "
+        f"regrouped (the cdf's sign folded into its constants, `D^2` never formed): fewer "
+        f"ops, no time gain beyond the few per cent by which equivalent files differ in one "
+        f"loop. One variance map per Dense / Conv layer on concatenated channels, "
+        f"`[v, mu^2] (*) [M^2 + S^2 ; S^2]`: {ratio[CONCAT]:.1f}x "
+        f"({timing[CONCAT]['ops']:,} ops, {timing[CONCAT]['op_counts'].get('CONV_2D', 0)} "
+        f"instead of {m['op_counts'].get('CONV_2D', 0)} CONV_2D): the concatenation costs "
+        f"about the pass it saves, so it is off by default "
+        f"(`tfp_bcnn._moment_layers.CONCAT_VARIANCE_MAPS`). Where the time goes (profiling "
+        f"files of "
         f"the same loop): the ReLU6 moment rule is {act_share:.0%} of it, "
         f"{per_relu6:.0f} elementwise ops per activation over {n_relu6} activations; with "
         f"the rule replaced by a clip of the mean the file costs {ratio[NO_ACTIVATION]:.1f}x "

@@ -136,6 +136,7 @@ def test_propagate_same_with_one_or_two_variance_maps(monkeypatch):
         layers.DenseFlipout(3),
     ])
     x = np.random.default_rng(0).normal(size=(2, 8, 8, 2)).astype("float32")
+    monkeypatch.setattr(_moment_layers, "CONCAT_VARIANCE_MAPS", True)
     one = moments.propagate(model, x)
     monkeypatch.setattr(_moment_layers, "CONCAT_VARIANCE_MAPS", False)
     two = moments.propagate(model, x)

@@ -110,9 +110,12 @@ _INFERENCE_IDENTITY = (
 )
 
 
-#: Merge the two variance maps of a layer into one on concatenated channels
-#: (`tfp_bcnn._moment_rules.linear_variance`); measured in ``benchmarks/mobilenet.py``.
-CONCAT_VARIANCE_MAPS = True
+#: Merge the two variance maps of a Dense / Conv layer into one on concatenated
+#: channels (`tfp_bcnn._moment_rules.linear_variance`). Off: measured in
+#: ``benchmarks/mobilenet.py`` (interleaved, CPU time) it removes ops and
+#: convolutions but not time (the concatenation costs about the pass it
+#: saves; LeNet-5 0.129 vs 0.121 ms, MobileNetV2 0.35 within a few per cent).
+CONCAT_VARIANCE_MAPS = False
 
 
 def _concat(layer, rank: int) -> bool:

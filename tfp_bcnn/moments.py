@@ -19,8 +19,8 @@ cdf / pdf):
       var  = (v + mu^2) (*) S^2 + v (*) M^2 + var(b)
 
   exact for independent inputs and weights; computed as
-  ``v (*) (M^2 + S^2) + mu^2 (*) S^2``, one map on concatenated channels
-  where the layer sums over its input channels (`linear_variance`).
+  ``v (*) (M^2 + S^2) + mu^2 (*) S^2`` (`linear_variance`; optionally one
+  map on concatenated channels, off by default: measured, it does not pay).
   A deterministic Keras Dense /
   Conv is the case ``S = 0``: ``var = v (*) W^2``. A deterministic input
   (``v = 0``, e.g. the image) gives ``var = mu^2 (*) S^2``.
