@@ -18,6 +18,17 @@ How the numbers are taken
   always runs right after the same neighbour.
 * ``ms`` is the median of the ``repeats`` times, ``ms_p10`` / ``ms_p90`` the
   10th and 90th percentiles (the spread the table can trust).
+* ``cpu_ms`` (and ``cpu_ms_p10`` / ``cpu_ms_p90``): the same from the
+  calling thread's CPU time (``time.thread_time``) around ``invoke()``.
+  With one thread LiteRT and XNNPack run the graph on the calling thread,
+  so this is the file's own compute time without the time the thread
+  waited for a core. On a loaded machine (more runnable jobs than cores)
+  the wall-clock medians are not comparable across files: a sub-millisecond
+  file often runs within one scheduler time slice, while a long one is
+  preempted many times (at load 23 on 2 cores the MobileNetV2 MC-32 ratio
+  came out 4.4x its idle value). ``ratios(..., key="cpu_ms")`` compares CPU
+  times; they still include what contention does to the caches and the
+  memory bus.
 
 How ops and partitions are counted
 ----------------------------------
@@ -160,6 +171,7 @@ def time_tflite_files(
     Returns:
         {label: dict} in the order of ``files``, each with ``path``, ``ms``
         (median milliseconds per ``invoke()``), ``ms_p10``, ``ms_p90``,
+        ``cpu_ms``, ``cpu_ms_p10``, ``cpu_ms_p90`` (the thread's CPU time),
         ``repeats``, ``bytes`` (file size) and the `graph_stats` entries
         ``ops``, ``op_counts``, ``partitions``, ``undelegated``.
 
@@ -186,26 +198,31 @@ def time_tflite_files(
         _random_inputs(interp, rng)
         runs[label], stats[label] = interp.invoke, interp  # counted after the loop
     times = {label: [] for label in paths}
+    cpu_times = {label: [] for label in paths}
     order = list(paths)
     shuffler = random.Random(seed)
-    clock = time.perf_counter
+    clock, cpu_clock = time.perf_counter, time.thread_time
     for r in range(warmup + repeats):
         shuffler.shuffle(order)
         for label in order:
             invoke = runs[label]
-            start = clock()
+            start, cpu_start = clock(), cpu_clock()
             invoke()
-            elapsed = clock() - start
+            cpu_elapsed, elapsed = cpu_clock() - cpu_start, clock() - start
             if r >= warmup:
                 times[label].append(elapsed * 1e3)
+                cpu_times[label].append(cpu_elapsed * 1e3)
     out = {}
     for label, p in paths.items():
-        t = np.asarray(times[label])
+        t, c = np.asarray(times[label]), np.asarray(cpu_times[label])
         out[label] = {
             "path": p,
             "ms": float(np.median(t)),
             "ms_p10": float(np.percentile(t, 10)),
             "ms_p90": float(np.percentile(t, 90)),
+            "cpu_ms": float(np.median(c)),
+            "cpu_ms_p10": float(np.percentile(c, 10)),
+            "cpu_ms_p90": float(np.percentile(c, 90)),
             "repeats": repeats,
             "bytes": os.path.getsize(p),
             **(stats[label] if isinstance(stats[label], dict) else graph_stats(stats[label])),
@@ -213,15 +230,17 @@ def time_tflite_files(
     return out
 
 
-def ratios(results: Mapping[str, Mapping], baseline: str) -> dict[str, float]:
+def ratios(results: Mapping[str, Mapping], baseline: str, key: str = "ms") -> dict[str, float]:
     """Median latency of every file over the baseline's median.
 
     Args:
         results: the output of `time_tflite_files`.
         baseline: the label of the reference file.
+        key: ``"ms"`` (wall clock) or ``"cpu_ms"`` (the thread's CPU time;
+            the module docstring says when to prefer it).
 
     Returns:
-        {label: ms / baseline's ms}.
+        {label: results[label][key] / results[baseline][key]}.
 
     Raises:
         ValueError: ``baseline`` is not a label of ``results``.
@@ -230,8 +249,10 @@ def ratios(results: Mapping[str, Mapping], baseline: str) -> dict[str, float]:
         raise ValueError(
             f"`baseline` must be one of {sorted(results)}. Received: baseline={baseline!r}"
         )
-    base = results[baseline]["ms"]
-    return {label: r["ms"] / base for label, r in results.items()}
+    if key not in ("ms", "cpu_ms"):
+        raise ValueError(f"`key` must be 'ms' or 'cpu_ms'. Received: key={key!r}")
+    base = results[baseline][key]
+    return {label: r[key] / base for label, r in results.items()}
 
 
 def format_ops(result: Mapping, top: int = 4) -> str:

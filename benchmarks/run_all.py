@@ -59,6 +59,11 @@ BENCHMARKS = {
                 ["--epochs", "1", "--seeds", "0", "--repeats", "100", "--angles", "0", "45"],
                 "Moments vs Monte Carlo: one-pass uncertainty",
                 MNIST_5K + "; out of distribution: letters A-J and uniform noise"),
+    "moments_stress": ("moments_stress.py", ["--seeds", "0", "--epochs", "20"],
+                       ["--epochs", "1", "--images", "40"],
+                       "Moments vs Monte Carlo on dense inputs: which rule loses the ranking",
+                       MNIST_5K + "; out of distribution: letters A-J, random 4x4 blocks, "
+                       "binary stripes (half the pixels on)"),
     "mobilenet": ("mobilenet.py", [], ["--size", "32", "--num-samples", "8", "--repeats", "5",
                                        "--large-size", "0"],
                   "MobileNetV2 on TFLite: deterministic vs Monte Carlo vs moments",

@@ -90,8 +90,13 @@ def test_latency_helper_times_interleaved(files):
     assert list(res) == ["static", "dynamic"]
     for r in res.values():
         assert r["repeats"] == 3 and 0 < r["ms_p10"] <= r["ms"] <= r["ms_p90"]
+        assert 0 < r["cpu_ms_p10"] <= r["cpu_ms"] <= r["cpu_ms_p90"]
     assert res["dynamic"]["partitions"] == 2
     assert _latency.ratios(res, "static")["static"] == 1.0
+    cpu = _latency.ratios(res, "static", key="cpu_ms")
+    assert cpu["dynamic"] == res["dynamic"]["cpu_ms"] / res["static"]["cpu_ms"]
+    with pytest.raises(ValueError, match="key='wall'"):
+        _latency.ratios(res, "static", key="wall")
     with pytest.raises(ValueError, match="baseline='nope'"):
         _latency.ratios(res, "nope")
     with pytest.raises(ValueError, match="repeats=0"):

@@ -26,6 +26,7 @@ from scipy import integrate, special
 import tfp_bcnn
 from tfp_bcnn import _moment_rules, layers, models, moments
 from tfp_bcnn.layers._base import rho_from_sigma
+from tfp_bcnn.layers._linear import linear_variance
 
 from _backend import register, result
 
@@ -83,6 +84,40 @@ def test_normal_cdf_pdf_errors_against_scipy():
     z64 = z.astype(np.float64)
     assert np.max(np.abs(cdf - special.ndtr(z64))) < 1.5e-4
     assert np.max(np.abs(pdf - np.exp(-(z64**2) / 2) / np.sqrt(2 * np.pi))) < 1e-6
+
+
+def test_tail_pdf_errors_against_scipy():
+    # the ReLU6 rule's (1 - Phi, phi): the logistic cdf's sign folded into its constants,
+    # so the same 1.4e-4 bound (Bowling et al. 2009) on 1 - Phi; the pdf is exact.
+    z = np.linspace(-10, 10, 4001).astype("float32")
+    tail, pdf = (_np(t) for t in _moment_rules._tail_pdf(z))
+    z64 = z.astype(np.float64)
+    assert np.max(np.abs(tail - special.ndtr(-z64))) < 1.5e-4
+    assert np.max(np.abs(pdf - np.exp(-(z64**2) / 2) / np.sqrt(2 * np.pi))) < 1e-6
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_linear_variance_equals_the_textbook_form(kind):
+    """``v (*) (M^2 + S^2) + mu^2 (*) S^2`` (what is computed: no ``v + mu^2`` pass)
+    equals ``v (*) M^2 + (v + mu^2) (*) S^2`` to float32 rounding (rtol 1e-5 on
+    sums of 3-36 positive terms); the deterministic-input and -kernel cases."""
+    rng = np.random.default_rng(0)
+    if kind == "dense":
+        x_shape, k_shape = (2, 3), (3, 4)
+        linear = keras.ops.matmul
+    else:
+        x_shape, k_shape = (2, 5, 5, 4), (3, 3, 4, 2)
+        linear = lambda x, k: keras.ops.conv(x, k, padding="same")  # noqa: E731
+    mu, v = rng.normal(size=x_shape), rng.uniform(0.1, 1, x_shape)
+    m, s2 = rng.normal(size=k_shape), rng.uniform(0.01, 0.2, k_shape)
+    mu, v, m, s2 = (x.astype("float32") for x in (mu, v, m, s2))
+    want = _np(linear(v, m * m)) + _np(linear(v + mu * mu, s2))
+    np.testing.assert_allclose(_np(linear_variance(linear, mu, v, m, s2)), want, rtol=1e-5)
+    np.testing.assert_allclose(_np(linear_variance(linear, mu, None, m, s2)),
+                               _np(linear(mu * mu, s2)), rtol=1e-5)
+    np.testing.assert_allclose(_np(linear_variance(linear, mu, v, m, None)),
+                               _np(linear(v, m * m)), rtol=1e-5)
+    assert linear_variance(linear, mu, None, m, None) is None
 
 
 def _relu_by_quadrature(m, s):
@@ -145,7 +180,11 @@ def test_clipped_relu_formulas_are_exact_with_an_exact_cdf(monkeypatch):
         return (0.5 * (1 + keras.ops.erf(z / np.sqrt(2.0))),
                 keras.ops.exp(-0.5 * keras.ops.square(z)) / np.sqrt(2 * np.pi))
 
-    monkeypatch.setattr(_moment_rules, "normal_cdf_pdf", exact)
+    def exact_tail(z):  # (1 - Phi(z), phi(z)), the form the rule calls
+        cdf, pdf = exact(z)
+        return 1.0 - cdf, pdf
+
+    monkeypatch.setattr(_moment_rules, "_tail_pdf", exact_tail)
     m = np.array([-3.0, -0.7, 0.0, 0.4, 2.5, 3.0, 5.8, 6.0, 9.0], "float32")
     v = np.array([0.5, 1.0, 2.0, 0.3, 4.0, 1e-6, 0.2, 1.0, 9.0], "float32")
     got_m, got_v = (_np(t) for t in moments.clipped_relu_moments(m, v, 6.0))

@@ -18,7 +18,10 @@ cdf / pdf):
       mean = mu (*) M + b
       var  = (v + mu^2) (*) S^2 + v (*) M^2 + var(b)
 
-  exact for independent inputs and weights. A deterministic Keras Dense /
+  exact for independent inputs and weights; computed as
+  ``v (*) (M^2 + S^2) + mu^2 (*) S^2`` (`tfp_bcnn.layers._linear`, the
+  rule the layers' local reparameterization and the exports share).
+  A deterministic Keras Dense /
   Conv is the case ``S = 0``: ``var = v (*) W^2``. A deterministic input
   (``v = 0``, e.g. the image) gives ``var = mu^2 (*) S^2``.
 * ReLU, the rectified Gaussian, with ``s = sqrt(v)``, ``z = mu / s``::

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from keras import ops
 
-__all__ = ["dense_map", "linear_moments"]
+__all__ = ["dense_map", "linear_moments", "linear_variance"]
 
 
 def dense_map(inputs, kernel):
@@ -26,6 +26,36 @@ def dense_map(inputs, kernel):
         out = ops.matmul(ops.reshape(inputs, (-1, inputs.shape[-1])), kernel)
         return ops.reshape(out, (-1, *inputs.shape[1:-1], kernel.shape[-1]))
     return ops.matmul(inputs, kernel)
+
+
+def linear_variance(linear, mean, variance, kernel_mean, kernel_variance=None):
+    """Variance of ``x (*) W`` (no bias) for independent ``x ~ N(mu, v)``, ``W ~ N(M, S^2)``::
+
+        v (*) M^2 + (v + mu^2) (*) S^2  =  v (*) (M^2 + S^2) + mu^2 (*) S^2
+
+    The right-hand form is computed: ``M^2 + S^2`` is a constant of the
+    kernel (folded by the TFLite converter), so there is no ``v + mu^2``
+    pass over the activations. Merging the two maps into one on
+    concatenated channels (``[v, mu^2] (*) [M^2 + S^2 ; S^2]``) was measured
+    in ``benchmarks/mobilenet.py`` and gave no consistent gain (BENCHMARKS.md).
+
+    Args:
+        linear: ``(inputs, kernel) -> outputs``, the layer's linear map.
+        mean, variance: the input moments; ``variance`` None for a
+            deterministic input.
+        kernel_mean: ``M``; kernel_variance: ``S^2``, or None for a
+            deterministic kernel. ``mu^2`` is formed in ``S^2``'s dtype.
+
+    Returns:
+        The output variance, or None when ``variance`` and ``S^2`` are None.
+    """
+    if kernel_variance is None:
+        return None if variance is None else linear(variance, ops.square(kernel_mean))
+    second = ops.square(ops.cast(mean, kernel_variance.dtype))
+    if variance is None:
+        return linear(second, kernel_variance)
+    total = ops.cast(ops.square(kernel_mean), kernel_variance.dtype) + kernel_variance
+    return linear(variance, total) + linear(second, kernel_variance)
 
 
 def linear_moments(linear, mean, variance, kernel_mean, kernel_variance=None, bias=None,
@@ -67,15 +97,7 @@ def linear_moments(linear, mean, variance, kernel_mean, kernel_variance=None, bi
     out_mean = linear(mean, kernel_mean)
     if bias is not None:
         out_mean = out_mean + per_unit(ops.cast(bias, out_mean.dtype), out_mean)
-    var = None
-    if variance is not None:
-        var = linear(variance, ops.square(kernel_mean))
-    if kernel_variance is not None:
-        second = ops.square(ops.cast(mean, kernel_variance.dtype))
-        if variance is not None:
-            second = variance + second
-        term = linear(second, kernel_variance)
-        var = term if var is None else var + term
+    var = linear_variance(linear, mean, variance, kernel_mean, kernel_variance)
     if var is None:
         return out_mean, None
     floor = None
