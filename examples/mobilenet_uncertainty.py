@@ -13,8 +13,12 @@ The edge-network path of tfp_bcnn on offline data, over the library's pieces:
    epistemic uncertainty, OOD AUROC of the predictive entropy);
 4. filter pruning of ``--sparsity`` of the channels (``structure="filter"``:
    channels tied by a residual Add go together, a depthwise layer follows
-   the layer before it), a short fine-tuning, then ``pruning.shrink``
-   rebuilds the network smaller with the same function;
+   the layer before it) with the channel allocation ``ALLOCATION`` that
+   benchmarks/deep.py compared (one global ranking of L2-normalised group
+   scores per FLOP that removing a channel saves, every group keeping at
+   least 8 and a quarter of its channels), a short fine-tuning (none with
+   ``--finetune-epochs 0``: one shot), then ``pruning.shrink`` rebuilds the
+   network smaller with the same function;
 5. TFLite export of the shrunk network (``lrt`` Monte Carlo, which tiles the
    batch only from the first Bayesian layer on, and ``moments``), run by the
    TF-free ``TFLiteBayesianModel`` and compared with Keras.
@@ -52,6 +56,11 @@ import tfp_bcnn as bcnn  # noqa: E402
 from tfp_bcnn import datasets, export, metrics, models, pruning  # noqa: E402
 
 RECIPE = models.MOBILENET_RECIPE
+#: `pruning.prune` options of the channel allocation (see tfp_bcnn/pruning/_allocation.py
+#: and BENCHMARKS.md, "Deep networks"): global ranking, L2-normalised group scores,
+#: divided by (FLOPs saved / mean) ** 0.5, floor max(8, C / 4) channels per group.
+ALLOCATION = {"scope": "global", "normalize": "l2", "min_channels": 8, "min_fraction": 0.25,
+              "cost": "flops", "cost_exponent": 0.5}
 
 
 def parse_args(argv=None):
@@ -63,20 +72,28 @@ def parse_args(argv=None):
     parser.add_argument("--last", type=int, default=None,
                         help="only the last K convertible layers Bayesian (default: all)")
     parser.add_argument("--sparsity", type=float, default=0.5, help="fraction of channels")
-    parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument("--finetune-epochs", type=int, default=1,
+                        help="fine-tuning epochs while pruning (0: prune at once, no tuning)")
     parser.add_argument("--num-samples", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", default=os.path.join("example_outputs", "mobilenet"))
     return parser.parse_args(argv)
 
 
-def prune_filters(net, x, y, sparsity, epochs, seed):
-    """``sparsity`` of the channels pruned at once, fine-tuned, stripped and shrunk."""
-    pruning.prune(net, pruning.ConstantSparsity(sparsity, 0), criterion="l1", scope="layer",
-                  structure="filter")
-    models.compile_bayesian(net, RECIPE["learning_rate"] / 4)
-    net.fit(x, y, epochs=epochs, batch_size=RECIPE["batch_size"], verbose=2,
-            callbacks=[pruning.UpdatePruning()])
+def prune_filters(net, x, y, sparsity, epochs):
+    """``sparsity`` of the channels pruned by `ALLOCATION`, fine-tuned, stripped and shrunk.
+
+    ``epochs`` of fine-tuning with the masks held by `pruning.UpdatePruning`
+    (the pruning happens at the first step); 0 prunes at once without tuning.
+    """
+    options = {"criterion": "l1", "structure": "filter", **ALLOCATION}
+    if epochs == 0:
+        pruning.prune_now(net, sparsity, **options)
+    else:
+        pruning.prune(net, pruning.ConstantSparsity(sparsity, 0), **options)
+        models.compile_bayesian(net, RECIPE["learning_rate"] / 4)
+        net.fit(x, y, epochs=epochs, batch_size=RECIPE["batch_size"], verbose=2,
+                callbacks=[pruning.UpdatePruning()])
     return pruning.shrink(pruning.strip(net))
 
 
@@ -104,7 +121,8 @@ def main(argv=None) -> dict:
     test, ood = bcnn.predict(net, xt, num_samples=s), bcnn.predict(net, letters, num_samples=s)
     auroc = metrics.ood_auroc(test.predictive_entropy, ood.predictive_entropy)
     params = net.count_params()
-    small = prune_filters(net, x, y, args.sparsity, args.finetune_epochs, args.seed)
+    flops = sum(r["flops"] for r in pruning.layer_costs(net))
+    small = prune_filters(net, x, y, args.sparsity, args.finetune_epochs)
     pruned = bcnn.predict(small, xt, num_samples=s)
 
     runs, infos = {}, {}
@@ -123,13 +141,15 @@ def main(argv=None) -> dict:
         "epistemic_ood": float(ood.epistemic.mean()),
         "auroc_entropy": auroc,
         "params": (params, small.count_params()),
+        "flops": (flops, sum(r["flops"] for r in pruning.layer_costs(small))),
         "agreement": agreement,
         "tflite_info": infos,
         "seconds": time.time() - start,
     }
     print(f"\naccuracy {result['accuracy']:.3f}, after pruning {args.sparsity:.0%} of the "
           f"channels and shrinking {result['accuracy_pruned']:.3f}; parameters "
-          f"{params:,} -> {result['params'][1]:,}")
+          f"{params:,} -> {result['params'][1]:,}, FLOPs per image {flops:,} -> "
+          f"{result['flops'][1]:,}")
     print(f"mean epistemic: test digits {result['epistemic_test']:.4f}, letters "
           f"{result['epistemic_ood']:.4f}; OOD AUROC (entropy) {auroc:.3f}")
     print("TFLite vs Keras argmax agreement: "
