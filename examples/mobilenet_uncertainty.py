@@ -74,19 +74,33 @@ def parse_args(argv=None):
     parser.add_argument("--sparsity", type=float, default=0.5, help="fraction of channels")
     parser.add_argument("--finetune-epochs", type=int, default=1,
                         help="fine-tuning epochs while pruning (0: prune at once, no tuning)")
+    parser.add_argument("--cost", choices=("none", "flops", "params"),
+                        default=ALLOCATION.get("cost") or "none",
+                        help="rank channels by score per FLOP / weight saved, or by score "
+                        "alone (none) (default: %(default)s)")
+    parser.add_argument("--cost-exponent", type=float,
+                        default=ALLOCATION.get("cost_exponent", 1.0),
+                        help="with --cost: divide scores by (cost / mean) ** this "
+                        "(default: %(default)s)")
     parser.add_argument("--num-samples", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", default=os.path.join("example_outputs", "mobilenet"))
     return parser.parse_args(argv)
 
 
-def prune_filters(net, x, y, sparsity, epochs):
+def prune_filters(net, x, y, sparsity, epochs, cost="flops", cost_exponent=1.0):
     """``sparsity`` of the channels pruned by `ALLOCATION`, fine-tuned, stripped and shrunk.
 
     ``epochs`` of fine-tuning with the masks held by `pruning.UpdatePruning`
     (the pruning happens at the first step); 0 prunes at once without tuning.
+    ``cost`` (``"none"``: by score alone) and ``cost_exponent`` replace
+    `ALLOCATION`'s.
     """
     options = {"criterion": "l1", "structure": "filter", **ALLOCATION}
+    options.pop("cost_exponent", None)
+    options["cost"] = None if cost == "none" else cost
+    if options["cost"] is not None:
+        options["cost_exponent"] = cost_exponent
     if epochs == 0:
         pruning.prune_now(net, sparsity, **options)
     else:
@@ -122,7 +136,8 @@ def main(argv=None) -> dict:
     auroc = metrics.ood_auroc(test.predictive_entropy, ood.predictive_entropy)
     params = net.count_params()
     flops = sum(r["flops"] for r in pruning.layer_costs(net))
-    small = prune_filters(net, x, y, args.sparsity, args.finetune_epochs)
+    small = prune_filters(net, x, y, args.sparsity, args.finetune_epochs, args.cost,
+                          args.cost_exponent)
     pruned = bcnn.predict(small, xt, num_samples=s)
 
     runs, infos = {}, {}
