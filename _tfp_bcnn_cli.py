@@ -152,8 +152,8 @@ def cmd_prune(args):
         scope=args.scope, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, dataset=args.dataset, output=args.output,
         seed=args.seed, structured=args.structured, verbose=args.verbose, mkdir=args.mkdir,
-        **{k: getattr(args, k) for k in ("min_channels", "min_fraction", "normalize")
-           if getattr(args, k) is not None})
+        **{k: getattr(args, k) for k in ("min_channels", "min_fraction", "normalize", "cost",
+                                         "cost_exponent") if getattr(args, k) is not None})
 
 
 def cmd_export(args):
@@ -313,6 +313,13 @@ def _add_prune(sub) -> None:
     r.add_argument("--normalize", choices=("none", "l2", "mean"), default=None,
                    help="with --structured --scope global: rescale each group's filter scores "
                    "before one ranking; l2 prunes wide groups first (default none)")
+    r.add_argument("--cost", choices=("flops", "params"), default=None,
+                   help="with --structured --scope global: rank channels by score per FLOP "
+                   "(or per weight) that removing them saves, so the pruning removes compute "
+                   "where it is cheap in accuracy (default: by score alone)")
+    r.add_argument("--cost-exponent", type=POSITIVE_REAL, default=None,
+                   help="with --cost: divide scores by (cost / mean cost) ** this; below 1 "
+                   "tempers the cost toward the plain ranking (default 1)")
     r.add_argument("--epochs", type=POSITIVE_INT, default=3,
                    help="fine-tuning epochs (default: %(default)s)")
     r.add_argument("--batch-size", type=POSITIVE_INT, default=64,

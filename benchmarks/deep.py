@@ -54,6 +54,12 @@ ALLOCATIONS = {
     "per group floored": {"scope": "layer", "min_channels": 8},
     "global mean": {"scope": "global", "normalize": "mean", "min_channels": 8,
                      "min_fraction": 0.25},
+    # the global ranking by score per FLOP that removing the channel saves
+    # (`cost="flops"`), and tempered ((cost / mean cost) ** 0.5)
+    "global flops": {"scope": "global", "normalize": "l2", "min_channels": 8,
+                     "min_fraction": 0.25, "cost": "flops"},
+    "global sqrt flops": {"scope": "global", "normalize": "l2", "min_channels": 8,
+                          "min_fraction": 0.25, "cost": "flops", "cost_exponent": 0.5},
 }
 
 
@@ -332,45 +338,107 @@ def markdown(args, recipe, rows, per_epoch, lat, ratios, pruned) -> str:
     ])
 
 
+def _seed_label(label: str, seed: int) -> str:
+    return f"{label} s{seed}"
+
+
+def _summary(pruned, seeds) -> dict:
+    """``{"<model>, <allocation>": {"fewer", "flops", "acc0", "acc1", "speed"}: lists}``.
+
+    One value per seed of every figure: the fraction of parameters removed,
+    FLOPs after / before, MC-32 accuracy before and after, MC-32 latency of
+    the pruned file / its unpruned file.
+    """
+    out = {}
+    for key, res in pruned.items():
+        model, name = key.rsplit(", ", 1)
+        for seed in seeds:
+            suffix = f" s{seed}"
+            if model.endswith(suffix):
+                model = model[:-len(suffix)]
+        row = out.setdefault(f"{model}, {name}", {k: [] for k in
+                                                 ("fewer", "flops", "acc0", "acc1", "speed")})
+        row["fewer"].append(1 - res["params"][1] / res["params"][0])
+        row["flops"].append(res["flops"][1] / res["flops"][0])
+        row["acc0"].append(res["acc"][0])
+        row["acc1"].append(res["acc"][1])
+        row["speed"].append(res["speed"])
+    return out
+
+
+def summary_block(summary) -> str:
+    """The mean +- std table over seeds and the pruning targets on the means."""
+    ms = common.mean_std
+    rows, lines = [], []
+    for key, r in summary.items():
+        drop = [a - b for a, b in zip(r["acc0"], r["acc1"])]
+        rows.append([key, ms([100 * v for v in r["fewer"]], 1) + " %", ms(r["flops"], 2),
+                     ms(r["acc0"]), ms(r["acc1"]), ms([-100 * d for d in drop], 1),
+                     ms(r["speed"], 2) + "x"])
+        fewer, d, speed = (float(np.mean(v)) for v in (r["fewer"], drop, r["speed"]))
+        lines.append(
+            f"- {key}: {100 * fewer:.0f} % fewer parameters ({_verdict(fewer >= 0.4)}), "
+            f"accuracy {-100 * d:+.1f} points ({_verdict(d <= 0.015 + 1e-9)}), MC-32 latency "
+            f"{speed:.2f}x the unpruned file ({_verdict(speed <= 0.7)})")
+    table = common.markdown_table(
+        ["model, allocation", "fewer parameters", "FLOPs after / before", "accuracy before",
+         "accuracy after", "change (points)", "MC-32 latency vs unpruned"], rows)
+    return ("Over the seeds (mean +- std; accuracy: MC-32 on the 1,000 test digits):\n\n"
+            + table + "\n\nPruning targets of issue 21 (on the means over the seeds):\n\n"
+            + "\n".join(lines))
+
+
 def pruning_only(args, recipe, data) -> dict:
-    """``--pruning-only``: the models of `PRUNED` (first seed), pruned per allocation, timed."""
+    """``--pruning-only``: the models of `PRUNED`, every seed, pruned per allocation, timed.
+
+    Every file (each seed's unpruned and pruned MC-32 files) is timed in one
+    interleaved loop; a pruned file's latency is taken against its own
+    seed's unpruned file.
+    """
     from tfp_bcnn import export
 
     x, y = data["train"]
-    seed = args.seeds[0]
-    nets = {}
-    for label in args.pruned_models:
-        common.log(f"seed {seed}: training {label}")
-        nets[label], _ = common.train(build(label, seed, len(x)), x, y, recipe=recipe, seed=seed)
-    pruned = prune(nets, data, recipe, args.prune_epochs, args.allocations, args.pruned_models)
-    if args.json:  # the pruning results survive a failure in the latency stage
-        common.write_json(args.json + ".pruned.json",
-                          {k: {kk: v for kk, v in r.items() if kk != "model"}
-                           for k, r in pruned.items()})
+    nets, pruned = {}, {}
+    for seed in args.seeds:
+        labels = []
+        for label in args.pruned_models:
+            common.log(f"seed {seed}: training {label}")
+            labels.append(_seed_label(label, seed))
+            nets[labels[-1]], _ = common.train(build(label, seed, len(x)), x, y,
+                                               recipe=recipe, seed=seed)
+        pruned.update(prune(nets, data, recipe, args.prune_epochs, args.allocations, labels))
+        if args.json:  # the pruning results survive a failure in the latency stage
+            common.write_json(args.json + ".pruned.json",
+                              {k: {kk: v for kk, v in r.items() if kk != "model"}
+                               for k, r in pruned.items()})
     with tempfile.TemporaryDirectory() as tmp:
         files = {f"{label} MC-32": export.to_tflite(nets[label], Path(tmp) / f"b{i}.tflite",
                                                     num_samples=32)
-                 for i, label in enumerate(args.pruned_models)}
+                 for i, label in enumerate(nets)}
         for i, (label, res) in enumerate(pruned.items()):
             files[f"{label} pruned 50 % MC-32"] = export.to_tflite(
                 res["model"], Path(tmp) / f"p{i}.tflite", num_samples=32)
         lat = _latency.time_tflite_files(files, repeats=args.repeats)
-    base = f"{args.pruned_models[0]} MC-32"
+    base = next(iter(files))
     ratios = _latency.ratios(lat, base)
+    for label, res in pruned.items():
+        res["speed"] = _speedup(ratios, label)
+    summary = _summary(pruned, args.seeds)
     lat_rows = [[name, f"{r['ms']:.3f}", f"{ratios[name]:.2f}x", r["ops"]]
                 for name, r in lat.items()]
     text = "\n\n".join([
-        f"`--pruning-only`: seed {seed}, {args.train_size} training digits, "
-        f"`models.MOBILENET_RECIPE` for {recipe['epochs']} epochs; only the models that are "
-        f"pruned are trained. TFLite latency (32x32x3, one image, one thread, every file "
-        f"timed interleaved in one loop, {args.repeats} rounds; median ms):",
+        f"`--pruning-only`: seeds {args.seeds} (`sN` in the labels), {args.train_size} "
+        f"training digits, `models.MOBILENET_RECIPE` for {recipe['epochs']} epochs; only the "
+        "models that are pruned are trained. TFLite latency (32x32x3, one image, one thread, "
+        f"every file timed interleaved in one loop, {args.repeats} rounds; median ms):",
         common.markdown_table(["file", "ms", f"vs {base}", "ops"], lat_rows),
         pruning_block(args, ratios, pruned),
-        "Pruning targets of issue 21:\n\n" + "\n".join(pruning_targets(ratios, pruned)),
+        summary_block(summary),
     ])
     common.emit(args.markdown, text)
-    return {"ratios": ratios, "pruned": {k: {kk: v for kk, v in r.items() if kk != "model"}
-                                         for k, r in pruned.items()}}
+    return {"ratios": ratios, "summary": summary,
+            "pruned": {k: {kk: v for kk, v in r.items() if kk != "model"}
+                       for k, r in pruned.items()}}
 
 
 def main(argv=None) -> dict:

@@ -123,6 +123,6 @@ def test_prune_now_applies_the_floor_and_the_config_round_trips():
                   min_fraction=0.5, normalize="mean")
     config = pruning.pruning_config(model)
     assert config.allocation() == {"min_channels": 1, "min_fraction": 0.5,
-                                   "normalize": "mean"}
+                                   "normalize": "mean", "cost": None, "cost_exponent": 1.0}
     assert pruning.PruningConfig.from_config(json.loads(json.dumps(config.get_config()))) \
         == config

@@ -167,6 +167,8 @@ def test_load_model_says_not_a_valid_keras_file(tmp_path):
     (["prune", "MODEL", "--min-channels", "0"], "--min-channels: must be an integer >= 1"),
     (["prune", "MODEL", "--min-fraction", "1"], "--min-fraction: must be a number in [0, 1)"),
     (["prune", "MODEL", "--normalize", "max"], "--normalize: invalid choice"),
+    (["prune", "MODEL", "--cost", "latency"], "--cost: invalid choice"),
+    (["prune", "MODEL", "--cost-exponent", "0"], "--cost-exponent: must be a finite number > 0"),
     (["export", "MODEL", "--tflite", "m.tfl"], "--tflite: must be a file name ending in .tflite"),
     (["export", "MODEL", "--tflite", "m.tflite", "--samples", "0"],
      "--samples: must be an integer >= 1"),
@@ -263,7 +265,7 @@ def test_structured_prune_prints_costs_and_writes_a_smaller_model(tmp_path, caps
     out = tmp_path / "small.keras"
     assert cli.main(["prune", str(model), "--structured", "--criterion", "l1",
                      "--final-sparsity", "0.5", "--epochs", "2", "--verbose", "0",
-                     "--min-channels", "4", "--normalize", "l2",
+                     "--min-channels", "4", "--normalize", "l2", "--cost", "flops",
                      "--output", str(out), "--dataset", tiny_npz]) == 0
     text = capsys.readouterr().out
     assert "channels before" in text and "FLOPs per image" in text and "parameters" in text

@@ -245,15 +245,19 @@ def test_regression_heteroscedastic(tmp_path):
 
 
 def test_mobilenet_uncertainty(tmp_path):
+    # one batch of 64 digits, one epoch, pruning at once (no fine-tuning fit:
+    # the fine-tuning path is pruning.prune + UpdatePruning, tested on MobileNet-
+    # like blocks in test_shrink_groups.py)
     result = load_example("mobilenet_uncertainty").main([
-        "--n-train", "128", "--n-test", "32", "--letters-per-class", "2", "--epochs", "1",
-        "--finetune-epochs", "1", "--num-samples", "4", "--sparsity", "0.5",
+        "--n-train", "64", "--n-test", "16", "--letters-per-class", "1", "--epochs", "1",
+        "--finetune-epochs", "0", "--num-samples", "4", "--sparsity", "0.5",
         "--out-dir", str(tmp_path),
     ])
     kinds = result["bayesian_layers"]
     assert set(kinds) == {"Conv2DFlipout", "DepthwiseConv2DFlipout", "DenseFlipout"}
     assert kinds["DepthwiseConv2DFlipout"] == 17  # MobileNetV2 has 17 depthwise convolutions
     assert result["params"][1] < 0.7 * result["params"][0]  # channels really removed
+    assert result["flops"][1] < result["flops"][0]  # and compute
     for info in result["tflite_info"].values():
         assert not info["flex_ops"]
     # At this size the network is barely trained (128 digits, 1 + 1 epochs; the

@@ -314,8 +314,8 @@ def prune_and_finetune(model, x, y, *, final_sparsity, criterion, epochs, batch_
     optimizer, so steps count from 0) with ``learning_rate``. With
     ``structure="filter"`` whole filters are pruned (``final_sparsity`` is
     then the fraction of filters); ``pruning.shrink`` removes them after.
-    ``allocation``: ``min_channels``, ``min_fraction``, ``normalize`` of
-    ``pruning.prune`` (filter pruning's channel allocation).
+    ``allocation``: ``min_channels``, ``min_fraction``, ``normalize``,
+    ``cost`` of ``pruning.prune`` (filter pruning's channel allocation).
     """
     from . import pruning
 
@@ -610,7 +610,8 @@ def run_prune(*, model, final_sparsity=None, criterion="snr", scope="global",
     otherwise), the model is shrunk by ``pruning.shrink`` and the channels,
     parameters and FLOPs of each layer are printed before and after.
     ``output`` (default ``<model stem>_pruned.keras``), ``verbose``, ``mkdir``: as in `run_train`.
-    ``allocation``: ``min_channels``, ``min_fraction``, ``normalize`` of ``pruning.prune``.
+    ``allocation``: ``min_channels``, ``min_fraction``, ``normalize``, ``cost`` of
+    ``pruning.prune``.
     """
     import keras
 

@@ -24,9 +24,10 @@ or, in one shot, ``pruning.prune_now(model, 0.9, criterion="snr")``.
 Modules (one concept each): ``_schedules`` (schedules), ``_masks`` (criteria,
 scopes, structures, mask maths, `prune_now`, `sparsity`), ``_allocation``
 (how many channels each layer or channel group loses: floor, normalised
-global ranking), ``_groups`` (channels tied by Add / depthwise), ``_callback``
-(`PruningConfig`, `prune`, `UpdatePruning`, `strip`), ``_shrink`` (`shrink`,
-`layer_costs`). This ``__init__`` re-exports their public names.
+global ranking, score per FLOP or weight saved), ``_groups`` (channels tied
+by Add / depthwise), ``_callback`` (`PruningConfig`, `prune`, `UpdatePruning`,
+`strip`), ``_shrink`` (`shrink`, `layer_costs`). This ``__init__`` re-exports
+their public names.
 
 Structured pruning (filters) and shrinking::
 

@@ -31,6 +31,32 @@ channels before they are ranked together:
   expansions, its 1280-channel last convolution) are pruned first;
 * ``"mean"``: ``s_u / mean(s_u)``: each channel against its own unit's
   typical channel, independent of the width.
+
+Cost (global ranking only). A channel's score says what the network loses
+without it, not what removing it saves; a global ranking by score alone
+removes channels where they are cheap in accuracy, which in MobileNetV2 are
+the wide late layers, where the parameters are but few FLOPs (they run at
+1x1 or 2x2). ``cost="flops"`` or ``"params"`` ranks by importance per unit of
+cost instead (Molchanov et al. 2017, section 2.3, "FLOPs regularization";
+Shen et al. 2022, "Structural Pruning via Latency-Saliency Knapsack",
+https://arxiv.org/abs/2210.06659): the normalised score of every channel of
+unit ``u`` is divided by ``k_u / k_mean``, where
+
+    k_u = (sum of the FLOPs (or weights) of u's producers, depthwise layers
+           and consumers) / C_u
+
+is what one channel of ``u`` costs (every channel of a unit costs the same:
+it has one filter in each producer, one channel in each depthwise layer and
+one input channel, or ``C_in / C_u`` flattened inputs, in each consumer; see
+`unit_costs`), and ``k_mean`` is the mean of ``k_u`` over all the live
+channels, so the ranking is free of the units of cost. Channels that cost
+``k`` times the average are pruned as if their score were ``k`` times
+smaller; the floors still hold. ``cost_exponent`` ``e`` tempers this, the
+divisor being ``(k_u / k_mean) ** e``: ``e = 1`` is score per unit of cost
+(at a fixed fraction of the channels it cuts the most FLOPs, and empties the
+expensive early layers down to their floors), ``e -> 0`` the plain ranking.
+Costs are taken at the layers' full shapes (the model's input size), not the
+shapes left by earlier pruning.
 """
 
 from __future__ import annotations
@@ -42,37 +68,52 @@ import numpy as np
 
 from .. import _validation as check
 
-__all__ = ["NORMALIZATIONS", "allocate", "channel_floor", "check_allocation", "prune_lowest",
-           "normalize_scores"]
+__all__ = ["COSTS", "NORMALIZATIONS", "allocate", "channel_floor", "check_allocation",
+           "prune_lowest", "normalize_scores", "unit_costs"]
 
 NORMALIZATIONS = ("none", "l2", "mean")
+COSTS = ("flops", "params")
 
 
-def check_allocation(structure: str, min_channels, min_fraction,
-                     normalize) -> tuple[int, float, str]:
+def check_allocation(structure: str, min_channels, min_fraction, normalize, cost=None,
+                     cost_exponent=1.0, scope: str = "global"
+                     ) -> tuple[int, float, str, str | None, float]:
     """Validate the allocation options of filter pruning.
 
     Returns:
-        ``(min_channels, min_fraction, normalize)`` as int, float, str.
+        ``(min_channels, min_fraction, normalize, cost, cost_exponent)``.
 
     Raises:
         ValueError: ``min_channels`` not a positive int, ``min_fraction``
-            outside ``[0, 1)``, an unknown ``normalize``, or a value other
-            than the default with ``structure="weight"`` (where there are no
-            channels to allocate).
+            outside ``[0, 1)``, an unknown ``normalize`` or ``cost``, a
+            ``cost_exponent`` that is not a positive number or is given
+            without a ``cost``, a value
+            other than the default with ``structure="weight"`` (where there
+            are no channels to allocate), or a ``cost`` with
+            ``scope="layer"`` (where it would change nothing).
     """
     min_channels = check.positive_int("min_channels", min_channels)
     min_fraction = check.fraction("min_fraction", min_fraction)
     check.choice("normalize", normalize, NORMALIZATIONS)
+    check.choice("cost", cost, (None, *COSTS))
+    cost_exponent = check.positive_float("cost_exponent", cost_exponent)
+    if cost is None and cost_exponent != 1.0:
+        raise ValueError("`cost_exponent` tempers a `cost`; give cost='flops' or 'params' "
+                         f"with it. Received: cost_exponent={cost_exponent!r} with cost=None")
     if structure != "filter":
         for name, value, default in (("min_channels", min_channels, 1),
                                      ("min_fraction", min_fraction, 0.0),
-                                     ("normalize", normalize, "none")):
+                                     ("normalize", normalize, "none"), ("cost", cost, None)):
             if value != default:
                 raise ValueError(
                     f"`{name}` applies to structure='filter' only (channel allocation). "
                     f"Received: {name}={value!r} with structure={structure!r}")
-    return min_channels, min_fraction, normalize
+    if cost is not None and scope != "global":
+        raise ValueError(
+            "`cost` weighs channels of different layers against each other: it needs "
+            f"scope='global' (per layer every channel costs the same). Received: cost={cost!r} "
+            f"with scope={scope!r}")
+    return min_channels, min_fraction, normalize, cost, cost_exponent
 
 
 def channel_floor(channels: int, min_channels: int = 1, min_fraction: float = 0.0) -> int:
@@ -111,9 +152,51 @@ def _guard(scores: np.ndarray, floor: int) -> tuple[np.ndarray, int]:
     return guarded, len(best)
 
 
+def unit_costs(model, units: Sequence, cost: str) -> list[float]:
+    """What one channel of every unit costs: ``k_u`` of the module docstring.
+
+    Args:
+        model: the built model the units belong to (for the consumers of
+            single-layer units: the next convolution / dense layer after the
+            unit's producer in model order, as in a chain model).
+        units: `_groups.Group` s (a channel group, or one layer as the only
+            producer of a group without depthwise layers and consumers).
+        cost: ``"flops"`` (multiply-adds per image at the model's input
+            size, `pruning.layer_costs`) or ``"params"`` (weights).
+
+    Returns:
+        One float per unit, ``> 0``.
+    """
+    from .._compat import all_layers
+    from ._shrink import is_costed, layer_cost
+
+    chain = [layer for layer in all_layers(model) if is_costed(layer)]
+    position = {id(layer): i for i, layer in enumerate(chain)}
+    out = []
+    for unit in units:
+        consumers = list(unit.consumers)
+        if not consumers and not unit.depthwise and len(unit.producers) == 1:
+            i = position.get(id(unit.producers[0]), len(chain)) + 1
+            consumers = chain[i:i + 1]
+        layers = [*unit.producers, *unit.depthwise, *consumers]
+        total = sum(layer_cost(layer)[cost] for layer in layers)
+        out.append(max(float(total), 1.0) / unit.channels)
+    return out
+
+
+def _weigh_by_cost(scores: Sequence[np.ndarray], costs: Sequence[float],
+                   exponent: float) -> list[np.ndarray]:
+    """``s_u / (k_u / k_mean) ** exponent``, ``k_mean`` the mean cost over the live channels."""
+    live = np.array([np.sum(np.isfinite(s)) for s in scores], dtype=np.float64)
+    costs = np.asarray(costs, dtype=np.float64)
+    mean = np.sum(live * costs) / max(np.sum(live), 1.0)
+    return [s * (mean / k) ** exponent for s, k in zip(scores, costs)]
+
+
 def allocate(scores: Sequence[np.ndarray], target: float, scope: str, *,
              min_channels: int = 1, min_fraction: float = 0.0,
-             normalize: str = "none") -> list[np.ndarray]:
+             normalize: str = "none", costs: Sequence[float] | None = None,
+             cost_exponent: float = 1.0) -> list[np.ndarray]:
     """Which channels of every unit to keep at the pruned fraction ``target``.
 
     Args:
@@ -124,6 +207,10 @@ def allocate(scores: Sequence[np.ndarray], target: float, scope: str, *,
             ranking over all units).
         min_channels, min_fraction: the floor of every unit (module docstring).
         normalize: ``"none"``, ``"l2"`` or ``"mean"`` (global scope only).
+        costs: None, or the cost ``k_u > 0`` of one channel of every unit
+            (`unit_costs`; global scope only): the normalised scores are
+            divided by ``(k_u / k_mean) ** cost_exponent`` before the ranking.
+        cost_exponent: ``> 0``, see ``costs``.
 
     Returns:
         One boolean ``(C_u,)`` keep-vector per unit (False: pruned).
@@ -132,9 +219,12 @@ def allocate(scores: Sequence[np.ndarray], target: float, scope: str, *,
     if scope == "layer":
         return [prune_lowest(s, min(round(target * s.size), s.size - f))
                 for s, f in zip(scores, floors)]
+    ranked = [normalize_scores(s, normalize) for s in scores]
+    if costs is not None:
+        ranked = _weigh_by_cost(ranked, costs, cost_exponent)
     guarded, kept = [], 0
-    for s, f in zip(scores, floors):
-        g, k = _guard(normalize_scores(s, normalize), f)
+    for s, f in zip(ranked, floors):
+        g, k = _guard(s, f)
         guarded.append(g)
         kept += k
     flat = np.concatenate(guarded)

@@ -48,9 +48,9 @@ class PruningConfig:
         scope: ``"layer"`` or ``"global"``.
         exclude: names of the Bayesian layers left unpruned.
         structure: ``"weight"`` or ``"filter"``.
-        min_channels, min_fraction, normalize: the channel allocation of
-            filter pruning (``_allocation``; defaults: no floor beyond one
-            channel, raw scores).
+        min_channels, min_fraction, normalize, cost, cost_exponent: the
+            channel allocation of filter pruning (``_allocation``; defaults:
+            no floor beyond one channel, raw scores, no cost).
     """
 
     schedule: Any
@@ -61,11 +61,14 @@ class PruningConfig:
     min_channels: int = 1
     min_fraction: float = 0.0
     normalize: str = "none"
+    cost: str | None = None
+    cost_exponent: float = 1.0
 
     def allocation(self) -> dict[str, Any]:
-        """``{"min_channels", "min_fraction", "normalize"}`` for `apply_sparsity`."""
+        """``{"min_channels", "min_fraction", "normalize", "cost", "cost_exponent"}``."""
         return {"min_channels": self.min_channels, "min_fraction": self.min_fraction,
-                "normalize": self.normalize}
+                "normalize": self.normalize, "cost": self.cost,
+                "cost_exponent": self.cost_exponent}
 
     def get_config(self) -> dict[str, Any]:
         schedule = self.schedule
@@ -105,6 +108,8 @@ def prune(
     min_channels: int = 1,
     min_fraction: float = 0.0,
     normalize: str = "none",
+    cost: str | None = None,
+    cost_exponent: float = 1.0,
 ) -> keras.Model:
     """Prepare ``model`` for pruning during training with `UpdatePruning`.
 
@@ -148,6 +153,16 @@ def prune(
             first) or ``"mean"`` (divided by their mean). See ``_allocation``.
             No effect with ``scope="layer"`` (a unit's scale does not change
             its own ranking).
+        cost: (``structure="filter"``, ``scope="global"``) None (rank by
+            score), ``"flops"`` or ``"params"``: rank every channel by its
+            normalised score per unit of what removing it saves (the FLOPs
+            per image at the model's input size, or the weights, of its
+            producers, depthwise layers and consumers, divided by the
+            channels of its group), so the pruning removes compute (or
+            parameters) where it is cheap in accuracy. See ``_allocation``.
+        cost_exponent: ``e > 0``: the score is divided by (the channel's
+            cost / the mean cost) ``** e``; 1 (the default) is score per
+            unit of cost, smaller values temper it toward the plain ranking.
 
     Returns:
         ``model`` itself, ready to compile and fit.
@@ -157,8 +172,10 @@ def prune(
             criterion or scope, an excluded name that is not a Bayesian
             layer of the model, an unknown structure, a schedule that is
             not such a callable, ``min_channels`` not a positive int,
-            ``min_fraction`` outside ``[0, 1)``, an unknown ``normalize``, or
-            an allocation option with ``structure="weight"``.
+            ``min_fraction`` outside ``[0, 1)``, an unknown ``normalize`` or
+            ``cost``, a ``cost_exponent`` that is not positive or comes
+            without a ``cost``, an allocation option with
+            ``structure="weight"``, or a ``cost`` with ``scope="layer"``.
 
     Example:
 
@@ -167,7 +184,8 @@ def prune(
     >>> model.fit(x, y, callbacks=[pruning.UpdatePruning()])  # doctest: +SKIP
     """
     _, exclude = check_options(model, criterion, scope, exclude, structure)
-    allocation = check_allocation(structure, min_channels, min_fraction, normalize)
+    allocation = check_allocation(structure, min_channels, min_fraction, normalize, cost,
+                                  cost_exponent, scope)
     if schedule is None:
         schedule = default_schedule()
     if not callable(schedule):

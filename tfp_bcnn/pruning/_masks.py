@@ -55,7 +55,7 @@ from keras import ops
 from .. import _validation as check
 from ..kl import variational_layers
 from ..layers import BayesianLayer, Rank1Layer
-from ._allocation import allocate, check_allocation, prune_lowest
+from ._allocation import allocate, check_allocation, prune_lowest, unit_costs
 
 __all__ = [
     "CRITERIA",
@@ -321,18 +321,23 @@ def grouped_channel_variables(model, layers: Sequence) -> list:
 
 
 def _apply_filter_sparsity(layers: Sequence, target: float, criterion: str, scope: str,
-                           model=None, **allocation) -> None:
+                           model=None, *, cost: str | None = None,
+                           cost_exponent: float = 1.0, **allocation) -> None:
     """Filter pruning of the units (layers or channel groups) by `_allocation.allocate`.
 
     A group's score of channel ``c`` is the mean of its producers' filter
-    scores; ``allocation``: ``min_channels``, ``min_fraction``, ``normalize``.
+    scores; ``allocation``: ``min_channels``, ``min_fraction``, ``normalize``;
+    ``cost`` (needs ``model``): scores per unit of `_allocation.unit_costs`.
     """
     units = filter_units(model, layers)
     if not units:
         return
     scores = [np.mean([_filter_scores(p, criterion) for p in unit.producers], axis=0)
               for unit in units]
-    for unit, keep in zip(units, allocate(scores, target, scope, **allocation)):
+    costs = unit_costs(model, units, cost) if cost is not None and model is not None else None
+    keeps = allocate(scores, target, scope, costs=costs, cost_exponent=cost_exponent,
+                     **allocation)
+    for unit, keep in zip(units, keeps):
         _assign_channels(unit, keep)
 
 
@@ -342,8 +347,8 @@ def apply_sparsity(layers: Sequence, target: float, criterion: str, scope: str,
 
     With ``structure="filter"``, ``model`` (when given) lets channels tied by
     a residual ``Add`` or a depthwise convolution be pruned as one group, and
-    ``allocation`` (``min_channels``, ``min_fraction``, ``normalize``) sets
-    how many channels each unit loses (``_allocation``).
+    ``allocation`` (``min_channels``, ``min_fraction``, ``normalize``,
+    ``cost``, ``cost_exponent``) sets how many channels each unit loses (``_allocation``).
     """
     if structure == "filter":
         return _apply_filter_sparsity(layers, target, criterion, scope, model, **allocation)
@@ -414,6 +419,8 @@ def prune_now(
     min_channels: int = 1,
     min_fraction: float = 0.0,
     normalize: str = "none",
+    cost: str | None = None,
+    cost_exponent: float = 1.0,
 ) -> keras.Model:
     """Set the masks of ``model`` to ``sparsity`` at once (one-shot pruning).
 
@@ -427,8 +434,8 @@ def prune_now(
         sparsity: fraction in ``[0, 1)``.
         criterion, scope, exclude, structure: as in `prune` (with
             ``structure="filter"``, ``sparsity`` is the fraction of filters).
-        min_channels, min_fraction, normalize: the channel allocation of
-            filter pruning, as in `prune` (``_allocation``).
+        min_channels, min_fraction, normalize, cost, cost_exponent: the
+            channel allocation of filter pruning, as in `prune` (``_allocation``).
 
     Returns:
         ``model`` itself.
@@ -438,8 +445,9 @@ def prune_now(
     """
     target = check.fraction("sparsity", sparsity)
     layers, _ = check_options(model, criterion, scope, exclude, structure)
-    min_channels, min_fraction, normalize = check_allocation(structure, min_channels,
-                                                             min_fraction, normalize)
+    min_channels, min_fraction, normalize, cost, cost_exponent = check_allocation(
+        structure, min_channels, min_fraction, normalize, cost, cost_exponent, scope)
     apply_sparsity(layers, target, criterion, scope, structure, model,
-                   min_channels=min_channels, min_fraction=min_fraction, normalize=normalize)
+                   min_channels=min_channels, min_fraction=min_fraction, normalize=normalize,
+                   cost=cost, cost_exponent=cost_exponent)
     return model

@@ -67,7 +67,7 @@ from .._compat import is_graph_model
 from ..layers import BayesianLayer, Rank1Layer, TileComponents
 from ._groups import mixing_activation, per_channel
 
-__all__ = ["layer_costs", "shrink"]
+__all__ = ["is_costed", "layer_cost", "layer_costs", "shrink"]
 
 _LINEAR_KERAS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
                  keras.layers.Dense)
@@ -397,25 +397,28 @@ def layer_costs(model: keras.Model) -> list[dict]:
     """
     from .._compat import all_layers
 
-    rows = []
-    for layer in all_layers(model):
-        if not (isinstance(layer, _MASKED) or isinstance(layer, _LINEAR_KERAS)):
-            continue
-        kernel = layer.kernel_loc if isinstance(layer, BayesianLayer) else layer.kernel
-        shape = tuple(int(d) for d in kernel.shape)
-        out_shape = layer.output.shape
-        positions = 1
-        if len(shape) > 2:
-            axis = _channel_axis(layer, len(out_shape))
-            positions = math.prod(int(d) for i, d in enumerate(out_shape)
-                                  if i not in (0, axis))
-        else:
-            positions = math.prod(int(d) for d in out_shape[1:-1])
-        depthwise = "depthwise" in type(layer).__name__.lower()  # (k..., in, multiplier)
-        rows.append({
-            "layer": layer.name,
-            "channels": shape[-2] * shape[-1] if depthwise else shape[-1],
-            "params": int(sum(math.prod(v.shape) for v in layer.weights)),
-            "flops": 2 * math.prod(shape) * positions,
-        })
-    return rows
+    return [layer_cost(layer) for layer in all_layers(model) if is_costed(layer)]
+
+
+def is_costed(layer) -> bool:
+    """Whether `layer_costs` counts ``layer``: a masked layer or a plain Keras Conv / Dense."""
+    return isinstance(layer, _MASKED) or isinstance(layer, _LINEAR_KERAS)
+
+
+def layer_cost(layer) -> dict:
+    """One row of `layer_costs`: ``{"layer", "channels", "params", "flops"}`` of a built layer."""
+    kernel = layer.kernel_loc if isinstance(layer, BayesianLayer) else layer.kernel
+    shape = tuple(int(d) for d in kernel.shape)
+    out_shape = layer.output.shape
+    if len(shape) > 2:
+        axis = _channel_axis(layer, len(out_shape))
+        positions = math.prod(int(d) for i, d in enumerate(out_shape) if i not in (0, axis))
+    else:
+        positions = math.prod(int(d) for d in out_shape[1:-1])
+    depthwise = "depthwise" in type(layer).__name__.lower()  # (k..., in, multiplier)
+    return {
+        "layer": layer.name,
+        "channels": shape[-2] * shape[-1] if depthwise else shape[-1],
+        "params": int(sum(math.prod(v.shape) for v in layer.weights)),
+        "flops": 2 * math.prod(shape) * positions,
+    }
