@@ -17,6 +17,13 @@ in a fresh Python process (``KERAS_BACKEND=jax``). Starting one costs seconds
   clears the Keras session.
 * `run_script` runs one script alone (for code that needs its own process:
   command-line arguments, another environment).
+
+Under JAX, TensorFlow is hidden from the process (``import tensorflow``
+raises ImportError): the JAX path is meant for machines without TensorFlow,
+so a script that needed it would fail here rather than pass by accident, and
+Keras' ``set_random_seed`` no longer imports it just to seed it (about 2 s
+of CPU per process). The PyTorch scripts keep it: they check the errors of
+what needs TensorFlow with TensorFlow installed.
 """
 
 from __future__ import annotations
@@ -56,6 +63,25 @@ _RUNNER = textwrap.dedent(
     print("\\n" + MARKER + json.dumps(results), flush=True)
     """
 ).replace("MARKER", repr(MARKER))
+
+#: Run first under JAX (see the module docstring): ``tensorflow`` and its
+#: submodules cannot be imported.
+_HIDE_TENSORFLOW = textwrap.dedent(
+    """
+    import importlib.abc as _abc, sys as _sys
+    class _NoTensorFlow(_abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "tensorflow" or name.startswith("tensorflow."):
+                raise ImportError(f"TensorFlow is hidden from the JAX test scripts: {name}")
+            return None
+    _sys.meta_path.insert(0, _NoTensorFlow())
+    """
+)
+
+
+def _prelude(backend: str) -> str:
+    return _HIDE_TENSORFLOW if backend == "jax" else ""
+
 
 _registry: dict[str, dict[str, str]] = {}
 _results: dict[str, dict[str, dict]] = {}
@@ -97,8 +123,8 @@ def _run_batch(backend: str, timeout_per_script: int) -> dict[str, dict]:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(scripts, f)
     try:
-        proc = subprocess.run([sys.executable, "-c", _RUNNER, f.name], capture_output=True,
-                              text=True, env=_env(backend),
+        proc = subprocess.run([sys.executable, "-c", _prelude(backend) + _RUNNER, f.name],
+                              capture_output=True, text=True, env=_env(backend),
                               timeout=timeout_per_script * len(scripts))
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARKER)]
         if proc.returncode == 0 and lines:
@@ -143,8 +169,8 @@ def run_script(code: str, backend: str = "jax", args=(), env: dict | None = None
     prelude = ("import json as _json\n"
                "def report(value):\n"
                f"    print('\\n' + {MARKER!r} + _json.dumps(value, default=float), flush=True)\n")
-    proc = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code),
-                           *map(str, args)],
+    source = _prelude(backend) + prelude + textwrap.dedent(code)
+    proc = subprocess.run([sys.executable, "-c", source, *map(str, args)],
                           capture_output=True, text=True, env=_env(backend, env),
                           timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARKER)]

@@ -108,42 +108,37 @@ def test_fit_images_pads_resizes_and_tiles():
 
 
 @pytest.mark.slow
-def test_cli_trains_and_structurally_prunes_mobilenet_v2(tmp_path):
+def test_cli_trains_and_structurally_prunes_mobilenet_v2(tmp_path, capsys, monkeypatch):
     """``train --model mobilenet_v2 --last K --input-size`` then ``prune --structured``
     on a tiny .npz set (28x28x1 digits padded to 32x32x3): the commands, not
-    the accuracy."""
+    the accuracy. The commands run in this process (``cli.main``, as in
+    ``test_cli.py``): three fresh processes cost three TensorFlow imports
+    and nothing they check is process-wide (the CLI's own process, its log
+    lines and exit codes, are checked in ``test_cli.py`` / ``test_outputs.py``)."""
     import json
-    import os
-    import subprocess
-    import sys
 
-    def run_cli(*args, cwd):
-        env = {k: v for k, v in os.environ.items() if k != "TFP_BCNN_VERBOSE"}
-        return subprocess.run([sys.executable, "-m", "tfp_bcnn.cli", *args], cwd=cwd,
-                              env=env, capture_output=True, text=True, timeout=900)
+    from tfp_bcnn import cli
 
+    monkeypatch.chdir(tmp_path)
     (x, y), _ = datasets.mnist_5k()
     np.savez(tmp_path / "tiny.npz", x_train=x[:64], y_train=y[:64], x_test=x[64:96],
              y_test=y[64:96])
-    out = run_cli("train", "--model", "mobilenet_v2", "--last", "5", "--input-size", "32",
-                  "--epochs", "1", "--dataset", "tiny.npz", "--output", "mn.keras",
-                  "--verbose", "0", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    assert "training mobilenet_v2 (flipout)" in out.stdout
+    assert cli.main(["train", "--model", "mobilenet_v2", "--last", "5", "--input-size", "32",
+                     "--epochs", "1", "--dataset", "tiny.npz", "--output", "mn.keras",
+                     "--verbose", "0"]) == 0
+    assert "training mobilenet_v2 (flipout)" in capsys.readouterr().out
     net = keras.saving.load_model(tmp_path / "mn.keras")
     assert net.input_shape == (None, 32, 32, 3)
     assert len(list(bcnn.bayesian_layers(net))) == 5
     # 4 steps an epoch: the fine-tuning schedule prunes after steps, not before the first
-    out = run_cli("prune", "mn.keras", "--structured", "--scope", "layer", "--epochs", "2",
-                  "--batch-size", "16", "--dataset", "tiny.npz", "--verbose", "0", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
+    assert cli.main(["prune", "mn.keras", "--structured", "--scope", "layer", "--epochs", "2",
+                     "--batch-size", "16", "--dataset", "tiny.npz", "--verbose", "0"]) == 0
     small = keras.saving.load_model(tmp_path / "mn_pruned.keras")
     assert small.get_layer("Conv_1").units < net.get_layer("Conv_1").units
     assert small.get_layer("block_16_depthwise").kernel_loc.shape[-2] == \
         small.get_layer("block_16_expand").units < 336
     # evaluate: the 28x28x1 test digits, letters and noise are fitted to 32x32x3
-    out = run_cli("evaluate", "mn_pruned.keras", "--dataset", "tiny.npz", "--samples", "2",
-                  "--out-dir", "ev", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
+    assert cli.main(["evaluate", "mn_pruned.keras", "--dataset", "tiny.npz", "--samples", "2",
+                     "--out-dir", "ev"]) == 0
     report = json.loads((tmp_path / "ev" / "mn_pruned_report.json").read_text())
     assert report["num_test"] == 32 and set(report["ood"]) == {"letters", "noise"}
