@@ -168,7 +168,7 @@ def unit_costs(model, units: Sequence, cost: str) -> list[float]:
         One float per unit, ``> 0``.
     """
     from .._compat import all_layers
-    from ._shrink import is_costed, layer_cost
+    from ._costs import is_costed, layer_cost
 
     chain = [layer for layer in all_layers(model) if is_costed(layer)]
     position = {id(layer): i for i, layer in enumerate(chain)}

@@ -57,21 +57,17 @@ separable / transposed convolutions and any layer not listed above.
 
 from __future__ import annotations
 
-import math
 
 import keras
 import numpy as np
 from keras import ops
 
 from .._compat import is_graph_model
-from ..layers import BayesianLayer, Rank1Layer, TileComponents
+from ..layers import Rank1Layer, TileComponents
+from ._costs import _LINEAR_KERAS, _MASKED, _channel_axis, is_costed, layer_cost
 from ._groups import mixing_activation, per_channel
 
 __all__ = ["is_costed", "layer_cost", "layer_costs", "shrink"]
-
-_LINEAR_KERAS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
-                 keras.layers.Dense)
-
 
 def _describe(layer) -> str:
     return f"{layer.name!r} ({type(layer).__name__})"
@@ -82,10 +78,6 @@ def _unsupported(layer, why: str) -> ValueError:
         f"pruning.shrink cannot shrink through this layer: {why}; the masked model is "
         f"unchanged and still usable. Received: layer={_describe(layer)}"
     )
-
-
-#: Layers with a ``kernel_mask`` whose filters shrink removes.
-_MASKED = (BayesianLayer, Rank1Layer)
 
 
 def _is_linear(layer) -> bool:
@@ -164,13 +156,6 @@ def _removable(layer, last: bool) -> np.ndarray:
 def _out_channels(layer) -> int:
     return int(layer.units if isinstance(layer, _MASKED) else
                getattr(layer, "filters", None) or layer.units)
-
-
-def _channel_axis(layer, ndim: int) -> int:
-    """Positive channel axis of the output of a linear layer."""
-    if ndim > 2 and getattr(layer, "data_format", "channels_last") == "channels_first":
-        return 1
-    return ndim - 1
 
 
 def _filter_constants(layer, removed: np.ndarray) -> np.ndarray:
@@ -398,27 +383,3 @@ def layer_costs(model: keras.Model) -> list[dict]:
     from .._compat import all_layers
 
     return [layer_cost(layer) for layer in all_layers(model) if is_costed(layer)]
-
-
-def is_costed(layer) -> bool:
-    """Whether `layer_costs` counts ``layer``: a masked layer or a plain Keras Conv / Dense."""
-    return isinstance(layer, _MASKED) or isinstance(layer, _LINEAR_KERAS)
-
-
-def layer_cost(layer) -> dict:
-    """One row of `layer_costs`: ``{"layer", "channels", "params", "flops"}`` of a built layer."""
-    kernel = layer.kernel_loc if isinstance(layer, BayesianLayer) else layer.kernel
-    shape = tuple(int(d) for d in kernel.shape)
-    out_shape = layer.output.shape
-    if len(shape) > 2:
-        axis = _channel_axis(layer, len(out_shape))
-        positions = math.prod(int(d) for i, d in enumerate(out_shape) if i not in (0, axis))
-    else:
-        positions = math.prod(int(d) for d in out_shape[1:-1])
-    depthwise = "depthwise" in type(layer).__name__.lower()  # (k..., in, multiplier)
-    return {
-        "layer": layer.name,
-        "channels": shape[-2] * shape[-1] if depthwise else shape[-1],
-        "params": int(sum(math.prod(v.shape) for v in layer.weights)),
-        "flops": 2 * math.prod(shape) * positions,
-    }
