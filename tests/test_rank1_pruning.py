@@ -117,6 +117,18 @@ def test_filter_pruning_and_shrink_keep_the_function():
     np.testing.assert_allclose(_np(small(x, training=True)), before, rtol=1e-5, atol=1e-6)
 
 
+def test_shrink_keeps_the_rank1_model_class():
+    # the builders' Rank1Sequential wraps a plain loss for the K tiled copies; a shrunk
+    # copy that fell back to keras.Sequential would fail on compile(loss=...) + fit
+    model = models.lenet5(posterior="rank1", num_components=2, num_train_examples=100)
+    pruning.prune_now(model, 0.5, criterion="l1", structure="filter")
+    small = pruning.shrink(model)
+    assert isinstance(small, models.Rank1Sequential)
+    small.compile("adam", loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).random((4, *model.input_shape[1:])).astype("float32")
+    assert np.isfinite(small.train_on_batch(x, np.arange(4) % 10))
+
+
 def test_snr_refused_for_rank1_layers():
     with pytest.raises(ValueError, match="Received: criterion='snr'"):
         pruning.prune_now(_model(), 0.5, criterion="snr")

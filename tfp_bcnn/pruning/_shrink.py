@@ -63,6 +63,7 @@ import numpy as np
 from keras import ops
 
 from .._compat import is_graph_model
+from .._mixture_fit import Rank1Functional, Rank1Sequential
 from ..layers import Rank1Layer, TileComponents
 from ._costs import _LINEAR_KERAS, _MASKED, _channel_axis, is_costed, layer_cost
 from ._groups import mixing_activation, per_channel
@@ -354,13 +355,16 @@ def shrink(model: keras.Model) -> keras.Model:
     source = model.inputs[0]
     inputs = keras.Input(shape=tuple(source.shape[1:]), dtype=source.dtype,
                          name=getattr(source, "name", None))
+    # a rank-1 model keeps its class (its compile wraps plain losses for the K copies)
     if isinstance(model, keras.Sequential):
-        small = keras.Sequential([inputs, *new_layers], name=model.name)
+        cls = Rank1Sequential if isinstance(model, Rank1Sequential) else keras.Sequential
+        small = cls([inputs, *new_layers], name=model.name)
     else:
         x = inputs
         for layer in new_layers:
             x = layer(x)
-        small = keras.Model(inputs, x, name=model.name)
+        cls = Rank1Functional if isinstance(model, Rank1Functional) else keras.Model
+        small = cls(inputs, x, name=model.name)
     for old, new in zip(layers, new_layers):
         _copy_weights(old, new, plan)
     return small
