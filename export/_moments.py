@@ -80,10 +80,7 @@ class MomentsForm:
     def _kernel_moments(self, layer):
         if not isinstance(layer, BayesianLayer):
             return moments.default_kernel_moments(layer)
-        c = self._constants[id(layer)]
-        if c.bias_std is not None:
-            return c.kernel_mean, c.kernel_variance, c.bias_loc, tf.square(c.bias_std)
-        return c.kernel_mean, c.kernel_variance, c.bias, None
+        return self._constants[id(layer)].moments()
 
     def moments(self, x) -> moments.OutputMoments:
         return moments.propagate(
